@@ -1,0 +1,894 @@
+//! Configuration: the TOML file (see `raw`) is parsed once and validated
+//! once into the plain types below, before any connection is made. Every
+//! error names the file, the line and the key. After `load` returns, the
+//! rest of the program never re-checks the config.
+
+mod raw;
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+use toml::Spanned;
+
+use crate::error::{Error, Result};
+use raw::{RawAccount, RawConfig, RawDestination};
+
+/// Which protocol an account speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Protocol {
+    /// POP3 (RFC 1939).
+    Pop3,
+    /// IMAP4rev1 (RFC 3501).
+    Imap,
+}
+
+impl Protocol {
+    /// The conventional port for this protocol and TLS mode.
+    pub fn default_port(self, tls: TlsMode) -> u16 {
+        match (self, tls) {
+            (Protocol::Pop3, TlsMode::Implicit) => 995,
+            (Protocol::Pop3, _) => 110,
+            (Protocol::Imap, TlsMode::Implicit) => 993,
+            (Protocol::Imap, _) => 143,
+        }
+    }
+}
+
+impl fmt::Display for Protocol {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Protocol::Pop3 => "pop3",
+            Protocol::Imap => "imap",
+        })
+    }
+}
+
+/// How the connection is protected.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum TlsMode {
+    /// TLS from the first byte (ports 995, 993).
+    #[default]
+    Implicit,
+    /// Plain connection upgraded with STLS/STARTTLS, which must succeed.
+    Starttls,
+    /// No encryption at all.
+    None,
+}
+
+/// An authentication mechanism, as named in the `auth` key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+pub enum AuthMech {
+    /// SASL CRAM-MD5 (RFC 2195).
+    #[serde(rename = "cram-md5")]
+    CramMd5,
+    /// POP3 APOP (RFC 1939 section 7).
+    #[serde(rename = "apop")]
+    Apop,
+    /// SASL PLAIN (RFC 4616).
+    #[serde(rename = "plain")]
+    Plain,
+    /// IMAP LOGIN or SASL LOGIN.
+    #[serde(rename = "login")]
+    Login,
+    /// POP3 USER/PASS.
+    #[serde(rename = "user")]
+    User,
+}
+
+impl AuthMech {
+    /// The order tried when the config does not say: strongest first.
+    pub const DEFAULT_ORDER: [AuthMech; 5] = [
+        AuthMech::CramMd5,
+        AuthMech::Apop,
+        AuthMech::Plain,
+        AuthMech::Login,
+        AuthMech::User,
+    ];
+}
+
+impl fmt::Display for AuthMech {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            AuthMech::CramMd5 => "cram-md5",
+            AuthMech::Apop => "apop",
+            AuthMech::Plain => "plain",
+            AuthMech::Login => "login",
+            AuthMech::User => "user",
+        })
+    }
+}
+
+/// Where the password comes from. It is only read when a connection is
+/// made, so a `password_command` runs fresh each time.
+#[derive(Clone, PartialEq, Eq)]
+pub enum Secret {
+    /// Written in the config file (or given in `MAILRETR_PASSWORD`).
+    Literal(String),
+    /// The first line of this shell command's output.
+    Command(String),
+    /// No password configured.
+    None,
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Secret::Literal(_) => f.write_str("Literal(<redacted>)"),
+            Secret::Command(c) => write!(f, "Command({c:?})"),
+            Secret::None => f.write_str("None"),
+        }
+    }
+}
+
+/// How to reach and trust a server.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerConfig {
+    /// Host name or address; also the name the certificate must match.
+    pub host: String,
+    /// TCP port.
+    pub port: u16,
+    /// Implicit TLS, STARTTLS or none.
+    pub tls: TlsMode,
+    /// An extra trust anchor (PEM).
+    pub ca_file: Option<PathBuf>,
+    /// A SHA-256 certificate pin, raw bytes. When set, the pin is what is
+    /// trusted, not the certificate chain.
+    pub fingerprint: Option<Vec<u8>>,
+    /// Connect and read timeout.
+    pub timeout: Duration,
+}
+
+/// One mailbox to fetch from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Account {
+    /// Unique name, used on the command line and in the state database.
+    pub name: String,
+    /// POP3 or IMAP.
+    pub protocol: Protocol,
+    /// Where the server is and how to trust it.
+    pub server: ServerConfig,
+    /// Login name.
+    pub user: String,
+    /// Where the password comes from.
+    pub secret: Secret,
+    /// Mechanisms to try, in order.
+    pub auth: Vec<AuthMech>,
+    /// Whether `auth` came from the config (then only those are tried).
+    pub auth_explicit: bool,
+    /// IMAP folder patterns (`INBOX`, `Lists/*`, `!Lists/spam`).
+    pub folders: Vec<String>,
+    /// Leave mail on the server after delivery.
+    pub keep: bool,
+    /// Ignore the seen-state and fetch everything.
+    pub fetch_all: bool,
+    /// Skip (and report) larger messages.
+    pub max_size: Option<u64>,
+    /// Destination names, in order.
+    pub deliver_to: Vec<String>,
+    /// Whether to prepend a `Received:` trace header.
+    pub add_received: bool,
+    /// How many POP3 commands may be outstanding when the server pipelines.
+    pub pipeline_depth: usize,
+}
+
+/// What a destination is, with the keys its type needs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DestinationConfig {
+    /// A Maildir; created when missing.
+    Maildir {
+        /// The Maildir's root (holding `tmp`, `new`, `cur`).
+        path: PathBuf,
+    },
+}
+
+/// `[general]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct General {
+    /// Where `state.db` and the account locks live.
+    pub state_dir: PathBuf,
+    /// Accounts fetched in parallel.
+    pub jobs: usize,
+    /// Our name, for `Received:` headers and EHLO/LHLO.
+    pub hostname: String,
+    /// Who is told about undeliverable mail.
+    pub postmaster: Option<String>,
+    /// `From:` of generated bounces.
+    pub bounce_from: Option<String>,
+    /// How long a spooled message is retried before it bounces.
+    pub spool_max_age: Duration,
+}
+
+/// The validated configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    /// The file it came from, if any (ad-hoc runs have none).
+    pub path: Option<PathBuf>,
+    /// `[general]`.
+    pub general: General,
+    /// Accounts in file order.
+    pub accounts: Vec<Account>,
+    /// Destinations by name.
+    pub destinations: BTreeMap<String, DestinationConfig>,
+}
+
+/// The name of the destination used when an account names none.
+pub const DEFAULT_DESTINATION: &str = "default";
+
+/// The default config file: `$XDG_CONFIG_HOME/mailretr/config.toml`.
+pub fn default_path() -> PathBuf {
+    dirs::config_dir()
+        .unwrap_or_else(|| home().join(".config"))
+        .join("mailretr")
+        .join("config.toml")
+}
+
+/// The default state directory: `$XDG_STATE_HOME/mailretr`.
+pub fn default_state_dir() -> PathBuf {
+    dirs::state_dir()
+        .unwrap_or_else(|| home().join(".local").join("state"))
+        .join("mailretr")
+}
+
+fn home() -> PathBuf {
+    dirs::home_dir().unwrap_or_else(|| PathBuf::from("/"))
+}
+
+/// Expands a leading `~/` to the home directory.
+pub fn expand_tilde(path: &str) -> PathBuf {
+    match path.strip_prefix("~/") {
+        Some(rest) => home().join(rest),
+        None if path == "~" => home(),
+        None => PathBuf::from(path),
+    }
+}
+
+/// The host name for `Received:` headers when the config names none.
+pub fn system_hostname() -> String {
+    let mut buf = [0u8; 256];
+    // SAFETY: the buffer is valid for its length; gethostname NUL-terminates
+    // within it or truncates, and we stop at the first NUL.
+    let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
+    let name = if rc == 0 {
+        let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
+        String::from_utf8_lossy(&buf[..end]).into_owned()
+    } else {
+        String::new()
+    };
+    if name.is_empty() {
+        "localhost".into()
+    } else {
+        name
+    }
+}
+
+/// Reads, checks and validates a config file.
+///
+/// A file that holds a password and is readable by group or others is
+/// refused, as fetchmail does, with the `chmod` that fixes it.
+pub fn load(path: &Path) -> Result<Config> {
+    let text = fs::read_to_string(path)
+        .map_err(|e| Error::Config(format!("{}: cannot read config: {e}", path.display())))?;
+    let config = parse(&text, path)?;
+    let has_password = config
+        .accounts
+        .iter()
+        .any(|a| matches!(a.secret, Secret::Literal(_)));
+    if has_password {
+        let mode = fs::metadata(path)
+            .map_err(|e| Error::Config(format!("{}: {e}", path.display())))?
+            .permissions()
+            .mode();
+        if mode & 0o077 != 0 {
+            return Err(Error::UnsafePermissions(format!(
+                "{}: holds a password but is readable by others (mode {:03o}); fix with: chmod 600 {}",
+                path.display(),
+                mode & 0o777,
+                path.display()
+            )));
+        }
+    }
+    Ok(config)
+}
+
+/// Parses and validates config text; `path` is only used in messages.
+pub fn parse(text: &str, path: &Path) -> Result<Config> {
+    let ctx = Ctx { text, path };
+    let raw: RawConfig = toml::from_str(text).map_err(|e| ctx.toml_error(&e))?;
+    validate(raw, &ctx, Some(path.to_path_buf()))
+}
+
+/// Where errors point: the file's text (to turn byte spans into lines) and name.
+struct Ctx<'a> {
+    text: &'a str,
+    path: &'a Path,
+}
+
+impl Ctx<'_> {
+    fn line_of(&self, offset: usize) -> usize {
+        let end = offset.min(self.text.len());
+        self.text.as_bytes()[..end]
+            .iter()
+            .filter(|&&b| b == b'\n')
+            .count()
+            + 1
+    }
+
+    fn err(&self, span: std::ops::Range<usize>, key: &str, msg: impl fmt::Display) -> Error {
+        Error::Config(format!(
+            "{}:{}: {key}: {msg}",
+            self.path.display(),
+            self.line_of(span.start)
+        ))
+    }
+
+    fn at<T>(&self, value: &Spanned<T>, key: &str, msg: impl fmt::Display) -> Error {
+        self.err(value.span(), key, msg)
+    }
+
+    fn toml_error(&self, e: &toml::de::Error) -> Error {
+        let message = e.message().trim_end();
+        match e.span() {
+            Some(span) => {
+                let line = self.line_of(span.start);
+                let key = self
+                    .text
+                    .lines()
+                    .nth(line - 1)
+                    .and_then(|l| l.split_once('='))
+                    .map(|(k, _)| k.trim().to_string())
+                    .filter(|k| !k.is_empty() && !k.starts_with('['));
+                match key {
+                    Some(key) => {
+                        Error::Config(format!("{}:{line}: {key}: {message}", self.path.display()))
+                    }
+                    None => Error::Config(format!("{}:{line}: {message}", self.path.display())),
+                }
+            }
+            None => Error::Config(format!("{}: {message}", self.path.display())),
+        }
+    }
+}
+
+fn parse_size(ctx: &Ctx, value: &Spanned<String>, key: &str) -> Result<u64> {
+    value
+        .get_ref()
+        .trim()
+        .parse::<bytesize::ByteSize>()
+        .map(|s| s.as_u64())
+        .map_err(|e| ctx.at(value, key, format!("not a size ({e}); try \"25MB\"")))
+}
+
+fn parse_duration(ctx: &Ctx, value: &Spanned<String>, key: &str) -> Result<Duration> {
+    humantime::parse_duration(value.get_ref().trim()).map_err(|e| {
+        ctx.at(
+            value,
+            key,
+            format!("not a duration ({e}); try \"5d\" or \"30s\""),
+        )
+    })
+}
+
+fn validate(raw: RawConfig, ctx: &Ctx, path: Option<PathBuf>) -> Result<Config> {
+    let g = raw.general;
+    let jobs = match &g.jobs {
+        Some(j) if *j.get_ref() < 1 || *j.get_ref() > 256 => {
+            return Err(ctx.at(j, "general.jobs", "must be between 1 and 256"))
+        }
+        Some(j) => *j.get_ref() as usize,
+        None => 4,
+    };
+    let default_timeout = match &g.timeout {
+        Some(t) => parse_duration(ctx, t, "general.timeout")?,
+        None => Duration::from_secs(60),
+    };
+    let general = General {
+        state_dir: g
+            .state_dir
+            .as_ref()
+            .map(|s| expand_tilde(s.get_ref()))
+            .unwrap_or_else(default_state_dir),
+        jobs,
+        hostname: g
+            .hostname
+            .map(|h| h.into_inner())
+            .unwrap_or_else(system_hostname),
+        postmaster: g.postmaster.map(|p| p.into_inner()),
+        bounce_from: g.bounce_from.map(|p| p.into_inner()),
+        spool_max_age: match &g.spool_max_age {
+            Some(s) => parse_duration(ctx, s, "general.spool_max_age")?,
+            None => Duration::from_secs(5 * 86400),
+        },
+    };
+    let add_received_default = g.add_received.unwrap_or(true);
+
+    let mut destinations = BTreeMap::new();
+    for (name, d) in &raw.destination {
+        destinations.insert(name.clone(), validate_destination(ctx, name, d)?);
+    }
+
+    let mut accounts: Vec<Account> = Vec::new();
+    for (i, a) in raw.account.iter().enumerate() {
+        let account = validate_account(
+            ctx,
+            i,
+            a,
+            &destinations,
+            default_timeout,
+            add_received_default,
+        )?;
+        if accounts.iter().any(|other| other.name == account.name) {
+            return Err(ctx.at(
+                &a.get_ref().name,
+                &format!("account[{i}].name"),
+                format!("duplicate account name {:?}", account.name),
+            ));
+        }
+        accounts.push(account);
+    }
+    add_default_destination(&mut accounts, &mut destinations);
+    Ok(Config {
+        path,
+        general,
+        accounts,
+        destinations,
+    })
+}
+
+/// Accounts that name no destination deliver to `~/Maildir`, so that no
+/// MTA is needed for the simplest setup.
+fn add_default_destination(
+    accounts: &mut [Account],
+    destinations: &mut BTreeMap<String, DestinationConfig>,
+) {
+    for account in accounts.iter_mut().filter(|a| a.deliver_to.is_empty()) {
+        account.deliver_to.push(DEFAULT_DESTINATION.into());
+        destinations
+            .entry(DEFAULT_DESTINATION.into())
+            .or_insert_with(|| DestinationConfig::Maildir {
+                path: home().join("Maildir"),
+            });
+    }
+}
+
+fn validate_destination(
+    ctx: &Ctx,
+    name: &str,
+    d: &Spanned<RawDestination>,
+) -> Result<DestinationConfig> {
+    let raw = d.get_ref();
+    let key = |k: &str| format!("destination.{name}.{k}");
+    match raw.kind.get_ref().as_str() {
+        "maildir" => {
+            let path = raw.path.as_ref().ok_or_else(|| {
+                ctx.at(d, &key("path"), "a maildir destination needs `path`")
+            })?;
+            Ok(DestinationConfig::Maildir {
+                path: expand_tilde(path.get_ref()),
+            })
+        }
+        "mbox" | "smtp" | "lmtp" | "mda" | "imap" | "directory" => Err(ctx.at(
+            &raw.kind,
+            &key("type"),
+            format!(
+                "destination type {:?} is not available in this version; use \"maildir\"",
+                raw.kind.get_ref()
+            ),
+        )),
+        other => Err(ctx.at(
+            &raw.kind,
+            &key("type"),
+            format!("unknown destination type {other:?}; expected maildir, mbox, smtp, lmtp, mda, imap or directory"),
+        )),
+    }
+}
+
+fn validate_account(
+    ctx: &Ctx,
+    index: usize,
+    a: &Spanned<RawAccount>,
+    destinations: &BTreeMap<String, DestinationConfig>,
+    default_timeout: Duration,
+    add_received_default: bool,
+) -> Result<Account> {
+    let raw = a.get_ref();
+    let name = raw.name.get_ref().trim().to_string();
+    let key = |k: &str| format!("account[{name}].{k}");
+    if name.is_empty()
+        || !name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.@+".contains(c))
+    {
+        return Err(ctx.at(
+            &raw.name,
+            &format!("account[{index}].name"),
+            "must be non-empty and use only letters, digits and - _ . @ +",
+        ));
+    }
+    let protocol = *raw.protocol.get_ref();
+    let tls = raw.tls.unwrap_or_default();
+    let port = match &raw.port {
+        Some(p) if !(1..=65535).contains(p.get_ref()) => {
+            return Err(ctx.at(p, &key("port"), "must be between 1 and 65535"))
+        }
+        Some(p) => *p.get_ref() as u16,
+        None => protocol.default_port(tls),
+    };
+    let host = raw.host.get_ref().trim().to_string();
+    if host.is_empty() {
+        return Err(ctx.at(&raw.host, &key("host"), "must not be empty"));
+    }
+    let secret = match (&raw.password, &raw.password_command) {
+        (Some(_), Some(c)) => {
+            return Err(ctx.at(
+                c,
+                &key("password_command"),
+                "give either password or password_command, not both",
+            ))
+        }
+        (Some(p), None) => Secret::Literal(p.get_ref().clone()),
+        (None, Some(c)) => Secret::Command(c.get_ref().clone()),
+        (None, None) => Secret::None,
+    };
+    if tls == TlsMode::None && secret != Secret::None && raw.allow_plaintext != Some(true) {
+        return Err(ctx.at(
+            a,
+            &key("tls"),
+            "tls = \"none\" would send the password in clear text; set allow_plaintext = true if you mean it",
+        ));
+    }
+    let fingerprint = match &raw.fingerprint {
+        Some(f) => Some(parse_fingerprint(f.get_ref()).ok_or_else(|| {
+            ctx.at(
+                f,
+                &key("fingerprint"),
+                "expected \"sha256:\" and 32 hex bytes, e.g. sha256:AB:CD:...",
+            )
+        })?),
+        None => None,
+    };
+    let ca_file = match &raw.ca_file {
+        Some(c) => {
+            let p = expand_tilde(c.get_ref());
+            if !p.is_file() {
+                return Err(ctx.at(c, &key("ca_file"), format!("{} is not a file", p.display())));
+            }
+            Some(p)
+        }
+        None => None,
+    };
+    let folders = match &raw.folders {
+        Some(f) if protocol == Protocol::Pop3 => {
+            return Err(ctx.at(f, &key("folders"), "POP3 has no folders; remove this key"))
+        }
+        Some(f) if f.get_ref().is_empty() => {
+            return Err(ctx.at(f, &key("folders"), "must name at least one folder"))
+        }
+        Some(f) => f.get_ref().clone(),
+        None => vec!["INBOX".into()],
+    };
+    let mut deliver_to = Vec::new();
+    for d in raw.deliver_to.iter().flatten() {
+        if !destinations.contains_key(d.get_ref()) {
+            let known: Vec<&str> = destinations.keys().map(String::as_str).collect();
+            return Err(ctx.at(
+                d,
+                &key("deliver_to"),
+                format!(
+                    "no [destination.{}] is defined (defined: {})",
+                    d.get_ref(),
+                    if known.is_empty() {
+                        "none".to_string()
+                    } else {
+                        known.join(", ")
+                    }
+                ),
+            ));
+        }
+        if !deliver_to.contains(d.get_ref()) {
+            deliver_to.push(d.get_ref().clone());
+        }
+    }
+    let pipeline_depth = match &raw.pipeline_depth {
+        Some(p) if !(1..=1000).contains(p.get_ref()) => {
+            return Err(ctx.at(p, &key("pipeline_depth"), "must be between 1 and 1000"))
+        }
+        Some(p) => *p.get_ref() as usize,
+        None => 50,
+    };
+    Ok(Account {
+        protocol,
+        server: ServerConfig {
+            host,
+            port,
+            tls,
+            ca_file,
+            fingerprint,
+            timeout: match &raw.timeout {
+                Some(t) => parse_duration(ctx, t, &key("timeout"))?,
+                None => default_timeout,
+            },
+        },
+        user: raw.user.get_ref().clone(),
+        secret,
+        auth: raw
+            .auth
+            .clone()
+            .unwrap_or_else(|| AuthMech::DEFAULT_ORDER.to_vec()),
+        auth_explicit: raw.auth.is_some(),
+        folders,
+        keep: raw.keep.unwrap_or(false),
+        fetch_all: raw.fetch_all.unwrap_or(false),
+        max_size: match &raw.max_size {
+            Some(s) => Some(parse_size(ctx, s, &key("max_size"))?),
+            None => None,
+        },
+        deliver_to,
+        add_received: raw.add_received.unwrap_or(add_received_default),
+        pipeline_depth,
+        name,
+    })
+}
+
+/// Parses `sha256:AB:CD:...` (colons optional, any case) into 32 bytes.
+pub fn parse_fingerprint(s: &str) -> Option<Vec<u8>> {
+    let hex: String = s
+        .trim()
+        .strip_prefix("sha256:")
+        .or_else(|| s.trim().strip_prefix("SHA256:"))?
+        .chars()
+        .filter(|c| *c != ':')
+        .collect();
+    if hex.len() != 64 {
+        return None;
+    }
+    (0..32)
+        .map(|i| u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).ok())
+        .collect()
+}
+
+/// Builds the config for an ad-hoc run such as
+/// `mailretr fetch pop3s://me@pop.example.com --to ~/Maildir`.
+///
+/// `pop3s`/`imaps` use implicit TLS; `pop3`/`imap` require STARTTLS. The
+/// password is given by the caller (from `MAILRETR_PASSWORD` or a prompt).
+pub fn from_url(url: &str, to: &str, password: Option<String>, keep: bool) -> Result<Config> {
+    let parsed = url::Url::parse(url).map_err(|e| Error::Config(format!("{url}: {e}")))?;
+    let (protocol, tls) = match parsed.scheme() {
+        "pop3s" => (Protocol::Pop3, TlsMode::Implicit),
+        "pop3" => (Protocol::Pop3, TlsMode::Starttls),
+        "imaps" => (Protocol::Imap, TlsMode::Implicit),
+        "imap" => (Protocol::Imap, TlsMode::Starttls),
+        other => {
+            return Err(Error::Config(format!(
+                "{url}: unknown scheme {other:?}; use pop3s, pop3, imaps or imap"
+            )))
+        }
+    };
+    let host = parsed
+        .host_str()
+        .filter(|h| !h.is_empty())
+        .ok_or_else(|| Error::Config(format!("{url}: no host")))?
+        .trim_matches(|c| c == '[' || c == ']')
+        .to_string();
+    let user = percent_decode(parsed.username());
+    if user.is_empty() {
+        return Err(Error::Config(format!(
+            "{url}: no user; write it as {}://USER@{host}",
+            parsed.scheme()
+        )));
+    }
+    let folders = match protocol {
+        Protocol::Imap => match parsed.path().trim_start_matches('/') {
+            "" => vec!["INBOX".to_string()],
+            p => vec![percent_decode(p)],
+        },
+        Protocol::Pop3 => vec!["INBOX".to_string()],
+    };
+    let state_dir = default_state_dir();
+    let name = format!("{user}@{host}");
+    let mut destinations = BTreeMap::new();
+    destinations.insert(
+        DEFAULT_DESTINATION.to_string(),
+        DestinationConfig::Maildir {
+            path: expand_tilde(to),
+        },
+    );
+    Ok(Config {
+        path: None,
+        general: General {
+            state_dir,
+            jobs: 1,
+            hostname: system_hostname(),
+            postmaster: None,
+            bounce_from: None,
+            spool_max_age: Duration::from_secs(5 * 86400),
+        },
+        accounts: vec![Account {
+            name,
+            protocol,
+            server: ServerConfig {
+                port: parsed.port().unwrap_or(protocol.default_port(tls)),
+                host,
+                tls,
+                ca_file: None,
+                fingerprint: None,
+                timeout: Duration::from_secs(60),
+            },
+            user,
+            secret: password.map(Secret::Literal).unwrap_or(Secret::None),
+            auth: AuthMech::DEFAULT_ORDER.to_vec(),
+            auth_explicit: false,
+            folders,
+            keep,
+            fetch_all: false,
+            max_size: None,
+            deliver_to: vec![DEFAULT_DESTINATION.to_string()],
+            add_received: true,
+            pipeline_depth: 50,
+        }],
+        destinations,
+    })
+}
+
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' && i + 2 < bytes.len() {
+            if let Ok(b) = u8::from_str_radix(&s[i + 1..i + 3], 16) {
+                out.push(b);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse_str(text: &str) -> Result<Config> {
+        parse(text, Path::new("test.toml"))
+    }
+
+    const GOOD: &str = r#"
+[general]
+state_dir = "/tmp/st"
+hostname = "mx.example.org"
+
+[[account]]
+name = "isp"
+protocol = "pop3"
+host = "pop.example.com"
+user = "jaco"
+password = "pw"
+max_size = "25MB"
+deliver_to = ["home"]
+
+[destination.home]
+type = "maildir"
+path = "/tmp/Maildir"
+"#;
+
+    #[test]
+    fn good_config_validates_with_defaults() {
+        let c = parse_str(GOOD).unwrap();
+        let a = &c.accounts[0];
+        assert_eq!(a.server.port, 995);
+        assert_eq!(a.server.tls, TlsMode::Implicit);
+        assert_eq!(a.max_size, Some(25_000_000));
+        assert!(!a.keep);
+        assert_eq!(c.general.jobs, 4);
+        assert_eq!(
+            c.destinations["home"],
+            DestinationConfig::Maildir {
+                path: "/tmp/Maildir".into()
+            }
+        );
+    }
+
+    fn err_of(text: &str) -> String {
+        parse_str(text).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn unknown_key_names_file_line_and_key() {
+        let text = GOOD.replace("user = \"jaco\"", "user = \"jaco\"\nkeepp = true");
+        let e = err_of(&text);
+        assert!(e.starts_with("test.toml:11: keepp:"), "{e}");
+        assert!(e.contains("unknown field"), "{e}");
+    }
+
+    #[test]
+    fn wrong_type_names_line_and_key() {
+        let e = err_of(&GOOD.replace("host = \"pop.example.com\"", "host = \"h\"\nport = \"x\""));
+        assert!(e.starts_with("test.toml:10: port:"), "{e}");
+    }
+
+    #[test]
+    fn unknown_destination_is_reported_at_its_line() {
+        let e = err_of(&GOOD.replace("deliver_to = [\"home\"]", "deliver_to = [\"hmoe\"]"));
+        assert!(
+            e.starts_with("test.toml:13: account[isp].deliver_to:"),
+            "{e}"
+        );
+        assert!(e.contains("hmoe"), "{e}");
+    }
+
+    #[test]
+    fn bad_protocol_and_size() {
+        let e = err_of(&GOOD.replace("\"pop3\"", "\"pop4\""));
+        assert!(e.starts_with("test.toml:8: protocol:"), "{e}");
+        let e = err_of(&GOOD.replace("\"25MB\"", "\"lots\""));
+        assert!(e.starts_with("test.toml:12: account[isp].max_size:"), "{e}");
+    }
+
+    #[test]
+    fn plaintext_password_needs_consent() {
+        let text = GOOD.replace("user = \"jaco\"", "user = \"jaco\"\ntls = \"none\"");
+        let e = err_of(&text);
+        assert!(e.contains("allow_plaintext"), "{e}");
+        let ok = text.replace("tls = \"none\"", "tls = \"none\"\nallow_plaintext = true");
+        let c = parse_str(&ok).unwrap();
+        assert_eq!(c.accounts[0].server.port, 110);
+    }
+
+    #[test]
+    fn duplicate_account_names_are_refused() {
+        let acct = GOOD
+            .split("[[account]]")
+            .nth(1)
+            .unwrap()
+            .split("[destination")
+            .next()
+            .unwrap();
+        let text = format!("{GOOD}\n[[account]]{acct}");
+        let e = err_of(&text);
+        assert!(e.contains("duplicate account name"), "{e}");
+    }
+
+    #[test]
+    fn default_destination_is_home_maildir() {
+        let text = GOOD.replace("deliver_to = [\"home\"]\n", "");
+        let c = parse_str(&text).unwrap();
+        assert_eq!(c.accounts[0].deliver_to, vec![DEFAULT_DESTINATION]);
+        assert!(c.destinations.contains_key(DEFAULT_DESTINATION));
+    }
+
+    #[test]
+    fn fingerprints_parse() {
+        let hex = "AB:".repeat(31) + "CD";
+        assert_eq!(
+            parse_fingerprint(&format!("sha256:{hex}")).unwrap().len(),
+            32
+        );
+        assert!(parse_fingerprint("md5:AB").is_none());
+        assert!(parse_fingerprint("sha256:AB").is_none());
+    }
+
+    #[test]
+    fn url_accounts() {
+        let c = from_url("pop3s://me%40x@pop.example.com", "/tmp/M", None, true).unwrap();
+        let a = &c.accounts[0];
+        assert_eq!(a.user, "me@x");
+        assert_eq!(a.server.port, 995);
+        assert!(a.keep);
+        let c = from_url("imap://me@h:1143/Lists%2Fx", "/tmp/M", None, false).unwrap();
+        assert_eq!(c.accounts[0].server.tls, TlsMode::Starttls);
+        assert_eq!(c.accounts[0].folders, vec!["Lists/x"]);
+        assert!(from_url("http://me@h", "/tmp/M", None, false).is_err());
+        assert!(from_url("pop3s://h", "/tmp/M", None, false).is_err());
+    }
+}

@@ -1,0 +1,107 @@
+//! Process exit codes, compatible with fetchmail's so existing cron scripts
+//! keep working, and the rule for merging the outcomes of many accounts.
+
+use std::fmt;
+
+/// What one account's run (or the whole program) ended with.
+///
+/// The numeric values are the contract in the README and man page.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ExitCode {
+    /// One or more messages were retrieved (with `--check`: mail is waiting).
+    Retrieved,
+    /// No new mail.
+    NoMail,
+    /// A network or TLS error.
+    Network,
+    /// Authentication failed.
+    Auth,
+    /// The server spoke the protocol wrongly.
+    Protocol,
+    /// A bad config file or command line.
+    Config,
+    /// The config file holds a secret and is readable by others.
+    UnsafePermissions,
+    /// The server reported an error or timed out.
+    Server,
+    /// Another mailretr holds the lock for the account.
+    Locked,
+    /// A delivery failed and could not be spooled.
+    Delivery,
+    /// A bug or an unexpected local failure.
+    Internal,
+}
+
+impl ExitCode {
+    /// The process exit status.
+    pub fn code(self) -> i32 {
+        match self {
+            ExitCode::Retrieved => 0,
+            ExitCode::NoMail => 1,
+            ExitCode::Network => 2,
+            ExitCode::Auth => 3,
+            ExitCode::Protocol => 4,
+            ExitCode::Config => 5,
+            ExitCode::UnsafePermissions => 6,
+            ExitCode::Server => 7,
+            ExitCode::Locked => 8,
+            ExitCode::Delivery => 10,
+            ExitCode::Internal => 23,
+        }
+    }
+
+    /// How serious a failure is, for picking the one to report when no
+    /// account retrieved mail. Higher is worse.
+    fn severity(self) -> u8 {
+        match self {
+            ExitCode::Retrieved => 0,
+            ExitCode::NoMail => 1,
+            ExitCode::Locked => 2,
+            ExitCode::Server => 3,
+            ExitCode::Network => 4,
+            ExitCode::Protocol => 5,
+            ExitCode::Auth => 6,
+            ExitCode::Delivery => 7,
+            ExitCode::Config => 8,
+            ExitCode::UnsafePermissions => 9,
+            ExitCode::Internal => 10,
+        }
+    }
+
+    /// Merges the outcomes of several accounts: success if any account
+    /// retrieved mail, otherwise the most serious failure.
+    pub fn merge(self, other: ExitCode) -> ExitCode {
+        if self == ExitCode::Retrieved || other == ExitCode::Retrieved {
+            ExitCode::Retrieved
+        } else if other.severity() > self.severity() {
+            other
+        } else {
+            self
+        }
+    }
+}
+
+impl fmt::Display for ExitCode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.code())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ExitCode::*;
+
+    #[test]
+    fn any_retrieval_wins() {
+        assert_eq!(Auth.merge(Retrieved), Retrieved);
+        assert_eq!(Retrieved.merge(Network), Retrieved);
+    }
+
+    #[test]
+    fn worst_failure_wins_otherwise() {
+        assert_eq!(NoMail.merge(Network), Network);
+        assert_eq!(Auth.merge(Network), Auth);
+        assert_eq!(NoMail.merge(NoMail), NoMail);
+        assert_eq!(Locked.merge(NoMail), Locked);
+    }
+}

@@ -1,0 +1,24 @@
+//! mailretr: a one-shot batch mail retriever. It fetches mail from POP3
+//! and IMAP accounts, delivers it durably, remembers what it has seen, and
+//! deletes from the server only after that.
+//!
+//! The data flow follows the module layout: `config` → `source` (POP3,
+//! IMAP) → `message` and its envelope → `destination` → `state`, tied
+//! together in the durable order by `fetch`.
+
+pub mod cli;
+pub mod codec;
+pub mod config;
+pub mod destination;
+pub mod error;
+pub mod exit;
+pub mod fetch;
+pub mod lock;
+pub mod message;
+pub mod net;
+pub mod secret;
+pub mod source;
+pub mod state;
+
+pub use error::{Error, Result};
+pub use exit::ExitCode;

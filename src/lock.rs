@@ -1,0 +1,101 @@
+//! Per-account locks, so two mailretr processes (a cron run overlapping
+//! the previous one, a manual run beside `watch`) never work on the same
+//! account at once. The lock is an advisory `flock` on a file under the
+//! state directory; the kernel drops it when its holder dies, so a lock
+//! left by a killed process is simply taken over.
+
+use std::fs::{self, DirBuilder, File, OpenOptions};
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::os::unix::fs::DirBuilderExt;
+use std::path::Path;
+
+use crate::error::{Error, Result};
+
+/// A held account lock; released when dropped.
+#[derive(Debug)]
+pub struct AccountLock {
+    _file: File,
+}
+
+fn file_name(account: &str) -> String {
+    account
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "-_.@+".contains(c) {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect::<String>()
+        + ".lock"
+}
+
+impl AccountLock {
+    /// Takes the lock for `account`, or fails with `Error::Locked` naming
+    /// the process that holds it.
+    pub fn acquire(state_dir: &Path, account: &str) -> Result<AccountLock> {
+        let dir = state_dir.join("locks");
+        DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&dir)
+            .map_err(|e| Error::Internal(format!("cannot create {}: {e}", dir.display())))?;
+        let path = dir.join(file_name(account));
+        let mut file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .map_err(|e| Error::Internal(format!("cannot open {}: {e}", path.display())))?;
+        match file.try_lock() {
+            Ok(()) => {}
+            Err(fs::TryLockError::WouldBlock) => {
+                let mut holder = String::new();
+                let _ = file.read_to_string(&mut holder);
+                let holder = holder.trim();
+                return Err(Error::Locked(format!(
+                    "another mailretr{} is working on this account (lock {})",
+                    if holder.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" (pid {holder})")
+                    },
+                    path.display()
+                )));
+            }
+            Err(fs::TryLockError::Error(e)) => {
+                return Err(Error::Internal(format!(
+                    "cannot lock {}: {e}",
+                    path.display()
+                )))
+            }
+        }
+        // Who holds it, for the message the next process prints.
+        let _ = file.set_len(0);
+        let _ = file.seek(SeekFrom::Start(0));
+        let _ = writeln!(file, "{}", std::process::id());
+        Ok(AccountLock { _file: file })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn second_holder_is_refused_until_release() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = AccountLock::acquire(dir.path(), "a/b").unwrap();
+        let e = AccountLock::acquire(dir.path(), "a/b").unwrap_err();
+        assert!(matches!(e, Error::Locked(_)));
+        assert!(
+            e.to_string().contains(&std::process::id().to_string()),
+            "{e}"
+        );
+        AccountLock::acquire(dir.path(), "other").unwrap();
+        drop(first);
+        AccountLock::acquire(dir.path(), "a/b").unwrap();
+    }
+}

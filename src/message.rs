@@ -1,0 +1,152 @@
+//! A fetched message and its envelope: the few header fields mailretr
+//! reads (Return-Path, Message-ID) and the `Received:` trace header it
+//! adds. Messages are bytes with LF line endings; nothing here rewrites
+//! them beyond prepending one header.
+
+/// Who a message is from and for, as the destinations need it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Envelope {
+    /// The envelope sender (`Return-Path`), if the message has one.
+    pub sender: Option<String>,
+    /// The envelope recipients.
+    pub recipients: Vec<String>,
+    /// The account it was fetched by.
+    pub account: String,
+    /// The folder it was fetched from.
+    pub folder: String,
+}
+
+/// The header block: everything before the first empty line.
+pub fn header_block(message: &[u8]) -> &[u8] {
+    let mut i = 0;
+    while i < message.len() {
+        let line_end = message[i..]
+            .iter()
+            .position(|&b| b == b'\n')
+            .map_or(message.len(), |p| i + p + 1);
+        let line = &message[i..line_end];
+        if line == b"\n" || line == b"\r\n" {
+            return &message[..i];
+        }
+        i = line_end;
+    }
+    message
+}
+
+/// The unfolded value of the first header field called `name`
+/// (case-insensitive), with surrounding white space trimmed.
+pub fn header_value(message: &[u8], name: &str) -> Option<String> {
+    let headers = header_block(message);
+    let mut value: Option<Vec<u8>> = None;
+    for line in headers.split(|&b| b == b'\n') {
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        if let Some(v) = value.as_mut() {
+            if line.first().is_some_and(|b| *b == b' ' || *b == b'\t') {
+                v.push(b' ');
+                v.extend_from_slice(line.trim_ascii());
+                continue;
+            }
+            break;
+        }
+        if let Some(colon) = line.iter().position(|&b| b == b':') {
+            if line[..colon]
+                .trim_ascii()
+                .eq_ignore_ascii_case(name.as_bytes())
+            {
+                value = Some(line[colon + 1..].trim_ascii().to_vec());
+            }
+        }
+    }
+    value.map(|v| String::from_utf8_lossy(&v).into_owned())
+}
+
+/// The envelope sender from `Return-Path: <addr>`. An empty path `<>`
+/// (a bounce) is `Some("")`.
+pub fn return_path(message: &[u8]) -> Option<String> {
+    let value = header_value(message, "Return-Path")?;
+    let inner = value
+        .trim()
+        .trim_start_matches('<')
+        .split('>')
+        .next()
+        .unwrap_or("")
+        .trim();
+    Some(inner.to_string())
+}
+
+/// What goes into the `Received:` header.
+#[derive(Debug, Clone)]
+pub struct TraceInfo<'a> {
+    /// The server fetched from.
+    pub server: &'a str,
+    /// Our host name, from `[general] hostname`.
+    pub hostname: &'a str,
+    /// `POP3S`, `IMAPS`, ...
+    pub protocol: &'a str,
+    /// The account name.
+    pub account: &'a str,
+    /// The mailbox user on the server.
+    pub user: &'a str,
+}
+
+/// Returns the message with a `Received:` trace header (RFC 5321 section
+/// 4.4) prepended.
+pub fn with_received(
+    message: &[u8],
+    trace: &TraceInfo,
+    now: chrono::DateTime<chrono::Local>,
+) -> Vec<u8> {
+    let clean = |s: &str| -> String { s.chars().filter(|c| !c.is_control()).collect() };
+    let header = format!(
+        "Received: from {} by {} with {} (mailretr {})\n\tfor <{}> (account {});\n\t{}\n",
+        clean(trace.server),
+        clean(trace.hostname),
+        trace.protocol,
+        env!("CARGO_PKG_VERSION"),
+        clean(trace.user),
+        clean(trace.account),
+        now.to_rfc2822()
+    );
+    let mut out = Vec::with_capacity(header.len() + message.len());
+    out.extend_from_slice(header.as_bytes());
+    out.extend_from_slice(message);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MSG: &[u8] = b"Return-Path: <bounce@example.org>\nSubject: a\n  folded\nMessage-ID: <1@x>\n\nReturn-Path: <not@header>\n";
+
+    #[test]
+    fn reads_header_fields() {
+        assert_eq!(return_path(MSG).as_deref(), Some("bounce@example.org"));
+        assert_eq!(header_value(MSG, "subject").as_deref(), Some("a folded"));
+        assert_eq!(header_value(MSG, "message-id").as_deref(), Some("<1@x>"));
+        assert_eq!(header_value(MSG, "X-Missing"), None);
+        assert_eq!(return_path(b"Return-Path: <>\n\nx"), Some(String::new()));
+        assert_eq!(return_path(b"Subject: x\n\nReturn-Path: <a@b>\n"), None);
+    }
+
+    #[test]
+    fn received_header_is_prepended_and_folded() {
+        let trace = TraceInfo {
+            server: "pop.example.com",
+            hostname: "mx",
+            protocol: "POP3S",
+            account: "isp",
+            user: "jaco",
+        };
+        let out = with_received(b"Subject: x\n\nbody", &trace, chrono::Local::now());
+        let text = String::from_utf8(out).unwrap();
+        assert!(text.starts_with("Received: from pop.example.com by mx with POP3S"));
+        assert!(text.ends_with("\nSubject: x\n\nbody"));
+        assert_eq!(
+            text.lines()
+                .take_while(|l| !l.starts_with("Subject"))
+                .count(),
+            3
+        );
+    }
+}

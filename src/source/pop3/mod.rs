@@ -1,0 +1,351 @@
+//! The POP3 source: connection set-up with the TLS and authentication
+//! rules, listing with LIST and UIDL, and pipelined retrieval.
+//!
+//! With PIPELINING (RFC 2449) several RETR commands are outstanding at
+//! once, bounded by a count (`pipeline_depth`) and by the bytes they will
+//! bring (`MAX_BYTES_IN_FLIGHT`), so a slow link stays full without the
+//! client buffering more than one message. DELE for a message is queued
+//! only when the fetch loop says its delivery is committed, and takes
+//! effect at QUIT.
+
+pub mod client;
+
+use std::collections::VecDeque;
+
+use crate::config::{Account, AuthMech, TlsMode};
+use crate::error::{Error, Result};
+use crate::net::{self, Stream};
+use client::{Capabilities, Command, Pop3, Status};
+
+use super::{RemoteMessage, Scan, SeenIndex, Source};
+
+/// The folder name POP3 messages are recorded under.
+pub const POP3_FOLDER: &str = "INBOX";
+
+/// At most this many bytes of RETR answers are asked for ahead of the one
+/// being read (one message is always allowed, whatever its size).
+pub const MAX_BYTES_IN_FLIGHT: u64 = 4 * 1024 * 1024;
+
+/// A logged-in POP3 session acting as a `Source`.
+pub struct Pop3Source {
+    session: Option<Pop3<Stream>>,
+    caps: Capabilities,
+    protocol_name: &'static str,
+    depth: usize,
+    /// Messages queued but not yet asked for.
+    to_send: VecDeque<(Command, Option<RemoteMessage>)>,
+    /// Commands sent whose answers have not been read, in order.
+    in_flight: VecDeque<(Command, Option<RemoteMessage>)>,
+    bytes_in_flight: u64,
+    /// The first DELE failure, reported at `finish`.
+    delete_error: Option<Error>,
+}
+
+/// Connects, secures and logs in.
+pub fn connect(account: &Account, password: Option<&str>) -> Result<Pop3Source> {
+    let server = &account.server;
+    let tcp = net::connect_tcp(server)?;
+    let label = account.name.as_str();
+    let (mut session, protocol_name) = match server.tls {
+        TlsMode::Implicit => (
+            Pop3::connect(net::tls_handshake(server, tcp)?, label)?,
+            "POP3S",
+        ),
+        TlsMode::None => (Pop3::connect(Stream::Plain(tcp), label)?, "POP3"),
+        TlsMode::Starttls => {
+            let mut plain = Pop3::connect(Stream::Plain(tcp), label)?;
+            let caps = plain.capa()?;
+            if caps.answered && !caps.has("STLS") {
+                return Err(Error::Tls(
+                    "server does not offer STLS; not sending credentials (tls = \"starttls\")"
+                        .into(),
+                ));
+            }
+            // Only APOP's timestamp is kept from the plain greeting.
+            let greeting = plain.greeting().to_string();
+            let stream = plain.stls()?;
+            let Stream::Plain(tcp) = stream else {
+                return Err(Error::Internal("STLS on an encrypted stream".into()));
+            };
+            let tls = net::tls_handshake(server, tcp)?;
+            (Pop3::resume(tls, label, greeting), "POP3S")
+        }
+    };
+    // Capabilities learned before TLS are not trusted: ask again.
+    let caps = session.capa()?;
+    let mech = choose_mech(account, &caps, session.greeting(), password.is_some())?;
+    if let Some(mech) = mech {
+        let password = password.unwrap_or_default();
+        session.login(mech, &account.user, password)?;
+    } else {
+        return Err(Error::Auth(format!(
+            "no password configured for {}",
+            account.user
+        )));
+    }
+    Ok(Pop3Source {
+        session: Some(session),
+        caps,
+        protocol_name,
+        depth: account.pipeline_depth,
+        to_send: VecDeque::new(),
+        in_flight: VecDeque::new(),
+        bytes_in_flight: 0,
+        delete_error: None,
+    })
+}
+
+/// Picks the mechanism: the first in the account's order that the server
+/// offers. USER is assumed available when CAPA is not answered.
+fn choose_mech(
+    account: &Account,
+    caps: &Capabilities,
+    greeting: &str,
+    have_password: bool,
+) -> Result<Option<AuthMech>> {
+    if !have_password {
+        return Ok(None);
+    }
+    let offered = |m: &AuthMech| match m {
+        AuthMech::User => caps.has("USER") || !caps.answered,
+        AuthMech::Apop => client::apop_timestamp(greeting).is_some(),
+        AuthMech::Plain => caps.sasl.contains("PLAIN"),
+        AuthMech::Login => caps.sasl.contains("LOGIN"),
+        AuthMech::CramMd5 => caps.sasl.contains("CRAM-MD5"),
+    };
+    match account.auth.iter().find(|m| offered(m)) {
+        Some(m) => Ok(Some(*m)),
+        None => Err(Error::Auth(format!(
+            "the server offers none of the allowed mechanisms ({})",
+            account
+                .auth
+                .iter()
+                .map(|m| m.to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ))),
+    }
+}
+
+impl Pop3Source {
+    fn session(&mut self) -> Result<&mut Pop3<Stream>> {
+        self.session
+            .as_mut()
+            .ok_or_else(|| Error::Internal("POP3 session already closed".into()))
+    }
+
+    fn pipelining(&self) -> bool {
+        self.caps.has("PIPELINING")
+    }
+
+    /// Sends queued commands while the window allows.
+    fn fill_window(&mut self) -> Result<()> {
+        let depth = if self.pipelining() { self.depth } else { 1 };
+        let mut batch = Vec::new();
+        while self.in_flight.len() + batch.len() < depth {
+            let Some((cmd, _)) = self.to_send.front() else {
+                break;
+            };
+            let size = match cmd {
+                Command::Retr(_) => self.to_send[0].1.as_ref().map_or(0, |m| m.size),
+                _ => 0,
+            };
+            let nothing_big_in_flight = self.bytes_in_flight == 0;
+            if size > 0
+                && !nothing_big_in_flight
+                && self.bytes_in_flight + size > MAX_BYTES_IN_FLIGHT
+            {
+                break;
+            }
+            let (cmd, msg) = self.to_send.pop_front().expect("checked above");
+            self.bytes_in_flight += size;
+            batch.push(cmd);
+            self.in_flight.push_back((cmd, msg));
+        }
+        if !batch.is_empty() {
+            self.session()?.send(&batch)?;
+        }
+        Ok(())
+    }
+
+    /// Reads the answer to the oldest outstanding command. Returns the
+    /// message for a RETR.
+    fn read_one(&mut self) -> Result<Option<(RemoteMessage, Vec<u8>)>> {
+        let (cmd, msg) = self
+            .in_flight
+            .pop_front()
+            .ok_or_else(|| Error::Internal("no POP3 command outstanding".into()))?;
+        let status = self.session()?.read_status()?;
+        match (cmd, status) {
+            (Command::Retr(_), Status::Ok(_)) => {
+                let msg = msg.expect("RETR carries its message");
+                self.bytes_in_flight = self.bytes_in_flight.saturating_sub(msg.size);
+                // Servers' sizes are close but not always exact; allow for
+                // that, but never without bound.
+                let max = (msg.size as usize).saturating_mul(2) + 64 * 1024;
+                let mut bytes = Vec::with_capacity(msg.size as usize + 1024);
+                self.session()?.read_block(&mut bytes, max)?;
+                strip_added_newline(&mut bytes, msg.size);
+                Ok(Some((msg, bytes)))
+            }
+            (Command::Retr(n), Status::Err(t)) => Err(Error::Server(format!("RETR {n}: -ERR {t}"))),
+            (Command::Dele(n), Status::Err(t)) => {
+                let e = Error::Server(format!("DELE {n}: -ERR {t}"));
+                log::warn!("{e}");
+                self.delete_error.get_or_insert(e);
+                Ok(None)
+            }
+            (_, _) => Ok(None),
+        }
+    }
+
+    /// Reads and discards every outstanding answer, so that QUIT is heard.
+    fn drain(&mut self) -> Result<()> {
+        while !self.in_flight.is_empty() {
+            match self.read_one() {
+                Ok(_) | Err(Error::Server(_)) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        self.bytes_in_flight = 0;
+        Ok(())
+    }
+}
+
+/// A message without a final line break arrives with one added by the
+/// server (the multi-line terminator needs it). When the server's size
+/// (the CRLF form, as LIST reports it) is exactly two bytes short, that
+/// line break was not part of the message: take it off again.
+fn strip_added_newline(bytes: &mut Vec<u8>, listed_size: u64) {
+    let lines = bytes.iter().filter(|&&b| b == b'\n').count() as u64;
+    let crlf_size = bytes.len() as u64 + lines;
+    if crlf_size == listed_size + 2 && bytes.ends_with(b"\n") {
+        bytes.pop();
+    }
+}
+
+impl Source for Pop3Source {
+    fn protocol_name(&self) -> &str {
+        self.protocol_name
+    }
+
+    fn scan(&mut self, seen: &mut dyn SeenIndex, fetch_all: bool) -> Result<Vec<Scan>> {
+        let pipelining = self.pipelining();
+        let session = self.session()?;
+        let (list, uidl) = if pipelining {
+            session.send(&[Command::List, Command::Uidl])?;
+            let list = read_listing(session, "LIST")?;
+            let uidl = read_listing(session, "UIDL")?;
+            (list, uidl)
+        } else {
+            session.send(&[Command::List])?;
+            let list = read_listing(session, "LIST")?;
+            session.send(&[Command::Uidl])?;
+            (list, read_listing(session, "UIDL")?)
+        };
+        let list = list.ok_or_else(|| Error::Server("LIST refused".into()))?;
+        let uids: std::collections::HashMap<u32, String> =
+            uidl.clone().unwrap_or_default().into_iter().collect();
+        let mut scan = Scan {
+            present: uidl.map(|u| u.into_iter().map(|(_, id)| id).collect()),
+            ..Scan::default()
+        };
+        for (number, size) in list {
+            let size = size.parse::<u64>().map_err(|_| {
+                Error::Protocol(format!(
+                    "LIST gave a bad size {size:?} for message {number}"
+                ))
+            })?;
+            let uid = uids.get(&number).cloned();
+            let message = RemoteMessage {
+                folder: POP3_FOLDER.into(),
+                uid: uid.clone(),
+                uidvalidity: None,
+                size,
+                number,
+            };
+            match uid {
+                Some(uid) if !fetch_all && seen.is_seen(POP3_FOLDER, &uid)? => {
+                    scan.seen_on_server.push(message)
+                }
+                _ => scan.new.push(message),
+            }
+        }
+        Ok(vec![scan])
+    }
+
+    fn retrieve(&mut self, messages: Vec<RemoteMessage>) -> Result<()> {
+        self.to_send.extend(
+            messages
+                .into_iter()
+                .map(|m| (Command::Retr(m.number), Some(m))),
+        );
+        Ok(())
+    }
+
+    fn next_message(&mut self) -> Result<Option<(RemoteMessage, Vec<u8>)>> {
+        loop {
+            self.fill_window()?;
+            if self.in_flight.is_empty() {
+                return Ok(None);
+            }
+            if let Some(found) = self.read_one()? {
+                return Ok(Some(found));
+            }
+        }
+    }
+
+    fn delete(&mut self, message: &RemoteMessage) -> Result<()> {
+        // Ahead of queued RETRs, so deletions are not held up behind them.
+        self.to_send
+            .push_front((Command::Dele(message.number), None));
+        Ok(())
+    }
+
+    fn finish(&mut self) -> Result<()> {
+        // Messages queued but never asked for are left alone; deletions
+        // asked for are sent and confirmed before QUIT.
+        self.to_send.retain(|(c, _)| matches!(c, Command::Dele(_)));
+        while !self.to_send.is_empty() {
+            self.fill_window()?;
+            self.drain()?;
+        }
+        self.drain()?;
+        if let Some(session) = self.session.take() {
+            session.quit()?;
+        }
+        match self.delete_error.take() {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+}
+
+fn read_listing(session: &mut Pop3<Stream>, what: &str) -> Result<Option<Vec<(u32, String)>>> {
+    match session.read_status()? {
+        Status::Err(t) => {
+            log::debug!("{what}: -ERR {t}");
+            Ok(None)
+        }
+        Status::Ok(_) => {
+            let mut block = Vec::new();
+            session.read_block(&mut block, 64 * 1024 * 1024)?;
+            client::parse_listing(&block).map(Some)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn added_newline_is_stripped_only_when_sizes_prove_it() {
+        let mut b = b"a\nb\n".to_vec();
+        strip_added_newline(&mut b, 4); // "a\r\nb" is 4 bytes
+        assert_eq!(b, b"a\nb");
+        let mut b = b"a\nb\n".to_vec();
+        strip_added_newline(&mut b, 6);
+        assert_eq!(b, b"a\nb\n");
+    }
+}

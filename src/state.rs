@@ -1,0 +1,444 @@
+//! The state store: one SQLite database (`state.db`, WAL mode) holding
+//! which messages each account has delivered, which were too large, and a
+//! log of runs. The schema is an append-only list of migrations applied
+//! in one exclusive transaction, keyed on `PRAGMA user_version`.
+//!
+//! Commits use `synchronous = FULL`: a message marked seen stays seen
+//! through a power cut, because the server may delete it right after.
+
+use std::collections::{HashMap, HashSet};
+use std::fs::DirBuilder;
+use std::os::unix::fs::DirBuilderExt;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
+
+use crate::error::{Error, Result};
+use crate::source::{RemoteMessage, SeenIndex};
+
+/// Schema changes, oldest first. Never edit one that has shipped; append.
+const MIGRATIONS: &[&str] = &[
+    // 1: seen messages, oversized notices, run log.
+    "CREATE TABLE seen (
+        account     TEXT NOT NULL,
+        folder      TEXT NOT NULL,
+        uidvalidity INTEGER NOT NULL DEFAULT 0,
+        uid         TEXT NOT NULL,
+        size        INTEGER NOT NULL,
+        message_id  TEXT,
+        seen_at     INTEGER NOT NULL,
+        PRIMARY KEY (account, folder, uidvalidity, uid)
+     ) WITHOUT ROWID;
+     CREATE TABLE oversized (
+        account     TEXT NOT NULL,
+        folder      TEXT NOT NULL,
+        uidvalidity INTEGER NOT NULL DEFAULT 0,
+        uid         TEXT NOT NULL,
+        size        INTEGER NOT NULL,
+        reported_at INTEGER NOT NULL,
+        PRIMARY KEY (account, folder, uidvalidity, uid)
+     ) WITHOUT ROWID;
+     CREATE TABLE runs (
+        id          INTEGER PRIMARY KEY,
+        account     TEXT NOT NULL,
+        started_at  INTEGER NOT NULL,
+        duration_ms INTEGER NOT NULL,
+        exit_code   INTEGER NOT NULL,
+        messages    INTEGER NOT NULL,
+        bytes       INTEGER NOT NULL,
+        error       TEXT
+     );
+     CREATE INDEX runs_by_account ON runs (account, started_at);",
+];
+
+/// How many runs per account the run log keeps.
+pub const RUNS_KEPT: i64 = 100;
+
+/// An open state database.
+pub struct State {
+    conn: Connection,
+    path: PathBuf,
+}
+
+/// One row of the run log.
+#[derive(Debug, Clone)]
+pub struct RunRecord {
+    /// The account.
+    pub account: String,
+    /// Unix time the run started.
+    pub started_at: i64,
+    /// How long it took.
+    pub duration: Duration,
+    /// The account's exit code.
+    pub exit_code: i32,
+    /// Messages delivered.
+    pub messages: u64,
+    /// Bytes delivered.
+    pub bytes: u64,
+    /// The error, if the run failed.
+    pub error: Option<String>,
+}
+
+fn wrap(path: &Path, e: rusqlite::Error) -> Error {
+    Error::State {
+        path: path.display().to_string(),
+        message: e.to_string(),
+    }
+}
+
+fn now_unix() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+impl State {
+    /// Opens (creating if needed) `state.db` in `dir` and brings its schema
+    /// up to date.
+    pub fn open(dir: &Path) -> Result<State> {
+        let path = dir.join("state.db");
+        let err = |message: String| Error::State {
+            path: path.display().to_string(),
+            message,
+        };
+        DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .map_err(|e| err(format!("cannot create {}: {e}", dir.display())))?;
+        let conn = Connection::open(&path).map_err(|e| err(e.to_string()))?;
+        let mut state = State {
+            conn,
+            path: path.clone(),
+        };
+        state.setup().map_err(|e| match e {
+            Error::State { message, .. } => err(format!(
+                "{message} (if the file is damaged, move it aside; mailretr would then fetch everything again)"
+            )),
+            other => other,
+        })?;
+        Ok(state)
+    }
+
+    /// Opens an in-memory database (tests).
+    pub fn in_memory() -> Result<State> {
+        let mut state = State {
+            conn: Connection::open_in_memory()?,
+            path: PathBuf::from(":memory:"),
+        };
+        state.setup()?;
+        Ok(state)
+    }
+
+    fn setup(&mut self) -> Result<()> {
+        self.conn
+            .busy_timeout(Duration::from_secs(30))
+            .map_err(|e| wrap(&self.path, e))?;
+        let mode: String = self
+            .conn
+            .query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))
+            .map_err(|e| wrap(&self.path, e))?;
+        if !mode.eq_ignore_ascii_case("wal") && self.path != Path::new(":memory:") {
+            log::debug!("state database journal mode is {mode}, not WAL");
+        }
+        self.conn
+            .execute_batch("PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON;")
+            .map_err(|e| wrap(&self.path, e))?;
+        self.migrate()
+    }
+
+    fn migrate(&mut self) -> Result<()> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Exclusive)?;
+        let version: usize = tx.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+        if version > MIGRATIONS.len() {
+            return Err(Error::State {
+                path: String::new(),
+                message: format!(
+                    "schema version {version} is newer than this mailretr knows ({}); upgrade mailretr",
+                    MIGRATIONS.len()
+                ),
+            });
+        }
+        for (i, sql) in MIGRATIONS.iter().enumerate().skip(version) {
+            tx.execute_batch(sql)?;
+            tx.pragma_update(None, "user_version", i + 1)?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// The stable ids delivered for an account's folder.
+    pub fn seen_uids(
+        &self,
+        account: &str,
+        folder: &str,
+        uidvalidity: u32,
+    ) -> Result<HashSet<String>> {
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "SELECT uid FROM seen WHERE account = ?1 AND folder = ?2 AND uidvalidity = ?3",
+            )
+            .map_err(|e| wrap(&self.path, e))?;
+        let rows = stmt
+            .query_map(params![account, folder, uidvalidity], |r| {
+                r.get::<_, String>(0)
+            })
+            .map_err(|e| wrap(&self.path, e))?;
+        rows.collect::<rusqlite::Result<_>>()
+            .map_err(|e| wrap(&self.path, e))
+    }
+
+    /// Records that a message was delivered (or spooled). This commit is
+    /// what allows the server copy to be deleted.
+    pub fn mark_seen(
+        &mut self,
+        account: &str,
+        message: &RemoteMessage,
+        message_id: Option<&str>,
+    ) -> Result<()> {
+        let Some(uid) = &message.uid else {
+            return Ok(());
+        };
+        self.conn
+            .prepare_cached(
+                "INSERT OR REPLACE INTO seen
+                 (account, folder, uidvalidity, uid, size, message_id, seen_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            )
+            .and_then(|mut s| {
+                s.execute(params![
+                    account,
+                    message.folder,
+                    message.uidvalidity.unwrap_or(0),
+                    uid,
+                    message.size as i64,
+                    message_id,
+                    now_unix()
+                ])
+            })
+            .map_err(|e| wrap(&self.path, e))?;
+        Ok(())
+    }
+
+    /// Forgets seen ids that are no longer on the server, so the table does
+    /// not grow for ever. `present` must be the complete listing.
+    pub fn forget_absent(
+        &mut self,
+        account: &str,
+        folder: &str,
+        uidvalidity: u32,
+        present: &[String],
+    ) -> Result<usize> {
+        let present: HashSet<&str> = present.iter().map(String::as_str).collect();
+        let gone: Vec<String> = self
+            .seen_uids(account, folder, uidvalidity)?
+            .into_iter()
+            .filter(|u| !present.contains(u.as_str()))
+            .collect();
+        if gone.is_empty() {
+            return Ok(0);
+        }
+        let tx = self.conn.transaction().map_err(|e| wrap(&self.path, e))?;
+        {
+            let mut stmt = tx.prepare_cached(
+                "DELETE FROM seen WHERE account = ?1 AND folder = ?2 AND uidvalidity = ?3 AND uid = ?4",
+            )?;
+            for uid in &gone {
+                stmt.execute(params![account, folder, uidvalidity, uid])?;
+            }
+        }
+        tx.commit()?;
+        Ok(gone.len())
+    }
+
+    /// Notes that a message is over `max_size`. Returns true the first time,
+    /// so the user is told once rather than on every run.
+    pub fn note_oversized(&mut self, account: &str, message: &RemoteMessage) -> Result<bool> {
+        let Some(uid) = &message.uid else {
+            return Ok(true);
+        };
+        let n = self
+            .conn
+            .execute(
+                "INSERT OR IGNORE INTO oversized (account, folder, uidvalidity, uid, size, reported_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                params![
+                    account,
+                    message.folder,
+                    message.uidvalidity.unwrap_or(0),
+                    uid,
+                    message.size as i64,
+                    now_unix()
+                ],
+            )
+            .map_err(|e| wrap(&self.path, e))?;
+        Ok(n == 1)
+    }
+
+    /// Appends to the run log, keeping the last `RUNS_KEPT` per account.
+    pub fn record_run(&mut self, run: &RunRecord) -> Result<()> {
+        let tx = self.conn.transaction().map_err(|e| wrap(&self.path, e))?;
+        tx.execute(
+            "INSERT INTO runs (account, started_at, duration_ms, exit_code, messages, bytes, error)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            params![
+                run.account,
+                run.started_at,
+                run.duration.as_millis() as i64,
+                run.exit_code,
+                run.messages as i64,
+                run.bytes as i64,
+                run.error
+            ],
+        )?;
+        tx.execute(
+            "DELETE FROM runs WHERE account = ?1 AND id NOT IN
+             (SELECT id FROM runs WHERE account = ?1 ORDER BY id DESC LIMIT ?2)",
+            params![run.account, RUNS_KEPT],
+        )?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// The most recent run of an account.
+    pub fn last_run(&self, account: &str) -> Result<Option<RunRecord>> {
+        self.conn
+            .query_row(
+                "SELECT account, started_at, duration_ms, exit_code, messages, bytes, error
+                 FROM runs WHERE account = ?1 ORDER BY id DESC LIMIT 1",
+                params![account],
+                |r| {
+                    Ok(RunRecord {
+                        account: r.get(0)?,
+                        started_at: r.get(1)?,
+                        duration: Duration::from_millis(r.get::<_, i64>(2)? as u64),
+                        exit_code: r.get(3)?,
+                        messages: r.get::<_, i64>(4)? as u64,
+                        bytes: r.get::<_, i64>(5)? as u64,
+                        error: r.get(6)?,
+                    })
+                },
+            )
+            .optional()
+            .map_err(|e| wrap(&self.path, e))
+    }
+
+    /// A `SeenIndex` over this store for one account, caching each folder's
+    /// ids on first use.
+    pub fn seen_index<'a>(&'a self, account: &'a str) -> StateSeenIndex<'a> {
+        StateSeenIndex {
+            state: self,
+            account,
+            cache: HashMap::new(),
+        }
+    }
+}
+
+/// The state store seen through the `SeenIndex` a source consults.
+pub struct StateSeenIndex<'a> {
+    state: &'a State,
+    account: &'a str,
+    cache: HashMap<String, HashSet<String>>,
+}
+
+impl SeenIndex for StateSeenIndex<'_> {
+    fn is_seen(&mut self, folder: &str, uid: &str) -> Result<bool> {
+        if !self.cache.contains_key(folder) {
+            let uids = self.state.seen_uids(self.account, folder, 0)?;
+            self.cache.insert(folder.to_string(), uids);
+        }
+        Ok(self.cache[folder].contains(uid))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn msg(uid: &str) -> RemoteMessage {
+        RemoteMessage {
+            folder: "INBOX".into(),
+            uid: Some(uid.into()),
+            uidvalidity: None,
+            size: 10,
+            number: 1,
+        }
+    }
+
+    #[test]
+    fn migrations_apply_once_and_set_version() {
+        let dir = tempfile::tempdir().unwrap();
+        State::open(dir.path()).unwrap();
+        let s = State::open(dir.path()).unwrap();
+        let v: usize = s
+            .conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(v, MIGRATIONS.len());
+        let mode: String = s
+            .conn
+            .query_row("PRAGMA journal_mode", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(mode, "wal");
+    }
+
+    #[test]
+    fn seen_round_trip_and_forget() {
+        let mut s = State::in_memory().unwrap();
+        s.mark_seen("a", &msg("u1"), Some("<m@x>")).unwrap();
+        s.mark_seen("a", &msg("u2"), None).unwrap();
+        s.mark_seen("b", &msg("u3"), None).unwrap();
+        {
+            let mut idx = s.seen_index("a");
+            assert!(idx.is_seen("INBOX", "u1").unwrap());
+            assert!(!idx.is_seen("INBOX", "u3").unwrap());
+        }
+        assert_eq!(s.forget_absent("a", "INBOX", 0, &["u2".into()]).unwrap(), 1);
+        assert_eq!(s.seen_uids("a", "INBOX", 0).unwrap().len(), 1);
+        assert_eq!(s.seen_uids("b", "INBOX", 0).unwrap().len(), 1);
+    }
+
+    #[test]
+    fn oversized_is_reported_once() {
+        let mut s = State::in_memory().unwrap();
+        assert!(s.note_oversized("a", &msg("u1")).unwrap());
+        assert!(!s.note_oversized("a", &msg("u1")).unwrap());
+    }
+
+    #[test]
+    fn run_log_is_pruned() {
+        let mut s = State::in_memory().unwrap();
+        for i in 0..(RUNS_KEPT + 5) {
+            s.record_run(&RunRecord {
+                account: "a".into(),
+                started_at: i,
+                duration: Duration::from_millis(5),
+                exit_code: 1,
+                messages: 0,
+                bytes: 0,
+                error: None,
+            })
+            .unwrap();
+        }
+        let n: i64 = s
+            .conn
+            .query_row("SELECT count(*) FROM runs", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(n, RUNS_KEPT);
+        assert_eq!(s.last_run("a").unwrap().unwrap().started_at, RUNS_KEPT + 4);
+    }
+
+    #[test]
+    fn garbage_file_is_a_clear_error() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("state.db"), vec![0x55u8; 8192]).unwrap();
+        let e = State::open(dir.path()).err().unwrap();
+        assert!(e.to_string().contains("state.db"), "{e}");
+        assert!(e.to_string().contains("move it aside"), "{e}");
+    }
+}
