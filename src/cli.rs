@@ -10,7 +10,7 @@ use clap::{ArgAction, Args, Parser, Subcommand};
 /// accounts and delivers it durably, deleting from the server only after
 /// delivery is committed.
 #[derive(Debug, Parser)]
-#[command(name = "mailretr", version, about, long_about = None)]
+#[command(name = "mailretr", version)]
 pub struct Cli {
     /// Config file [default: $XDG_CONFIG_HOME/mailretr/config.toml]
     #[arg(long, short = 'c', global = true, value_name = "FILE")]
@@ -93,6 +93,26 @@ pub enum ConfigCommand {
 /// The clap command, for generating the man page and completions.
 pub fn command() -> clap::Command {
     <Cli as clap::CommandFactory>::command()
+}
+
+/// The man pages of the subcommands (`mailretr-fetch.1`, ...), each as
+/// (file name, roff), the way git documents its subcommands.
+pub fn subcommand_man_pages() -> Vec<(String, Vec<u8>)> {
+    let cmd = command();
+    cmd.get_subcommands()
+        .map(|sub| {
+            let name = format!("mailretr-{}", sub.get_name());
+            let sub = sub
+                .clone()
+                .name(name.clone())
+                .version(cmd.get_version().unwrap_or("").to_string());
+            let mut out = Vec::new();
+            clap_mangen::Man::new(sub)
+                .render(&mut out)
+                .expect("writing to a Vec");
+            (format!("{name}.1"), out)
+        })
+        .collect()
 }
 
 /// Renders the man page: clap's generated sections plus the hand-written

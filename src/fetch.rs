@@ -162,18 +162,20 @@ pub fn fetch_account(config: &Config, account: &Account, options: &FetchOptions)
 }
 
 /// Opens the account's source: the protocol's client, connected, secured
-/// and logged in.
-fn connect(account: &Account) -> Result<Box<dyn Source>> {
+/// and logged in. `keep` is the run's effective setting (config or
+/// `--keep`): IMAP then neither deletes nor moves.
+fn connect(account: &Account, keep: bool) -> Result<Box<dyn Source>> {
     let password = secret::resolve(&account.secret)?;
     match account.protocol {
         Protocol::Pop3 => Ok(Box::new(source::pop3::connect(
             account,
             password.as_deref(),
         )?)),
-        Protocol::Imap => Err(Error::Config(format!(
-            "account {}: IMAP accounts are not supported by this version yet",
-            account.name
-        ))),
+        Protocol::Imap => Ok(Box::new(source::imap::connect(
+            account,
+            password.as_deref(),
+            keep,
+        )?)),
     }
 }
 
@@ -193,9 +195,14 @@ fn fetch_locked(
         .map(|name| destination::open(name, &config.destinations[name], &config.general.hostname))
         .collect::<Result<_>>()?;
 
-    let mut source = connect(account)?;
+    let mut source = connect(account, keep)?;
     let scans = source.scan(&mut state.seen_index(&account.name), fetch_all)?;
-    if keep && scans.iter().any(|s| s.present.is_none()) {
+    if keep
+        && scans
+            .iter()
+            .flat_map(|s| s.new.iter())
+            .any(|m| m.uid.is_none())
+    {
         let _ = source.finish();
         return Err(Error::Protocol(
             "the server gives no unique ids (no UIDL), so with keep = true mailretr could not tell old mail from new; use keep = false".into(),
@@ -243,6 +250,7 @@ fn fetch_locked(
                 folder: remote.folder.clone(),
             };
             let message_id = message::header_value(&bytes, "Message-ID");
+            let header_hash = message::header_hash(&bytes);
             let bytes = if account.add_received {
                 let trace = TraceInfo {
                     server: &trace_host,
@@ -260,9 +268,15 @@ fn fetch_locked(
                 destination.deliver(&envelope, &bytes)?;
             }
             // 3. Mark seen: the commit that makes deletion safe.
-            state.mark_seen(&account.name, &remote, message_id.as_deref())?;
+            state.mark_seen(
+                &account.name,
+                &remote,
+                message_id.as_deref(),
+                Some(&header_hash),
+            )?;
             report.messages += 1;
             report.bytes += bytes.len() as u64;
+            source.delivered(&remote)?;
             // 4. Only now may the server copy go.
             if !keep {
                 source.delete(&remote)?;

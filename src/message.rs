@@ -60,6 +60,27 @@ pub fn header_value(message: &[u8], name: &str) -> Option<String> {
     value.map(|v| String::from_utf8_lossy(&v).into_owned())
 }
 
+/// A hash of the header block (hex, 32 digits), with CRLF read as LF:
+/// together with the size it recognises a message again after an IMAP
+/// server renumbered its folder, whether or not it has a `Message-ID`.
+pub fn header_hash(message: &[u8]) -> String {
+    use sha2::{Digest, Sha256};
+    let mut hasher = Sha256::new();
+    for line in header_block(message).split_inclusive(|&b| b == b'\n') {
+        match line.strip_suffix(b"\r\n") {
+            Some(content) => {
+                hasher.update(content);
+                hasher.update(b"\n");
+            }
+            None => hasher.update(line),
+        }
+    }
+    hasher.finalize()[..16]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
 /// The envelope sender from `Return-Path: <addr>`. An empty path `<>`
 /// (a bounce) is `Some("")`.
 pub fn return_path(message: &[u8]) -> Option<String> {
@@ -127,6 +148,17 @@ mod tests {
         assert_eq!(header_value(MSG, "X-Missing"), None);
         assert_eq!(return_path(b"Return-Path: <>\n\nx"), Some(String::new()));
         assert_eq!(return_path(b"Subject: x\n\nReturn-Path: <a@b>\n"), None);
+    }
+
+    #[test]
+    fn header_hash_ignores_line_endings_and_body() {
+        let lf = header_hash(b"Subject: a\nFrom: b\n\nbody one\n");
+        assert_eq!(lf.len(), 32);
+        assert_eq!(
+            lf,
+            header_hash(b"Subject: a\r\nFrom: b\r\n\r\nother body\r\n")
+        );
+        assert_ne!(lf, header_hash(b"Subject: b\nFrom: b\n\nbody one\n"));
     }
 
     #[test]

@@ -15,7 +15,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 
 use crate::error::{Error, Result};
-use crate::source::{RemoteMessage, SeenIndex};
+use crate::source::{FolderState, RemoteMessage, SeenFingerprint, SeenIndex};
 
 /// Schema changes, oldest first. Never edit one that has shipped; append.
 const MIGRATIONS: &[&str] = &[
@@ -50,6 +50,18 @@ const MIGRATIONS: &[&str] = &[
         error       TEXT
      );
      CREATE INDEX runs_by_account ON runs (account, started_at);",
+    // 2: IMAP. Per folder, the UIDVALIDITY and the UID up to which
+    // everything was dealt with, so a run asks only about higher UIDs; and
+    // a hash of each delivered message's header, so a UIDVALIDITY change
+    // can be survived by re-matching instead of re-delivering.
+    "CREATE TABLE imap_folders (
+        account     TEXT NOT NULL,
+        folder      TEXT NOT NULL,
+        uidvalidity INTEGER NOT NULL,
+        last_uid    INTEGER NOT NULL,
+        PRIMARY KEY (account, folder)
+     ) WITHOUT ROWID;
+     ALTER TABLE seen ADD COLUMN header_hash TEXT;",
 ];
 
 /// How many runs per account the run log keeps.
@@ -194,34 +206,56 @@ impl State {
     }
 
     /// Records that a message was delivered (or spooled). This commit is
-    /// what allows the server copy to be deleted.
+    /// what allows the server copy to be deleted. For IMAP it also moves
+    /// the folder's `last_uid` up to the message's UID (messages are
+    /// delivered in UID order, and the fetch loop stops at the first
+    /// failure, so every lower UID was dealt with).
     pub fn mark_seen(
         &mut self,
         account: &str,
         message: &RemoteMessage,
         message_id: Option<&str>,
+        header_hash: Option<&str>,
     ) -> Result<()> {
         let Some(uid) = &message.uid else {
             return Ok(());
         };
-        self.conn
-            .prepare_cached(
-                "INSERT OR REPLACE INTO seen
-                 (account, folder, uidvalidity, uid, size, message_id, seen_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        let path = self.path.clone();
+        let tx = self.conn.transaction().map_err(|e| wrap(&path, e))?;
+        let uidvalidity = message.uidvalidity.unwrap_or(0);
+        tx.prepare_cached(
+            "INSERT OR REPLACE INTO seen
+             (account, folder, uidvalidity, uid, size, message_id, seen_at, header_hash)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+        )
+        .and_then(|mut s| {
+            s.execute(params![
+                account,
+                message.folder,
+                uidvalidity,
+                uid,
+                message.size as i64,
+                message_id,
+                now_unix(),
+                header_hash
+            ])
+        })
+        .map_err(|e| wrap(&path, e))?;
+        if let (Some(v), Ok(n)) = (message.uidvalidity, uid.parse::<u32>()) {
+            tx.prepare_cached(
+                "UPDATE imap_folders SET last_uid = MAX(last_uid, ?4)
+                 WHERE account = ?1 AND folder = ?2 AND uidvalidity = ?3",
             )
-            .and_then(|mut s| {
-                s.execute(params![
-                    account,
-                    message.folder,
-                    message.uidvalidity.unwrap_or(0),
-                    uid,
-                    message.size as i64,
-                    message_id,
-                    now_unix()
-                ])
-            })
-            .map_err(|e| wrap(&self.path, e))?;
+            .and_then(|mut s| s.execute(params![account, message.folder, v, n]))
+            .map_err(|e| wrap(&path, e))?;
+            tx.prepare_cached(
+                "DELETE FROM oversized
+                 WHERE account = ?1 AND folder = ?2 AND uidvalidity = ?3 AND uid = ?4",
+            )
+            .and_then(|mut s| s.execute(params![account, message.folder, v, uid]))
+            .map_err(|e| wrap(&path, e))?;
+        }
+        tx.commit().map_err(|e| wrap(&path, e))?;
         Ok(())
     }
 
@@ -330,18 +364,203 @@ impl State {
 
     /// A `SeenIndex` over this store for one account, caching each folder's
     /// ids on first use.
-    pub fn seen_index<'a>(&'a self, account: &'a str) -> StateSeenIndex<'a> {
+    pub fn seen_index<'a>(&'a mut self, account: &'a str) -> StateSeenIndex<'a> {
         StateSeenIndex {
             state: self,
             account,
             cache: HashMap::new(),
         }
     }
+
+    /// An IMAP folder's recorded UIDVALIDITY and last UID.
+    pub fn folder_state(&self, account: &str, folder: &str) -> Result<Option<FolderState>> {
+        self.conn
+            .query_row(
+                "SELECT uidvalidity, last_uid FROM imap_folders WHERE account = ?1 AND folder = ?2",
+                params![account, folder],
+                |r| {
+                    Ok(FolderState {
+                        uidvalidity: r.get(0)?,
+                        last_uid: r.get(1)?,
+                    })
+                },
+            )
+            .optional()
+            .map_err(|e| wrap(&self.path, e))
+    }
+
+    /// Records an IMAP folder's state; for an unchanged UIDVALIDITY the
+    /// last UID only ever grows.
+    pub fn set_folder_state(
+        &mut self,
+        account: &str,
+        folder: &str,
+        state: FolderState,
+    ) -> Result<()> {
+        self.conn
+            .execute(
+                "INSERT INTO imap_folders (account, folder, uidvalidity, last_uid)
+                 VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT (account, folder) DO UPDATE SET
+                    last_uid = CASE WHEN uidvalidity = excluded.uidvalidity
+                               THEN MAX(last_uid, excluded.last_uid)
+                               ELSE excluded.last_uid END,
+                    uidvalidity = excluded.uidvalidity",
+                params![account, folder, state.uidvalidity, state.last_uid],
+            )
+            .map_err(|e| wrap(&self.path, e))?;
+        Ok(())
+    }
+
+    /// Which of `uids` were delivered from this folder under `uidvalidity`.
+    pub fn seen_among(
+        &self,
+        account: &str,
+        folder: &str,
+        uidvalidity: u32,
+        uids: &[u32],
+    ) -> Result<HashSet<u32>> {
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "SELECT 1 FROM seen
+                 WHERE account = ?1 AND folder = ?2 AND uidvalidity = ?3 AND uid = ?4",
+            )
+            .map_err(|e| wrap(&self.path, e))?;
+        let mut found = HashSet::new();
+        for &uid in uids {
+            let hit = stmt
+                .exists(params![account, folder, uidvalidity, uid.to_string()])
+                .map_err(|e| wrap(&self.path, e))?;
+            if hit {
+                found.insert(uid);
+            }
+        }
+        Ok(found)
+    }
+
+    /// UIDs noted as over `max_size` in this folder under `uidvalidity`.
+    pub fn oversized_uids(
+        &self,
+        account: &str,
+        folder: &str,
+        uidvalidity: u32,
+    ) -> Result<Vec<u32>> {
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "SELECT uid FROM oversized WHERE account = ?1 AND folder = ?2 AND uidvalidity = ?3",
+            )
+            .map_err(|e| wrap(&self.path, e))?;
+        let rows = stmt
+            .query_map(params![account, folder, uidvalidity], |r| {
+                r.get::<_, String>(0)
+            })
+            .map_err(|e| wrap(&self.path, e))?;
+        let mut uids = Vec::new();
+        for uid in rows {
+            if let Ok(n) = uid.map_err(|e| wrap(&self.path, e))?.parse() {
+                uids.push(n);
+            }
+        }
+        Ok(uids)
+    }
+
+    /// What was recorded of the messages delivered from a folder under
+    /// `uidvalidity`.
+    pub fn seen_fingerprints(
+        &self,
+        account: &str,
+        folder: &str,
+        uidvalidity: u32,
+    ) -> Result<Vec<SeenFingerprint>> {
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "SELECT uid, size, message_id, header_hash FROM seen
+                 WHERE account = ?1 AND folder = ?2 AND uidvalidity = ?3",
+            )
+            .map_err(|e| wrap(&self.path, e))?;
+        let rows = stmt
+            .query_map(params![account, folder, uidvalidity], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, i64>(1)?,
+                    r.get::<_, Option<String>>(2)?,
+                    r.get::<_, Option<String>>(3)?,
+                ))
+            })
+            .map_err(|e| wrap(&self.path, e))?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (uid, size, message_id, header_hash) = row.map_err(|e| wrap(&self.path, e))?;
+            if let Ok(uid) = uid.parse() {
+                out.push(SeenFingerprint {
+                    uid,
+                    size: size as u64,
+                    message_id,
+                    header_hash,
+                });
+            }
+        }
+        Ok(out)
+    }
+
+    /// After a UIDVALIDITY change: moves the matched seen records to their
+    /// new UIDs under the new UIDVALIDITY, forgets the rest of the old
+    /// ones, and restarts the folder's last UID at 0. One transaction.
+    pub fn rekey(
+        &mut self,
+        account: &str,
+        folder: &str,
+        old_uidvalidity: u32,
+        new_uidvalidity: u32,
+        matches: &[(u32, u32)],
+    ) -> Result<()> {
+        let path = self.path.clone();
+        let tx = self.conn.transaction().map_err(|e| wrap(&path, e))?;
+        {
+            let mut stmt = tx
+                .prepare_cached(
+                    "UPDATE OR REPLACE seen SET uidvalidity = ?4, uid = ?6
+                     WHERE account = ?1 AND folder = ?2 AND uidvalidity = ?3 AND uid = ?5",
+                )
+                .map_err(|e| wrap(&path, e))?;
+            for (old, new) in matches {
+                stmt.execute(params![
+                    account,
+                    folder,
+                    old_uidvalidity,
+                    new_uidvalidity,
+                    old.to_string(),
+                    new.to_string()
+                ])
+                .map_err(|e| wrap(&path, e))?;
+            }
+        }
+        for table in ["seen", "oversized"] {
+            tx.execute(
+                &format!(
+                    "DELETE FROM {table} WHERE account = ?1 AND folder = ?2 AND uidvalidity = ?3"
+                ),
+                params![account, folder, old_uidvalidity],
+            )
+            .map_err(|e| wrap(&path, e))?;
+        }
+        tx.execute(
+            "INSERT OR REPLACE INTO imap_folders (account, folder, uidvalidity, last_uid)
+             VALUES (?1, ?2, ?3, 0)",
+            params![account, folder, new_uidvalidity],
+        )
+        .map_err(|e| wrap(&path, e))?;
+        tx.commit().map_err(|e| wrap(&path, e))?;
+        Ok(())
+    }
 }
 
 /// The state store seen through the `SeenIndex` a source consults.
 pub struct StateSeenIndex<'a> {
-    state: &'a State,
+    state: &'a mut State,
     account: &'a str,
     cache: HashMap<String, HashSet<String>>,
 }
@@ -353,6 +572,48 @@ impl SeenIndex for StateSeenIndex<'_> {
             self.cache.insert(folder.to_string(), uids);
         }
         Ok(self.cache[folder].contains(uid))
+    }
+
+    fn folder_state(&mut self, folder: &str) -> Result<Option<FolderState>> {
+        self.state.folder_state(self.account, folder)
+    }
+
+    fn set_folder_state(&mut self, folder: &str, state: FolderState) -> Result<()> {
+        self.state.set_folder_state(self.account, folder, state)
+    }
+
+    fn seen_among(&mut self, folder: &str, uidvalidity: u32, uids: &[u32]) -> Result<HashSet<u32>> {
+        self.state
+            .seen_among(self.account, folder, uidvalidity, uids)
+    }
+
+    fn oversized_uids(&mut self, folder: &str, uidvalidity: u32) -> Result<Vec<u32>> {
+        self.state.oversized_uids(self.account, folder, uidvalidity)
+    }
+
+    fn seen_fingerprints(
+        &mut self,
+        folder: &str,
+        uidvalidity: u32,
+    ) -> Result<Vec<SeenFingerprint>> {
+        self.state
+            .seen_fingerprints(self.account, folder, uidvalidity)
+    }
+
+    fn rekey(
+        &mut self,
+        folder: &str,
+        old_uidvalidity: u32,
+        new_uidvalidity: u32,
+        matches: &[(u32, u32)],
+    ) -> Result<()> {
+        self.state.rekey(
+            self.account,
+            folder,
+            old_uidvalidity,
+            new_uidvalidity,
+            matches,
+        )
     }
 }
 
@@ -390,9 +651,9 @@ mod tests {
     #[test]
     fn seen_round_trip_and_forget() {
         let mut s = State::in_memory().unwrap();
-        s.mark_seen("a", &msg("u1"), Some("<m@x>")).unwrap();
-        s.mark_seen("a", &msg("u2"), None).unwrap();
-        s.mark_seen("b", &msg("u3"), None).unwrap();
+        s.mark_seen("a", &msg("u1"), Some("<m@x>"), None).unwrap();
+        s.mark_seen("a", &msg("u2"), None, None).unwrap();
+        s.mark_seen("b", &msg("u3"), None, None).unwrap();
         {
             let mut idx = s.seen_index("a");
             assert!(idx.is_seen("INBOX", "u1").unwrap());
@@ -401,6 +662,83 @@ mod tests {
         assert_eq!(s.forget_absent("a", "INBOX", 0, &["u2".into()]).unwrap(), 1);
         assert_eq!(s.seen_uids("a", "INBOX", 0).unwrap().len(), 1);
         assert_eq!(s.seen_uids("b", "INBOX", 0).unwrap().len(), 1);
+    }
+
+    fn imap_msg(uid: u32, uidvalidity: u32) -> RemoteMessage {
+        RemoteMessage {
+            folder: "Lists/x".into(),
+            uid: Some(uid.to_string()),
+            uidvalidity: Some(uidvalidity),
+            size: 100 + u64::from(uid),
+            number: uid,
+        }
+    }
+
+    #[test]
+    fn imap_folder_state_advances_with_delivery() {
+        let mut s = State::in_memory().unwrap();
+        assert_eq!(s.folder_state("a", "Lists/x").unwrap(), None);
+        let st = |uidvalidity, last_uid| FolderState {
+            uidvalidity,
+            last_uid,
+        };
+        s.set_folder_state("a", "Lists/x", st(7, 0)).unwrap();
+        s.mark_seen("a", &imap_msg(3, 7), Some("<3@x>"), Some("h3"))
+            .unwrap();
+        assert_eq!(s.folder_state("a", "Lists/x").unwrap(), Some(st(7, 3)));
+        // Never backwards for the same UIDVALIDITY; reset by a new one.
+        s.set_folder_state("a", "Lists/x", st(7, 1)).unwrap();
+        assert_eq!(s.folder_state("a", "Lists/x").unwrap(), Some(st(7, 3)));
+        s.set_folder_state("a", "Lists/x", st(8, 1)).unwrap();
+        assert_eq!(s.folder_state("a", "Lists/x").unwrap(), Some(st(8, 1)));
+        // A message delivered under another UIDVALIDITY moves nothing.
+        s.mark_seen("a", &imap_msg(9, 7), None, None).unwrap();
+        assert_eq!(s.folder_state("a", "Lists/x").unwrap(), Some(st(8, 1)));
+        assert_eq!(
+            s.seen_among("a", "Lists/x", 7, &[1, 3, 9]).unwrap(),
+            [3, 9].into_iter().collect()
+        );
+    }
+
+    #[test]
+    fn imap_rekey_carries_matches_and_forgets_the_rest() {
+        let mut s = State::in_memory().unwrap();
+        s.set_folder_state(
+            "a",
+            "Lists/x",
+            FolderState {
+                uidvalidity: 7,
+                last_uid: 0,
+            },
+        )
+        .unwrap();
+        for uid in [1, 2, 3] {
+            s.mark_seen("a", &imap_msg(uid, 7), Some("<m@x>"), Some("h"))
+                .unwrap();
+        }
+        s.note_oversized("a", &imap_msg(5, 7)).unwrap();
+        assert_eq!(s.oversized_uids("a", "Lists/x", 7).unwrap(), vec![5]);
+        let fp = s.seen_fingerprints("a", "Lists/x", 7).unwrap();
+        assert_eq!(fp.len(), 3);
+        assert_eq!(fp[0].header_hash.as_deref(), Some("h"));
+        s.rekey("a", "Lists/x", 7, 9, &[(1, 11), (3, 13)]).unwrap();
+        assert!(s.seen_fingerprints("a", "Lists/x", 7).unwrap().is_empty());
+        assert!(s.oversized_uids("a", "Lists/x", 7).unwrap().is_empty());
+        assert_eq!(
+            s.seen_among("a", "Lists/x", 9, &[11, 12, 13]).unwrap(),
+            [11, 13].into_iter().collect()
+        );
+        assert_eq!(
+            s.folder_state("a", "Lists/x").unwrap(),
+            Some(FolderState {
+                uidvalidity: 9,
+                last_uid: 0
+            })
+        );
+        // Delivering a message once too large forgets that it was.
+        s.note_oversized("a", &imap_msg(20, 9)).unwrap();
+        s.mark_seen("a", &imap_msg(20, 9), None, None).unwrap();
+        assert!(s.oversized_uids("a", "Lists/x", 9).unwrap().is_empty());
     }
 
     #[test]

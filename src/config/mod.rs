@@ -80,6 +80,14 @@ pub enum AuthMech {
     /// POP3 USER/PASS.
     #[serde(rename = "user")]
     User,
+    /// SASL XOAUTH2 (Gmail, Microsoft 365), with the token from
+    /// `oauth2_token_command`.
+    #[serde(rename = "xoauth2")]
+    XOAuth2,
+    /// SASL OAUTHBEARER (RFC 7628), with the token from
+    /// `oauth2_token_command`.
+    #[serde(rename = "oauthbearer")]
+    OAuthBearer,
 }
 
 impl AuthMech {
@@ -91,6 +99,15 @@ impl AuthMech {
         AuthMech::Login,
         AuthMech::User,
     ];
+
+    /// The order tried when `oauth2_token_command` is set and the config
+    /// names no `auth`: the token mechanisms first.
+    pub const OAUTH_ORDER: [AuthMech; 2] = [AuthMech::OAuthBearer, AuthMech::XOAuth2];
+
+    /// Whether this mechanism sends an OAuth 2.0 token rather than a password.
+    pub fn uses_token(self) -> bool {
+        matches!(self, AuthMech::XOAuth2 | AuthMech::OAuthBearer)
+    }
 }
 
 impl fmt::Display for AuthMech {
@@ -101,6 +118,8 @@ impl fmt::Display for AuthMech {
             AuthMech::Plain => "plain",
             AuthMech::Login => "login",
             AuthMech::User => "user",
+            AuthMech::XOAuth2 => "xoauth2",
+            AuthMech::OAuthBearer => "oauthbearer",
         })
     }
 }
@@ -176,6 +195,17 @@ pub struct Account {
     pub add_received: bool,
     /// How many POP3 commands may be outstanding when the server pipelines.
     pub pipeline_depth: usize,
+    /// IMAP: the shell command printing an OAuth 2.0 access token for
+    /// XOAUTH2/OAUTHBEARER (run fresh on every connection).
+    pub oauth2_token_command: Option<String>,
+    /// IMAP: set `\Seen` on the server after delivery (otherwise the
+    /// server's flags are left as they were).
+    pub mark_seen: bool,
+    /// IMAP: fetch only messages without `\Seen`.
+    pub only_unseen: bool,
+    /// IMAP: after delivery move messages to this folder (written with
+    /// `/`) instead of deleting them.
+    pub move_to: Option<String>,
 }
 
 /// What a destination is, with the keys its type needs.
@@ -602,6 +632,67 @@ fn validate_account(
         Some(p) => *p.get_ref() as usize,
         None => 50,
     };
+    let imap_only = |value: Option<std::ops::Range<usize>>, k: &str| -> Result<()> {
+        match value {
+            Some(span) if protocol == Protocol::Pop3 => Err(ctx.err(
+                span,
+                &key(k),
+                "applies to IMAP accounts only; remove this key",
+            )),
+            _ => Ok(()),
+        }
+    };
+    imap_only(
+        raw.oauth2_token_command.as_ref().map(|v| v.span()),
+        "oauth2_token_command",
+    )?;
+    imap_only(raw.mark_seen.as_ref().map(|v| v.span()), "mark_seen")?;
+    imap_only(raw.only_unseen.as_ref().map(|v| v.span()), "only_unseen")?;
+    imap_only(raw.move_to.as_ref().map(|v| v.span()), "move_to")?;
+    let oauth2_token_command = raw
+        .oauth2_token_command
+        .as_ref()
+        .map(|c| c.get_ref().clone());
+    let auth = match &raw.auth {
+        Some(auth) => auth.clone(),
+        None if oauth2_token_command.is_some() => {
+            let mut order = AuthMech::OAUTH_ORDER.to_vec();
+            if secret != Secret::None {
+                order.extend(AuthMech::DEFAULT_ORDER);
+            }
+            order
+        }
+        None => AuthMech::DEFAULT_ORDER.to_vec(),
+    };
+    if oauth2_token_command.is_none() && auth.iter().any(|m| m.uses_token()) {
+        return Err(ctx.at(
+            a,
+            &key("auth"),
+            "xoauth2 and oauthbearer need oauth2_token_command",
+        ));
+    }
+    if tls == TlsMode::None && oauth2_token_command.is_some() && raw.allow_plaintext != Some(true) {
+        return Err(ctx.at(
+            a,
+            &key("tls"),
+            "tls = \"none\" would send the OAuth token in clear text; set allow_plaintext = true if you mean it",
+        ));
+    }
+    let keep = raw.keep.unwrap_or(false);
+    let move_to = match &raw.move_to {
+        Some(m) if m.get_ref().trim().is_empty() => {
+            return Err(ctx.at(m, &key("move_to"), "must name a folder"))
+        }
+        Some(m) if keep => {
+            return Err(ctx.at(
+                m,
+                &key("move_to"),
+                "keep = true leaves mail where it is; remove keep or move_to",
+            ))
+        }
+        Some(m) => Some(m.get_ref().trim().to_string()),
+        None => None,
+    };
     Ok(Account {
         protocol,
         server: ServerConfig {
@@ -617,13 +708,10 @@ fn validate_account(
         },
         user: raw.user.get_ref().clone(),
         secret,
-        auth: raw
-            .auth
-            .clone()
-            .unwrap_or_else(|| AuthMech::DEFAULT_ORDER.to_vec()),
+        auth,
         auth_explicit: raw.auth.is_some(),
         folders,
-        keep: raw.keep.unwrap_or(false),
+        keep,
         fetch_all: raw.fetch_all.unwrap_or(false),
         max_size: match &raw.max_size {
             Some(s) => Some(parse_size(ctx, s, &key("max_size"))?),
@@ -632,6 +720,10 @@ fn validate_account(
         deliver_to,
         add_received: raw.add_received.unwrap_or(add_received_default),
         pipeline_depth,
+        oauth2_token_command,
+        mark_seen: raw.mark_seen.as_ref().is_some_and(|v| *v.get_ref()),
+        only_unseen: raw.only_unseen.as_ref().is_some_and(|v| *v.get_ref()),
+        move_to,
         name,
     })
 }
@@ -732,6 +824,10 @@ pub fn from_url(url: &str, to: &str, password: Option<String>, keep: bool) -> Re
             deliver_to: vec![DEFAULT_DESTINATION.to_string()],
             add_received: true,
             pipeline_depth: 50,
+            oauth2_token_command: None,
+            mark_seen: false,
+            only_unseen: false,
+            move_to: None,
         }],
         destinations,
     })
@@ -876,6 +972,36 @@ path = "/tmp/Maildir"
         );
         assert!(parse_fingerprint("md5:AB").is_none());
         assert!(parse_fingerprint("sha256:AB").is_none());
+    }
+
+    #[test]
+    fn imap_keys_validate() {
+        let imap = GOOD.replace("\"pop3\"", "\"imap\"");
+        let c = parse_str(&imap.replace(
+            "max_size",
+            "folders = [\"INBOX\", \"Lists/*\"]\nmark_seen = true\nonly_unseen = true\nmove_to = \"Archive\"\nmax_size",
+        ))
+        .unwrap();
+        let a = &c.accounts[0];
+        assert_eq!(a.server.port, 993);
+        assert!(a.mark_seen && a.only_unseen);
+        assert_eq!(a.move_to.as_deref(), Some("Archive"));
+        assert_eq!(a.folders, ["INBOX", "Lists/*"]);
+
+        // A token command puts the token mechanisms first.
+        let c = parse_str(&imap.replace("password = \"pw\"", "oauth2_token_command = \"echo t\""))
+            .unwrap();
+        assert_eq!(c.accounts[0].auth, AuthMech::OAUTH_ORDER);
+        let e = err_of(&imap.replace("max_size", "auth = [\"xoauth2\"]\nmax_size"));
+        assert!(e.contains("oauth2_token_command"), "{e}");
+
+        let e = err_of(&GOOD.replace("max_size", "mark_seen = true\nmax_size"));
+        assert!(
+            e.starts_with("test.toml:12: account[isp].mark_seen:"),
+            "{e}"
+        );
+        let e = err_of(&imap.replace("max_size", "keep = true\nmove_to = \"A\"\nmax_size"));
+        assert!(e.starts_with("test.toml:13: account[isp].move_to:"), "{e}");
     }
 
     #[test]

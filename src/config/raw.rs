@@ -60,6 +60,10 @@ pub struct RawAccount {
     pub add_received: Option<bool>,
     pub timeout: Option<Spanned<String>>,
     pub pipeline_depth: Option<Spanned<i64>>,
+    pub oauth2_token_command: Option<Spanned<String>>,
+    pub mark_seen: Option<Spanned<bool>>,
+    pub only_unseen: Option<Spanned<bool>>,
+    pub move_to: Option<Spanned<String>>,
 }
 
 /// One `[destination.NAME]`. Every type's keys are optional here; which

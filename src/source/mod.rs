@@ -3,6 +3,7 @@
 //! protocol allows), and deletes a message only when told to, which the
 //! fetch loop in `crate::fetch` does after the delivery is committed.
 
+pub mod imap;
 pub mod pop3;
 
 use crate::error::Result;
@@ -37,11 +38,88 @@ pub struct Scan {
     pub present: Option<Vec<String>>,
 }
 
+/// What the state store remembers of an IMAP folder between runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FolderState {
+    /// The folder's UIDVALIDITY when it was last scanned.
+    pub uidvalidity: u32,
+    /// Every UID up to this one has been dealt with (delivered, or
+    /// deliberately passed over); only higher UIDs need asking about.
+    pub last_uid: u32,
+}
+
+/// What is remembered of a delivered message so that it can be
+/// recognised after the server renumbers its folder (a UIDVALIDITY change).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SeenFingerprint {
+    /// The UID it had.
+    pub uid: u32,
+    /// The size the server reported.
+    pub size: u64,
+    /// Its `Message-ID`, if it had one.
+    pub message_id: Option<String>,
+    /// `crate::message::header_hash` of its header, when recorded.
+    pub header_hash: Option<String>,
+}
+
 /// The seen-state a source consults while listing, implemented by the
-/// state store. Sources ask for only what they need.
+/// state store. Sources ask for only what they need: POP3 only
+/// `is_seen`; IMAP works per folder and UIDVALIDITY with the rest. The
+/// IMAP methods have do-nothing defaults so that a test index can leave
+/// them out (the source then simply lists more).
 pub trait SeenIndex {
     /// Whether the message with this stable id in this folder was delivered.
     fn is_seen(&mut self, folder: &str, uid: &str) -> Result<bool>;
+
+    /// IMAP: the folder's recorded state, if it was scanned before.
+    fn folder_state(&mut self, _folder: &str) -> Result<Option<FolderState>> {
+        Ok(None)
+    }
+
+    /// IMAP: records the folder's state. `last_uid` never moves backwards
+    /// for the same UIDVALIDITY.
+    fn set_folder_state(&mut self, _folder: &str, _state: FolderState) -> Result<()> {
+        Ok(())
+    }
+
+    /// IMAP: which of `uids` were delivered under this UIDVALIDITY.
+    fn seen_among(
+        &mut self,
+        _folder: &str,
+        _uidvalidity: u32,
+        _uids: &[u32],
+    ) -> Result<std::collections::HashSet<u32>> {
+        Ok(Default::default())
+    }
+
+    /// IMAP: UIDs that were skipped for being over `max_size`, to be looked
+    /// at again (the limit may have changed).
+    fn oversized_uids(&mut self, _folder: &str, _uidvalidity: u32) -> Result<Vec<u32>> {
+        Ok(Vec::new())
+    }
+
+    /// IMAP: what was recorded of the messages delivered under an old
+    /// UIDVALIDITY, for re-matching after the server renumbered.
+    fn seen_fingerprints(
+        &mut self,
+        _folder: &str,
+        _uidvalidity: u32,
+    ) -> Result<Vec<SeenFingerprint>> {
+        Ok(Vec::new())
+    }
+
+    /// IMAP: carries delivered messages over to a new UIDVALIDITY:
+    /// `matches` pairs old UIDs with new ones; everything else recorded
+    /// under the old UIDVALIDITY is forgotten. One transaction.
+    fn rekey(
+        &mut self,
+        _folder: &str,
+        _old_uidvalidity: u32,
+        _new_uidvalidity: u32,
+        _matches: &[(u32, u32)],
+    ) -> Result<()> {
+        Ok(())
+    }
 }
 
 /// A mailbox to fetch from.
@@ -60,6 +138,13 @@ pub trait Source {
     /// The next queued message and its bytes (LF line endings), or `None`
     /// when the queue is done.
     fn next_message(&mut self) -> Result<Option<(RemoteMessage, Vec<u8>)>>;
+
+    /// Tells the source a message's delivery was committed (before any
+    /// `delete`), e.g. so IMAP can set `\Seen` with `mark_seen`. Nothing
+    /// on the server may change for a message before this.
+    fn delivered(&mut self, _message: &RemoteMessage) -> Result<()> {
+        Ok(())
+    }
 
     /// Deletes a message from the server. Call only after its delivery was
     /// committed; the deletion may take effect only at `finish`.

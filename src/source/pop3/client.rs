@@ -354,6 +354,9 @@ impl<S: Read + Write> Pop3<S> {
                 self.send_secret("", &B64.encode(response))?;
                 self.read_status()?
             }
+            AuthMech::XOAuth2 | AuthMech::OAuthBearer => {
+                return Err(Error::Auth(format!("{mech} is not available for POP3")))
+            }
         };
         match status {
             Status::Ok(_) => Ok(()),

@@ -112,6 +112,8 @@ fn choose_mech(
         AuthMech::Plain => caps.sasl.contains("PLAIN"),
         AuthMech::Login => caps.sasl.contains("LOGIN"),
         AuthMech::CramMd5 => caps.sasl.contains("CRAM-MD5"),
+        // Config validation keeps the token mechanisms to IMAP accounts.
+        AuthMech::XOAuth2 | AuthMech::OAuthBearer => false,
     };
     match account.auth.iter().find(|m| offered(m)) {
         Some(m) => Ok(Some(*m)),

@@ -1,0 +1,502 @@
+#!/usr/bin/env bash
+# mailretr benchmark: mailretr vs fetchmail / getmail6 / mbsync against a
+# private Dovecot, on loopback and through a latency proxy.
+#
+#   bench/run.sh [options]
+#
+# Options:
+#   --messages N          corpus size for the loopback scenarios (default 2000, ~100 MB)
+#   --slow-messages N     corpus size for the high-latency scenarios (default 300)
+#   --rtt-ms MS           round-trip time added by slowlink.py (default 40; 0 = skip those scenarios)
+#   --peers LIST          comma list of peers: fetchmail,getmail,mbsync (default all; "none" = only mailretr)
+#   --only pop3|imap|nomail   run only the POP3 scenarios, only the IMAP ones, or only "no new mail"
+#   --nomail-messages N   mailbox size for the "no new mail" scenarios (default 2000; 0 = skip)
+#   --nomail-peers LIST   peers for the "no new mail" scenarios (default: same as --peers)
+#   --mode delete|keep    POP3 scenarios: delete on server after retrieval (default) or keep
+#   --runs R              timed runs per tool and scenario; the median time is reported (default 1)
+#   --seed S              corpus seed (default 1)
+#   --portbase B          Dovecot port base (default 20000, see dovecot-up.sh)
+#   --workdir DIR         where to put everything (default: a fresh mktemp dir under /tmp)
+#   --keep-workdir        do not delete the work dir at the end (it is kept on failure anyway)
+#   --no-mailretr         skip building and running mailretr (validate the peers only)
+#   --no-build            do not run cargo; use the existing target/release/mailretr
+#   --out FILE            also write the raw results (TSV) to FILE
+#
+# Everything this script needs lives in bench/ next to it; the mailretr binary is
+# built from the repository root (the parent of bench/).
+set -euo pipefail
+
+BENCH=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+REPO=$(dirname "$BENCH")
+MAILRETR=$REPO/target/release/mailretr
+
+MESSAGES=2000
+SLOW_MESSAGES=300
+RTT_MS=40
+PEERS=fetchmail,getmail,mbsync
+ONLY=
+NOMAIL_MESSAGES=2000
+NOMAIL_PEERS=
+MODE=delete
+RUNS=1
+SEED=1
+PORTBASE=20000
+WORK=
+KEEP_WORK=0
+WITH_MAILRETR=1
+BUILD=1
+OUT=
+
+die() { echo "run.sh: $*" >&2; exit 1; }
+usage() { sed -n '2,/^set -euo/p' "$0" | sed '$d' | sed 's/^# \{0,1\}//'; exit "${1:-0}"; }
+
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --messages) MESSAGES=$2; shift 2 ;;
+    --slow-messages) SLOW_MESSAGES=$2; shift 2 ;;
+    --rtt-ms) RTT_MS=$2; shift 2 ;;
+    --peers) PEERS=$2; shift 2 ;;
+    --only) ONLY=$2; shift 2 ;;
+    --nomail-messages) NOMAIL_MESSAGES=$2; shift 2 ;;
+    --nomail-peers) NOMAIL_PEERS=$2; shift 2 ;;
+    --mode) MODE=$2; shift 2 ;;
+    --runs) RUNS=$2; shift 2 ;;
+    --seed) SEED=$2; shift 2 ;;
+    --portbase) PORTBASE=$2; shift 2 ;;
+    --workdir) WORK=$2; shift 2 ;;
+    --keep-workdir) KEEP_WORK=1; shift ;;
+    --no-mailretr) WITH_MAILRETR=0; shift ;;
+    --no-build) BUILD=0; shift ;;
+    --out) OUT=$2; shift 2 ;;
+    -h|--help) usage 0 ;;
+    *) echo "unknown option: $1" >&2; usage 2 ;;
+  esac
+done
+case "$ONLY" in ""|pop3|imap|nomail) ;; *) die "--only must be pop3, imap or nomail" ;; esac
+case "$MODE" in delete|keep) ;; *) die "--mode must be delete or keep" ;; esac
+[ "$PEERS" = none ] && PEERS=
+[ -z "$NOMAIL_PEERS" ] && NOMAIL_PEERS=$PEERS
+[ "$NOMAIL_PEERS" = none ] && NOMAIL_PEERS=
+for n in "$MESSAGES" "$SLOW_MESSAGES" "$RTT_MS" "$NOMAIL_MESSAGES" "$RUNS" "$SEED" "$PORTBASE"; do
+  [[ "$n" =~ ^[0-9]+$ ]] || die "not a number: $n"
+done
+[ "$RUNS" -ge 1 ] || die "--runs must be >= 1"
+
+has_peer() { [[ ",$1," == *",$2,"* ]]; }
+for p in ${PEERS//,/ } ${NOMAIL_PEERS//,/ }; do
+  case "$p" in fetchmail|getmail|mbsync) ;; *) die "unknown peer: $p" ;; esac
+done
+
+# ---------------------------------------------------------------- prerequisites
+command -v dovecot >/dev/null || die "dovecot is not installed (apt-get install dovecot-imapd dovecot-pop3d dovecot-lmtpd)"
+command -v python3 >/dev/null || die "python3 is required"
+[ -x /usr/bin/time ] || die "/usr/bin/time is missing (apt-get install time)"
+command -v openssl >/dev/null || die "openssl is required"
+check_peer() {
+  case "$1" in
+    fetchmail) command -v fetchmail >/dev/null && command -v procmail >/dev/null ;;
+    getmail) command -v getmail >/dev/null ;;
+    mbsync) command -v mbsync >/dev/null ;;
+  esac
+}
+filter_peers() {
+  local out= p
+  for p in ${1//,/ }; do
+    if check_peer "$p"; then out=${out:+$out,}$p; else echo "run.sh: warning: $p not installed, skipping it" >&2; fi
+  done
+  echo "$out"
+}
+PEERS=$(filter_peers "$PEERS")
+NOMAIL_PEERS=$(filter_peers "$NOMAIL_PEERS")
+
+if [ "$WITH_MAILRETR" = 1 ]; then
+  if [ "$BUILD" = 1 ]; then
+    command -v cargo >/dev/null || die "cargo not found (or use --no-mailretr)"
+    echo "== building mailretr (release) in $REPO"
+    (cd "$REPO" && cargo build --release) || die "cargo build --release failed (use --no-mailretr to benchmark the peers only)"
+  fi
+  [ -x "$MAILRETR" ] || die "$MAILRETR not found"
+fi
+
+IS_ROOT=0; [ "$(id -u)" = 0 ] && IS_ROOT=1
+
+# ---------------------------------------------------------------- work dir, server, proxies
+if [ -z "$WORK" ]; then
+  WORK=$(mktemp -d /tmp/mailretr-bench.XXXXXX)
+else
+  mkdir -p "$WORK"; WORK=$(cd "$WORK" && pwd)
+fi
+chmod 755 "$WORK"
+DV=$WORK/dovecot
+PROXY_PIDS=()
+FAILED=1
+cleanup() {
+  local pid
+  for pid in "${PROXY_PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
+  for pid in "${PROXY_PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
+  "$BENCH/dovecot-down.sh" "$DV" || true
+  if [ "$FAILED" = 0 ] && [ "$KEEP_WORK" = 0 ]; then
+    rm -rf "$WORK"
+  else
+    echo "work dir kept: $WORK" >&2
+  fi
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+"$BENCH/dovecot-up.sh" "$DV" "$PORTBASE" >/dev/null || die "could not start dovecot"
+CERT=$DV/etc/cert.pem
+POP3S_PORT=$((PORTBASE + 995)); IMAPS_PORT=$((PORTBASE + 993))
+SLOW_POP3S_PORT=$((PORTBASE + 1995)); SLOW_IMAPS_PORT=$((PORTBASE + 1993))
+MAILBOX=$DV/home/user1/Maildir
+if [ "$IS_ROOT" = 1 ]; then MAIL_OWNER=mail:mail; else MAIL_OWNER=; fi
+echo "== dovecot on 127.0.0.1 (pop3s $POP3S_PORT, imaps $IMAPS_PORT), work dir $WORK"
+
+start_proxy() { # LISTEN TARGET
+  local log=$WORK/slowlink-$1.log
+  python3 "$BENCH/slowlink.py" "$1" "$2" --rtt-ms "$RTT_MS" >"$log" 2>&1 &
+  PROXY_PIDS+=($!)
+  for _ in $(seq 50); do
+    grep -q listening "$log" 2>/dev/null && return 0
+    sleep 0.1
+  done
+  die "slowlink on port $1 did not start: $(cat "$log")"
+}
+
+# ---------------------------------------------------------------- corpora
+declare -A CORPUS_MB
+make_corpus() { # NAME N PROFILE
+  local dir=$WORK/corpus-$1
+  if [ ! -d "$dir" ]; then
+    python3 "$BENCH/gencorpus.py" "$dir" "$2" --seed "$SEED" --profile "$3" --quiet
+  fi
+  CORPUS_MB[$1]=$(du -sm --apparent-size "$dir" | cut -f1)
+}
+
+# Put a pristine copy of corpus NAME into user1's mailbox (indexes and all
+# previous state removed).
+restore_mailbox() {
+  rm -rf "$MAILBOX"
+  cp -a "$WORK/corpus-$1" "$MAILBOX"
+  [ -n "$MAIL_OWNER" ] && chown -R "$MAIL_OWNER" "$MAILBOX"
+  return 0
+}
+server_count() {
+  find "$MAILBOX/new" "$MAILBOX/cur" -type f 2>/dev/null | wc -l
+}
+
+# ---------------------------------------------------------------- per-tool setup
+# Each writes its config into $R (the run dir) and sets CMD (array).
+# Destination is always $R/Maildir (created empty beforehand).
+# Args: PROTO(pop3|imap) PORT KEEP(0|1)
+
+setup_mailretr() {
+  local proto=$1 port=$2 keep=$3 kv=false
+  [ "$keep" = 1 ] && kv=true
+  mkdir -p "$R/state"
+  {
+    echo "[general]"
+    echo "state_dir = \"$R/state\""
+    echo "hostname = \"bench.local\""
+    echo
+    echo "[[account]]"
+    echo "name = \"bench\""
+    echo "protocol = \"$proto\""
+    echo "host = \"localhost\""
+    echo "port = $port"
+    echo "tls = \"implicit\""
+    echo "ca_file = \"$CERT\""
+    echo "user = \"user1\""
+    echo "password = \"secret\""
+    echo "keep = $kv"
+    [ "$proto" = imap ] && echo 'folders = ["INBOX"]'
+    echo 'deliver_to = ["home"]'
+    echo
+    echo "[destination.home]"
+    echo "type = \"maildir\""
+    echo "path = \"$R/Maildir\""
+  } > "$R/mailretr.toml"
+  chmod 600 "$R/mailretr.toml"
+  CMD=("$MAILRETR" --config "$R/mailretr.toml" fetch)
+}
+
+setup_fetchmail() { # POP3 only
+  local port=$2 keep=$3
+  cat > "$R/procmailrc" <<EOF
+# trailing slash: deliver into a Maildir
+DEFAULT=$R/Maildir/
+VERBOSE=no
+EOF
+  {
+    echo "set no bouncemail"
+    echo "set no syslog"
+    # "uidl" (a server option) makes fetchmail track seen messages in the idfile
+    if [ "${NOMAIL_RUN:-0}" = 1 ]; then
+      echo "poll localhost protocol pop3 port $port uidl"
+    else
+      echo "poll localhost protocol pop3 port $port"
+    fi
+    echo "  user user1 password secret"
+    echo "  ssl sslcertck sslcertfile $CERT"
+    echo "  no rewrite"
+    if [ "$keep" = 1 ] && [ "${NOMAIL_RUN:-0}" = 1 ]; then
+      echo "  keep"
+    elif [ "$keep" = 1 ]; then
+      echo "  keep fetchall"
+    else
+      echo "  fetchall"
+    fi
+    echo "  mda \"/usr/bin/procmail -m $R/procmailrc\""
+  } > "$R/fetchmailrc"
+  chmod 600 "$R/fetchmailrc"
+  CMD=(fetchmail -f "$R/fetchmailrc" --idfile "$R/fetchids" --pidfile "$R/fetchmail.pid" --nodetach --silent)
+}
+
+setup_getmail() { # POP3 only
+  local port=$2 keep=$3 del=true all=true
+  [ "$keep" = 1 ] && del=false
+  [ "${NOMAIL_RUN:-0}" = 1 ] && all=false   # only mail not seen before
+  mkdir -p "$R/getmail"
+  {
+    echo "[retriever]"
+    echo "type = SimplePOP3SSLRetriever"
+    echo "server = localhost"
+    echo "port = $port"
+    echo "username = user1"
+    echo "password = secret"
+    echo "ca_certs = $CERT"
+    echo
+    echo "[destination]"
+    echo "type = Maildir"
+    echo "path = $R/Maildir/"
+    # getmail refuses to deliver as root; it then needs a user to deliver as.
+    [ "$IS_ROOT" = 1 ] && echo "user = nobody"
+    echo
+    echo "[options]"
+    echo "delete = $del"
+    echo "read_all = $all"
+    echo "verbose = 0"
+    echo "message_log_syslog = false"
+  } > "$R/getmailrc"
+  chmod 600 "$R/getmailrc"
+  [ "$IS_ROOT" = 1 ] && chown -R nobody "$R/Maildir"
+  CMD=(getmail --getmaildir "$R/getmail" --rcfile "$R/getmailrc")
+}
+
+setup_mbsync() { # IMAP only; Pull never deletes on the server
+  local port=$2
+  cat > "$R/mbsyncrc" <<EOF
+IMAPAccount bench
+Host localhost
+Port $port
+User user1
+Pass secret
+SSLType IMAPS
+CertificateFile $CERT
+
+IMAPStore far
+Account bench
+
+MaildirStore near
+Path $R/
+Inbox $R/Maildir
+
+Channel bench
+Far :far:INBOX
+Near :near:INBOX
+Sync Pull
+Create Near
+Expunge None
+SyncState *
+EOF
+  CMD=(mbsync -c "$R/mbsyncrc" -q bench)
+}
+
+# ---------------------------------------------------------------- running and timing
+RESULTS=$WORK/results.tsv
+: > "$RESULTS"
+RUN_SEQ=0
+
+# timed_run: runs CMD in $R, sets T (seconds, ms precision), RSS (KB), RC.
+timed_run() {
+  local t0 t1
+  t0=$(date +%s%N)
+  set +e
+  (cd "$R" && HOME=$R /usr/bin/time -f '%e %M' -o "$R/time.out" "${CMD[@]}") >"$R/stdout" 2>"$R/stderr"
+  RC=$?
+  set -e
+  t1=$(date +%s%N)
+  T=$(awk -v a="$t0" -v b="$t1" 'BEGIN{printf "%.3f", (b-a)/1e9}')
+  RSS=$(awk 'END{print $2}' "$R/time.out" 2>/dev/null)
+  [ -n "$RSS" ] || RSS=0
+}
+
+fail_run() {
+  echo "FAILED: $*" >&2
+  echo "--- run dir $R; stdout/stderr tail:" >&2
+  tail -n 15 "$R/stdout" "$R/stderr" >&2 || true
+  exit 1
+}
+
+new_rundir() { # LABEL
+  RUN_SEQ=$((RUN_SEQ + 1))
+  R=$WORK/runs/$(printf '%03d' "$RUN_SEQ")-$1
+  mkdir -p "$R/Maildir/new" "$R/Maildir/cur" "$R/Maildir/tmp"
+}
+
+expect_rc() { # TOOL RC  -> 0 if acceptable for a run that should retrieve mail
+  case "$1" in
+    *) [ "$2" = 0 ] ;;
+  esac
+}
+
+# bench_fetch SCENARIO CORPUS N PROTO PORT KEEP TOOL
+bench_fetch() {
+  local scen=$1 corpus=$2 n=$3 proto=$4 port=$5 keep=$6 tool=$7
+  local times=() rss_max=0 run altered=0 v vrc left
+  for run in $(seq "$RUNS"); do
+    restore_mailbox "$corpus"
+    new_rundir "$scen-$tool"
+    "setup_$tool" "$proto" "$port" "$keep"
+    timed_run
+    expect_rc "$tool" "$RC" || fail_run "$scen/$tool exited with status $RC"
+    set +e
+    v=$(python3 "$BENCH/verify.py" "$WORK/corpus-$corpus" "$R/Maildir" --expect "$n" 2>"$R/verify.err")
+    vrc=$?
+    set -e
+    cat "$R/verify.err" >&2
+    [ "$vrc" = 0 ] || [ "$vrc" = 3 ] || fail_run "$scen/$tool: delivered $(echo "$v" | cut -d' ' -f1) of $n messages"
+    altered=$(echo "$v" | cut -d' ' -f2)
+    left=$(server_count)
+    if [ "$keep" = 1 ]; then
+      [ "$left" = "$n" ] || fail_run "$scen/$tool: keep mode, but $left of $n messages left on the server"
+    else
+      [ "$left" = 0 ] || fail_run "$scen/$tool: delete mode, but $left messages still on the server"
+    fi
+    times+=("$T")
+    [ "$RSS" -gt "$rss_max" ] && rss_max=$RSS
+    printf '   %-22s %-10s run %d/%d: %7.3f s  %7d KB  rc=%s  %s msgs%s\n' "$scen" "$tool" "$run" "$RUNS" "$T" "$RSS" "$RC" "$n" \
+      "$([ "$altered" != 0 ] && echo ", $altered altered")"
+  done
+  local med
+  med=$(printf '%s\n' "${times[@]}" | sort -n | awk '{a[NR]=$1} END{print a[int((NR+1)/2)]}')
+  printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$scen" "$tool" "$med" "$rss_max" "$n" "$altered" >> "$RESULTS"
+}
+
+# bench_nomail SCENARIO CORPUS N PROTO PORT TOOL: fetch everything (keep mode),
+# then time a second run that must find nothing new.
+bench_nomail() {
+  local scen=$1 corpus=$2 n=$3 proto=$4 port=$5 tool=$6
+  local times=() rss_max=0 run got
+  for run in $(seq "$RUNS"); do
+    restore_mailbox "$corpus"
+    new_rundir "$scen-$tool"
+    NOMAIL_RUN=1 "setup_$tool" "$proto" "$port" 1
+    timed_run
+    [ "$RC" = 0 ] || fail_run "$scen/$tool first (priming) run exited with status $RC"
+    local first=$T
+    # Let the clock tick: maildir-based tools (mbsync) stall for up to a second
+    # when the Maildir was modified within the current second.
+    sleep 1.1
+    timed_run
+    case "$tool:$RC" in
+      mailretr:1|fetchmail:1|getmail:0|mbsync:0) ;;
+      mailretr:0) echo "   warning: mailretr exited 0 (mail retrieved) on the second run, expected 1 (no new mail)" >&2 ;;
+      *) fail_run "$scen/$tool second run exited with status $RC" ;;
+    esac
+    got=$(python3 "$BENCH/verify.py" "$WORK/corpus-$corpus" "$R/Maildir" --quick | cut -d' ' -f1) || true
+    [ "$got" = "$n" ] || fail_run "$scen/$tool: $got messages in the Maildir after two runs, expected $n (re-fetched?)"
+    [ "$(server_count)" = "$n" ] || fail_run "$scen/$tool: keep mode, but the server lost messages"
+    times+=("$T")
+    [ "$RSS" -gt "$rss_max" ] && rss_max=$RSS
+    printf '   %-22s %-10s run %d/%d: %7.3f s  %7d KB  rc=%s  (priming run %.1f s)\n' "$scen" "$tool" "$run" "$RUNS" "$T" "$RSS" "$RC" "$first"
+  done
+  local med
+  med=$(printf '%s\n' "${times[@]}" | sort -n | awk '{a[NR]=$1} END{print a[int((NR+1)/2)]}')
+  printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$scen" "$tool" "$med" "$rss_max" "$n" 0 >> "$RESULTS"
+}
+
+tools_for() { # PROTO PEERLIST -> mailretr first, then the peers that speak PROTO
+  local out=() p
+  [ "$WITH_MAILRETR" = 1 ] && out+=(mailretr)
+  for p in ${2//,/ }; do
+    case "$1:$p" in pop3:fetchmail|pop3:getmail|imap:mbsync) out+=("$p") ;; esac
+  done
+  echo "${out[@]}"
+}
+
+want() { # SCENARIO-KIND
+  case "$ONLY" in
+    "") return 0 ;;
+    nomail) [ "$1" = nomail-pop3 ] || [ "$1" = nomail-imap ] ;;
+    pop3) [ "$1" = pop3 ] || [ "$1" = nomail-pop3 ] ;;
+    imap) [ "$1" = imap ] || [ "$1" = nomail-imap ] ;;
+  esac
+}
+
+# ---------------------------------------------------------------- scenarios
+POP3_KEEP=0; [ "$MODE" = keep ] && POP3_KEEP=1
+
+run_fetch_scenarios() { # PROTO
+  local proto=$1 port slowport keep tool tools
+  if [ "$proto" = pop3 ]; then port=$POP3S_PORT; slowport=$SLOW_POP3S_PORT; keep=$POP3_KEEP
+  else port=$IMAPS_PORT; slowport=$SLOW_IMAPS_PORT; keep=1; fi   # mbsync cannot delete: IMAP is keep mode
+  tools=$(tools_for "$proto" "$PEERS")
+  [ -n "$tools" ] || return 0
+  if [ "$MESSAGES" -gt 0 ]; then
+    make_corpus "m$MESSAGES" "$MESSAGES" mixed
+    echo "== ${proto}s-loopback: $MESSAGES messages (${CORPUS_MB[m$MESSAGES]} MB), $([ "$keep" = 1 ] && echo keep || echo delete) mode"
+    for tool in $tools; do bench_fetch "${proto}s-loopback" "m$MESSAGES" "$MESSAGES" "$proto" "$port" "$keep" "$tool"; done
+  fi
+  if [ "$RTT_MS" -gt 0 ] && [ "$SLOW_MESSAGES" -gt 0 ]; then
+    make_corpus "m$SLOW_MESSAGES" "$SLOW_MESSAGES" mixed
+    echo "== ${proto}s-rtt${RTT_MS}ms: $SLOW_MESSAGES messages (${CORPUS_MB[m$SLOW_MESSAGES]} MB), $([ "$keep" = 1 ] && echo keep || echo delete) mode, via slowlink"
+    for tool in $tools; do bench_fetch "${proto}s-rtt${RTT_MS}ms" "m$SLOW_MESSAGES" "$SLOW_MESSAGES" "$proto" "$slowport" "$keep" "$tool"; done
+  fi
+}
+
+run_nomail_scenario() { # PROTO
+  local proto=$1 port tool tools
+  [ "$NOMAIL_MESSAGES" -gt 0 ] || return 0
+  if [ "$proto" = pop3 ]; then port=$POP3S_PORT; else port=$IMAPS_PORT; fi
+  tools=$(tools_for "$proto" "$NOMAIL_PEERS")
+  [ -n "$tools" ] || return 0
+  make_corpus "s$NOMAIL_MESSAGES" "$NOMAIL_MESSAGES" small
+  echo "== nomail-${proto}s: $NOMAIL_MESSAGES messages (${CORPUS_MB[s$NOMAIL_MESSAGES]} MB) already retrieved, keep mode; timing the second run"
+  for tool in $tools; do bench_nomail "nomail-${proto}s" "s$NOMAIL_MESSAGES" "$NOMAIL_MESSAGES" "$proto" "$port" "$tool"; done
+}
+
+if [ "$RTT_MS" -gt 0 ] && [ "$SLOW_MESSAGES" -gt 0 ]; then
+  if want pop3 && [ -n "$(tools_for pop3 "$PEERS")" ]; then start_proxy "$SLOW_POP3S_PORT" "$POP3S_PORT"; fi
+  if want imap && [ -n "$(tools_for imap "$PEERS")" ]; then start_proxy "$SLOW_IMAPS_PORT" "$IMAPS_PORT"; fi
+fi
+if want pop3; then run_fetch_scenarios pop3; fi
+if want imap; then run_fetch_scenarios imap; fi
+if want nomail-pop3; then run_nomail_scenario pop3; fi
+if want nomail-imap; then run_nomail_scenario imap; fi
+
+# ---------------------------------------------------------------- report
+[ -n "$OUT" ] && cp "$RESULTS" "$OUT"
+echo
+python3 - "$RESULTS" <<'EOF'
+import sys
+rows = [l.rstrip("\n").split("\t") for l in open(sys.argv[1]) if l.strip()]
+mr = {r[0]: float(r[2]) for r in rows if r[1] == "mailretr"}
+hdr = ("scenario", "tool", "seconds", "peak RSS MB", "messages", "mailretr/peer")
+print("%-22s %-10s %9s %12s %9s %14s" % hdr)
+print("-" * 81)
+last = None
+for scen, tool, sec, rss, n, altered in rows:
+    if last is not None and scen != last:
+        print()
+    last = scen
+    sec = float(sec)
+    ratio = ""
+    if tool != "mailretr" and scen in mr and sec > 0:
+        ratio = "%.2f" % (mr[scen] / sec)
+    note = "  (%s altered)" % altered if altered not in ("", "0") else ""
+    print("%-22s %-10s %9.3f %12.1f %9s %14s%s" % (scen, tool, sec, int(rss) / 1024, n, ratio, note))
+print()
+print("mailretr/peer = mailretr seconds / peer seconds (wall clock): < 1 means mailretr is faster.")
+EOF
+FAILED=0

@@ -1,0 +1,72 @@
+# Print an optspec for argparse to handle cmd's options that are independent of any subcommand.
+function __fish_mailretr_global_optspecs
+    string join \n c/config= v/verbose q/quiet h/help V/version
+end
+
+function __fish_mailretr_needs_command
+    # Figure out if the current invocation already has a command.
+    set -l cmd (commandline -opc)
+    set -e cmd[1]
+    argparse -s (__fish_mailretr_global_optspecs) -- $cmd 2>/dev/null
+    or return
+    if set -q argv[1]
+        # Also print the command, so this can be used to figure out what it is.
+        echo $argv[1]
+        return 1
+    end
+    return 0
+end
+
+function __fish_mailretr_using_subcommand
+    set -l cmd (__fish_mailretr_needs_command)
+    test -z "$cmd"
+    and return 1
+    contains -- $cmd[1] $argv
+end
+
+complete -c mailretr -n "__fish_mailretr_needs_command" -s c -l config -d 'Config file [default: $XDG_CONFIG_HOME/mailretr/config.toml]' -r -F
+complete -c mailretr -n "__fish_mailretr_needs_command" -s v -l verbose -d 'More output: -v says what each account did, -vv adds the protocol transcript (secrets redacted)'
+complete -c mailretr -n "__fish_mailretr_needs_command" -s q -l quiet -d 'Print only errors'
+complete -c mailretr -n "__fish_mailretr_needs_command" -s h -l help -d 'Print help'
+complete -c mailretr -n "__fish_mailretr_needs_command" -s V -l version -d 'Print version'
+complete -c mailretr -n "__fish_mailretr_needs_command" -f -a "fetch" -d 'Fetch new mail from the configured accounts (all, or those named), or from one ad-hoc URL'
+complete -c mailretr -n "__fish_mailretr_needs_command" -f -a "config" -d 'Inspect the configuration'
+complete -c mailretr -n "__fish_mailretr_needs_command" -f -a "completions" -d 'Print a shell completion script'
+complete -c mailretr -n "__fish_mailretr_needs_command" -f -a "man" -d 'Print the man page (roff)'
+complete -c mailretr -n "__fish_mailretr_needs_command" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c mailretr -n "__fish_mailretr_using_subcommand fetch" -l to -d 'With a URL: the Maildir to deliver to' -r
+complete -c mailretr -n "__fish_mailretr_using_subcommand fetch" -s j -l jobs -d 'Accounts fetched in parallel [default: general.jobs, 4]' -r
+complete -c mailretr -n "__fish_mailretr_using_subcommand fetch" -s l -l limit -d 'Skip (and report) messages larger than SIZE, e.g. 10MB' -r
+complete -c mailretr -n "__fish_mailretr_using_subcommand fetch" -s c -l config -d 'Config file [default: $XDG_CONFIG_HOME/mailretr/config.toml]' -r -F
+complete -c mailretr -n "__fish_mailretr_using_subcommand fetch" -l check -d 'Only count new messages; exit 0 if there are any, 1 if not'
+complete -c mailretr -n "__fish_mailretr_using_subcommand fetch" -s k -l keep -d 'Leave fetched mail on the server'
+complete -c mailretr -n "__fish_mailretr_using_subcommand fetch" -s a -l all -d 'Fetch all messages, ignoring what was seen before'
+complete -c mailretr -n "__fish_mailretr_using_subcommand fetch" -s v -l verbose -d 'More output: -v says what each account did, -vv adds the protocol transcript (secrets redacted)'
+complete -c mailretr -n "__fish_mailretr_using_subcommand fetch" -s q -l quiet -d 'Print only errors'
+complete -c mailretr -n "__fish_mailretr_using_subcommand fetch" -s h -l help -d 'Print help'
+complete -c mailretr -n "__fish_mailretr_using_subcommand config; and not __fish_seen_subcommand_from check help" -s c -l config -d 'Config file [default: $XDG_CONFIG_HOME/mailretr/config.toml]' -r -F
+complete -c mailretr -n "__fish_mailretr_using_subcommand config; and not __fish_seen_subcommand_from check help" -s v -l verbose -d 'More output: -v says what each account did, -vv adds the protocol transcript (secrets redacted)'
+complete -c mailretr -n "__fish_mailretr_using_subcommand config; and not __fish_seen_subcommand_from check help" -s q -l quiet -d 'Print only errors'
+complete -c mailretr -n "__fish_mailretr_using_subcommand config; and not __fish_seen_subcommand_from check help" -s h -l help -d 'Print help'
+complete -c mailretr -n "__fish_mailretr_using_subcommand config; and not __fish_seen_subcommand_from check help" -f -a "check" -d 'Parse and validate the config and print what would run'
+complete -c mailretr -n "__fish_mailretr_using_subcommand config; and not __fish_seen_subcommand_from check help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c mailretr -n "__fish_mailretr_using_subcommand config; and __fish_seen_subcommand_from check" -s c -l config -d 'Config file [default: $XDG_CONFIG_HOME/mailretr/config.toml]' -r -F
+complete -c mailretr -n "__fish_mailretr_using_subcommand config; and __fish_seen_subcommand_from check" -s v -l verbose -d 'More output: -v says what each account did, -vv adds the protocol transcript (secrets redacted)'
+complete -c mailretr -n "__fish_mailretr_using_subcommand config; and __fish_seen_subcommand_from check" -s q -l quiet -d 'Print only errors'
+complete -c mailretr -n "__fish_mailretr_using_subcommand config; and __fish_seen_subcommand_from check" -s h -l help -d 'Print help'
+complete -c mailretr -n "__fish_mailretr_using_subcommand config; and __fish_seen_subcommand_from help" -f -a "check" -d 'Parse and validate the config and print what would run'
+complete -c mailretr -n "__fish_mailretr_using_subcommand config; and __fish_seen_subcommand_from help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c mailretr -n "__fish_mailretr_using_subcommand completions" -s c -l config -d 'Config file [default: $XDG_CONFIG_HOME/mailretr/config.toml]' -r -F
+complete -c mailretr -n "__fish_mailretr_using_subcommand completions" -s v -l verbose -d 'More output: -v says what each account did, -vv adds the protocol transcript (secrets redacted)'
+complete -c mailretr -n "__fish_mailretr_using_subcommand completions" -s q -l quiet -d 'Print only errors'
+complete -c mailretr -n "__fish_mailretr_using_subcommand completions" -s h -l help -d 'Print help'
+complete -c mailretr -n "__fish_mailretr_using_subcommand man" -s c -l config -d 'Config file [default: $XDG_CONFIG_HOME/mailretr/config.toml]' -r -F
+complete -c mailretr -n "__fish_mailretr_using_subcommand man" -s v -l verbose -d 'More output: -v says what each account did, -vv adds the protocol transcript (secrets redacted)'
+complete -c mailretr -n "__fish_mailretr_using_subcommand man" -s q -l quiet -d 'Print only errors'
+complete -c mailretr -n "__fish_mailretr_using_subcommand man" -s h -l help -d 'Print help'
+complete -c mailretr -n "__fish_mailretr_using_subcommand help; and not __fish_seen_subcommand_from fetch config completions man help" -f -a "fetch" -d 'Fetch new mail from the configured accounts (all, or those named), or from one ad-hoc URL'
+complete -c mailretr -n "__fish_mailretr_using_subcommand help; and not __fish_seen_subcommand_from fetch config completions man help" -f -a "config" -d 'Inspect the configuration'
+complete -c mailretr -n "__fish_mailretr_using_subcommand help; and not __fish_seen_subcommand_from fetch config completions man help" -f -a "completions" -d 'Print a shell completion script'
+complete -c mailretr -n "__fish_mailretr_using_subcommand help; and not __fish_seen_subcommand_from fetch config completions man help" -f -a "man" -d 'Print the man page (roff)'
+complete -c mailretr -n "__fish_mailretr_using_subcommand help; and not __fish_seen_subcommand_from fetch config completions man help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c mailretr -n "__fish_mailretr_using_subcommand help; and __fish_seen_subcommand_from config" -f -a "check" -d 'Parse and validate the config and print what would run'

@@ -1,0 +1,215 @@
+//! IMAP authentication: choosing a mechanism from the account's order and
+//! what the server offers, and the SASL exchanges behind `AUTHENTICATE`:
+//! PLAIN (RFC 4616), CRAM-MD5 (RFC 2195), XOAUTH2 (Google's and
+//! Microsoft's) and OAUTHBEARER (RFC 7628). `LOGIN` is the IMAP command
+//! (RFC 3501 section 6.2.3), never used when the server says
+//! `LOGINDISABLED`.
+
+use std::cell::Cell;
+
+use base64::engine::general_purpose::STANDARD as B64;
+use base64::Engine as _;
+
+use crate::config::AuthMech;
+use crate::error::{Error, Result};
+use crate::source::pop3::client::cram_md5_response;
+
+/// What the server offers, as far as choosing a mechanism goes.
+#[derive(Debug, Clone, Default)]
+pub struct Offered {
+    /// `AUTH=` mechanisms, upper-cased.
+    pub sasl: Vec<String>,
+    /// `LOGINDISABLED` was advertised.
+    pub login_disabled: bool,
+}
+
+/// Picks the first mechanism in `order` that the server offers and that
+/// there is a credential for.
+pub fn choose(
+    order: &[AuthMech],
+    offered: &Offered,
+    have_password: bool,
+    have_token: bool,
+) -> Result<AuthMech> {
+    if !have_password && !have_token {
+        return Err(Error::Auth(
+            "no password or oauth2_token_command configured".into(),
+        ));
+    }
+    let sasl = |name: &str| offered.sasl.iter().any(|m| m == name);
+    let usable = |m: &AuthMech| match m {
+        AuthMech::OAuthBearer => have_token && sasl("OAUTHBEARER"),
+        AuthMech::XOAuth2 => have_token && sasl("XOAUTH2"),
+        AuthMech::Plain => have_password && sasl("PLAIN"),
+        AuthMech::CramMd5 => have_password && sasl("CRAM-MD5"),
+        AuthMech::Login => have_password && !offered.login_disabled,
+        AuthMech::Apop | AuthMech::User => false,
+    };
+    order.iter().copied().find(usable).ok_or_else(|| {
+        Error::Auth(format!(
+            "the server offers none of the allowed mechanisms ({}){}",
+            order
+                .iter()
+                .filter(|m| !matches!(m, AuthMech::Apop | AuthMech::User))
+                .map(|m| m.to_string())
+                .collect::<Vec<_>>()
+                .join(", "),
+            if offered.login_disabled {
+                "; LOGIN is disabled"
+            } else {
+                ""
+            }
+        ))
+    })
+}
+
+/// The first message a mechanism sends (the SASL initial response).
+pub fn initial_response(
+    mech: AuthMech,
+    user: &str,
+    secret: &str,
+    host: &str,
+    port: u16,
+) -> Vec<u8> {
+    match mech {
+        AuthMech::Plain => format!("\0{user}\0{secret}").into_bytes(),
+        AuthMech::XOAuth2 => format!("user={user}\x01auth=Bearer {secret}\x01\x01").into_bytes(),
+        AuthMech::OAuthBearer => format!(
+            "n,a={},\x01host={host}\x01port={port}\x01auth=Bearer {secret}\x01\x01",
+            user.replace('=', "=3D").replace(',', "=2C")
+        )
+        .into_bytes(),
+        _ => Vec::new(),
+    }
+}
+
+/// The SASL name of a mechanism, as sent in `AUTHENTICATE`.
+pub fn sasl_name(mech: AuthMech) -> &'static str {
+    match mech {
+        AuthMech::Plain => "PLAIN",
+        AuthMech::CramMd5 => "CRAM-MD5",
+        AuthMech::XOAuth2 => "XOAUTH2",
+        AuthMech::OAuthBearer => "OAUTHBEARER",
+        AuthMech::Login => "LOGIN",
+        AuthMech::Apop => "APOP",
+        AuthMech::User => "USER",
+    }
+}
+
+/// Answers the server's challenges for one `AUTHENTICATE`.
+pub struct Sasl {
+    mech: AuthMech,
+    user: String,
+    secret: String,
+    initial: Vec<u8>,
+    /// Whether the initial response went out already (with SASL-IR, in
+    /// the command itself).
+    initial_sent: Cell<bool>,
+}
+
+impl Sasl {
+    /// An exchange for `mech`. With `initial_sent`, the initial response
+    /// is in the command (SASL-IR, RFC 4959) and any challenge is an error
+    /// report to acknowledge.
+    pub fn new(
+        mech: AuthMech,
+        user: &str,
+        secret: &str,
+        initial: Vec<u8>,
+        initial_sent: bool,
+    ) -> Sasl {
+        Sasl {
+            mech,
+            user: user.to_string(),
+            secret: secret.to_string(),
+            initial,
+            initial_sent: Cell::new(initial_sent),
+        }
+    }
+
+    /// The initial response, base64-encoded for the command line.
+    pub fn initial_base64(&self) -> String {
+        if self.initial.is_empty() {
+            "=".into()
+        } else {
+            B64.encode(&self.initial)
+        }
+    }
+}
+
+impl imap::Authenticator for Sasl {
+    type Response = Vec<u8>;
+
+    fn process(&self, challenge: &[u8]) -> Vec<u8> {
+        match self.mech {
+            AuthMech::CramMd5 => {
+                cram_md5_response(&self.user, &self.secret, challenge).into_bytes()
+            }
+            _ if !self.initial_sent.get() => {
+                self.initial_sent.set(true);
+                self.initial.clone()
+            }
+            // A challenge after the token is an error report (RFC 7628
+            // section 3.2.3: answer with %x01; XOAUTH2: an empty line).
+            AuthMech::OAuthBearer => vec![0x01],
+            _ => Vec::new(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use imap::Authenticator as _;
+
+    fn offered(sasl: &[&str], login_disabled: bool) -> Offered {
+        Offered {
+            sasl: sasl.iter().map(|s| s.to_string()).collect(),
+            login_disabled,
+        }
+    }
+
+    #[test]
+    fn choice_follows_order_offer_and_credentials() {
+        let order = AuthMech::DEFAULT_ORDER;
+        let o = offered(&["PLAIN"], false);
+        assert_eq!(choose(&order, &o, true, false).unwrap(), AuthMech::Plain);
+        let o = offered(&[], false);
+        assert_eq!(choose(&order, &o, true, false).unwrap(), AuthMech::Login);
+        let o = offered(&[], true);
+        assert!(matches!(
+            choose(&order, &o, true, false),
+            Err(Error::Auth(_))
+        ));
+        let o = offered(&["XOAUTH2", "PLAIN"], false);
+        let oauth = [AuthMech::OAuthBearer, AuthMech::XOAuth2];
+        assert_eq!(choose(&oauth, &o, false, true).unwrap(), AuthMech::XOAuth2);
+        assert!(choose(&oauth, &offered(&["PLAIN"], false), false, true).is_err());
+        assert!(choose(&order, &o, false, false).is_err());
+    }
+
+    #[test]
+    fn initial_responses() {
+        assert_eq!(
+            initial_response(AuthMech::Plain, "u", "pw", "h", 993),
+            b"\0u\0pw"
+        );
+        assert_eq!(
+            initial_response(AuthMech::XOAuth2, "me@x", "tok", "h", 993),
+            b"user=me@x\x01auth=Bearer tok\x01\x01"
+        );
+        assert_eq!(
+            initial_response(AuthMech::OAuthBearer, "a,b=c", "tok", "imap.x", 993),
+            b"n,a=a=2Cb=3Dc,\x01host=imap.x\x01port=993\x01auth=Bearer tok\x01\x01"
+        );
+    }
+
+    #[test]
+    fn error_challenges_are_acknowledged() {
+        let s = Sasl::new(AuthMech::XOAuth2, "u", "t", b"ir".to_vec(), false);
+        assert_eq!(s.process(b""), b"ir");
+        assert_eq!(s.process(b"{\"status\":\"401\"}"), b"");
+        let s = Sasl::new(AuthMech::OAuthBearer, "u", "t", b"ir".to_vec(), true);
+        assert_eq!(s.process(b"{}"), [1]);
+    }
+}

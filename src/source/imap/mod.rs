@@ -1,0 +1,1058 @@
+//! The IMAP source: connection set-up with the TLS and authentication
+//! rules, folder selection, UID-exact seen-state, batched retrieval and
+//! deletion (or moving) after the delivery commit. The `imap` crate speaks
+//! the protocol once logged in; the STARTTLS dialogue before TLS is ours
+//! (`starttls`), and so are the few parsers whose input a hostile server
+//! controls (`SELECT`, `LIST`).
+//!
+//! Per folder the state store keeps the UIDVALIDITY and the UID up to
+//! which everything was dealt with, so a run asks only about higher UIDs:
+//! with nothing new that is one `SELECT` per folder (its `UIDNEXT` says
+//! so), however large the folder. When the UIDVALIDITY changes, the
+//! messages delivered before are found again by size and header hash
+//! (`rematch`) instead of being delivered twice.
+//!
+//! Bodies are fetched with `UID FETCH ... BODY.PEEK[]` (the server's
+//! `\Seen` flags stay as they were) in batches bounded by the sizes the
+//! server reported, so memory stays bounded by `BATCH_BYTES` plus the
+//! largest message. `\Seen` (with `mark_seen`), `\Deleted` and moves are
+//! only ever asked for after the fetch loop has committed a delivery, and
+//! are sent in batches: before the next fetch batch, and when leaving a
+//! folder, where deletions are expunged.
+
+pub mod auth;
+pub mod folders;
+pub mod rematch;
+pub mod starttls;
+pub mod transcript;
+
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::io;
+
+use imap::types::Flag;
+use imap::{Client, Session};
+
+use crate::config::{Account, AuthMech, TlsMode};
+use crate::error::{Error, Result};
+use crate::message;
+use crate::net::{self, Stream};
+use crate::secret;
+use folders::ChosenFolder;
+use transcript::Traced;
+
+use super::{FolderState, RemoteMessage, Scan, SeenIndex, Source};
+
+/// A fetch batch asks for at most this many bytes (by the server's sizes),
+/// but always for at least one message.
+pub const BATCH_BYTES: u64 = 8 * 1024 * 1024;
+
+/// A fetch batch asks for at most this many messages, keeping command
+/// lines short.
+pub const BATCH_MESSAGES: usize = 1000;
+
+/// Headers are fetched this many messages at a time.
+const HEADER_BATCH: usize = 200;
+
+/// The connection the `imap` crate talks over.
+type Conn = Traced<Stream>;
+
+/// Capabilities mailretr looks for; the `imap` crate is asked about each.
+const KNOWN_CAPABILITIES: &[&str] = &[
+    "LOGINDISABLED",
+    "SASL-IR",
+    "AUTH=PLAIN",
+    "AUTH=CRAM-MD5",
+    "AUTH=XOAUTH2",
+    "AUTH=OAUTHBEARER",
+    "ID",
+    "UIDPLUS",
+    "MOVE",
+];
+
+/// What the account asks of the server beyond fetching.
+#[derive(Debug, Clone)]
+struct Options {
+    keep: bool,
+    mark_seen: bool,
+    only_unseen: bool,
+    move_to: Option<String>,
+    patterns: Vec<String>,
+}
+
+/// Changes asked for in one folder, not yet sent or not yet expunged.
+#[derive(Debug, Default)]
+struct Pending {
+    /// UIDs to flag `\Seen`.
+    seen: Vec<u32>,
+    /// UIDs to delete or move.
+    remove: Vec<u32>,
+    /// UIDs flagged `\Deleted`, to expunge when leaving the folder.
+    flagged: Vec<u32>,
+}
+
+impl Pending {
+    fn is_empty(&self) -> bool {
+        self.seen.is_empty() && self.remove.is_empty() && self.flagged.is_empty()
+    }
+}
+
+/// A folder as the scan found it.
+#[derive(Debug, Clone)]
+struct FolderInfo {
+    server_name: String,
+    uidvalidity: u32,
+}
+
+/// What `SELECT` said (RFC 3501 section 6.3.1).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Selected {
+    /// Messages in the folder.
+    pub exists: u32,
+    /// The folder's UIDVALIDITY.
+    pub uidvalidity: Option<u32>,
+    /// The UID the next message will get.
+    pub uidnext: Option<u32>,
+}
+
+/// A logged-in IMAP session acting as a `Source`.
+pub struct ImapSource {
+    session: Option<Session<Conn>>,
+    label: String,
+    protocol_name: &'static str,
+    caps: HashSet<String>,
+    options: Options,
+    /// The server's name for `move_to`, once the listing resolved it.
+    move_to_server: Option<String>,
+    /// Folders scanned, by config-style name.
+    folders: HashMap<String, FolderInfo>,
+    /// The selected folder (config-style name).
+    selected: Option<String>,
+    /// Messages queued for retrieval, in order.
+    queue: VecDeque<RemoteMessage>,
+    /// The fetched batch being handed out.
+    batch: VecDeque<(RemoteMessage, Vec<u8>)>,
+    /// Flag, delete and move work per folder.
+    pending: BTreeMap<String, Pending>,
+}
+
+/// Connects, secures and logs in. `keep` is the run's effective setting:
+/// with it, nothing is ever deleted or moved.
+pub fn connect(account: &Account, password: Option<&str>, keep: bool) -> Result<ImapSource> {
+    let server = &account.server;
+    let label = account.name.as_str();
+    let tcp = net::connect_tcp(server)?;
+    let (mut client, protocol_name, greeting_caps) = match server.tls {
+        TlsMode::Implicit => {
+            let stream = net::tls_handshake(server, tcp)?;
+            let mut client = Client::new(Traced::new(stream, label));
+            let caps = read_greeting(&mut client)?;
+            (client, "IMAPS", caps)
+        }
+        TlsMode::None => {
+            let mut client = Client::new(Traced::new(Stream::Plain(tcp), label));
+            let caps = read_greeting(&mut client)?;
+            (client, "IMAP", caps)
+        }
+        TlsMode::Starttls => {
+            let tcp = starttls::negotiate(Traced::new(tcp, label))?.into_inner();
+            let stream = net::tls_handshake(server, tcp)?;
+            // No greeting follows STARTTLS, and nothing from before it is
+            // trusted: capabilities are asked for again below.
+            (Client::new(Traced::new(stream, label)), "IMAPS", None)
+        }
+    };
+    let caps = match greeting_caps {
+        Some(caps) => caps,
+        None => {
+            let caps = client
+                .capabilities()
+                .map_err(|e| imap_error("CAPABILITY", e))?;
+            probe(&caps)
+        }
+    };
+
+    let offered = auth::Offered {
+        sasl: caps
+            .iter()
+            .filter_map(|c| c.strip_prefix("AUTH="))
+            .map(str::to_string)
+            .collect(),
+        login_disabled: caps.contains("LOGINDISABLED"),
+    };
+    let mech = auth::choose(
+        &account.auth,
+        &offered,
+        password.is_some(),
+        account.oauth2_token_command.is_some(),
+    )?;
+    let credential = match (&account.oauth2_token_command, mech.uses_token()) {
+        (Some(command), true) => secret::run_command(command)?,
+        _ => password.unwrap_or_default().to_string(),
+    };
+    let mut session = match mech {
+        AuthMech::Login => client
+            .login(&account.user, &credential)
+            .map_err(|(e, _)| login_error(mech, e))?,
+        _ => {
+            let initial =
+                auth::initial_response(mech, &account.user, &credential, &server.host, server.port);
+            let inline = caps.contains("SASL-IR") && !initial.is_empty();
+            let sasl = auth::Sasl::new(mech, &account.user, &credential, initial, inline);
+            let command = if inline {
+                format!("{} {}", auth::sasl_name(mech), sasl.initial_base64())
+            } else {
+                auth::sasl_name(mech).to_string()
+            };
+            client
+                .authenticate(command, &sasl)
+                .map_err(|(e, _)| login_error(mech, e))?
+        }
+    };
+    drop(credential);
+
+    // Servers say more once logged in (UIDPLUS, MOVE, ...).
+    let caps = session
+        .capabilities()
+        .map(|c| probe(&c))
+        .map_err(|e| imap_error("CAPABILITY", e))?;
+    if caps.contains("ID") {
+        let id = format!(
+            "ID (\"name\" \"mailretr\" \"version\" \"{}\")",
+            env!("CARGO_PKG_VERSION")
+        );
+        match session.run_command_and_check_ok(&id) {
+            Ok(()) | Err(imap::Error::No(_)) | Err(imap::Error::Bad(_)) => {}
+            Err(e) => return Err(imap_error("ID", e)),
+        }
+    }
+    let _ = session.take_all_unsolicited();
+    Ok(ImapSource {
+        session: Some(session),
+        label: label.to_string(),
+        protocol_name,
+        caps,
+        options: Options {
+            keep,
+            mark_seen: account.mark_seen,
+            only_unseen: account.only_unseen,
+            move_to: account.move_to.clone(),
+            patterns: account.folders.clone(),
+        },
+        move_to_server: None,
+        folders: HashMap::new(),
+        selected: None,
+        queue: VecDeque::new(),
+        batch: VecDeque::new(),
+        pending: BTreeMap::new(),
+    })
+}
+
+/// Reads the greeting of a connection that is already what it will be
+/// (implicit TLS, or plain by choice). Returns the capabilities it
+/// announces, if any.
+fn read_greeting(client: &mut Client<Conn>) -> Result<Option<HashSet<String>>> {
+    let line = client
+        .read_greeting()
+        .map_err(|e| imap_error("greeting", e))?;
+    let line = String::from_utf8_lossy(&line);
+    let line = line.trim_end();
+    let mut words = line.split(' ');
+    match (words.next(), words.next().map(str::to_ascii_uppercase)) {
+        (Some("*"), Some(s)) if s == "OK" => Ok(greeting_capabilities(line)),
+        (Some("*"), Some(s)) if s == "PREAUTH" => Err(Error::Protocol(
+            "the server greeted with PREAUTH (already logged in); mailretr needs to log in itself"
+                .into(),
+        )),
+        (Some("*"), Some(s)) if s == "BYE" => Err(Error::Server(format!("greeting: {line}"))),
+        _ => Err(Error::Protocol(format!(
+            "expected an IMAP greeting, got {:?}",
+            line.chars().take(80).collect::<String>()
+        ))),
+    }
+}
+
+/// Capabilities in a `[CAPABILITY ...]` response code, upper-cased.
+fn greeting_capabilities(line: &str) -> Option<HashSet<String>> {
+    let start = line.find("[CAPABILITY ")?;
+    let rest = &line[start + "[CAPABILITY ".len()..];
+    let end = rest.find(']')?;
+    Some(
+        rest[..end]
+            .split_whitespace()
+            .map(|w| w.to_ascii_uppercase())
+            .collect(),
+    )
+}
+
+fn probe(caps: &imap::types::Capabilities) -> HashSet<String> {
+    KNOWN_CAPABILITIES
+        .iter()
+        .filter(|c| caps.has_str(c))
+        .map(|c| c.to_string())
+        .collect()
+}
+
+/// A failed login: a `NO` is bad credentials unless the server says the
+/// trouble is on its side (RFC 5530 codes).
+fn login_error(mech: AuthMech, e: imap::Error) -> Error {
+    match e {
+        imap::Error::No(no) => {
+            let text = no.information;
+            let temporary = ["UNAVAILABLE", "INUSE", "SERVERBUG", "LIMIT"]
+                .iter()
+                .any(|code| text.contains(&format!("[{code}]")))
+                || no
+                    .code
+                    .as_ref()
+                    .is_some_and(|c| format!("{c:?}").contains("UNAVAILABLE"));
+            if temporary {
+                Error::Server(format!("login: NO {text}"))
+            } else {
+                Error::Auth(format!("{mech}: NO {text}"))
+            }
+        }
+        imap::Error::Bad(bad) => Error::Auth(format!("{mech}: BAD {bad}")),
+        other => imap_error("login", other),
+    }
+}
+
+/// Maps the `imap` crate's errors onto ours: connection trouble is a
+/// network error, `NO` a server error, `BAD` and garbage protocol errors.
+fn imap_error(context: &str, e: imap::Error) -> Error {
+    match e {
+        imap::Error::Io(io) => match io.kind() {
+            io::ErrorKind::InvalidData => Error::Protocol(format!("{context}: {io}")),
+            _ => Error::net(format!("IMAP {context}"), io),
+        },
+        imap::Error::ConnectionLost => Error::net(
+            format!("IMAP {context}"),
+            io::Error::new(io::ErrorKind::UnexpectedEof, "connection closed by server"),
+        ),
+        imap::Error::Tls(e) => Error::Tls(e.to_string()),
+        imap::Error::No(no) => Error::Server(format!("{context}: NO {no}")),
+        imap::Error::Bye(bye) => Error::Server(format!("{context}: server said BYE: {bye}")),
+        imap::Error::Bad(bad) => Error::Protocol(format!("{context}: BAD {bad}")),
+        other => Error::Protocol(format!("{context}: {other}")),
+    }
+}
+
+/// Quotes a mailbox name as an IMAP quoted string.
+fn quote(name: &str) -> Result<String> {
+    if name.contains(['\r', '\n', '\0']) {
+        return Err(Error::Protocol(format!(
+            "folder name {name:?} cannot be sent"
+        )));
+    }
+    Ok(format!(
+        "\"{}\"",
+        name.replace('\\', "\\\\").replace('"', "\\\"")
+    ))
+}
+
+/// Parses the untagged data of a `SELECT` answer.
+pub fn parse_select(data: &[u8]) -> Selected {
+    let text = String::from_utf8_lossy(data);
+    let mut selected = Selected::default();
+    let code = |line: &str, name: &str| -> Option<u32> {
+        let start = line.find(name)? + name.len();
+        let digits: String = line[start..]
+            .chars()
+            .take_while(char::is_ascii_digit)
+            .collect();
+        digits.parse().ok()
+    };
+    for line in text.split("\r\n") {
+        let mut words = line.split(' ');
+        if let (Some("*"), Some(n), Some(what)) = (words.next(), words.next(), words.next()) {
+            if what.eq_ignore_ascii_case("EXISTS") {
+                if let Ok(n) = n.parse() {
+                    selected.exists = n;
+                }
+                continue;
+            }
+        }
+        if line.starts_with("* OK [") || line.starts_with("* ok [") {
+            let upper = line.to_ascii_uppercase();
+            if let Some(v) = code(&upper, "[UIDVALIDITY ") {
+                selected.uidvalidity = Some(v);
+            }
+            if let Some(v) = code(&upper, "[UIDNEXT ") {
+                selected.uidnext = Some(v);
+            }
+        }
+    }
+    selected
+}
+
+/// A UID set in IMAP syntax with runs collapsed: `1:3,7,9:10`.
+pub fn uid_set(uids: &[u32]) -> String {
+    let mut sorted = uids.to_vec();
+    sorted.sort_unstable();
+    sorted.dedup();
+    let mut out = String::new();
+    let mut i = 0;
+    while i < sorted.len() {
+        let start = sorted[i];
+        let mut end = start;
+        while i + 1 < sorted.len() && sorted[i + 1] == end + 1 {
+            i += 1;
+            end = sorted[i];
+        }
+        if !out.is_empty() {
+            out.push(',');
+        }
+        if start == end {
+            out.push_str(&start.to_string());
+        } else {
+            out.push_str(&format!("{start}:{end}"));
+        }
+        i += 1;
+    }
+    out
+}
+
+/// Turns CRLF line endings into LF (the form messages are held in); a
+/// lone CR is left as it is.
+pub fn crlf_to_lf(data: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(data.len());
+    let mut i = 0;
+    while i < data.len() {
+        if data[i] == b'\r' && data.get(i + 1) == Some(&b'\n') {
+            i += 1;
+            continue;
+        }
+        out.push(data[i]);
+        i += 1;
+    }
+    out
+}
+
+/// One message's entry in a listing: UID, size, `\Seen`.
+#[derive(Debug, Clone, Copy)]
+struct Listed {
+    uid: u32,
+    size: u64,
+    seen_flag: bool,
+}
+
+impl ImapSource {
+    fn session(&mut self) -> Result<&mut Session<Conn>> {
+        self.session
+            .as_mut()
+            .ok_or_else(|| Error::Internal("IMAP session already closed".into()))
+    }
+
+    /// Runs `f` on the session and throws away the unsolicited responses
+    /// it gathered (they would otherwise pile up).
+    fn with_session<T>(
+        &mut self,
+        context: &str,
+        f: impl FnOnce(&mut Session<Conn>) -> imap::error::Result<T>,
+    ) -> Result<T> {
+        let session = self.session()?;
+        let result = f(session);
+        let _ = session.take_all_unsolicited();
+        result.map_err(|e| imap_error(context, e))
+    }
+
+    /// Lists the server's folders when the patterns need it (anything but
+    /// just `INBOX`), and picks those to fetch.
+    fn choose_folders(&mut self) -> Result<Vec<ChosenFolder>> {
+        let only_inbox = self
+            .options
+            .patterns
+            .iter()
+            .all(|p| p.trim().eq_ignore_ascii_case("INBOX"));
+        if only_inbox && self.options.move_to.is_none() {
+            return Ok(vec![ChosenFolder {
+                server_name: "INBOX".into(),
+                config_name: "INBOX".into(),
+            }]);
+        }
+        let (data, ok) = self.with_session("LIST", |s| s.run("LIST \"\" \"*\""))?;
+        let listed = folders::parse_list(&data[..ok]);
+        let delimiter = listed
+            .iter()
+            .find(|f| f.server_name.eq_ignore_ascii_case("INBOX"))
+            .or(listed.first())
+            .and_then(|f| f.delimiter);
+        let mut move_to_config = None;
+        if let Some(target) = &self.options.move_to {
+            let wanted = folders::config_name(&folders::server_name(target, Some('/')), Some('/'));
+            let found = listed
+                .iter()
+                .find(|f| &f.server_name == target || f.config_name() == wanted)
+                .ok_or_else(|| {
+                    Error::Server(format!(
+                        "move_to folder {target:?} does not exist on the server"
+                    ))
+                })?;
+            self.move_to_server = Some(found.server_name.clone());
+            move_to_config = Some(found.config_name());
+        }
+        let selection = folders::choose(&self.options.patterns, &listed, move_to_config.as_deref());
+        for missing in &selection.missing {
+            log::warn!(
+                "{}: folder {missing:?} is not on the server (delimiter {:?}); skipped",
+                self.label,
+                delimiter.map(String::from).unwrap_or_default()
+            );
+        }
+        if selection.folders.is_empty() {
+            log::warn!("{}: no folder on the server matches `folders`", self.label);
+        }
+        Ok(selection.folders)
+    }
+
+    fn select(&mut self, server_name: &str) -> Result<Selected> {
+        let command = format!("SELECT {}", quote(server_name)?);
+        let (data, ok) =
+            self.with_session(&format!("SELECT {server_name}"), |s| s.run(&command))?;
+        Ok(parse_select(&data[..ok]))
+    }
+
+    /// Makes `folder` the selected one, finishing the work pending in the
+    /// folder left. A UIDVALIDITY different from the scan's stops
+    /// everything: UIDs from the scan would name other messages.
+    fn ensure_selected(&mut self, folder: &str) -> Result<()> {
+        if self.selected.as_deref() == Some(folder) {
+            return Ok(());
+        }
+        if let Some(current) = self.selected.clone() {
+            self.leave_folder(&current)?;
+        }
+        let info = self
+            .folders
+            .get(folder)
+            .cloned()
+            .ok_or_else(|| Error::Internal(format!("folder {folder} was not scanned")))?;
+        self.selected = None;
+        let selected = self.select(&info.server_name)?;
+        if selected.uidvalidity != Some(info.uidvalidity) {
+            return Err(Error::Server(format!(
+                "UIDVALIDITY of {folder} changed during the run; leaving it alone until the next run"
+            )));
+        }
+        self.selected = Some(folder.to_string());
+        Ok(())
+    }
+
+    /// Sends the `\Seen` flags, deletions and moves asked for in the
+    /// selected folder.
+    fn flush_flags(&mut self, folder: &str) -> Result<()> {
+        let Some(pending) = self.pending.get_mut(folder) else {
+            return Ok(());
+        };
+        let seen = std::mem::take(&mut pending.seen);
+        let remove = std::mem::take(&mut pending.remove);
+        if !seen.is_empty() {
+            let set = uid_set(&seen);
+            self.with_session("UID STORE", |s| s.uid_store(&set, "+FLAGS.SILENT (\\Seen)"))?;
+        }
+        if remove.is_empty() {
+            return Ok(());
+        }
+        let set = uid_set(&remove);
+        if let Some(target) = self.move_to_server.clone() {
+            if self.caps.contains("MOVE") {
+                self.with_session("UID MOVE", |s| s.uid_mv(&set, &target))?;
+                return Ok(());
+            }
+            let quoted = quote(&target)?;
+            self.with_session("UID COPY", |s| s.uid_copy(&set, &quoted))?;
+        }
+        self.with_session("UID STORE", |s| {
+            s.uid_store(&set, "+FLAGS.SILENT (\\Deleted)")
+        })?;
+        self.pending
+            .entry(folder.to_string())
+            .or_default()
+            .flagged
+            .extend(remove);
+        Ok(())
+    }
+
+    /// Finishes the work pending in the selected folder: flags, then the
+    /// expunge of exactly the messages flagged by us (`UID EXPUNGE`, or
+    /// `EXPUNGE` when no other message is marked deleted).
+    fn leave_folder(&mut self, folder: &str) -> Result<()> {
+        self.flush_flags(folder)?;
+        let flagged = self
+            .pending
+            .get_mut(folder)
+            .map(|p| std::mem::take(&mut p.flagged))
+            .unwrap_or_default();
+        if flagged.is_empty() {
+            return Ok(());
+        }
+        if self.caps.contains("UIDPLUS") {
+            let set = uid_set(&flagged);
+            self.with_session("UID EXPUNGE", |s| s.uid_expunge(&set).map(|_| ()))?;
+            return Ok(());
+        }
+        let deleted = self.with_session("UID SEARCH", |s| s.uid_search("DELETED"))?;
+        let ours: HashSet<u32> = flagged.iter().copied().collect();
+        if deleted.iter().all(|u| ours.contains(u)) {
+            self.with_session("EXPUNGE", |s| s.expunge().map(|_| ()))?;
+        } else {
+            log::warn!(
+                "{}: other messages in {folder} are marked deleted and the server lacks UIDPLUS; {} delivered messages stay flagged \\Deleted, not expunged",
+                self.label,
+                flagged.len()
+            );
+        }
+        Ok(())
+    }
+
+    /// `UID FETCH` of sizes (and flags) for a UID set.
+    fn list_sizes(&mut self, set: &str, with_flags: bool) -> Result<Vec<Listed>> {
+        let query = if with_flags {
+            "(UID RFC822.SIZE FLAGS)"
+        } else {
+            "(UID RFC822.SIZE)"
+        };
+        let fetches = self.with_session("UID FETCH", |s| s.uid_fetch(set, query))?;
+        let mut out: Vec<Listed> = fetches
+            .iter()
+            .filter_map(|f| {
+                Some(Listed {
+                    uid: f.uid?,
+                    size: u64::from(f.size?),
+                    seen_flag: f.flags().contains(&Flag::Seen),
+                })
+            })
+            .collect();
+        out.sort_by_key(|l| l.uid);
+        out.dedup_by_key(|l| l.uid);
+        Ok(out)
+    }
+
+    /// Headers (LF endings) of messages in the selected folder, by UID.
+    fn headers_of(&mut self, uids: &[u32]) -> Result<HashMap<u32, (u64, Vec<u8>)>> {
+        let mut out = HashMap::new();
+        for chunk in uids.chunks(HEADER_BATCH) {
+            let set = uid_set(chunk);
+            let fetches = self.with_session("UID FETCH", |s| {
+                s.uid_fetch(&set, "(UID RFC822.SIZE BODY.PEEK[HEADER])")
+            })?;
+            for f in fetches.iter() {
+                if let (Some(uid), Some(header)) = (f.uid, f.header()) {
+                    if chunk.contains(&uid) {
+                        let size = f.size.map_or(0, u64::from);
+                        out.insert(uid, (size, crlf_to_lf(header)));
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// After a UIDVALIDITY change: finds the messages delivered under the
+    /// old one among `listing` and carries their records over.
+    fn rematch_folder(
+        &mut self,
+        folder: &str,
+        seen: &mut dyn SeenIndex,
+        old_uidvalidity: u32,
+        new_uidvalidity: u32,
+        listing: &[Listed],
+    ) -> Result<()> {
+        let recorded = seen.seen_fingerprints(folder, old_uidvalidity)?;
+        let sizes = rematch::interesting_sizes(&recorded);
+        let worth: Vec<u32> = listing
+            .iter()
+            .filter(|l| sizes.contains(&l.size))
+            .map(|l| l.uid)
+            .collect();
+        let headers = if worth.is_empty() {
+            HashMap::new()
+        } else {
+            self.headers_of(&worth)?
+        };
+        let candidates: Vec<rematch::Candidate> = listing
+            .iter()
+            .filter_map(|l| {
+                let (_, header) = headers.get(&l.uid)?;
+                Some(rematch::Candidate {
+                    uid: l.uid,
+                    size: l.size,
+                    message_id: message::header_value(header, "Message-ID"),
+                    header_hash: message::header_hash(header),
+                })
+            })
+            .collect();
+        let pairs = rematch::rematch(&recorded, &candidates);
+        seen.rekey(folder, old_uidvalidity, new_uidvalidity, &pairs)?;
+        log::warn!(
+            "{}: {folder}: UIDVALIDITY changed from {old_uidvalidity} to {new_uidvalidity}; matched {} of {} messages delivered before, which will not be delivered again",
+            self.label,
+            pairs.len(),
+            recorded.len()
+        );
+        Ok(())
+    }
+
+    /// Scans one folder against the seen-state.
+    fn scan_folder(
+        &mut self,
+        chosen: &ChosenFolder,
+        seen: &mut dyn SeenIndex,
+        fetch_all: bool,
+    ) -> Result<Scan> {
+        let folder = chosen.config_name.as_str();
+        let selected = self.select(&chosen.server_name)?;
+        self.selected = Some(folder.to_string());
+        let uidvalidity = selected.uidvalidity.ok_or_else(|| {
+            Error::Protocol(format!(
+                "SELECT {folder} gave no UIDVALIDITY; without it UIDs cannot be trusted"
+            ))
+        })?;
+        self.folders.insert(
+            folder.to_string(),
+            FolderInfo {
+                server_name: chosen.server_name.clone(),
+                uidvalidity,
+            },
+        );
+        let prior = seen.folder_state(folder)?;
+        let renumbered = prior.filter(|p| p.uidvalidity != uidvalidity);
+        let last_uid = match prior {
+            Some(p) if p.uidvalidity == uidvalidity => p.last_uid,
+            _ => 0,
+        };
+        if prior.is_none() {
+            seen.set_folder_state(
+                folder,
+                FolderState {
+                    uidvalidity,
+                    last_uid: 0,
+                },
+            )?;
+        }
+
+        // What to ask about: everything above last_uid (unless UIDNEXT
+        // says there is nothing), plus messages once too large.
+        let oversized: Vec<u32> = if fetch_all || renumbered.is_some() {
+            Vec::new()
+        } else {
+            seen.oversized_uids(folder, uidvalidity)?
+                .into_iter()
+                .filter(|&u| u <= last_uid)
+                .collect()
+        };
+        let above = if fetch_all || renumbered.is_some() {
+            Some(1)
+        } else {
+            let maybe_new = selected.exists > 0
+                && selected
+                    .uidnext
+                    .is_none_or(|next| u64::from(next) > u64::from(last_uid) + 1);
+            maybe_new.then(|| last_uid.saturating_add(1))
+        };
+        let mut set = uid_set(&oversized);
+        if let Some(from) = above {
+            if !set.is_empty() {
+                set.push(',');
+            }
+            set.push_str(&format!("{from}:*"));
+        }
+        let oversized: HashSet<u32> = oversized.into_iter().collect();
+        let listing: Vec<Listed> = if selected.exists == 0 || set.is_empty() {
+            Vec::new()
+        } else {
+            self.list_sizes(&set, self.options.only_unseen)?
+                .into_iter()
+                // `N:*` names the last message even when its UID is below N.
+                .filter(|l| above.is_some_and(|from| l.uid >= from) || oversized.contains(&l.uid))
+                .collect()
+        };
+
+        if let Some(prior) = renumbered {
+            self.rematch_folder(folder, seen, prior.uidvalidity, uidvalidity, &listing)?;
+        }
+
+        let uids: Vec<u32> = listing.iter().map(|l| l.uid).collect();
+        let delivered = if fetch_all {
+            HashSet::new()
+        } else {
+            seen.seen_among(folder, uidvalidity, &uids)?
+        };
+        let remote = |uid: u32, size: u64| RemoteMessage {
+            folder: folder.to_string(),
+            uid: Some(uid.to_string()),
+            uidvalidity: Some(uidvalidity),
+            size,
+            number: uid,
+        };
+        let mut scan = Scan::default();
+        let mut new_last = last_uid;
+        let mut prefix_open = true;
+        for l in &listing {
+            let passed_over = self.options.only_unseen && l.seen_flag;
+            if delivered.contains(&l.uid) {
+                scan.seen_on_server.push(remote(l.uid, l.size));
+            } else if !passed_over {
+                scan.new.push(remote(l.uid, l.size));
+                if l.uid > last_uid {
+                    prefix_open = false;
+                }
+                continue;
+            }
+            if prefix_open && l.uid > new_last {
+                new_last = l.uid;
+            }
+        }
+        if new_last > last_uid {
+            seen.set_folder_state(
+                folder,
+                FolderState {
+                    uidvalidity,
+                    last_uid: new_last,
+                },
+            )?;
+        }
+
+        // Delivered on an earlier run but never deleted (the run ended
+        // between the commit and the expunge): only worth a look when
+        // mail is deleted and the folder holds more than the listing saw.
+        if !self.options.keep && last_uid > 0 && selected.exists as usize > listing.len() {
+            let on_server =
+                self.with_session("UID SEARCH", |s| s.uid_search(format!("UID 1:{last_uid}")))?;
+            let listed: HashSet<u32> = uids.iter().copied().collect();
+            let mut older: Vec<u32> = on_server
+                .into_iter()
+                .filter(|u| *u <= last_uid && !listed.contains(u))
+                .collect();
+            older.sort_unstable();
+            let delivered_older = seen.seen_among(folder, uidvalidity, &older)?;
+            scan.seen_on_server.extend(
+                older
+                    .into_iter()
+                    .filter(|u| delivered_older.contains(u))
+                    .map(|u| remote(u, 0)),
+            );
+        }
+        log::debug!(
+            "{}: {folder}: {} messages, {} new, {} delivered before and still there",
+            self.label,
+            selected.exists,
+            scan.new.len(),
+            scan.seen_on_server.len()
+        );
+        Ok(scan)
+    }
+
+    /// Fetches the next batch from the queue: messages of one folder whose
+    /// sizes add up to at most `BATCH_BYTES` (at least one message).
+    fn fetch_batch(&mut self) -> Result<()> {
+        while self.batch.is_empty() {
+            let Some(first) = self.queue.front() else {
+                return Ok(());
+            };
+            let folder = first.folder.clone();
+            self.ensure_selected(&folder)?;
+            self.flush_flags(&folder)?;
+            let mut wanted = Vec::new();
+            let mut bytes = 0u64;
+            while let Some(m) = self.queue.front() {
+                if m.folder != folder
+                    || wanted.len() >= BATCH_MESSAGES
+                    || (!wanted.is_empty() && bytes + m.size > BATCH_BYTES)
+                {
+                    break;
+                }
+                bytes += m.size;
+                wanted.push(self.queue.pop_front().expect("checked above"));
+            }
+            let uids: Vec<u32> = wanted.iter().map(|m| m.number).collect();
+            let set = uid_set(&uids);
+            let fetches = self.with_session("UID FETCH", |s| {
+                s.uid_fetch(&set, "(UID RFC822.SIZE BODY.PEEK[])")
+            })?;
+            let mut bodies: HashMap<u32, Vec<u8>> = HashMap::new();
+            for f in fetches.iter() {
+                if let (Some(uid), Some(body)) = (f.uid, f.body()) {
+                    bodies.entry(uid).or_insert_with(|| crlf_to_lf(body));
+                }
+            }
+            drop(fetches);
+            for m in wanted {
+                match bodies.remove(&m.number) {
+                    Some(body) => self.batch.push_back((m, body)),
+                    None => log::warn!(
+                        "{}: {}: message UID {} went away before it could be fetched",
+                        self.label,
+                        m.folder,
+                        m.number
+                    ),
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Fetches only the headers and sizes of messages (`BODY.PEEK[HEADER]`,
+    /// `RFC822.SIZE`), so a caller can decide before downloading a body.
+    /// Messages must come from this session's scan; headers have LF line
+    /// endings; messages gone from the server are left out.
+    pub fn fetch_headers(
+        &mut self,
+        messages: &[RemoteMessage],
+    ) -> Result<Vec<(RemoteMessage, Vec<u8>)>> {
+        let mut out = Vec::new();
+        let mut i = 0;
+        while i < messages.len() {
+            let folder = messages[i].folder.clone();
+            let run_end = messages[i..]
+                .iter()
+                .position(|m| m.folder != folder)
+                .map_or(messages.len(), |p| i + p);
+            self.ensure_selected(&folder)?;
+            let uids: Vec<u32> = messages[i..run_end].iter().map(|m| m.number).collect();
+            let mut headers = self.headers_of(&uids)?;
+            for m in &messages[i..run_end] {
+                if let Some((_, header)) = headers.remove(&m.number) {
+                    out.push((m.clone(), header));
+                }
+            }
+            i = run_end;
+        }
+        Ok(out)
+    }
+}
+
+impl Source for ImapSource {
+    fn protocol_name(&self) -> &str {
+        self.protocol_name
+    }
+
+    fn scan(&mut self, seen: &mut dyn SeenIndex, fetch_all: bool) -> Result<Vec<Scan>> {
+        let chosen = self.choose_folders()?;
+        let mut scans = Vec::with_capacity(chosen.len());
+        for folder in &chosen {
+            scans.push(self.scan_folder(folder, seen, fetch_all)?);
+        }
+        Ok(scans)
+    }
+
+    fn retrieve(&mut self, messages: Vec<RemoteMessage>) -> Result<()> {
+        self.queue.extend(messages);
+        Ok(())
+    }
+
+    fn next_message(&mut self) -> Result<Option<(RemoteMessage, Vec<u8>)>> {
+        if self.batch.is_empty() {
+            self.fetch_batch()?;
+        }
+        Ok(self.batch.pop_front())
+    }
+
+    fn delivered(&mut self, message: &RemoteMessage) -> Result<()> {
+        // A deleted message's flags do not matter; a moved one keeps them.
+        let removed = !self.options.keep && self.options.move_to.is_none();
+        if self.options.mark_seen && !removed {
+            self.pending
+                .entry(message.folder.clone())
+                .or_default()
+                .seen
+                .push(message.number);
+        }
+        Ok(())
+    }
+
+    fn delete(&mut self, message: &RemoteMessage) -> Result<()> {
+        if self.options.keep {
+            return Ok(());
+        }
+        self.pending
+            .entry(message.folder.clone())
+            .or_default()
+            .remove
+            .push(message.number);
+        Ok(())
+    }
+
+    fn finish(&mut self) -> Result<()> {
+        if self.session.is_none() {
+            return Ok(());
+        }
+        self.queue.clear();
+        self.batch.clear();
+        let mut first_error: Option<Error> = None;
+        if let Some(current) = self.selected.clone() {
+            if let Err(e) = self.leave_folder(&current) {
+                first_error.get_or_insert(e);
+            }
+        }
+        let others: Vec<String> = self
+            .pending
+            .iter()
+            .filter(|(_, p)| !p.is_empty())
+            .map(|(f, _)| f.clone())
+            .collect();
+        for folder in others {
+            let done = self
+                .ensure_selected(&folder)
+                .and_then(|()| self.leave_folder(&folder));
+            if let Err(e) = done {
+                log::warn!("{}: {folder}: {e}", self.label);
+                first_error.get_or_insert(e);
+            }
+        }
+        if let Some(mut session) = self.session.take() {
+            if let Err(e) = session.logout() {
+                log::debug!("{}: LOGOUT: {e}", self.label);
+            }
+        }
+        match first_error {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn uid_sets_collapse_runs() {
+        assert_eq!(uid_set(&[5, 1, 2, 3, 7, 9, 10]), "1:3,5,7,9:10");
+        assert_eq!(uid_set(&[4]), "4");
+        assert_eq!(uid_set(&[]), "");
+        assert_eq!(uid_set(&[2, 2, 3]), "2:3");
+    }
+
+    #[test]
+    fn crlf_becomes_lf_but_lone_cr_stays() {
+        assert_eq!(crlf_to_lf(b"a\r\nb\rc\n\r\n\r"), b"a\nb\rc\n\n\r");
+    }
+
+    #[test]
+    fn select_answer_parses() {
+        let data = b"* FLAGS (\\Answered \\Seen)\r\n* OK [PERMANENTFLAGS (\\Seen \\*)] ok\r\n* 20000 EXISTS\r\n* 0 RECENT\r\n* OK [UIDVALIDITY 1700000000] UIDs valid\r\n* OK [UIDNEXT 20001] Predicted next UID\r\n";
+        assert_eq!(
+            parse_select(data),
+            Selected {
+                exists: 20000,
+                uidvalidity: Some(1_700_000_000),
+                uidnext: Some(20001)
+            }
+        );
+        assert_eq!(parse_select(b"* 0 EXISTS\r\n"), Selected::default());
+    }
+
+    #[test]
+    fn names_are_quoted_safely() {
+        assert_eq!(quote("a \"b\" \\c").unwrap(), "\"a \\\"b\\\" \\\\c\"");
+        assert!(quote("x\r\ny").is_err());
+    }
+
+    #[test]
+    fn greeting_capabilities_are_read() {
+        let caps =
+            greeting_capabilities("* OK [CAPABILITY IMAP4rev1 SASL-IR auth=plain] ready").unwrap();
+        assert!(caps.contains("SASL-IR") && caps.contains("AUTH=PLAIN"));
+        assert!(greeting_capabilities("* OK ready").is_none());
+    }
+}

@@ -1,0 +1,639 @@
+//! IMAP → Maildir through the real `mailretr` binary, against a real
+//! Dovecot (tests/support) and, for the attacks Dovecot will not make,
+//! scripted fake servers.
+
+mod support;
+
+use std::fs;
+use std::path::Path;
+
+use support::corpus;
+use support::{strip_received, Dovecot, Env, FakeServer, Step, TestCert, User};
+
+/// A config for one IMAPS account delivering to `Maildir` in `env`.
+fn imap_config(env: &Env, dovecot: &Dovecot, user: &User, extra: &str) -> String {
+    format!(
+        r#"[general]
+state_dir = "{state}"
+hostname = "test.example"
+
+[[account]]
+name = "acct"
+protocol = "imap"
+host = "localhost"
+port = {port}
+ca_file = "{ca}"
+user = "{user}"
+password = "{password}"
+deliver_to = ["home"]
+{extra}
+
+[destination.home]
+type = "maildir"
+path = "{maildir}"
+"#,
+        state = env.path("state").display(),
+        port = dovecot.imaps,
+        ca = dovecot.cert_pem.display(),
+        user = user.name,
+        password = user.password,
+        maildir = env.path("Maildir").display(),
+    )
+}
+
+fn sorted(mut v: Vec<Vec<u8>>) -> Vec<Vec<u8>> {
+    v.sort();
+    v
+}
+
+fn delivered(env: &Env) -> Vec<Vec<u8>> {
+    sorted(
+        env.maildir_messages(env.path("Maildir"))
+            .iter()
+            .map(|m| strip_received(m))
+            .collect(),
+    )
+}
+
+fn message(n: usize, subject: &str) -> Vec<u8> {
+    format!("Subject: {subject} {n}\nMessage-ID: <{subject}-{n}@imap.test>\n\nbody {n}\n")
+        .into_bytes()
+}
+
+/// The IMAP commands (tagged client lines) in a `-vv` transcript.
+fn commands(stderr: &str) -> Vec<&str> {
+    stderr
+        .lines()
+        .filter_map(|l| l.strip_prefix("mailretr: acct: C: "))
+        .filter(|l| l.starts_with('a'))
+        .collect()
+}
+
+#[test]
+fn two_folders_awkward_corpus_byte_exact_and_rerun_finds_nothing() {
+    let dovecot = Dovecot::shared();
+    let user = dovecot.new_user();
+    let mut originals = Vec::new();
+    for (i, (_, bytes)) in corpus::awkward().into_iter().enumerate() {
+        let folder = if i % 2 == 0 { "INBOX" } else { "Lists/rust" };
+        dovecot.add_message(&user, folder, &bytes);
+        originals.push(bytes);
+    }
+    let big = corpus::big(12 * 1024 * 1024);
+    dovecot.add_message(&user, "Lists/rust", &big);
+    originals.push(big);
+
+    let env = Env::new();
+    env.write_config(&imap_config(
+        &env,
+        dovecot,
+        &user,
+        "folders = [\"INBOX\", \"Lists/*\"]",
+    ));
+    let out = env.run(&["fetch"]);
+    out.expect_success();
+    assert_eq!(out.stderr, "", "quiet on success");
+    assert_eq!(delivered(&env), sorted(originals));
+    assert!(dovecot.messages(&user, "INBOX").is_empty(), "deleted");
+    assert!(dovecot.messages(&user, "Lists/rust").is_empty(), "deleted");
+    for m in env.maildir_messages(env.path("Maildir")) {
+        let text = String::from_utf8_lossy(&m[..200.min(m.len())]).to_string();
+        assert!(
+            text.starts_with("Received: from localhost by test.example with IMAPS"),
+            "{text}"
+        );
+    }
+
+    let again = env.run(&["fetch"]);
+    again.expect_code(1);
+    assert_eq!(again.stderr, "");
+}
+
+#[test]
+fn patterns_exclusions_and_keep_never_fetch_twice() {
+    let dovecot = Dovecot::shared();
+    let user = dovecot.new_user();
+    for (folder, n) in [
+        ("INBOX", 2),
+        ("Lists/rust", 3),
+        ("Lists/spam", 4),
+        ("Lists/deep/x", 1),
+        ("Other", 5),
+    ] {
+        for i in 0..n {
+            dovecot.add_message(&user, folder, &message(i, folder));
+        }
+    }
+    let env = Env::new();
+    env.write_config(&imap_config(
+        &env,
+        dovecot,
+        &user,
+        "keep = true\nadd_received = false\nfolders = [\"INBOX\", \"Lists/*\", \"!Lists/spam\"]",
+    ));
+    env.run(&["fetch"]).expect_success();
+    let got = delivered(&env);
+    assert_eq!(got.len(), 2 + 3 + 1, "INBOX, Lists/rust, Lists/deep/x");
+    assert!(got
+        .iter()
+        .all(|m| !String::from_utf8_lossy(m).contains("spam")));
+    assert_eq!(dovecot.messages(&user, "Lists/rust").len(), 3, "kept");
+
+    env.run(&["fetch"]).expect_code(1);
+    dovecot.add_message(&user, "Lists/rust", &message(9, "late"));
+    dovecot.add_message(&user, "Lists/spam", &message(9, "spam"));
+    env.run(&["fetch"]).expect_success();
+    assert_eq!(delivered(&env).len(), 7);
+    env.run(&["fetch"]).expect_code(1);
+
+    // --all ignores the seen-state; --check counts.
+    let check = env.run(&["fetch", "--check"]);
+    check.expect_code(1);
+    env.run(&["fetch", "--all"]).expect_success();
+    assert_eq!(delivered(&env).len(), 14);
+}
+
+/// Removing a folder's `dovecot-uidlist` makes Dovecot renumber it with a
+/// new UIDVALIDITY; the messages delivered before are recognised.
+#[test]
+fn uidvalidity_reset_redelivers_nothing() {
+    let dovecot = Dovecot::shared();
+    let user = dovecot.new_user();
+    for i in 0..5 {
+        dovecot.add_message(&user, "Lists/rust", &message(i, "before"));
+    }
+    // Twins: same size, same headers; each is matched once.
+    dovecot.add_message(&user, "Lists/rust", b"Subject: twin\n\nsame\n");
+    dovecot.add_message(&user, "Lists/rust", b"Subject: twin\n\nsame\n");
+    let env = Env::new();
+    env.write_config(&imap_config(
+        &env,
+        dovecot,
+        &user,
+        "keep = true\nfolders = [\"Lists/rust\"]",
+    ));
+    env.run(&["fetch"]).expect_success();
+    assert_eq!(delivered(&env).len(), 7);
+
+    let dir = dovecot.folder_dir(&user, "Lists/rust");
+    fs::remove_file(dir.join("dovecot-uidlist")).unwrap();
+    for entry in fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        let name = path.file_name().unwrap().to_string_lossy().to_string();
+        if name.starts_with("dovecot.index") {
+            fs::remove_file(&path).unwrap();
+        }
+    }
+    dovecot.add_message(&user, "Lists/rust", &message(7, "after"));
+
+    let out = env.run(&["fetch"]);
+    out.expect_success();
+    assert!(
+        out.stderr.contains("UIDVALIDITY changed") && out.stderr.contains("matched 7 of 7"),
+        "{}",
+        out.stderr
+    );
+    let got = delivered(&env);
+    assert_eq!(got.len(), 8, "only the new message");
+    assert_eq!(
+        got.iter()
+            .filter(|m| String::from_utf8_lossy(m).contains("after 7"))
+            .count(),
+        1
+    );
+    env.run(&["fetch"]).expect_code(1);
+}
+
+#[test]
+fn delete_expunges_only_delivered_mail() {
+    let dovecot = Dovecot::shared();
+    // keep = false (the default): delivered mail is expunged.
+    let user = dovecot.new_user();
+    for i in 0..3 {
+        dovecot.add_message(&user, "INBOX", &message(i, "gone"));
+    }
+    let env = Env::new();
+    env.write_config(&imap_config(&env, dovecot, &user, ""));
+    let out = env.run(&["-vv", "fetch"]);
+    out.expect_success();
+    assert!(dovecot.messages(&user, "INBOX").is_empty());
+    let cmds = commands(&out.stderr);
+    assert!(
+        cmds.iter().any(|c| c.contains("UID EXPUNGE 1:3")),
+        "{cmds:?}"
+    );
+    assert!(cmds.iter().any(|c| c.contains("BODY.PEEK[]")), "{cmds:?}");
+}
+
+/// `move_to`: delivered mail is moved, and the target is not fetched back
+/// even by `*`.
+#[test]
+fn move_to_moves_delivered_mail() {
+    let dovecot = Dovecot::shared();
+    let user = dovecot.new_user();
+    for i in 0..3 {
+        dovecot.add_message(&user, "INBOX", &message(i, "moved"));
+    }
+    dovecot.add_message(&user, "Archive", &message(9, "archived-before"));
+    let env = Env::new();
+    env.write_config(&imap_config(
+        &env,
+        dovecot,
+        &user,
+        "move_to = \"Archive\"\nfolders = [\"*\"]",
+    ));
+    env.run(&["fetch"]).expect_success();
+    assert_eq!(delivered(&env).len(), 3);
+    assert!(dovecot.messages(&user, "INBOX").is_empty());
+    assert_eq!(dovecot.messages(&user, "Archive").len(), 4);
+    env.run(&["fetch"]).expect_code(1);
+}
+
+#[test]
+fn max_size_leaves_big_messages_and_says_so_once() {
+    let dovecot = Dovecot::shared();
+    let user = dovecot.new_user();
+    dovecot.add_message(&user, "INBOX", b"Subject: small\n\nbody\n");
+    dovecot.add_message(&user, "INBOX", &corpus::big(300_000));
+    dovecot.add_message(&user, "INBOX", b"Subject: small too\n\nbody\n");
+    let env = Env::new();
+    env.write_config(&imap_config(&env, dovecot, &user, "max_size = \"100KB\""));
+    let out = env.run(&["fetch"]);
+    out.expect_success();
+    assert!(out.stderr.contains("over max_size"), "{}", out.stderr);
+    assert_eq!(delivered(&env).len(), 2);
+    assert_eq!(dovecot.messages(&user, "INBOX").len(), 1, "big one left");
+    let out = env.run(&["fetch"]);
+    out.expect_code(1);
+    assert_eq!(out.stderr, "", "reported once");
+    env.run(&["fetch", "--limit", "1MB"]).expect_success();
+    assert!(dovecot.messages(&user, "INBOX").is_empty());
+}
+
+#[test]
+fn wrong_password_exits_3_and_changes_nothing() {
+    let dovecot = Dovecot::shared();
+    let user = dovecot.new_user();
+    dovecot.add_message(&user, "INBOX", b"Subject: x\n\nbody\n");
+    let env = Env::new();
+    for auth in ["login", "plain"] {
+        let config = imap_config(&env, dovecot, &user, &format!("auth = [\"{auth}\"]")).replace(
+            &format!("password = \"{}\"", user.password),
+            "password = \"wrong-pw\"",
+        );
+        env.write_config(&config);
+        let out = env.run(&["-vv", "fetch"]);
+        out.expect_code(3);
+        assert!(out.stderr.contains("account acct"), "{}", out.stderr);
+        assert!(!out.stderr.contains("wrong-pw"), "{}", out.stderr);
+    }
+    assert_eq!(dovecot.messages(&user, "INBOX").len(), 1);
+    assert!(env.maildir_messages(env.path("Maildir")).is_empty());
+}
+
+#[test]
+fn starttls_against_dovecot_with_every_password_mechanism() {
+    let dovecot = Dovecot::shared();
+    let user = dovecot.new_user();
+    for auth in ["login", "plain", "cram-md5"] {
+        dovecot.add_message(&user, "INBOX", b"Subject: x\n\nbody\n");
+        let env = Env::new();
+        let config = imap_config(&env, dovecot, &user, &format!("auth = [\"{auth}\"]")).replace(
+            &format!("port = {}", dovecot.imaps),
+            &format!("port = {}\ntls = \"starttls\"", dovecot.imap),
+        );
+        env.write_config(&config);
+        let out = env.run(&["-vv", "fetch"]);
+        out.expect_success();
+        assert!(out.stderr.contains("C: s2 STARTTLS"), "{}", out.stderr);
+        assert!(
+            !out.stderr.contains(&user.password),
+            "{auth}: password logged"
+        );
+        assert!(out.stderr.contains("<redacted>") || auth == "cram-md5");
+        assert_eq!(delivered(&env).len(), 1);
+    }
+}
+
+#[test]
+fn only_unseen_and_mark_seen() {
+    let dovecot = Dovecot::shared();
+    let user = dovecot.new_user();
+    dovecot.add_message(&user, "INBOX", &message(1, "unread"));
+    add_seen_messages(dovecot, &user, 1..3);
+    let env = Env::new();
+    env.write_config(&imap_config(
+        &env,
+        dovecot,
+        &user,
+        "keep = true\nonly_unseen = true\nmark_seen = true",
+    ));
+    env.run(&["fetch"]).expect_success();
+    let got = delivered(&env);
+    assert_eq!(got.len(), 1);
+    assert!(String::from_utf8_lossy(&got[0]).contains("unread 1"));
+    env.run(&["fetch"]).expect_code(1);
+    // mark_seen: Dovecot now has the message flagged \Seen (",S" in cur/).
+    let cur = user.maildir().join("cur");
+    let seen_files = fs::read_dir(&cur)
+        .unwrap()
+        .filter(|e| {
+            let name = e
+                .as_ref()
+                .unwrap()
+                .file_name()
+                .to_string_lossy()
+                .to_string();
+            name.contains(":2,") && name.rsplit(":2,").next().unwrap().contains('S')
+        })
+        .count();
+    assert_eq!(seen_files, 3, "all three are \\Seen now");
+}
+
+/// Writes messages straight into INBOX's `cur/` flagged `\Seen` (quick for
+/// many messages; Dovecot indexes them on the next SELECT).
+fn add_seen_messages(dovecot: &Dovecot, user: &User, range: std::ops::Range<usize>) {
+    let cur = user.maildir().join("cur");
+    let owner = dovecot.as_root.then_some(dovecot.mail_owner);
+    for i in range {
+        let path = cur.join(format!("{i}.M{i}P{}.imaptest:2,S", std::process::id()));
+        fs::write(&path, message(i, "seen")).unwrap();
+        chown(&path, owner);
+    }
+}
+
+fn chown(path: &Path, owner: Option<(u32, u32)>) {
+    if let Some((uid, gid)) = owner {
+        std::os::unix::fs::chown(path, Some(uid), Some(gid)).unwrap();
+    }
+}
+
+/// A 20,000-message folder: a run with nothing new costs a fixed number
+/// of commands (counted from the `-vv` transcript, not timed). The state
+/// is primed cheaply with `only_unseen` over messages already `\Seen`,
+/// which moves the folder's last UID without fetching bodies.
+#[test]
+fn no_new_mail_in_a_huge_folder_costs_a_bounded_number_of_commands() {
+    let dovecot = Dovecot::shared();
+    let user = dovecot.new_user();
+    dovecot.add_message(&user, "INBOX", &message(0, "first"));
+    add_seen_messages(dovecot, &user, 1..20_000);
+    let env = Env::new();
+    let config = imap_config(&env, dovecot, &user, "keep = true\nonly_unseen = true");
+    env.write_config(&config);
+    env.run(&["fetch"]).expect_success();
+    assert_eq!(delivered(&env).len(), 1);
+
+    let out = env.run(&["-vv", "fetch"]);
+    out.expect_code(1);
+    let cmds = commands(&out.stderr);
+    assert!(
+        cmds.len() <= 6,
+        "a run with nothing new sent {} commands: {cmds:?}",
+        cmds.len()
+    );
+    assert!(cmds.iter().all(|c| !c.contains("FETCH")), "{cmds:?}");
+
+    // One new message costs one more listing and one fetch, not 20,000.
+    env.write_config(&config.replace("only_unseen = true", ""));
+    dovecot.add_message(&user, "INBOX", &message(1, "new"));
+    let out = env.run(&["-vv", "fetch"]);
+    out.expect_success();
+    let cmds = commands(&out.stderr);
+    assert!(cmds.len() <= 8, "{cmds:?}");
+    assert_eq!(delivered(&env).len(), 2);
+}
+
+// ---- scripted servers: what Dovecot will not do ----
+
+/// A config pointing at a fake IMAP server on `port`.
+fn fake_config(env: &Env, server: &FakeServer, tls: &str) -> String {
+    format!(
+        r#"[general]
+state_dir = "{state}"
+[[account]]
+name = "fake"
+protocol = "imap"
+host = "localhost"
+port = {port}
+tls = "{tls}"
+ca_file = "{ca}"
+user = "u"
+password = "topsecret"
+timeout = "5s"
+deliver_to = ["home"]
+[destination.home]
+type = "maildir"
+path = "{maildir}"
+"#,
+        port = server.port(),
+        ca = server.cert().cert_pem.display(),
+        state = env.path("state").display(),
+        maildir = env.path("Maildir").display(),
+    )
+}
+
+fn assert_no_credentials(server: &FakeServer) {
+    let sent = server.transcript();
+    for word in ["LOGIN", "AUTHENTICATE", "topsecret", "dG9wc2VjcmV0"] {
+        assert!(!sent.contains(word), "sent {word} in clear: {sent}");
+    }
+}
+
+#[test]
+fn starttls_stripped_refused_preauth_or_injected_sends_no_credentials() {
+    let scripts: Vec<(&str, Vec<Step>)> = vec![
+        (
+            "not offered",
+            vec![
+                Step::line("* OK fake IMAP"),
+                Step::expect("s1 CAPABILITY"),
+                Step::line("* CAPABILITY IMAP4rev1 AUTH=PLAIN"),
+                Step::line("s1 OK done"),
+                Step::ExpectClose,
+            ],
+        ),
+        (
+            "stripped from the greeting",
+            vec![
+                Step::line("* OK [CAPABILITY IMAP4rev1 LOGINDISABLED] fake"),
+                Step::ExpectClose,
+            ],
+        ),
+        (
+            "refused",
+            vec![
+                Step::line("* OK [CAPABILITY IMAP4rev1 STARTTLS] fake"),
+                Step::expect("s2 STARTTLS"),
+                Step::line("s2 NO not today"),
+                Step::ExpectClose,
+            ],
+        ),
+        (
+            "preauth",
+            vec![
+                Step::line("* PREAUTH [CAPABILITY IMAP4rev1 STARTTLS] welcome"),
+                Step::ExpectClose,
+            ],
+        ),
+        (
+            "injected after OK",
+            vec![
+                Step::line("* OK [CAPABILITY IMAP4rev1 STARTTLS] fake"),
+                Step::expect("s2 STARTTLS"),
+                Step::send("s2 OK begin TLS\r\n* CAPABILITY IMAP4rev1 AUTH=PLAIN\r\n"),
+                Step::ExpectClose,
+            ],
+        ),
+    ];
+    for (what, script) in scripts {
+        let server = FakeServer::start(script);
+        let env = Env::new();
+        env.write_config(&fake_config(&env, &server, "starttls"));
+        let out = env.run(&["fetch"]);
+        assert_eq!(out.code, 2, "{what}: {}", out.stderr);
+        assert!(
+            out.stderr.contains("account fake"),
+            "{what}: {}",
+            out.stderr
+        );
+        assert_no_credentials(&server);
+        server.assert_no_errors();
+    }
+}
+
+/// Untagged responses a man in the middle slips in before TLS (claiming
+/// SASL-IR) are not believed: CAPABILITY is asked again over TLS, and the
+/// login follows what the server says there.
+#[test]
+fn nothing_learned_before_tls_is_trusted() {
+    let server = FakeServer::start(vec![
+        Step::line("* OK [CAPABILITY IMAP4rev1 STARTTLS] fake"),
+        Step::expect("s2 STARTTLS"),
+        Step::line("* CAPABILITY IMAP4rev1 SASL-IR AUTH=PLAIN"),
+        Step::line("* OK [CAPABILITY IMAP4rev1 SASL-IR AUTH=PLAIN] injected"),
+        Step::line("s2 OK begin TLS"),
+        Step::StartTls,
+        Step::expect("a1 CAPABILITY"),
+        Step::line("* CAPABILITY IMAP4rev1 AUTH=PLAIN"),
+        Step::line("a1 OK done"),
+        Step::expect("a2 AUTHENTICATE PLAIN"),
+        Step::line("+ "),
+        Step::ExpectAny,
+        Step::line("a2 NO [AUTHENTICATIONFAILED] Authentication failed."),
+        Step::ExpectClose,
+    ]);
+    let env = Env::new();
+    env.write_config(&fake_config(&env, &server, "starttls"));
+    let out = env.run(&["fetch"]);
+    assert_eq!(out.code, 3, "{}", out.stderr);
+    server.assert_no_errors();
+    let sent = server.transcript();
+    assert!(
+        sent.contains("a2 AUTHENTICATE PLAIN\r\n"),
+        "no SASL-IR: {sent}"
+    );
+}
+
+/// XOAUTH2 with the token from `oauth2_token_command`, as Gmail and
+/// Microsoft 365 want it; a refused token is an authentication failure.
+#[test]
+fn xoauth2_uses_the_token_command() {
+    let token_ir = {
+        use base64::Engine as _;
+        base64::engine::general_purpose::STANDARD.encode("user=u\x01auth=Bearer tok-123\x01\x01")
+    };
+    let server = FakeServer::start(vec![
+        Step::StartTls,
+        Step::line("* OK [CAPABILITY IMAP4rev1 SASL-IR AUTH=XOAUTH2 AUTH=OAUTHBEARER] fake"),
+        Step::expect("a1 AUTHENTICATE OAUTHBEARER "),
+        Step::line("+ eyJzdGF0dXMiOiI0MDEifQ=="),
+        Step::expect("AQ=="),
+        Step::line("a1 NO [AUTHENTICATIONFAILED] invalid token"),
+        Step::ExpectClose,
+    ]);
+    let env = Env::new();
+    let config = fake_config(&env, &server, "implicit").replace(
+        "password = \"topsecret\"",
+        "oauth2_token_command = \"echo tok-123\"",
+    );
+    env.write_config(&config);
+    let out = env.run(&["-vv", "fetch"]);
+    assert_eq!(out.code, 3, "{}", out.stderr);
+    assert!(
+        !out.stderr.contains("tok-123"),
+        "token logged: {}",
+        out.stderr
+    );
+    server.assert_no_errors();
+
+    let server = FakeServer::start(vec![
+        Step::StartTls,
+        Step::line("* OK [CAPABILITY IMAP4rev1 SASL-IR AUTH=XOAUTH2] fake"),
+        Step::expect(format!("a1 AUTHENTICATE XOAUTH2 {token_ir}")),
+        Step::line("a1 OK logged in"),
+        Step::expect("a2 CAPABILITY"),
+        Step::line("* CAPABILITY IMAP4rev1"),
+        Step::line("a2 OK"),
+        Step::expect("a3 SELECT \"INBOX\""),
+        Step::line("* 0 EXISTS"),
+        Step::line("* OK [UIDVALIDITY 5] ok"),
+        Step::line("* OK [UIDNEXT 1] ok"),
+        Step::line("a3 OK [READ-WRITE] selected"),
+        Step::expect("a4 LOGOUT"),
+        Step::line("* BYE"),
+        Step::line("a4 OK"),
+        Step::ExpectClose,
+    ]);
+    let env = Env::new();
+    env.write_config(&fake_config(&env, &server, "implicit").replace(
+        "password = \"topsecret\"",
+        "oauth2_token_command = \"echo tok-123\"\nauth = [\"xoauth2\"]",
+    ));
+    let out = env.run(&["fetch"]);
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    server.assert_no_errors();
+}
+
+/// The certificate is checked for the host name even when its issuer is
+/// trusted, and a `fingerprint` pin replaces the chain check.
+#[test]
+fn certificates_are_verified_unless_pinned() {
+    let env = Env::new();
+    let wrong = TestCert::generate_with(&env.path("."), "wrong.example", "DNS:wrong.example");
+    let server =
+        FakeServer::start_many_with_cert(vec![vec![Step::StartTls, Step::ExpectClose]], &wrong);
+    env.write_config(&fake_config(&env, &server, "implicit"));
+    let out = env.run(&["fetch"]);
+    assert_eq!(out.code, 2, "{}", out.stderr);
+    assert!(out.stderr.contains("TLS"), "{}", out.stderr);
+    assert_no_credentials(&server);
+
+    let dovecot = Dovecot::shared();
+    let user = dovecot.new_user();
+    dovecot.add_message(&user, "INBOX", b"Subject: x\n\nbody\n");
+    let base = imap_config(&env, dovecot, &user, "");
+    let no_ca = base.replace(
+        &format!("ca_file = \"{}\"\n", dovecot.cert_pem.display()),
+        "",
+    );
+    let pin = format!("sha256:{}", ["00"; 32].join(":"));
+    env.write_config(&no_ca.replace(
+        "deliver_to",
+        &format!("fingerprint = \"{pin}\"\ndeliver_to"),
+    ));
+    let out = env.run(&["fetch"]);
+    assert_eq!(out.code, 2, "{}", out.stderr);
+    let actual = out
+        .stderr
+        .split("server has ")
+        .nth(1)
+        .expect("a mismatch shows the fingerprint")
+        .trim()
+        .to_string();
+    env.write_config(&no_ca.replace(
+        "deliver_to",
+        &format!("fingerprint = \"{actual}\"\ndeliver_to"),
+    ));
+    env.run(&["fetch"]).expect_success();
+}

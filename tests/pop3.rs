@@ -1,0 +1,659 @@
+//! POP3 → Maildir through the real `mailretr` binary, against a real
+//! Dovecot (tests/support) and, for what Dovecot will not do, scripted
+//! fake servers.
+
+mod support;
+
+use support::corpus;
+use support::dovecot::{Dovecot, User};
+use support::fake::{FakeServer, Step};
+use support::{strip_received, Env};
+
+/// A config for one POP3S account delivering to `maildir`.
+fn pop3_config(env: &Env, dovecot: &Dovecot, user: &User, extra: &str) -> String {
+    format!(
+        r#"[general]
+state_dir = "{state}"
+hostname = "test.example"
+
+[[account]]
+name = "acct"
+protocol = "pop3"
+host = "localhost"
+port = {port}
+ca_file = "{ca}"
+user = "{user}"
+password = "{password}"
+deliver_to = ["home"]
+{extra}
+
+[destination.home]
+type = "maildir"
+path = "{maildir}"
+"#,
+        state = env.path("state").display(),
+        port = dovecot.pop3s,
+        ca = dovecot.cert_pem.display(),
+        user = user.name,
+        password = user.password,
+        maildir = env.path("Maildir").display(),
+    )
+}
+
+fn sorted(mut v: Vec<Vec<u8>>) -> Vec<Vec<u8>> {
+    v.sort();
+    v
+}
+
+fn delivered(env: &Env) -> Vec<Vec<u8>> {
+    sorted(
+        env.maildir_messages(env.path("Maildir"))
+            .iter()
+            .map(|m| strip_received(m))
+            .collect(),
+    )
+}
+
+/// What a POP3 client gets back for a message without a final newline is
+/// indistinguishable from one with it, unless the server's size says
+/// otherwise; Dovecot's does, so delivery is byte-exact either way.
+#[test]
+fn delivers_awkward_corpus_byte_exact_and_rerun_finds_nothing() {
+    let dovecot = Dovecot::shared();
+    let user = dovecot.new_user();
+    let mut originals = Vec::new();
+    for (_, bytes) in corpus::awkward() {
+        dovecot.add_message(&user, "INBOX", &bytes);
+        originals.push(bytes);
+    }
+    let big = corpus::big(20 * 1024 * 1024);
+    dovecot.add_message(&user, "INBOX", &big);
+    originals.push(big);
+
+    let env = Env::new();
+    env.write_config(&pop3_config(&env, dovecot, &user, ""));
+    let out = env.run(&["fetch"]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert_eq!(out.stderr, "", "quiet on success");
+    assert_eq!(out.stdout, "");
+    assert_eq!(delivered(&env), sorted(originals));
+    assert!(
+        dovecot.messages(&user, "INBOX").is_empty(),
+        "deleted after delivery"
+    );
+
+    // Every message got exactly one Received header naming the account.
+    for m in env.maildir_messages(env.path("Maildir")) {
+        let text = String::from_utf8_lossy(&m[..200.min(m.len())]).to_string();
+        assert!(
+            text.starts_with("Received: from localhost by test.example with POP3S"),
+            "{text}"
+        );
+        assert!(text.contains("(account acct)"), "{text}");
+    }
+
+    let again = env.run(&["fetch"]);
+    assert_eq!(again.code, 1, "{}", again.stderr);
+    assert_eq!(again.stderr, "");
+    assert_eq!(again.stdout, "");
+}
+
+#[test]
+fn keep_mode_never_fetches_twice_and_fetch_all_does() {
+    let dovecot = Dovecot::shared();
+    let user = dovecot.new_user();
+    for m in corpus::realistic(5, 7) {
+        dovecot.add_message(&user, "INBOX", &m);
+    }
+    let env = Env::new();
+    env.write_config(&pop3_config(
+        &env,
+        dovecot,
+        &user,
+        "keep = true\nadd_received = false",
+    ));
+    assert_eq!(env.run(&["fetch"]).code, 0);
+    assert_eq!(env.maildir_messages(env.path("Maildir")).len(), 5);
+    assert_eq!(
+        dovecot.messages(&user, "INBOX").len(),
+        5,
+        "kept on the server"
+    );
+
+    dovecot.add_message(
+        &user,
+        "INBOX",
+        b"Subject: sixth\nMessage-ID: <6@t>\n\nsix\n",
+    );
+    let out = env.run(&["-v", "fetch"]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(out.stderr.contains("1 messages"), "{}", out.stderr);
+    assert_eq!(env.maildir_messages(env.path("Maildir")).len(), 6);
+    assert_eq!(env.run(&["fetch"]).code, 1);
+
+    // --all ignores the seen-state; --check counts without fetching.
+    assert_eq!(env.run(&["fetch", "--all"]).code, 0);
+    assert_eq!(env.maildir_messages(env.path("Maildir")).len(), 12);
+    let check = env.run(&["fetch", "--check"]);
+    assert_eq!(check.code, 1, "{}", check.stderr);
+    assert!(
+        check.stdout.contains("acct: 0 new messages"),
+        "{}",
+        check.stdout
+    );
+    dovecot.add_message(&user, "INBOX", b"Subject: seventh\n\nseven\n");
+    let check = env.run(&["fetch", "--check"]);
+    assert_eq!(check.code, 0);
+    assert!(
+        check.stdout.contains("acct: 1 new messages"),
+        "{}",
+        check.stdout
+    );
+    assert_eq!(
+        env.maildir_messages(env.path("Maildir")).len(),
+        12,
+        "check fetched nothing"
+    );
+
+    // Switching to delete mode removes what was delivered, and only that.
+    env.write_config(&pop3_config(&env, dovecot, &user, "keep = false"));
+    assert_eq!(env.run(&["fetch"]).code, 0);
+    assert_eq!(env.maildir_messages(env.path("Maildir")).len(), 13);
+    assert!(dovecot.messages(&user, "INBOX").is_empty());
+}
+
+#[test]
+fn wrong_password_exits_3_and_changes_nothing() {
+    let dovecot = Dovecot::shared();
+    let user = dovecot.new_user();
+    dovecot.add_message(&user, "INBOX", b"Subject: x\n\nbody\n");
+    let env = Env::new();
+    let config = pop3_config(&env, dovecot, &user, "").replace(
+        &format!("password = \"{}\"", user.password),
+        "password = \"wrong\"",
+    );
+    env.write_config(&config);
+    let out = env.run(&["fetch"]);
+    assert_eq!(out.code, 3, "{}", out.stderr);
+    assert!(out.stderr.contains("account acct"), "{}", out.stderr);
+    assert_eq!(out.stderr.lines().count(), 1, "{}", out.stderr);
+    assert!(
+        !out.stderr.contains("wrong"),
+        "no secret in errors: {}",
+        out.stderr
+    );
+    assert_eq!(dovecot.messages(&user, "INBOX").len(), 1);
+    assert!(env.maildir_messages(env.path("Maildir")).is_empty());
+}
+
+#[test]
+fn every_auth_mechanism_works_against_dovecot() {
+    let dovecot = Dovecot::shared();
+    for mech in ["user", "plain", "login", "cram-md5"] {
+        let user = dovecot.new_user();
+        dovecot.add_message(&user, "INBOX", b"Subject: auth\n\nbody\n");
+        let env = Env::new();
+        env.write_config(&pop3_config(
+            &env,
+            dovecot,
+            &user,
+            &format!("auth = [\"{mech}\"]"),
+        ));
+        let out = env.run(&["-vv", "fetch"]);
+        assert_eq!(out.code, 0, "{mech}: {}", out.stderr);
+        assert!(
+            !out.stderr.contains(&user.password),
+            "{mech}: password in transcript"
+        );
+        assert!(out.stderr.contains("<redacted>"), "{mech}: {}", out.stderr);
+    }
+}
+
+#[test]
+fn password_command_is_used_and_its_failure_is_an_auth_error() {
+    let dovecot = Dovecot::shared();
+    let user = dovecot.new_user();
+    dovecot.add_message(&user, "INBOX", b"Subject: x\n\nbody\n");
+    let env = Env::new();
+    let config = pop3_config(&env, dovecot, &user, "").replace(
+        &format!("password = \"{}\"", user.password),
+        &format!("password_command = \"echo {}\"", user.password),
+    );
+    env.write_config(&config);
+    assert_eq!(env.run(&["fetch"]).code, 0);
+    env.write_config(&config.replace(&format!("echo {}", user.password), "exit 1"));
+    let out = env.run(&["fetch"]);
+    assert_eq!(out.code, 3, "{}", out.stderr);
+    assert!(out.stderr.contains("password_command"), "{}", out.stderr);
+}
+
+#[test]
+fn starttls_against_dovecot_and_plaintext_needs_consent() {
+    let dovecot = Dovecot::shared();
+    let user = dovecot.new_user();
+    dovecot.add_message(&user, "INBOX", b"Subject: x\n\nbody\n");
+    let env = Env::new();
+    let base = pop3_config(&env, dovecot, &user, "");
+    let starttls = base.replace(
+        &format!("port = {}", dovecot.pop3s),
+        &format!("port = {}\ntls = \"starttls\"", dovecot.pop3),
+    );
+    env.write_config(&starttls);
+    let out = env.run(&["-vv", "fetch"]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(out.stderr.contains("C: STLS"), "{}", out.stderr);
+
+    let plain = base.replace(
+        &format!("port = {}", dovecot.pop3s),
+        &format!("port = {}\ntls = \"none\"", dovecot.pop3),
+    );
+    env.write_config(&plain);
+    let out = env.run(&["fetch"]);
+    assert_eq!(out.code, 5, "{}", out.stderr);
+    assert!(out.stderr.contains("allow_plaintext"), "{}", out.stderr);
+    assert!(out.stderr.contains("config.toml:"), "{}", out.stderr);
+    env.write_config(&plain.replace("tls = \"none\"", "tls = \"none\"\nallow_plaintext = true"));
+    assert_eq!(env.run(&["fetch"]).code, 1);
+}
+
+#[test]
+fn certificates_are_verified_unless_pinned() {
+    let dovecot = Dovecot::shared();
+    let user = dovecot.new_user();
+    dovecot.add_message(&user, "INBOX", b"Subject: x\n\nbody\n");
+    let env = Env::new();
+    let base = pop3_config(&env, dovecot, &user, "");
+    let no_ca = base.replace(
+        &format!("ca_file = \"{}\"\n", dovecot.cert_pem.display()),
+        "",
+    );
+    env.write_config(&no_ca);
+    let out = env.run(&["fetch"]);
+    assert_eq!(out.code, 2, "untrusted certificate: {}", out.stderr);
+    assert!(out.stderr.contains("TLS"), "{}", out.stderr);
+
+    // A wrong pin fails and shows the real fingerprint; the right one works.
+    let wrong = format!("sha256:{}", ["00"; 32].join(":"));
+    env.write_config(&no_ca.replace(
+        "deliver_to",
+        &format!("fingerprint = \"{wrong}\"\ndeliver_to"),
+    ));
+    let out = env.run(&["fetch"]);
+    assert_eq!(out.code, 2, "{}", out.stderr);
+    let actual = out
+        .stderr
+        .split("server has ")
+        .nth(1)
+        .expect("mismatch shows the fingerprint")
+        .trim()
+        .to_string();
+    env.write_config(&no_ca.replace(
+        "deliver_to",
+        &format!("fingerprint = \"{actual}\"\ndeliver_to"),
+    ));
+    let out = env.run(&["fetch"]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+}
+
+#[test]
+fn ad_hoc_url_fetch() {
+    let dovecot = Dovecot::shared();
+    let user = dovecot.new_user();
+    dovecot.add_message(&user, "INBOX", b"Subject: adhoc\n\nbody\n");
+    let env = Env::new();
+    let url = format!("pop3s://{}@localhost:{}", user.name, dovecot.pop3s);
+    let maildir = env.path("AdHoc");
+    let out = env
+        .cmd()
+        .args(["fetch", "--keep", &url, "--to", maildir.to_str().unwrap()])
+        .env("MAILRETR_PASSWORD", &user.password)
+        .env("SSL_CERT_FILE", &dovecot.cert_pem)
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(env.maildir_messages(&maildir).len(), 1);
+    assert_eq!(dovecot.messages(&user, "INBOX").len(), 1, "--keep");
+    // Without a password and without a terminal: a clear config error.
+    let out = env
+        .cmd()
+        .args(["fetch", &url, "--to", maildir.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(5));
+}
+
+#[test]
+fn max_size_leaves_big_messages_and_says_so_once() {
+    let dovecot = Dovecot::shared();
+    let user = dovecot.new_user();
+    dovecot.add_message(&user, "INBOX", b"Subject: small\n\nbody\n");
+    dovecot.add_message(&user, "INBOX", &corpus::big(300_000));
+    let env = Env::new();
+    env.write_config(&pop3_config(&env, dovecot, &user, "max_size = \"100KB\""));
+    let out = env.run(&["fetch"]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(out.stderr.contains("over max_size"), "{}", out.stderr);
+    assert_eq!(env.maildir_messages(env.path("Maildir")).len(), 1);
+    assert_eq!(dovecot.messages(&user, "INBOX").len(), 1, "big one left");
+    let out = env.run(&["fetch"]);
+    assert_eq!(out.code, 1);
+    assert_eq!(out.stderr, "", "reported once");
+    // --limit overrides for one run.
+    assert_eq!(env.run(&["fetch", "--limit", "1MB"]).code, 0);
+    assert!(dovecot.messages(&user, "INBOX").is_empty());
+}
+
+#[test]
+fn bad_config_exits_5_with_file_line_and_key_before_connecting() {
+    let env = Env::new();
+    let path = env.write_config(
+        "[[account]]\nname = \"a\"\nprotocol = \"pop3\"\nhost = \"127.0.0.1\"\nport = 1\nuser = \"u\"\nkeepp = true\n",
+    );
+    let out = env.run(&["fetch"]);
+    assert_eq!(out.code, 5, "{}", out.stderr);
+    let expected = format!("{}:7: keepp: unknown field", path.display());
+    assert!(out.stderr.contains(&expected), "{}", out.stderr);
+    assert_eq!(out.stderr.lines().count(), 1);
+
+    let out = env.run(&["config", "check"]);
+    assert_eq!(out.code, 5);
+
+    env.write_config(
+        "[[account]]\nname = \"a\"\nprotocol = \"pop3\"\nhost = \"h\"\nuser = \"u\"\ndeliver_to = [\"nowhere\"]\n",
+    );
+    let out = env.run(&["config", "check"]);
+    assert_eq!(out.code, 5);
+    assert!(
+        out.stderr.contains(":6: account[a].deliver_to:"),
+        "{}",
+        out.stderr
+    );
+}
+
+#[test]
+fn readable_password_file_exits_6_with_the_fix() {
+    use std::os::unix::fs::PermissionsExt;
+    let env = Env::new();
+    let path = env.write_config(
+        "[[account]]\nname = \"a\"\nprotocol = \"pop3\"\nhost = \"h\"\nuser = \"u\"\npassword = \"p\"\n",
+    );
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let out = env.run(&["fetch"]);
+    assert_eq!(out.code, 6, "{}", out.stderr);
+    assert!(
+        out.stderr
+            .contains(&format!("chmod 600 {}", path.display())),
+        "{}",
+        out.stderr
+    );
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let out = env.run(&["config", "check"]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(
+        out.stdout.contains("account a: pop3://u@h:995"),
+        "{}",
+        out.stdout
+    );
+}
+
+#[test]
+fn a_held_account_lock_exits_8() {
+    let dovecot = Dovecot::shared();
+    let user = dovecot.new_user();
+    let env = Env::new();
+    env.write_config(&pop3_config(&env, dovecot, &user, ""));
+    let locks = env.path("state").join("locks");
+    std::fs::create_dir_all(&locks).unwrap();
+    let lock = std::fs::File::create(locks.join("acct.lock")).unwrap();
+    lock.lock().unwrap();
+    let out = env.run(&["fetch"]);
+    assert_eq!(out.code, 8, "{}", out.stderr);
+    assert!(out.stderr.contains("account acct"), "{}", out.stderr);
+    drop(lock);
+    assert_eq!(env.run(&["fetch"]).code, 1);
+}
+
+// ---- scripted servers: what Dovecot will not do ----
+
+/// A config pointing at a fake server on `port` with the given TLS mode.
+fn fake_config(env: &Env, port: u16, tls: &str) -> String {
+    format!(
+        r#"[general]
+state_dir = "{state}"
+[[account]]
+name = "fake"
+protocol = "pop3"
+host = "localhost"
+port = {port}
+tls = "{tls}"
+allow_plaintext = true
+user = "u"
+password = "topsecret"
+timeout = "5s"
+deliver_to = ["home"]
+[destination.home]
+type = "maildir"
+path = "{maildir}"
+"#,
+        state = env.path("state").display(),
+        maildir = env.path("Maildir").display(),
+    )
+}
+
+fn assert_no_credentials(server: &FakeServer) {
+    let sent = server.transcript();
+    for word in ["USER", "PASS", "AUTH", "APOP", "topsecret"] {
+        assert!(!sent.contains(word), "sent {word} in clear: {sent}");
+    }
+}
+
+#[test]
+fn starttls_missing_refused_or_injected_sends_no_credentials() {
+    let capa_without_stls = "+OK\r\nUSER\r\nUIDL\r\n.\r\n";
+    let scripts: Vec<(&str, Vec<Step>)> = vec![
+        (
+            "not offered",
+            vec![
+                Step::Send(b"+OK fake\r\n".to_vec()),
+                Step::Expect("CAPA".into()),
+                Step::Send(capa_without_stls.as_bytes().to_vec()),
+                Step::ExpectAny,
+            ],
+        ),
+        (
+            "refused",
+            vec![
+                Step::Send(b"+OK fake\r\n".to_vec()),
+                Step::Expect("CAPA".into()),
+                Step::Send(b"+OK\r\nSTLS\r\nUSER\r\n.\r\n".to_vec()),
+                Step::Expect("STLS".into()),
+                Step::Send(b"-ERR not today\r\n".to_vec()),
+                Step::ExpectAny,
+            ],
+        ),
+        (
+            "injected",
+            vec![
+                Step::Send(b"+OK fake\r\n".to_vec()),
+                Step::Expect("CAPA".into()),
+                Step::Send(b"+OK\r\nSTLS\r\nUSER\r\n.\r\n".to_vec()),
+                Step::Expect("STLS".into()),
+                Step::Send(b"+OK begin TLS\r\n+OK injected\r\n".to_vec()),
+                Step::ExpectAny,
+            ],
+        ),
+    ];
+    for (what, script) in scripts {
+        let server = FakeServer::start(script);
+        let env = Env::new();
+        env.write_config(&fake_config(&env, server.port(), "starttls"));
+        let out = env.run(&["fetch"]);
+        assert_eq!(out.code, 2, "{what}: {}", out.stderr);
+        assert!(
+            out.stderr.contains("account fake"),
+            "{what}: {}",
+            out.stderr
+        );
+        assert_no_credentials(&server);
+    }
+}
+
+/// Script for a plaintext session that logs in and lists two messages.
+fn login_and_list(uidl: bool) -> Vec<Step> {
+    let mut steps = vec![
+        Step::Send(b"+OK fake\r\n".to_vec()),
+        Step::Expect("CAPA".into()),
+        Step::Send(b"+OK\r\nUSER\r\nUIDL\r\n.\r\n".to_vec()),
+        Step::Expect("USER u".into()),
+        Step::Send(b"+OK\r\n".to_vec()),
+        Step::Expect("PASS topsecret".into()),
+        Step::Send(b"+OK in\r\n".to_vec()),
+        Step::Expect("LIST".into()),
+        Step::Send(b"+OK\r\n1 20\r\n2 20\r\n.\r\n".to_vec()),
+        Step::Expect("UIDL".into()),
+    ];
+    if uidl {
+        steps.push(Step::Send(b"+OK\r\n1 aaa\r\n2 bbb\r\n.\r\n".to_vec()));
+    } else {
+        steps.push(Step::Send(b"-ERR no UIDL here\r\n".to_vec()));
+    }
+    steps
+}
+
+#[test]
+fn dropped_connection_mid_message_loses_nothing() {
+    let mut script = login_and_list(true);
+    script.extend([
+        Step::Expect("RETR 1".into()),
+        Step::Send(b"+OK\r\nSubject: one\r\n\r\nbody one\r\n.\r\n".to_vec()),
+        Step::Expect("DELE 1".into()),
+        Step::Send(b"+OK\r\n".to_vec()),
+        Step::Expect("RETR 2".into()),
+        Step::Send(b"+OK\r\nSubject: two\r\n\r\npartial".to_vec()),
+        Step::Close,
+    ]);
+    let server = FakeServer::start(script);
+    let env = Env::new();
+    env.write_config(&fake_config(&env, server.port(), "none"));
+    let out = env.run(&["fetch"]);
+    assert_eq!(out.code, 2, "{}", out.stderr);
+    assert!(out.stderr.contains("account fake"), "{}", out.stderr);
+    // The first message was delivered and recorded; the second is not
+    // half-delivered; and QUIT was never sent, so the server deleted nothing.
+    let got = env.maildir_messages(env.path("Maildir"));
+    assert_eq!(got.len(), 1);
+    assert!(strip_received(&got[0]).starts_with(b"Subject: one"));
+    assert!(!server.transcript().contains("QUIT"));
+    assert!(server.errors().is_empty(), "{:?}", server.errors());
+}
+
+#[test]
+fn endless_line_is_a_bounded_protocol_error() {
+    let mut script = login_and_list(true);
+    script.extend([
+        Step::Expect("RETR 1".into()),
+        Step::Send(b"+OK\r\n".to_vec()),
+        Step::SendForever(b"x".repeat(65536)),
+    ]);
+    let server = FakeServer::start(script);
+    let env = Env::new();
+    env.write_config(&fake_config(&env, server.port(), "none"));
+    let out = env.run(&["fetch"]);
+    assert_eq!(out.code, 4, "{}", out.stderr);
+    assert!(out.stderr.contains("longer than"), "{}", out.stderr);
+    assert!(env.maildir_messages(env.path("Maildir")).is_empty());
+}
+
+#[test]
+fn refused_dele_is_reported_and_retried_next_run() {
+    let mut script = login_and_list(true);
+    script.extend([
+        Step::Expect("RETR 1".into()),
+        Step::Send(b"+OK\r\nSubject: one\r\n\r\nbody\r\n.\r\n".to_vec()),
+        Step::Expect("DELE 1".into()),
+        Step::Send(b"-ERR cannot delete\r\n".to_vec()),
+        Step::Expect("RETR 2".into()),
+        Step::Send(b"+OK\r\nSubject: two\r\n\r\nbody\r\n.\r\n".to_vec()),
+        Step::Expect("DELE 2".into()),
+        Step::Send(b"+OK\r\n".to_vec()),
+        Step::Expect("QUIT".into()),
+        Step::Send(b"+OK bye\r\n".to_vec()),
+    ]);
+    let server = FakeServer::start(script);
+    let env = Env::new();
+    env.write_config(&fake_config(&env, server.port(), "none"));
+    let out = env.run(&["fetch"]);
+    assert_eq!(out.code, 7, "{}", out.stderr);
+    assert!(out.stderr.contains("DELE 1"), "{}", out.stderr);
+    assert_eq!(env.maildir_messages(env.path("Maildir")).len(), 2);
+    assert!(server.errors().is_empty(), "{:?}", server.errors());
+
+    // Next run: message 1 is known, so it is deleted, not fetched again.
+    let next = vec![
+        Step::Send(b"+OK fake\r\n".to_vec()),
+        Step::Expect("CAPA".into()),
+        Step::Send(b"+OK\r\nUSER\r\nUIDL\r\n.\r\n".to_vec()),
+        Step::Expect("USER u".into()),
+        Step::Send(b"+OK\r\n".to_vec()),
+        Step::Expect("PASS topsecret".into()),
+        Step::Send(b"+OK in\r\n".to_vec()),
+        Step::Expect("LIST".into()),
+        Step::Send(b"+OK\r\n1 20\r\n.\r\n".to_vec()),
+        Step::Expect("UIDL".into()),
+        Step::Send(b"+OK\r\n1 aaa\r\n.\r\n".to_vec()),
+        Step::Expect("DELE 1".into()),
+        Step::Send(b"+OK\r\n".to_vec()),
+        Step::Expect("QUIT".into()),
+        Step::Send(b"+OK bye\r\n".to_vec()),
+    ];
+    let server = FakeServer::start(next);
+    env.write_config(&fake_config(&env, server.port(), "none"));
+    let out = env.run(&["fetch"]);
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    assert_eq!(env.maildir_messages(env.path("Maildir")).len(), 2);
+    assert!(server.errors().is_empty(), "{:?}", server.errors());
+}
+
+#[test]
+fn no_uidl_works_in_delete_mode_and_is_refused_in_keep_mode() {
+    let mut script = login_and_list(false);
+    script.extend([
+        Step::Expect("QUIT".into()),
+        Step::Send(b"+OK bye\r\n".to_vec()),
+    ]);
+    let server = FakeServer::start(script);
+    let env = Env::new();
+    env.write_config(
+        &(fake_config(&env, server.port(), "none")
+            .replace("deliver_to", "keep = true\ndeliver_to")),
+    );
+    let out = env.run(&["fetch"]);
+    assert_eq!(out.code, 4, "{}", out.stderr);
+    assert!(out.stderr.contains("UIDL"), "{}", out.stderr);
+    assert!(env.maildir_messages(env.path("Maildir")).is_empty());
+
+    let mut script = login_and_list(false);
+    script.extend([
+        Step::Expect("RETR 1".into()),
+        Step::Send(b"+OK\r\nSubject: one\r\n\r\nbody\r\n.\r\n".to_vec()),
+        Step::Expect("DELE 1".into()),
+        Step::Send(b"+OK\r\n".to_vec()),
+        Step::Expect("RETR 2".into()),
+        Step::Send(b"+OK\r\nSubject: two\r\n\r\nbody\r\n.\r\n".to_vec()),
+        Step::Expect("DELE 2".into()),
+        Step::Send(b"+OK\r\n".to_vec()),
+        Step::Expect("QUIT".into()),
+        Step::Send(b"+OK bye\r\n".to_vec()),
+    ]);
+    let server = FakeServer::start(script);
+    env.write_config(&fake_config(&env, server.port(), "none"));
+    let out = env.run(&["fetch"]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert_eq!(env.maildir_messages(env.path("Maildir")).len(), 2);
+    assert!(server.errors().is_empty(), "{:?}", server.errors());
+}

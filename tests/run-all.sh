@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Runs mailretr's whole test suite on a fresh Debian machine.
+#
+# The integration tests start a real Dovecot (IMAP, POP3, LMTP) on loopback
+# ports with a throwaway config, so Dovecot must be installed. When it is
+# missing and this script runs as root, it installs the Debian packages;
+# otherwise it stops with the command to run. Tests that need Dovecot never
+# skip: without it they fail loudly.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+packages=(dovecot-imapd dovecot-pop3d dovecot-lmtpd openssl)
+missing=()
+command -v dovecot >/dev/null 2>&1 || missing+=(dovecot-imapd dovecot-pop3d dovecot-lmtpd)
+for p in dovecot-imapd dovecot-pop3d dovecot-lmtpd; do
+  dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
+done
+command -v openssl >/dev/null 2>&1 || missing+=(openssl)
+if [ ${#missing[@]} -gt 0 ]; then
+  if [ "$(id -u)" = 0 ]; then
+    echo "installing ${packages[*]} from Debian" >&2
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq --no-install-recommends "${packages[@]}" >/dev/null
+  else
+    echo "Dovecot is missing: run as root, or: sudo apt-get install ${packages[*]}" >&2
+    exit 1
+  fi
+fi
+
+cargo test --locked "$@"
