@@ -34,12 +34,12 @@ const START_ATTEMPTS: usize = 3;
 
 const INSTALL_HINT: &str = "\n\n\
     ************************************************************************\n\
-    *  Dovecot is not installed, but mailretr's integration tests need a    *\n\
-    *  real Dovecot. Install it (Debian/Ubuntu):                            *\n\
-    *                                                                      *\n\
-    *      apt-get install dovecot-imapd dovecot-pop3d dovecot-lmtpd        *\n\
-    *                                                                      *\n\
-    *  or run tests/run-all.sh as root, which installs it.                  *\n\
+    ** Dovecot is not installed, but mailretr's integration tests need a\n\
+    ** real Dovecot (they never skip). Install it (Debian/Ubuntu):\n\
+    **\n\
+    **     apt-get install dovecot-imapd dovecot-pop3d dovecot-lmtpd\n\
+    **\n\
+    ** or run tests/run-all.sh as root, which installs it.\n\
     ************************************************************************\n";
 
 /// A mailbox account on a test [`Dovecot`].
@@ -700,7 +700,13 @@ pub fn dot_stuff(bytes: &[u8]) -> Vec<u8> {
 /// directories (which ordinary users often lack in `$PATH`).
 fn find_dovecot() -> PathBuf {
     if let Some(p) = std::env::var_os("MAILRETR_TEST_DOVECOT") {
-        return PathBuf::from(p);
+        let p = PathBuf::from(p);
+        assert!(
+            p.is_file(),
+            "MAILRETR_TEST_DOVECOT={} is not a file{INSTALL_HINT}",
+            p.display()
+        );
+        return p;
     }
     let path = std::env::var_os("PATH").unwrap_or_default();
     std::env::split_paths(&path)
