@@ -1,6 +1,6 @@
 # Print an optspec for argparse to handle cmd's options that are independent of any subcommand.
 function __fish_mailretr_global_optspecs
-    string join \n c/config= v/verbose q/quiet h/help V/version
+    string join \n c/config= v/verbose q/quiet log-format= h/help V/version
 end
 
 function __fish_mailretr_needs_command
@@ -25,11 +25,16 @@ function __fish_mailretr_using_subcommand
 end
 
 complete -c mailretr -n "__fish_mailretr_needs_command" -s c -l config -d 'Config file [default: $XDG_CONFIG_HOME/mailretr/config.toml]' -r -F
+complete -c mailretr -n "__fish_mailretr_needs_command" -l log-format -d 'How messages on stderr are written: text lines, or one JSON object per line (time, level, account, message) for machines' -r -f -a "text\t'`mailretr: account NAME: message` lines'
+json\t'One JSON object per line'"
 complete -c mailretr -n "__fish_mailretr_needs_command" -s v -l verbose -d 'More output: -v says what each account did, -vv adds the protocol transcript (secrets redacted)'
 complete -c mailretr -n "__fish_mailretr_needs_command" -s q -l quiet -d 'Print only errors'
-complete -c mailretr -n "__fish_mailretr_needs_command" -s h -l help -d 'Print help'
+complete -c mailretr -n "__fish_mailretr_needs_command" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c mailretr -n "__fish_mailretr_needs_command" -s V -l version -d 'Print version'
 complete -c mailretr -n "__fish_mailretr_needs_command" -f -a "fetch" -d 'Fetch new mail from the configured accounts (all, or those named), or from one ad-hoc URL'
+complete -c mailretr -n "__fish_mailretr_needs_command" -f -a "watch" -d 'Keep fetching until SIGTERM: IMAP folders are watched with IDLE, POP3 accounts (and servers without IDLE) polled every poll_interval; SIGHUP reloads the config'
+complete -c mailretr -n "__fish_mailretr_needs_command" -f -a "status" -d 'Show per account the last run, its outcome, messages and bytes fetched, messages in the spool, and the last error (from the run log in the state database)'
+complete -c mailretr -n "__fish_mailretr_needs_command" -f -a "queue" -d 'Look at and act on the retry spool (messages a destination refused for now)'
 complete -c mailretr -n "__fish_mailretr_needs_command" -f -a "config" -d 'Inspect the configuration'
 complete -c mailretr -n "__fish_mailretr_needs_command" -f -a "completions" -d 'Print a shell completion script'
 complete -c mailretr -n "__fish_mailretr_needs_command" -f -a "man" -d 'Print the man page (roff)'
@@ -38,35 +43,107 @@ complete -c mailretr -n "__fish_mailretr_using_subcommand fetch" -l to -d 'With 
 complete -c mailretr -n "__fish_mailretr_using_subcommand fetch" -s j -l jobs -d 'Accounts fetched in parallel [default: general.jobs, 4]' -r
 complete -c mailretr -n "__fish_mailretr_using_subcommand fetch" -s l -l limit -d 'Skip (and report) messages larger than SIZE, e.g. 10MB' -r
 complete -c mailretr -n "__fish_mailretr_using_subcommand fetch" -s c -l config -d 'Config file [default: $XDG_CONFIG_HOME/mailretr/config.toml]' -r -F
+complete -c mailretr -n "__fish_mailretr_using_subcommand fetch" -l log-format -d 'How messages on stderr are written: text lines, or one JSON object per line (time, level, account, message) for machines' -r -f -a "text\t'`mailretr: account NAME: message` lines'
+json\t'One JSON object per line'"
 complete -c mailretr -n "__fish_mailretr_using_subcommand fetch" -l check -d 'Only count new messages; exit 0 if there are any, 1 if not'
 complete -c mailretr -n "__fish_mailretr_using_subcommand fetch" -s k -l keep -d 'Leave fetched mail on the server'
 complete -c mailretr -n "__fish_mailretr_using_subcommand fetch" -s a -l all -d 'Fetch all messages, ignoring what was seen before'
 complete -c mailretr -n "__fish_mailretr_using_subcommand fetch" -s v -l verbose -d 'More output: -v says what each account did, -vv adds the protocol transcript (secrets redacted)'
 complete -c mailretr -n "__fish_mailretr_using_subcommand fetch" -s q -l quiet -d 'Print only errors'
-complete -c mailretr -n "__fish_mailretr_using_subcommand fetch" -s h -l help -d 'Print help'
+complete -c mailretr -n "__fish_mailretr_using_subcommand fetch" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c mailretr -n "__fish_mailretr_using_subcommand watch" -s c -l config -d 'Config file [default: $XDG_CONFIG_HOME/mailretr/config.toml]' -r -F
+complete -c mailretr -n "__fish_mailretr_using_subcommand watch" -l log-format -d 'How messages on stderr are written: text lines, or one JSON object per line (time, level, account, message) for machines' -r -f -a "text\t'`mailretr: account NAME: message` lines'
+json\t'One JSON object per line'"
+complete -c mailretr -n "__fish_mailretr_using_subcommand watch" -s v -l verbose -d 'More output: -v says what each account did, -vv adds the protocol transcript (secrets redacted)'
+complete -c mailretr -n "__fish_mailretr_using_subcommand watch" -s q -l quiet -d 'Print only errors'
+complete -c mailretr -n "__fish_mailretr_using_subcommand watch" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c mailretr -n "__fish_mailretr_using_subcommand status" -s c -l config -d 'Config file [default: $XDG_CONFIG_HOME/mailretr/config.toml]' -r -F
+complete -c mailretr -n "__fish_mailretr_using_subcommand status" -l log-format -d 'How messages on stderr are written: text lines, or one JSON object per line (time, level, account, message) for machines' -r -f -a "text\t'`mailretr: account NAME: message` lines'
+json\t'One JSON object per line'"
+complete -c mailretr -n "__fish_mailretr_using_subcommand status" -l json -d 'Print JSON (the shape is documented under STATUS JSON)'
+complete -c mailretr -n "__fish_mailretr_using_subcommand status" -s v -l verbose -d 'More output: -v says what each account did, -vv adds the protocol transcript (secrets redacted)'
+complete -c mailretr -n "__fish_mailretr_using_subcommand status" -s q -l quiet -d 'Print only errors'
+complete -c mailretr -n "__fish_mailretr_using_subcommand status" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c mailretr -n "__fish_mailretr_using_subcommand queue; and not __fish_seen_subcommand_from list show flush delete help" -s c -l config -d 'Config file [default: $XDG_CONFIG_HOME/mailretr/config.toml]' -r -F
+complete -c mailretr -n "__fish_mailretr_using_subcommand queue; and not __fish_seen_subcommand_from list show flush delete help" -l log-format -d 'How messages on stderr are written: text lines, or one JSON object per line (time, level, account, message) for machines' -r -f -a "text\t'`mailretr: account NAME: message` lines'
+json\t'One JSON object per line'"
+complete -c mailretr -n "__fish_mailretr_using_subcommand queue; and not __fish_seen_subcommand_from list show flush delete help" -s v -l verbose -d 'More output: -v says what each account did, -vv adds the protocol transcript (secrets redacted)'
+complete -c mailretr -n "__fish_mailretr_using_subcommand queue; and not __fish_seen_subcommand_from list show flush delete help" -s q -l quiet -d 'Print only errors'
+complete -c mailretr -n "__fish_mailretr_using_subcommand queue; and not __fish_seen_subcommand_from list show flush delete help" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c mailretr -n "__fish_mailretr_using_subcommand queue; and not __fish_seen_subcommand_from list show flush delete help" -f -a "list" -d 'List spooled messages: id, account, destination, sender, recipients, size, age, attempts, next attempt, last error'
+complete -c mailretr -n "__fish_mailretr_using_subcommand queue; and not __fish_seen_subcommand_from list show flush delete help" -f -a "show" -d 'Print one spooled message with its history'
+complete -c mailretr -n "__fish_mailretr_using_subcommand queue; and not __fish_seen_subcommand_from list show flush delete help" -f -a "flush" -d 'Retry now, ignoring the backoff: all due-or-not entries, or the ids given'
+complete -c mailretr -n "__fish_mailretr_using_subcommand queue; and not __fish_seen_subcommand_from list show flush delete help" -f -a "delete" -d 'Drop entries from the spool (asks on a terminal unless --yes)'
+complete -c mailretr -n "__fish_mailretr_using_subcommand queue; and not __fish_seen_subcommand_from list show flush delete help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c mailretr -n "__fish_mailretr_using_subcommand queue; and __fish_seen_subcommand_from list" -s c -l config -d 'Config file [default: $XDG_CONFIG_HOME/mailretr/config.toml]' -r -F
+complete -c mailretr -n "__fish_mailretr_using_subcommand queue; and __fish_seen_subcommand_from list" -l log-format -d 'How messages on stderr are written: text lines, or one JSON object per line (time, level, account, message) for machines' -r -f -a "text\t'`mailretr: account NAME: message` lines'
+json\t'One JSON object per line'"
+complete -c mailretr -n "__fish_mailretr_using_subcommand queue; and __fish_seen_subcommand_from list" -l json -d 'Print JSON (a stable array of objects) for scripts'
+complete -c mailretr -n "__fish_mailretr_using_subcommand queue; and __fish_seen_subcommand_from list" -s v -l verbose -d 'More output: -v says what each account did, -vv adds the protocol transcript (secrets redacted)'
+complete -c mailretr -n "__fish_mailretr_using_subcommand queue; and __fish_seen_subcommand_from list" -s q -l quiet -d 'Print only errors'
+complete -c mailretr -n "__fish_mailretr_using_subcommand queue; and __fish_seen_subcommand_from list" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c mailretr -n "__fish_mailretr_using_subcommand queue; and __fish_seen_subcommand_from show" -s c -l config -d 'Config file [default: $XDG_CONFIG_HOME/mailretr/config.toml]' -r -F
+complete -c mailretr -n "__fish_mailretr_using_subcommand queue; and __fish_seen_subcommand_from show" -l log-format -d 'How messages on stderr are written: text lines, or one JSON object per line (time, level, account, message) for machines' -r -f -a "text\t'`mailretr: account NAME: message` lines'
+json\t'One JSON object per line'"
+complete -c mailretr -n "__fish_mailretr_using_subcommand queue; and __fish_seen_subcommand_from show" -s v -l verbose -d 'More output: -v says what each account did, -vv adds the protocol transcript (secrets redacted)'
+complete -c mailretr -n "__fish_mailretr_using_subcommand queue; and __fish_seen_subcommand_from show" -s q -l quiet -d 'Print only errors'
+complete -c mailretr -n "__fish_mailretr_using_subcommand queue; and __fish_seen_subcommand_from show" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c mailretr -n "__fish_mailretr_using_subcommand queue; and __fish_seen_subcommand_from flush" -s c -l config -d 'Config file [default: $XDG_CONFIG_HOME/mailretr/config.toml]' -r -F
+complete -c mailretr -n "__fish_mailretr_using_subcommand queue; and __fish_seen_subcommand_from flush" -l log-format -d 'How messages on stderr are written: text lines, or one JSON object per line (time, level, account, message) for machines' -r -f -a "text\t'`mailretr: account NAME: message` lines'
+json\t'One JSON object per line'"
+complete -c mailretr -n "__fish_mailretr_using_subcommand queue; and __fish_seen_subcommand_from flush" -s v -l verbose -d 'More output: -v says what each account did, -vv adds the protocol transcript (secrets redacted)'
+complete -c mailretr -n "__fish_mailretr_using_subcommand queue; and __fish_seen_subcommand_from flush" -s q -l quiet -d 'Print only errors'
+complete -c mailretr -n "__fish_mailretr_using_subcommand queue; and __fish_seen_subcommand_from flush" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c mailretr -n "__fish_mailretr_using_subcommand queue; and __fish_seen_subcommand_from delete" -s c -l config -d 'Config file [default: $XDG_CONFIG_HOME/mailretr/config.toml]' -r -F
+complete -c mailretr -n "__fish_mailretr_using_subcommand queue; and __fish_seen_subcommand_from delete" -l log-format -d 'How messages on stderr are written: text lines, or one JSON object per line (time, level, account, message) for machines' -r -f -a "text\t'`mailretr: account NAME: message` lines'
+json\t'One JSON object per line'"
+complete -c mailretr -n "__fish_mailretr_using_subcommand queue; and __fish_seen_subcommand_from delete" -s y -l yes -d 'Do not ask'
+complete -c mailretr -n "__fish_mailretr_using_subcommand queue; and __fish_seen_subcommand_from delete" -s v -l verbose -d 'More output: -v says what each account did, -vv adds the protocol transcript (secrets redacted)'
+complete -c mailretr -n "__fish_mailretr_using_subcommand queue; and __fish_seen_subcommand_from delete" -s q -l quiet -d 'Print only errors'
+complete -c mailretr -n "__fish_mailretr_using_subcommand queue; and __fish_seen_subcommand_from delete" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c mailretr -n "__fish_mailretr_using_subcommand queue; and __fish_seen_subcommand_from help" -f -a "list" -d 'List spooled messages: id, account, destination, sender, recipients, size, age, attempts, next attempt, last error'
+complete -c mailretr -n "__fish_mailretr_using_subcommand queue; and __fish_seen_subcommand_from help" -f -a "show" -d 'Print one spooled message with its history'
+complete -c mailretr -n "__fish_mailretr_using_subcommand queue; and __fish_seen_subcommand_from help" -f -a "flush" -d 'Retry now, ignoring the backoff: all due-or-not entries, or the ids given'
+complete -c mailretr -n "__fish_mailretr_using_subcommand queue; and __fish_seen_subcommand_from help" -f -a "delete" -d 'Drop entries from the spool (asks on a terminal unless --yes)'
+complete -c mailretr -n "__fish_mailretr_using_subcommand queue; and __fish_seen_subcommand_from help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c mailretr -n "__fish_mailretr_using_subcommand config; and not __fish_seen_subcommand_from check help" -s c -l config -d 'Config file [default: $XDG_CONFIG_HOME/mailretr/config.toml]' -r -F
+complete -c mailretr -n "__fish_mailretr_using_subcommand config; and not __fish_seen_subcommand_from check help" -l log-format -d 'How messages on stderr are written: text lines, or one JSON object per line (time, level, account, message) for machines' -r -f -a "text\t'`mailretr: account NAME: message` lines'
+json\t'One JSON object per line'"
 complete -c mailretr -n "__fish_mailretr_using_subcommand config; and not __fish_seen_subcommand_from check help" -s v -l verbose -d 'More output: -v says what each account did, -vv adds the protocol transcript (secrets redacted)'
 complete -c mailretr -n "__fish_mailretr_using_subcommand config; and not __fish_seen_subcommand_from check help" -s q -l quiet -d 'Print only errors'
-complete -c mailretr -n "__fish_mailretr_using_subcommand config; and not __fish_seen_subcommand_from check help" -s h -l help -d 'Print help'
+complete -c mailretr -n "__fish_mailretr_using_subcommand config; and not __fish_seen_subcommand_from check help" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c mailretr -n "__fish_mailretr_using_subcommand config; and not __fish_seen_subcommand_from check help" -f -a "check" -d 'Parse and validate the config and print what would run'
 complete -c mailretr -n "__fish_mailretr_using_subcommand config; and not __fish_seen_subcommand_from check help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c mailretr -n "__fish_mailretr_using_subcommand config; and __fish_seen_subcommand_from check" -s c -l config -d 'Config file [default: $XDG_CONFIG_HOME/mailretr/config.toml]' -r -F
+complete -c mailretr -n "__fish_mailretr_using_subcommand config; and __fish_seen_subcommand_from check" -l log-format -d 'How messages on stderr are written: text lines, or one JSON object per line (time, level, account, message) for machines' -r -f -a "text\t'`mailretr: account NAME: message` lines'
+json\t'One JSON object per line'"
 complete -c mailretr -n "__fish_mailretr_using_subcommand config; and __fish_seen_subcommand_from check" -s v -l verbose -d 'More output: -v says what each account did, -vv adds the protocol transcript (secrets redacted)'
 complete -c mailretr -n "__fish_mailretr_using_subcommand config; and __fish_seen_subcommand_from check" -s q -l quiet -d 'Print only errors'
-complete -c mailretr -n "__fish_mailretr_using_subcommand config; and __fish_seen_subcommand_from check" -s h -l help -d 'Print help'
+complete -c mailretr -n "__fish_mailretr_using_subcommand config; and __fish_seen_subcommand_from check" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c mailretr -n "__fish_mailretr_using_subcommand config; and __fish_seen_subcommand_from help" -f -a "check" -d 'Parse and validate the config and print what would run'
 complete -c mailretr -n "__fish_mailretr_using_subcommand config; and __fish_seen_subcommand_from help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c mailretr -n "__fish_mailretr_using_subcommand completions" -s c -l config -d 'Config file [default: $XDG_CONFIG_HOME/mailretr/config.toml]' -r -F
+complete -c mailretr -n "__fish_mailretr_using_subcommand completions" -l log-format -d 'How messages on stderr are written: text lines, or one JSON object per line (time, level, account, message) for machines' -r -f -a "text\t'`mailretr: account NAME: message` lines'
+json\t'One JSON object per line'"
 complete -c mailretr -n "__fish_mailretr_using_subcommand completions" -s v -l verbose -d 'More output: -v says what each account did, -vv adds the protocol transcript (secrets redacted)'
 complete -c mailretr -n "__fish_mailretr_using_subcommand completions" -s q -l quiet -d 'Print only errors'
-complete -c mailretr -n "__fish_mailretr_using_subcommand completions" -s h -l help -d 'Print help'
+complete -c mailretr -n "__fish_mailretr_using_subcommand completions" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c mailretr -n "__fish_mailretr_using_subcommand man" -s c -l config -d 'Config file [default: $XDG_CONFIG_HOME/mailretr/config.toml]' -r -F
+complete -c mailretr -n "__fish_mailretr_using_subcommand man" -l log-format -d 'How messages on stderr are written: text lines, or one JSON object per line (time, level, account, message) for machines' -r -f -a "text\t'`mailretr: account NAME: message` lines'
+json\t'One JSON object per line'"
 complete -c mailretr -n "__fish_mailretr_using_subcommand man" -s v -l verbose -d 'More output: -v says what each account did, -vv adds the protocol transcript (secrets redacted)'
 complete -c mailretr -n "__fish_mailretr_using_subcommand man" -s q -l quiet -d 'Print only errors'
-complete -c mailretr -n "__fish_mailretr_using_subcommand man" -s h -l help -d 'Print help'
-complete -c mailretr -n "__fish_mailretr_using_subcommand help; and not __fish_seen_subcommand_from fetch config completions man help" -f -a "fetch" -d 'Fetch new mail from the configured accounts (all, or those named), or from one ad-hoc URL'
-complete -c mailretr -n "__fish_mailretr_using_subcommand help; and not __fish_seen_subcommand_from fetch config completions man help" -f -a "config" -d 'Inspect the configuration'
-complete -c mailretr -n "__fish_mailretr_using_subcommand help; and not __fish_seen_subcommand_from fetch config completions man help" -f -a "completions" -d 'Print a shell completion script'
-complete -c mailretr -n "__fish_mailretr_using_subcommand help; and not __fish_seen_subcommand_from fetch config completions man help" -f -a "man" -d 'Print the man page (roff)'
-complete -c mailretr -n "__fish_mailretr_using_subcommand help; and not __fish_seen_subcommand_from fetch config completions man help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c mailretr -n "__fish_mailretr_using_subcommand man" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c mailretr -n "__fish_mailretr_using_subcommand help; and not __fish_seen_subcommand_from fetch watch status queue config completions man help" -f -a "fetch" -d 'Fetch new mail from the configured accounts (all, or those named), or from one ad-hoc URL'
+complete -c mailretr -n "__fish_mailretr_using_subcommand help; and not __fish_seen_subcommand_from fetch watch status queue config completions man help" -f -a "watch" -d 'Keep fetching until SIGTERM: IMAP folders are watched with IDLE, POP3 accounts (and servers without IDLE) polled every poll_interval; SIGHUP reloads the config'
+complete -c mailretr -n "__fish_mailretr_using_subcommand help; and not __fish_seen_subcommand_from fetch watch status queue config completions man help" -f -a "status" -d 'Show per account the last run, its outcome, messages and bytes fetched, messages in the spool, and the last error (from the run log in the state database)'
+complete -c mailretr -n "__fish_mailretr_using_subcommand help; and not __fish_seen_subcommand_from fetch watch status queue config completions man help" -f -a "queue" -d 'Look at and act on the retry spool (messages a destination refused for now)'
+complete -c mailretr -n "__fish_mailretr_using_subcommand help; and not __fish_seen_subcommand_from fetch watch status queue config completions man help" -f -a "config" -d 'Inspect the configuration'
+complete -c mailretr -n "__fish_mailretr_using_subcommand help; and not __fish_seen_subcommand_from fetch watch status queue config completions man help" -f -a "completions" -d 'Print a shell completion script'
+complete -c mailretr -n "__fish_mailretr_using_subcommand help; and not __fish_seen_subcommand_from fetch watch status queue config completions man help" -f -a "man" -d 'Print the man page (roff)'
+complete -c mailretr -n "__fish_mailretr_using_subcommand help; and not __fish_seen_subcommand_from fetch watch status queue config completions man help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c mailretr -n "__fish_mailretr_using_subcommand help; and __fish_seen_subcommand_from queue" -f -a "list" -d 'List spooled messages: id, account, destination, sender, recipients, size, age, attempts, next attempt, last error'
+complete -c mailretr -n "__fish_mailretr_using_subcommand help; and __fish_seen_subcommand_from queue" -f -a "show" -d 'Print one spooled message with its history'
+complete -c mailretr -n "__fish_mailretr_using_subcommand help; and __fish_seen_subcommand_from queue" -f -a "flush" -d 'Retry now, ignoring the backoff: all due-or-not entries, or the ids given'
+complete -c mailretr -n "__fish_mailretr_using_subcommand help; and __fish_seen_subcommand_from queue" -f -a "delete" -d 'Drop entries from the spool (asks on a terminal unless --yes)'
 complete -c mailretr -n "__fish_mailretr_using_subcommand help; and __fish_seen_subcommand_from config" -f -a "check" -d 'Parse and validate the config and print what would run'

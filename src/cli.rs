@@ -25,6 +25,11 @@ pub struct Cli {
     #[arg(long, short = 'q', global = true)]
     pub quiet: bool,
 
+    /// How messages on stderr are written: text lines, or one JSON object
+    /// per line (time, level, account, message) for machines
+    #[arg(long, value_enum, global = true, default_value_t = LogFormat::Text, value_name = "FORMAT")]
+    pub log_format: LogFormat,
+
     /// What to do
     #[command(subcommand)]
     pub command: Command,
@@ -36,6 +41,22 @@ pub enum Command {
     /// Fetch new mail from the configured accounts (all, or those named),
     /// or from one ad-hoc URL
     Fetch(FetchArgs),
+    /// Keep fetching until SIGTERM: IMAP folders are watched with IDLE,
+    /// POP3 accounts (and servers without IDLE) polled every
+    /// poll_interval; SIGHUP reloads the config
+    Watch(WatchArgs),
+    /// Show per account the last run, its outcome, messages and bytes
+    /// fetched, messages in the spool, and the last error (from the run
+    /// log in the state database)
+    Status {
+        /// Print JSON (the shape is documented under STATUS JSON)
+        #[arg(long)]
+        json: bool,
+    },
+    /// Look at and act on the retry spool (messages a destination
+    /// refused for now)
+    #[command(subcommand)]
+    Queue(QueueCommand),
     /// Inspect the configuration
     #[command(subcommand)]
     Config(ConfigCommand),
@@ -47,6 +68,15 @@ pub enum Command {
     },
     /// Print the man page (roff)
     Man,
+}
+
+/// The format of messages on stderr.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// `mailretr: account NAME: message` lines
+    Text,
+    /// One JSON object per line
+    Json,
 }
 
 /// `mailretr fetch`.
@@ -81,6 +111,46 @@ pub struct FetchArgs {
     /// Skip (and report) messages larger than SIZE, e.g. 10MB
     #[arg(long, short = 'l', value_name = "SIZE")]
     pub limit: Option<String>,
+}
+
+/// `mailretr watch`.
+#[derive(Debug, Args)]
+pub struct WatchArgs {
+    /// Account names from the config [default: all]
+    #[arg(value_name = "ACCOUNT")]
+    pub accounts: Vec<String>,
+}
+
+/// `mailretr queue ...`.
+#[derive(Debug, Subcommand)]
+pub enum QueueCommand {
+    /// List spooled messages: id, account, destination, sender,
+    /// recipients, size, age, attempts, next attempt, last error
+    List {
+        /// Print JSON (a stable array of objects) for scripts
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print one spooled message with its history
+    Show {
+        /// The spool id (from `queue list`)
+        id: i64,
+    },
+    /// Retry now, ignoring the backoff: all due-or-not entries, or the ids
+    /// given
+    Flush {
+        /// Spool ids; all entries when none are given
+        ids: Vec<i64>,
+    },
+    /// Drop entries from the spool (asks on a terminal unless --yes)
+    Delete {
+        /// Spool ids
+        #[arg(required = true)]
+        ids: Vec<i64>,
+        /// Do not ask
+        #[arg(long, short = 'y')]
+        yes: bool,
+    },
 }
 
 /// `mailretr config ...`.
@@ -170,8 +240,55 @@ another mailretr holds the lock for that account
 .B 10
 a delivery failed and could not be spooled
 .TP
+.B 13
+mail was retrieved, but \fBfetch_limit\fR or \fBmax_bytes_per_run\fR stopped the run with more left on the server (run again). Any real failure of another account outranks it; another account's plain retrieval (0) wins over it, as in fetchmail
+.TP
 .B 23
 internal error
+.SH LOGGING
+Messages go to stderr. A run where nothing went wrong prints nothing (unless \fB\-v\fR), so cron mails only failures. Every failure is one line naming the account: \fBmailretr: account NAME: ...\fR. With \fB\-\-log\-format json\fR each line is instead a JSON object with \fBtime\fR (RFC 3339, UTC), \fBlevel\fR (error, warn, info, debug, trace), \fBmessage\fR and, when the line concerns one account, \fBaccount\fR.
+.PP
+\fB\-vv\fR adds the protocol transcript: client (\fBC:\fR) and server (\fBS:\fR) lines, with passwords, \fBAUTH\fR/\fBAUTHENTICATE\fR payloads and OAuth tokens shown as \fB<redacted>\fR, and message bodies as their first line and size. An account's \fBtranscript\fR key writes the same to a file. No secret appears in any error message or log line.
+.PP
+On a terminal (not on a pipe, not under cron, not with \fB\-q\fR, \fB\-vv\fR or JSON logs), a download that takes a while shows a progress bar per account: messages, bytes, rate and ETA.
+.SH "STATUS JSON"
+\fBmailretr status \-\-json\fR prints one object. The shape is stable: while \fBversion\fR is 1, keys may be added but none is removed or changes meaning.
+.PP
+.EX
+{
+  "version": 1,
+  "accounts": [
+    {
+      "name": "isp",             // account name
+      "configured": true,        // false: only in the run log
+      "last_run": {              // null if never run
+        "started_at": "2026\-11\-24T06:00:01Z",
+        "started_at_unix": 1795500001,
+        "duration_ms": 1234,
+        "exit_code": 0,          // as under EXIT STATUS
+        "outcome": "retrieved",  // retrieved | no_mail | limit_reached
+                                 // | partial | failed
+        "messages": 3,           // delivered in that run
+        "bytes": 48213,
+        "error": null            // the error text, if it failed
+      },
+      "spooled": 0,              // messages in the retry spool
+      "last_error": {            // null if no kept run failed
+        "at": "2026\-11\-23T18:00:02Z",
+        "at_unix": 1795456802,
+        "exit_code": 2,
+        "message": "connecting to pop.isp.example:995: ..."
+      },
+      "recent": {                // over the runs the log keeps
+        "runs": 100, "messages": 310, "bytes": 9120331,
+        "failures": 1
+      }
+    }
+  ]
+}
+.EE
+.PP
+(The comments are not part of the output.) \fBpartial\fR means an error ended a run after some messages were delivered. The run log keeps the last 100 runs per account.
 .SH FILES
 .TP
 .I $XDG_CONFIG_HOME/mailretr/config.toml
@@ -203,5 +320,11 @@ Check a config file:
 .PP
 .RS
 mailretr \-\-config ./config.toml config check
+.RE
+.PP
+A monitoring check: accounts whose last run failed:
+.PP
+.RS
+mailretr status \-\-json | jq \-r '.accounts[] | select(.last_run.outcome == "failed") | .name'
 .RE
 "#;

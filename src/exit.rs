@@ -28,6 +28,9 @@ pub enum ExitCode {
     Locked,
     /// A delivery failed and could not be spooled.
     Delivery,
+    /// Mail was retrieved, but `fetch_limit` or `max_bytes_per_run` stopped
+    /// the run with more left on the server (fetchmail's `PS_MAXFETCH`).
+    LimitReached,
     /// A bug or an unexpected local failure.
     Internal,
 }
@@ -46,25 +49,30 @@ impl ExitCode {
             ExitCode::Server => 7,
             ExitCode::Locked => 8,
             ExitCode::Delivery => 10,
+            ExitCode::LimitReached => 13,
             ExitCode::Internal => 23,
         }
     }
 
     /// How serious a failure is, for picking the one to report when no
-    /// account retrieved mail. Higher is worse.
+    /// account retrieved mail. Higher is worse. A reached limit is no
+    /// failure (mail was delivered, more waits for the next run), so any
+    /// real failure of another account outranks it; as in fetchmail, it
+    /// does not count as a retrieval either, so it outranks only "no mail".
     fn severity(self) -> u8 {
         match self {
             ExitCode::Retrieved => 0,
             ExitCode::NoMail => 1,
-            ExitCode::Locked => 2,
-            ExitCode::Server => 3,
-            ExitCode::Network => 4,
-            ExitCode::Protocol => 5,
-            ExitCode::Auth => 6,
-            ExitCode::Delivery => 7,
-            ExitCode::Config => 8,
-            ExitCode::UnsafePermissions => 9,
-            ExitCode::Internal => 10,
+            ExitCode::LimitReached => 2,
+            ExitCode::Locked => 3,
+            ExitCode::Server => 4,
+            ExitCode::Network => 5,
+            ExitCode::Protocol => 6,
+            ExitCode::Auth => 7,
+            ExitCode::Delivery => 8,
+            ExitCode::Config => 9,
+            ExitCode::UnsafePermissions => 10,
+            ExitCode::Internal => 11,
         }
     }
 
@@ -103,5 +111,13 @@ mod tests {
         assert_eq!(Auth.merge(Network), Auth);
         assert_eq!(NoMail.merge(NoMail), NoMail);
         assert_eq!(Locked.merge(NoMail), Locked);
+    }
+
+    #[test]
+    fn a_reached_limit_outranks_only_no_mail() {
+        assert_eq!(NoMail.merge(LimitReached), LimitReached);
+        assert_eq!(LimitReached.merge(Network), Network);
+        assert_eq!(LimitReached.merge(Retrieved), Retrieved);
+        assert_eq!(LimitReached.code(), 13);
     }
 }

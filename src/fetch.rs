@@ -11,20 +11,26 @@
 //! A failure at any step leaves the message on the server, and nothing
 //! already delivered is fetched again.
 
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::thread;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
+use crate::audit::{self, AuditLog};
 use crate::config::{Account, Config, Protocol};
-use crate::destination::{self, Destination};
+use crate::destination::{self, DeliveryReport, Destination};
 use crate::error::{Error, Result};
 use crate::exit::ExitCode;
 use crate::lock::AccountLock;
 use crate::message::{self, Envelope, TraceInfo};
+use crate::progress::AccountProgress;
+use crate::retry;
 use crate::secret;
 use crate::source::{self, Source};
+use crate::spool::NewSpoolEntry;
 use crate::state::{RunRecord, State};
+use crate::transcript;
 
 /// Command-line choices that override or extend the config for one run.
 #[derive(Debug, Clone, Default)]
@@ -58,6 +64,14 @@ pub struct AccountReport {
     pub error: Option<Error>,
     /// Things worth telling the user that did not stop the run.
     pub warnings: Vec<String>,
+    /// New messages left on the server because `fetch_limit` or
+    /// `max_bytes_per_run` ended the run (exit 13).
+    pub left_by_limit: u64,
+    /// Messages put in the retry spool this run (a destination failed for
+    /// now; the message is not downloaded again).
+    pub spooled: u64,
+    /// What retrying the spool did before new mail was fetched.
+    pub flushed: crate::spool::FlushReport,
 }
 
 /// Fetches every account in `accounts`, `jobs` at a time. `on_done` is
@@ -79,6 +93,10 @@ pub fn run(
     thread::scope(|scope| {
         for _ in 0..jobs {
             scope.spawn(|| loop {
+                // After SIGINT/SIGTERM no new account is started.
+                if crate::signal::stop_requested() {
+                    break;
+                }
                 let i = next.fetch_add(1, Ordering::Relaxed);
                 let Some(account) = accounts.get(i) else {
                     break;
@@ -122,15 +140,28 @@ pub fn fetch_account(config: &Config, account: &Account, options: &FetchOptions)
         waiting: 0,
         error: None,
         warnings: Vec::new(),
+        left_by_limit: 0,
+        spooled: 0,
+        flushed: Default::default(),
     };
     let lock = AccountLock::acquire(&config.general.state_dir, &account.name);
     let result = lock.and_then(|_lock| {
         let mut state = State::open(&config.general.state_dir)?;
-        let result = fetch_locked(config, account, options, &mut state, &mut report);
+        let result = open_logs(config, account).and_then(|(audit, _transcript)| {
+            fetch_locked(
+                config,
+                account,
+                options,
+                &mut state,
+                &mut report,
+                audit.as_ref(),
+            )
+        });
         if !options.check {
             let error = result.as_ref().err().map(|e| e.to_string());
             let code = match &result {
                 Err(e) => e.exit_code(),
+                Ok(()) if report.left_by_limit > 0 => ExitCode::LimitReached,
                 Ok(()) if report.messages > 0 => ExitCode::Retrieved,
                 Ok(()) => ExitCode::NoMail,
             };
@@ -154,11 +185,59 @@ pub fn fetch_account(config: &Config, account: &Account, options: &FetchOptions)
     report.code = match &result {
         Err(e) => e.exit_code(),
         Ok(()) if options.check && report.waiting > 0 => ExitCode::Retrieved,
+        Ok(()) if !options.check && report.left_by_limit > 0 => ExitCode::LimitReached,
         Ok(()) if !options.check && report.messages > 0 => ExitCode::Retrieved,
         Ok(()) => ExitCode::NoMail,
     };
     report.error = result.err();
     report
+}
+
+/// Opens the audit log and starts the account's transcript file, if the
+/// config asks for them. The transcript is recorded while the returned
+/// registration lives.
+fn open_logs(
+    config: &Config,
+    account: &Account,
+) -> Result<(Option<AuditLog>, Option<transcript::Registration>)> {
+    let audit = config
+        .general
+        .audit_log
+        .as_deref()
+        .map(AuditLog::open)
+        .transpose()?;
+    let transcript = account
+        .transcript
+        .as_deref()
+        .map(|path| transcript::record_to(&account.name, path))
+        .transpose()?;
+    Ok((audit, transcript))
+}
+
+/// Cuts the run's list of messages to `fetch_limit` messages and
+/// `max_bytes_per_run` bytes, noting in the report how many wait for the
+/// next run. A message is started while less than `max_bytes_per_run`
+/// has been fetched, so every run makes progress even when one message
+/// is larger than the limit.
+fn apply_limits(
+    account: &Account,
+    mut wanted: Vec<source::RemoteMessage>,
+    report: &mut AccountReport,
+) -> Vec<source::RemoteMessage> {
+    let mut bytes = 0u64;
+    let mut taken = 0usize;
+    for message in &wanted {
+        let count_reached = account.fetch_limit.is_some_and(|n| taken as u64 >= n);
+        let bytes_reached = account.max_bytes_per_run.is_some_and(|max| bytes >= max);
+        if count_reached || bytes_reached {
+            break;
+        }
+        bytes += message.size;
+        taken += 1;
+    }
+    report.left_by_limit = (wanted.len() - taken) as u64;
+    wanted.truncate(taken);
+    wanted
 }
 
 /// Opens the account's source: the protocol's client, connected, secured
@@ -185,6 +264,7 @@ fn fetch_locked(
     options: &FetchOptions,
     state: &mut State,
     report: &mut AccountReport,
+    audit: Option<&AuditLog>,
 ) -> Result<()> {
     let keep = options.keep || account.keep;
     let fetch_all = options.fetch_all || account.fetch_all;
@@ -194,6 +274,15 @@ fn fetch_locked(
         .iter()
         .map(|name| destination::open(name, &config.destinations[name], &config.general.hostname))
         .collect::<Result<_>>()?;
+
+    // The spool first: what was downloaded before is retried from here,
+    // never fetched again.
+    if !options.check {
+        report.flushed = retry::flush_account(config, &account.name, state, None, retry::now())?;
+        report
+            .warnings
+            .extend(report.flushed.errors.iter().cloned());
+    }
 
     let mut source = connect(account, keep)?;
     let scans = source.scan(&mut state.seen_index(&account.name), fetch_all)?;
@@ -220,8 +309,22 @@ fn fetch_locked(
                         message.folder,
                         message.size
                     ));
+                    if let Some(audit) = audit {
+                        audit.record(&audit::Entry {
+                            account: &account.name,
+                            folder: &message.folder,
+                            uid: message.uid.as_deref(),
+                            size: message.size,
+                            message_id: None,
+                            destinations: &[],
+                            outcome: audit::Outcome::Skipped,
+                            detail: Some(&format!("over max_size {max}")),
+                        })?;
+                    }
                 }
             }
+            // Refused for good on an earlier run and left on the server.
+            _ if !fetch_all && state.is_refused(&account.name, message)? => {}
             _ => wanted.push(message.clone()),
         }
     }
@@ -237,20 +340,196 @@ fn fetch_locked(
         }
     }
 
+    let wanted = apply_limits(account, wanted, report);
+    let mut progress = AccountProgress::start(
+        &account.name,
+        wanted.len() as u64,
+        wanted.iter().map(|m| m.size).sum(),
+    );
+
     let trace_host = account.server.host.clone();
     let protocol = source.protocol_name().to_string();
-    source.retrieve(wanted)?;
+    // 0. Headers first, when every destination checks the envelope
+    //    (SMTP, LMTP): fetch only headers now; each body is downloaded
+    //    below only once a destination has accepted a recipient.
+    let headers_first =
+        !destinations.is_empty() && destinations.iter().all(|d| d.checks_envelope());
+    let mut headers: HashMap<(String, u32), Vec<u8>> = HashMap::new();
+    let mut queue: VecDeque<source::RemoteMessage> = VecDeque::new();
+    let headers_first = headers_first
+        && match source.fetch_headers(&wanted)? {
+            Some(fetched) => {
+                headers.extend(
+                    fetched
+                        .into_iter()
+                        .map(|(m, h)| ((m.folder.clone(), m.number), h)),
+                );
+                queue.extend(wanted.iter().cloned());
+                true
+            }
+            None => false,
+        };
+    // Delivery intents: the names file destinations will use, committed
+    // before anything is written, so a run after a crash recognises what
+    // was already delivered instead of delivering it twice.
+    let mut plans = HashMap::new();
+    if !headers_first {
+        plans = plan_deliveries(account, state, &mut destinations, &wanted)?;
+        source.retrieve(wanted)?;
+    }
+    let policy = retry::policy(config);
+    let mut bytes_saved = 0u64;
+    let mut deferred: Option<Error> = None;
+    // A message some destination refused for good, left on the server:
+    // the run goes on, and ends with this error (exit 10) so cron says so.
+    let mut refused: Option<Error> = None;
     let delivered = (|| -> Result<()> {
-        while let Some((remote, bytes)) = source.next_message()? {
-            // 1. Downloaded. Build what the destinations need.
-            let envelope = Envelope {
-                sender: message::return_path(&bytes),
-                recipients: vec![account.user.clone()],
-                account: account.name.clone(),
-                folder: remote.folder.clone(),
+        // A stop (SIGINT/SIGTERM) is honoured between messages: the one in
+        // hand is delivered and committed, then the session ends politely.
+        while !crate::signal::stop_requested() {
+            // 0. Headers first: route on the headers and open the
+            //    transactions (MAIL FROM with SIZE, RCPT TO) before the
+            //    body is downloaded; a refusal costs only the headers.
+            let mut opened = None;
+            if headers_first {
+                let Some(next) = queue.pop_front() else {
+                    break;
+                };
+                if let Some(header) = headers.remove(&(next.folder.clone(), next.number)) {
+                    let envelope = match addressing(config, account, &next.folder, &header) {
+                        Addressing::Deliver(e) => e,
+                        other => {
+                            let (seen, warning) = other.explain(&next);
+                            report.warnings.push(warning);
+                            if seen {
+                                state.mark_seen(&account.name, &next, None, None)?;
+                                source.delivered(&next)?;
+                                if !keep {
+                                    source.delete(&next)?;
+                                }
+                            }
+                            continue;
+                        }
+                    };
+                    let size = next.size + RECEIVED_ALLOWANCE;
+                    let begun: Vec<Result<DeliveryReport>> = destinations
+                        .iter_mut()
+                        .map(|d| d.begin(&envelope, size))
+                        .collect();
+                    if !begun
+                        .iter()
+                        .any(|r| r.as_ref().is_ok_and(|r| !r.accepted.is_empty()))
+                    {
+                        for d in destinations.iter_mut() {
+                            d.abandon();
+                        }
+                        bytes_saved += next.size;
+                        let named = account.deliver_to.iter().cloned().zip(begun).collect();
+                        let why = match judge(named) {
+                            Verdict::Transient(e) => {
+                                report.warnings.push(format!(
+                                    "message {} in {} deferred before download (left for the next run): {e}",
+                                    next.uid.as_deref().unwrap_or("?"),
+                                    next.folder
+                                ));
+                                deferred.get_or_insert(e);
+                                continue;
+                            }
+                            Verdict::Permanent(why) => why,
+                            Verdict::Delivered => "no recipients".to_string(),
+                        };
+                        let outcome = refused_before_download(
+                            config,
+                            account,
+                            &envelope,
+                            &header,
+                            &why,
+                            &destinations,
+                        );
+                        report.warnings.push(format!(
+                            "message {} in {} refused before download ({} bytes saved): {why}; {}",
+                            next.uid.as_deref().unwrap_or("?"),
+                            next.folder,
+                            next.size,
+                            outcome.describe()
+                        ));
+                        if let Some(audit) = audit {
+                            audit.record(&audit::Entry {
+                                account: &account.name,
+                                folder: &next.folder,
+                                uid: next.uid.as_deref(),
+                                size: next.size,
+                                message_id: message::header_value(&header, "Message-ID").as_deref(),
+                                destinations: &account.deliver_to,
+                                outcome: match outcome {
+                                    Refused::Bounced => audit::Outcome::Bounced,
+                                    _ => audit::Outcome::Refused,
+                                },
+                                detail: Some(&why),
+                            })?;
+                        }
+                        if !outcome.removes() {
+                            refused.get_or_insert(Error::Delivery {
+                                destination: account.deliver_to.join(", "),
+                                message: why.clone(),
+                                transient: false,
+                            });
+                        }
+                        if outcome.removes() {
+                            state.mark_seen(
+                                &account.name,
+                                &next,
+                                message::header_value(&header, "Message-ID").as_deref(),
+                                Some(&message::header_hash(&header)),
+                            )?;
+                            source.delivered(&next)?;
+                            if !keep {
+                                source.delete(&next)?;
+                            }
+                        }
+                        continue;
+                    }
+                    opened = Some((envelope, begun));
+                }
+                source.retrieve(vec![next])?;
+            }
+            // 1. Download.
+            let Some((remote, bytes)) = source.next_message()? else {
+                if opened.is_some() {
+                    // Gone from the server between its header and body.
+                    for d in destinations.iter_mut() {
+                        d.abandon();
+                    }
+                    continue;
+                }
+                break;
             };
+            crate::fault::point("downloaded");
             let message_id = message::header_value(&bytes, "Message-ID");
             let header_hash = message::header_hash(&bytes);
+            let (envelope, begun) = match opened {
+                Some((envelope, begun)) => (envelope, Some(begun)),
+                None => match addressing(config, account, &remote.folder, &bytes) {
+                    Addressing::Deliver(e) => (e, None),
+                    other => {
+                        let (seen, warning) = other.explain(&remote);
+                        report.warnings.push(warning);
+                        if seen {
+                            state.mark_seen(
+                                &account.name,
+                                &remote,
+                                message_id.as_deref(),
+                                Some(&header_hash),
+                            )?;
+                            source.delivered(&remote)?;
+                            if !keep {
+                                source.delete(&remote)?;
+                            }
+                        }
+                        continue;
+                    }
+                },
+            };
             let bytes = if account.add_received {
                 let trace = TraceInfo {
                     server: &trace_host,
@@ -263,30 +542,163 @@ fn fetch_locked(
             } else {
                 bytes
             };
-            // 2. Deliver to every destination, durably.
-            for destination in destinations.iter_mut() {
-                destination.deliver(&envelope, &bytes)?;
+            // 2. Deliver to every destination (fan-out), durably; each
+            //    result is kept per destination.
+            let owed_to: Vec<Vec<String>> = destinations
+                .iter()
+                .map(|d| d.recipients(&envelope))
+                .collect();
+            let plan = remote
+                .uid
+                .as_ref()
+                .and_then(|uid| plans.remove(&(remote.folder.clone(), uid.clone())));
+            let results = deliver_all(&mut destinations, &envelope, &bytes, begun, plan);
+            crate::fault::point("delivered");
+            let owed = Owed::sort_out(
+                account.deliver_to.iter().cloned().zip(results).collect(),
+                owed_to,
+            );
+            let spooled: Vec<NewSpoolEntry> = owed
+                .later
+                .iter()
+                .map(|(destination, recipients, error)| NewSpoolEntry {
+                    destination,
+                    sender: envelope.sender.as_deref(),
+                    recipients,
+                    message: &bytes,
+                    error,
+                })
+                .collect();
+            let now = retry::now();
+            if let Some(why) = owed.never() {
+                // Refused for good somewhere: `on_refused` decides.
+                let outcome = refused_before_download(
+                    config,
+                    account,
+                    &envelope,
+                    &bytes,
+                    &why,
+                    &destinations,
+                );
+                if !outcome.removes() {
+                    // 3'. Kept on the server, recorded so it is never
+                    //     downloaded again; what others owe is spooled.
+                    state
+                        .commit_refused(
+                            &account.name,
+                            &remote,
+                            message_id.as_deref(),
+                            &why,
+                            &spooled,
+                            now,
+                            &policy,
+                        )
+                        .map_err(|e| cannot_spool(&spooled, e))?;
+                    report.spooled += spooled.len() as u64;
+                    refused.get_or_insert(Error::Delivery {
+                        destination: account.deliver_to.join(", "),
+                        message: why.clone(),
+                        transient: false,
+                    });
+                    report.warnings.push(format!(
+                        "message {} in {} was refused: {why}; {}",
+                        remote.uid.as_deref().unwrap_or("?"),
+                        remote.folder,
+                        outcome.describe()
+                    ));
+                    if let Some(audit) = audit {
+                        audit.record(&audit::Entry {
+                            account: &account.name,
+                            folder: &remote.folder,
+                            uid: remote.uid.as_deref(),
+                            size: remote.size,
+                            message_id: message_id.as_deref(),
+                            destinations: &account.deliver_to,
+                            outcome: audit::Outcome::Refused,
+                            detail: Some(&why),
+                        })?;
+                    }
+                    continue;
+                }
+                report.warnings.push(format!(
+                    "message {} in {} was refused: {why}; {}",
+                    remote.uid.as_deref().unwrap_or("?"),
+                    remote.folder,
+                    outcome.describe()
+                ));
             }
-            // 3. Mark seen: the commit that makes deletion safe.
-            state.mark_seen(
-                &account.name,
-                &remote,
-                message_id.as_deref(),
-                Some(&header_hash),
-            )?;
+            // 3. Mark seen, and spool what a destination owes for now, in
+            //    one transaction: the commit that makes deletion safe.
+            state
+                .commit_delivery(
+                    &account.name,
+                    &remote,
+                    message_id.as_deref(),
+                    Some(&header_hash),
+                    &spooled,
+                    now,
+                    &policy,
+                )
+                .map_err(|e| cannot_spool(&spooled, e))?;
+            crate::fault::point("committed");
+            for (destination, _, error) in &owed.later {
+                report.warnings.push(format!(
+                    "message {} in {} spooled for {destination} (will be retried, not fetched again): {error}",
+                    remote.uid.as_deref().unwrap_or("?"),
+                    remote.folder
+                ));
+            }
             report.messages += 1;
             report.bytes += bytes.len() as u64;
+            report.spooled += spooled.len() as u64;
+            progress.message_done(remote.size);
+            if let Some(audit) = audit {
+                let detail = owed
+                    .later
+                    .iter()
+                    .map(|(d, _, e)| format!("{d}: {e}"))
+                    .collect::<Vec<_>>()
+                    .join("; ");
+                audit.record(&audit::Entry {
+                    account: &account.name,
+                    folder: &remote.folder,
+                    uid: remote.uid.as_deref(),
+                    size: remote.size,
+                    message_id: message_id.as_deref(),
+                    destinations: &account.deliver_to,
+                    outcome: if spooled.is_empty() {
+                        audit::Outcome::Delivered
+                    } else {
+                        audit::Outcome::Spooled
+                    },
+                    detail: (!detail.is_empty()).then_some(detail.as_str()),
+                })?;
+            }
             source.delivered(&remote)?;
             // 4. Only now may the server copy go.
             if !keep {
                 source.delete(&remote)?;
+                crate::fault::point("delete-queued");
             }
         }
-        Ok(())
+        match deferred.take().or(refused.take()) {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
     })();
     // Always end the session: deletions asked for so far take effect even
     // when a later message failed.
+    crate::fault::point("finish");
     let finished = source.finish();
+    for d in destinations.iter_mut() {
+        d.close();
+    }
+    if bytes_saved > 0 {
+        log::info!(
+            "{}: headers first saved {bytes_saved} bytes of downloads",
+            account.name
+        );
+    }
     delivered?;
     finished?;
 
@@ -305,4 +717,409 @@ fn fetch_locked(
         }
     }
     Ok(())
+}
+
+/// Room for the `Received:` header added after download, in the size
+/// announced to SMTP/LMTP before the body is known (headers first).
+const RECEIVED_ALLOWANCE: u64 = 512;
+
+/// Whom a message is for, as the account's routing decides.
+enum Addressing {
+    /// Deliver with this envelope.
+    Deliver(Envelope),
+    /// Every recipient already had it (a `Delivered-To:` names them): a
+    /// mail loop. Not delivered again.
+    Loop(Vec<String>),
+    /// Multidrop found no local recipient and `[general] postmaster` is
+    /// not set.
+    Nobody(String),
+}
+
+impl Addressing {
+    /// Whether the message is done with (marked seen, deleted unless
+    /// kept), and the warning to report.
+    fn explain(&self, m: &source::RemoteMessage) -> (bool, String) {
+        let id = format!(
+            "message {} in {}",
+            m.uid.as_deref().unwrap_or("?"),
+            m.folder
+        );
+        match self {
+            Addressing::Deliver(_) => (false, String::new()),
+            Addressing::Loop(r) => (
+                true,
+                format!(
+                    "{id}: mail loop, Delivered-To already names {}; not delivered again",
+                    r.join(", ")
+                ),
+            ),
+            Addressing::Nobody(why) => (false, format!("{id}: {why}; left on the server")),
+        }
+    }
+}
+
+/// Builds the envelope from a message's header block: the sender from
+/// `Return-Path` (destinations fall back to their `sender`), the
+/// recipients from multidrop routing or, single-drop, the account's user.
+fn addressing(config: &Config, account: &Account, folder: &str, headers: &[u8]) -> Addressing {
+    let recipients = match &account.multidrop {
+        None => vec![account.user.clone()],
+        Some(multidrop) => {
+            let routing = crate::route::route(headers, multidrop);
+            if routing.recipients.is_empty() && !routing.looped.is_empty() {
+                return Addressing::Loop(routing.looped);
+            }
+            if !routing.looped.is_empty() {
+                log::warn!(
+                    "{}: mail loop: Delivered-To already names {}; not delivered to them again",
+                    account.name,
+                    routing.looped.join(", ")
+                );
+            }
+            if routing.recipients.is_empty() {
+                match &config.general.postmaster {
+                    Some(p) => vec![p.clone()],
+                    None => {
+                        return Addressing::Nobody(format!(
+                            "no recipient in {} ({})",
+                            multidrop.local_domains.join(", "),
+                            routing
+                                .found_in
+                                .map_or("no envelope header".to_string(), |h| format!(
+                                    "read from {h}"
+                                ))
+                        ))
+                    }
+                }
+            } else {
+                routing.recipients
+            }
+        }
+    };
+    Addressing::Deliver(Envelope {
+        sender: message::return_path(headers),
+        recipients,
+        account: account.name.clone(),
+        folder: folder.to_string(),
+    })
+}
+
+/// Hands the message to every destination. With headers first, `begun`
+/// holds each destination's answer to the envelope: those that accepted
+/// someone get the body (`finish`), the others keep that answer.
+fn deliver_all(
+    destinations: &mut [Box<dyn Destination>],
+    envelope: &Envelope,
+    bytes: &[u8],
+    begun: Option<Vec<Result<DeliveryReport>>>,
+    plan: Option<Vec<Option<Planned>>>,
+) -> Vec<Result<DeliveryReport>> {
+    let Some(begun) = begun else {
+        let plan = plan.unwrap_or_default();
+        return destinations
+            .iter_mut()
+            .enumerate()
+            .map(|(i, d)| {
+                if let Some(Some(planned)) = plan.get(i) {
+                    if planned.earlier && d.has_name(envelope, &planned.name)? {
+                        // Written by a run that was killed before its commit.
+                        log::info!(
+                            "{}: already delivered before a crash ({})",
+                            d.name(),
+                            planned.name
+                        );
+                        return Ok(DeliveryReport::all(&d.recipients(envelope)));
+                    }
+                    d.use_name(&planned.name);
+                }
+                d.deliver(envelope, bytes)
+            })
+            .collect();
+    };
+    destinations
+        .iter_mut()
+        .zip(begun)
+        .map(|(d, began)| match began {
+            Ok(mut report) if !report.accepted.is_empty() => {
+                let done = d.finish(envelope, bytes)?;
+                report.accepted = done.accepted;
+                report.refused.extend(done.refused);
+                Ok(report)
+            }
+            other => {
+                d.abandon();
+                other
+            }
+        })
+        .collect()
+}
+
+/// Delivery intents by (folder, uid), one slot per destination.
+type Plans = HashMap<(String, String), Vec<Option<Planned>>>;
+
+/// A delivery intent for one message at one destination.
+struct Planned {
+    /// The base file name the destination will use.
+    name: String,
+    /// Whether an earlier run recorded it (and may have written the file).
+    earlier: bool,
+}
+
+/// Commits delivery intents for every message about to be fetched, at
+/// every destination that can recognise its own earlier deliveries (one
+/// transaction for the whole batch), and returns them by (folder, uid).
+fn plan_deliveries(
+    account: &Account,
+    state: &mut State,
+    destinations: &mut [Box<dyn Destination>],
+    wanted: &[source::RemoteMessage],
+) -> Result<Plans> {
+    let mut plans = HashMap::new();
+    let mut intents = Vec::new();
+    for message in wanted {
+        let Some(uid) = &message.uid else { continue };
+        let uidvalidity = message.uidvalidity.unwrap_or(0);
+        let mut per_destination = Vec::new();
+        for (d, dest_name) in destinations.iter_mut().zip(&account.deliver_to) {
+            let Some(fresh) = d.plan_name() else {
+                per_destination.push(None);
+                continue;
+            };
+            match state.intent(&account.name, &message.folder, uidvalidity, uid, dest_name)? {
+                Some(name) => per_destination.push(Some(Planned {
+                    name,
+                    earlier: true,
+                })),
+                None => {
+                    intents.push(crate::spool::Intent {
+                        folder: message.folder.clone(),
+                        uidvalidity,
+                        uid: uid.clone(),
+                        destination: dest_name.clone(),
+                        name: fresh.clone(),
+                    });
+                    per_destination.push(Some(Planned {
+                        name: fresh,
+                        earlier: false,
+                    }));
+                }
+            }
+        }
+        if per_destination.iter().any(Option::is_some) {
+            plans.insert((message.folder.clone(), uid.clone()), per_destination);
+        }
+    }
+    state.record_intents(&account.name, &intents, retry::now())?;
+    Ok(plans)
+}
+
+/// What fan-out left owing for one message.
+struct Owed {
+    /// (destination, recipients, error) that failed for now: spooled.
+    later: Vec<(String, Vec<String>, String)>,
+    /// Refusals for good, as text.
+    never: Vec<String>,
+}
+
+impl Owed {
+    /// Sorts per-destination results; `owed_to` is each destination's
+    /// recipients for the message (all of them are owed when it failed
+    /// as a whole).
+    fn sort_out(results: Vec<(String, Result<DeliveryReport>)>, owed_to: Vec<Vec<String>>) -> Owed {
+        let mut owed = Owed {
+            later: Vec::new(),
+            never: Vec::new(),
+        };
+        for ((name, result), recipients) in results.into_iter().zip(owed_to) {
+            match result {
+                Ok(report) => {
+                    let mut later = Vec::new();
+                    let mut errors = Vec::new();
+                    for r in report.refused {
+                        if r.error.is_transient() {
+                            errors.push(format!("<{}>: {}", r.recipient, r.error));
+                            later.push(r.recipient);
+                        } else {
+                            owed.never
+                                .push(format!("{name}: <{}>: {}", r.recipient, r.error));
+                        }
+                    }
+                    if !later.is_empty() {
+                        owed.later.push((name, later, errors.join("; ")));
+                    }
+                }
+                Err(e) if e.is_transient() => owed.later.push((name, recipients, e.to_string())),
+                Err(e) => owed.never.push(e.to_string()),
+            }
+        }
+        owed
+    }
+
+    /// The refusals for good, if any, as one line.
+    fn never(&self) -> Option<String> {
+        (!self.never.is_empty()).then(|| self.never.join("; "))
+    }
+}
+
+/// A failed commit of a message that had to be spooled means the spool
+/// could not take it (SPEC exit 10); other commit failures are what they
+/// are.
+fn cannot_spool(spooled: &[NewSpoolEntry], e: Error) -> Error {
+    if spooled.is_empty() {
+        return e;
+    }
+    Error::Delivery {
+        destination: spooled
+            .iter()
+            .map(|s| s.destination)
+            .collect::<Vec<_>>()
+            .join(", "),
+        message: format!("failed for now and could not be spooled: {e}"),
+        transient: false,
+    }
+}
+
+/// How one message fared across the account's destinations.
+enum Verdict {
+    /// Every destination has it for every recipient.
+    Delivered,
+    /// Some destination failed for now (the first such error).
+    Transient(Error),
+    /// No temporary failure, but some destination refused for good (why).
+    Permanent(String),
+}
+
+/// Sums up per-destination results: one temporary failure anywhere makes
+/// the message temporary (it must be tried again); otherwise any
+/// permanent refusal makes it permanent.
+fn judge(results: Vec<(String, Result<DeliveryReport>)>) -> Verdict {
+    let mut permanent = Vec::new();
+    for (name, result) in results {
+        match result {
+            Err(e) if e.is_transient() => return Verdict::Transient(e),
+            Err(e) => permanent.push(e.to_string()),
+            Ok(report) => {
+                for r in report.refused {
+                    if r.error.is_transient() {
+                        return Verdict::Transient(Error::Delivery {
+                            destination: name,
+                            message: format!("<{}>: {}", r.recipient, r.error),
+                            transient: true,
+                        });
+                    }
+                    permanent.push(format!("<{}>: {}", r.recipient, r.error));
+                }
+            }
+        }
+    }
+    if permanent.is_empty() {
+        Verdict::Delivered
+    } else {
+        Verdict::Permanent(permanent.join("; "))
+    }
+}
+
+/// What became of a message refused before its body was downloaded.
+enum Refused {
+    /// Left on the server (`on_refused = "keep"`, or a bounce that could
+    /// not be sent).
+    Kept(Option<String>),
+    /// To be deleted (`on_refused = "delete"`).
+    Deleted,
+    /// Bounced to its sender, then to be deleted.
+    Bounced,
+}
+
+impl Refused {
+    fn removes(&self) -> bool {
+        !matches!(self, Refused::Kept(_))
+    }
+
+    fn describe(&self) -> String {
+        match self {
+            Refused::Kept(None) => "left on the server".into(),
+            Refused::Kept(Some(why)) => format!("left on the server ({why})"),
+            Refused::Deleted => "deleted (on_refused = \"delete\")".into(),
+            Refused::Bounced => "bounced to the sender and deleted".into(),
+        }
+    }
+}
+
+/// Applies the account's `on_refused` to a message every destination
+/// refused for good at MAIL FROM or RCPT TO. A bounce (the headers only,
+/// as a DSN) goes out through the account's first SMTP destination, to
+/// the envelope sender, with the null sender; a message with the null
+/// sender is never bounced.
+fn refused_before_download(
+    config: &Config,
+    account: &Account,
+    envelope: &Envelope,
+    headers: &[u8],
+    why: &str,
+    destinations: &[Box<dyn Destination>],
+) -> Refused {
+    match account.on_refused {
+        crate::config::OnRefused::Keep => Refused::Kept(None),
+        crate::config::OnRefused::Delete => Refused::Deleted,
+        crate::config::OnRefused::Bounce => {
+            let to = match envelope.sender.as_deref() {
+                Some(s) if !s.is_empty() => s.to_string(),
+                _ => return Refused::Kept(Some("no sender to bounce to".into())),
+            };
+            let smtp = account
+                .deliver_to
+                .iter()
+                .zip(destinations)
+                .find_map(|(name, _)| match &config.destinations[name] {
+                    crate::config::DestinationConfig::Smtp(c) => Some((name, c.clone())),
+                    _ => None,
+                });
+            let Some((name, mut smtp)) = smtp else {
+                return Refused::Kept(Some("no smtp destination to send a bounce through".into()));
+            };
+            smtp.recipient = None;
+            let hostname = &config.general.hostname;
+            let from = config
+                .general
+                .bounce_from
+                .clone()
+                .unwrap_or_else(|| format!("MAILER-DAEMON@{hostname}"));
+            let reason = crate::spool::GiveUp::Refused(why.to_string());
+            let recipients = envelope.recipients.clone();
+            let dsn = crate::bounce::build(
+                &crate::bounce::Bounce {
+                    hostname,
+                    from: &from,
+                    to: &to,
+                    account: &account.name,
+                    destination: name,
+                    recipients: &recipients,
+                    reason: &reason,
+                    arrived: chrono::Local::now().timestamp(),
+                    original: headers,
+                },
+                chrono::Local::now(),
+            );
+            let mut sender = destination::smtp::Smtp::new(name, smtp, hostname);
+            let bounce_envelope = Envelope {
+                sender: Some(String::new()),
+                recipients: vec![to],
+                account: account.name.clone(),
+                folder: envelope.folder.clone(),
+            };
+            let sent = sender.deliver(&bounce_envelope, &dsn);
+            sender.close();
+            match sent {
+                Ok(r) if r.is_complete() => Refused::Bounced,
+                Ok(r) => Refused::Kept(Some(format!(
+                    "the bounce was refused: {}",
+                    r.refused
+                        .first()
+                        .map(|f| f.error.to_string())
+                        .unwrap_or_default()
+                ))),
+                Err(e) => Refused::Kept(Some(format!("the bounce could not be sent: {e}"))),
+            }
+        }
+    }
 }

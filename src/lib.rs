@@ -6,19 +6,31 @@
 //! IMAP) → `message` and its envelope → `destination` → `state`, tied
 //! together in the durable order by `fetch`.
 
+pub mod audit;
+pub mod bounce;
 pub mod cli;
 pub mod codec;
 pub mod config;
 pub mod destination;
 pub mod error;
 pub mod exit;
+pub mod fault;
 pub mod fetch;
 pub mod lock;
 pub mod message;
 pub mod net;
+pub mod progress;
+pub mod queue;
+pub mod retry;
+pub mod route;
 pub mod secret;
+pub mod signal;
 pub mod source;
+pub mod spool;
 pub mod state;
+pub mod status;
+pub mod transcript;
+pub mod watch;
 
 pub use error::{Error, Result};
 pub use exit::ExitCode;

@@ -4,14 +4,45 @@
 
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
+use std::sync::OnceLock;
 
 use anyhow::Context as _;
 use clap::Parser;
 
-use mailretr::cli::{Cli, Command, ConfigCommand, FetchArgs};
+use mailretr::cli::{Cli, Command, ConfigCommand, FetchArgs, LogFormat, QueueCommand};
 use mailretr::config::{self, Config, Secret};
 use mailretr::fetch::{self, AccountReport, FetchOptions};
 use mailretr::{Error, ExitCode};
+
+/// `--log-format`, set once at start.
+static LOG_FORMAT: OnceLock<LogFormat> = OnceLock::new();
+
+/// Writes one message to stderr as one line (one write, so lines from
+/// parallel accounts never interleave): `mailretr: account NAME: ...`,
+/// or with `--log-format json` an object with `time`, `level`,
+/// `account` (when the message concerns one) and `message`.
+fn stderr_line(level: log::Level, account: Option<&str>, message: &str) {
+    let line = match LOG_FORMAT.get().copied().unwrap_or(LogFormat::Text) {
+        LogFormat::Text => match account {
+            Some(a) => format!("mailretr: account {a}: {message}\n"),
+            None => format!("mailretr: {message}\n"),
+        },
+        LogFormat::Json => {
+            let mut object = serde_json::json!({
+                "time": chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+                "level": level.as_str().to_ascii_lowercase(),
+                "message": message,
+            });
+            if let Some(a) = account {
+                object["account"] = a.into();
+            }
+            format!("{object}\n")
+        }
+    };
+    mailretr::progress::suspend(|| {
+        let _ = std::io::stderr().lock().write_all(line.as_bytes());
+    });
+}
 
 /// Writes log records as single lines on stderr.
 struct StderrLogger {
@@ -24,8 +55,16 @@ impl log::Log for StderrLogger {
     }
     fn log(&self, record: &log::Record) {
         if self.enabled(record.metadata()) {
-            let line = format!("mailretr: {}\n", record.args());
-            let _ = std::io::stderr().lock().write_all(line.as_bytes());
+            let text = record.args().to_string();
+            // The library names the account as `account NAME: ...`.
+            let (account, message) = match text
+                .strip_prefix("account ")
+                .and_then(|rest| rest.split_once(": "))
+            {
+                Some((account, message)) if !account.contains(' ') => (Some(account), message),
+                _ => (None, text.as_str()),
+            };
+            stderr_line(record.level(), account, message);
         }
     }
     fn flush(&self) {}
@@ -33,6 +72,16 @@ impl log::Log for StderrLogger {
 
 fn main() {
     let cli = Cli::parse();
+    let _ = LOG_FORMAT.set(cli.log_format);
+    // Progress bars only for a person watching a terminal: not on a pipe,
+    // not under cron, not mixed into a transcript or JSON lines.
+    if std::io::stderr().is_terminal()
+        && !cli.quiet
+        && cli.verbose < 2
+        && cli.log_format == LogFormat::Text
+    {
+        mailretr::progress::enable();
+    }
     let level = match (cli.quiet, cli.verbose) {
         (true, _) => log::LevelFilter::Error,
         (false, 0) => log::LevelFilter::Warn,
@@ -54,7 +103,7 @@ fn main() {
             let code = e
                 .downcast_ref::<Error>()
                 .map_or(ExitCode::Internal, Error::exit_code);
-            eprintln!("mailretr: {e:#}");
+            stderr_line(log::Level::Error, None, &format!("{e:#}"));
             code
         }
     };
@@ -63,7 +112,33 @@ fn main() {
 
 fn run(cli: &Cli) -> anyhow::Result<ExitCode> {
     match &cli.command {
-        Command::Fetch(args) => fetch_command(cli, args),
+        Command::Fetch(args) => {
+            mailretr::signal::install_stop_handlers()?;
+            fetch_command(cli, args)
+        }
+        Command::Watch(args) => {
+            mailretr::signal::install_stop_handlers()?;
+            mailretr::signal::install_reload_handler()?;
+            let config = load_config(cli)?;
+            let path = config.path.clone().unwrap_or_else(|| config_path(cli));
+            let load = || config::load(&path);
+            mailretr::watch::run(config, &load, &args.accounts)?;
+            // Stopped by SIGINT/SIGTERM, as it should be: success.
+            Ok(ExitCode::Retrieved)
+        }
+        Command::Status { json } => {
+            let config = load_config(cli)?;
+            let state = mailretr::state::State::open(&config.general.state_dir)?;
+            let names: Vec<String> = config.accounts.iter().map(|a| a.name.clone()).collect();
+            let statuses = mailretr::status::collect(&state, &names)?;
+            if *json {
+                println!("{:#}", mailretr::status::to_json(&statuses));
+            } else {
+                print!("{}", mailretr::status::to_text(&statuses));
+            }
+            Ok(ExitCode::Retrieved)
+        }
+        Command::Queue(command) => queue_command(cli, command),
         Command::Config(ConfigCommand::Check) => {
             let config = load_config(cli)?;
             print!("{}", describe(&config));
@@ -76,6 +151,95 @@ fn run(cli: &Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Man => {
             std::io::stdout().write_all(&mailretr::cli::man_page())?;
+            Ok(ExitCode::Retrieved)
+        }
+    }
+}
+
+/// `mailretr queue list|show|flush|delete`.
+fn queue_command(cli: &Cli, command: &QueueCommand) -> anyhow::Result<ExitCode> {
+    use mailretr::{queue, retry};
+    let config = load_config(cli)?;
+    let mut state = mailretr::state::State::open(&config.general.state_dir)?;
+    let now = retry::now();
+    let unknown =
+        |id: i64| Error::Config(format!("no spool entry {id} (see `mailretr queue list`)"));
+    match command {
+        QueueCommand::List { json } => {
+            let entries = state.spool_list(None)?;
+            if *json {
+                print!("{}", queue::list_json(&entries));
+            } else {
+                print!("{}", queue::list_text(&entries, now));
+            }
+            Ok(ExitCode::Retrieved)
+        }
+        QueueCommand::Show { id } => {
+            let entry = state.spool_get(*id)?.ok_or_else(|| unknown(*id))?;
+            let history = state.spool_history(*id)?;
+            std::io::stdout().write_all(&queue::show_text(&entry, &history))?;
+            Ok(ExitCode::Retrieved)
+        }
+        QueueCommand::Flush { ids } => {
+            let entries = state.spool_list(None)?;
+            for id in ids {
+                if !entries.iter().any(|e| e.id == *id) {
+                    return Err(unknown(*id).into());
+                }
+            }
+            let mut accounts: Vec<&str> = entries.iter().map(|e| e.account.as_str()).collect();
+            accounts.sort_unstable();
+            accounts.dedup();
+            let mut code = ExitCode::NoMail;
+            for account in accounts {
+                let only: Vec<i64> = entries
+                    .iter()
+                    .filter(|e| e.account == account && (ids.is_empty() || ids.contains(&e.id)))
+                    .map(|e| e.id)
+                    .collect();
+                if only.is_empty() {
+                    continue;
+                }
+                let _lock =
+                    mailretr::lock::AccountLock::acquire(&config.general.state_dir, account)?;
+                let report = retry::flush_account(&config, account, &mut state, Some(&only), now)?;
+                for e in &report.errors {
+                    stderr_line(log::Level::Error, Some(account), e);
+                }
+                if report.delivered + report.bounced > 0 {
+                    code = ExitCode::Retrieved;
+                }
+                if cli.verbose > 0 || report.deferred > 0 {
+                    println!(
+                        "{account}: {} delivered, {} still failing, {} bounced, {} kept as expired",
+                        report.delivered, report.deferred, report.bounced, report.expired
+                    );
+                }
+            }
+            Ok(code)
+        }
+        QueueCommand::Delete { ids, yes } => {
+            for id in ids {
+                state.spool_get(*id)?.ok_or_else(|| unknown(*id))?;
+            }
+            if !yes {
+                if !std::io::stdin().is_terminal() {
+                    return Err(Error::Config(
+                        "queue delete drops mail for good: confirm on a terminal or pass --yes"
+                            .into(),
+                    )
+                    .into());
+                }
+                eprint!("Delete {} spooled message(s) for good? [y/N] ", ids.len());
+                let mut answer = String::new();
+                std::io::stdin().read_line(&mut answer)?;
+                if !matches!(answer.trim(), "y" | "Y" | "yes") {
+                    return Ok(ExitCode::NoMail);
+                }
+            }
+            for id in ids {
+                state.spool_remove(*id, "deleted by hand (queue delete)", now)?;
+            }
             Ok(ExitCode::Retrieved)
         }
     }
@@ -182,26 +346,30 @@ fn print_report(report: &AccountReport, verbose: bool, check: bool) {
         log::warn!("account {}: {w}", report.account);
     }
     if let Some(e) = &report.error {
-        let mut line = format!("mailretr: account {}: {e}", report.account);
+        let mut line = e.to_string();
         if report.messages > 0 {
             line.push_str(&format!(
                 " (after {} messages were delivered)",
                 report.messages
             ));
         }
-        line.push('\n');
-        let _ = std::io::stderr().lock().write_all(line.as_bytes());
+        stderr_line(log::Level::Error, Some(&report.account), &line);
     } else if check {
         let line = format!("{}: {} new messages\n", report.account, report.waiting);
         let _ = std::io::stdout().lock().write_all(line.as_bytes());
     } else if verbose {
-        let line = format!(
-            "mailretr: account {}: {} messages ({}) retrieved\n",
-            report.account,
+        let mut line = format!(
+            "{} messages ({}) retrieved",
             report.messages,
             bytesize::ByteSize(report.bytes)
         );
-        let _ = std::io::stderr().lock().write_all(line.as_bytes());
+        if report.left_by_limit > 0 {
+            line.push_str(&format!(
+                "; {} more left for the next run by fetch_limit or max_bytes_per_run",
+                report.left_by_limit
+            ));
+        }
+        stderr_line(log::Level::Info, Some(&report.account), &line);
     }
 }
 
@@ -232,6 +400,9 @@ fn describe(config: &Config) -> String {
         config.general.hostname,
         config.general.jobs
     ));
+    if let Some(p) = &config.general.audit_log {
+        out.push_str(&format!("audit log: {}\n", p.display()));
+    }
     for a in &config.accounts {
         let secret = match &a.secret {
             Secret::Literal(_) => "password in config".to_string(),
@@ -263,13 +434,25 @@ fn describe(config: &Config) -> String {
                 .unwrap_or_default(),
             a.deliver_to.join(", ")
         ));
+        if let Some(m) = &a.multidrop {
+            out.push_str(&format!("  {m}; on_refused = {:?}\n", a.on_refused));
+        }
+        let mut limits = Vec::new();
+        if let Some(n) = a.fetch_limit {
+            limits.push(format!("fetch_limit {n}"));
+        }
+        if let Some(n) = a.max_bytes_per_run {
+            limits.push(format!("max_bytes_per_run {}", bytesize::ByteSize(n)));
+        }
+        if let Some(p) = &a.transcript {
+            limits.push(format!("transcript to {}", p.display()));
+        }
+        if !limits.is_empty() {
+            out.push_str(&format!("  {}\n", limits.join(", ")));
+        }
     }
     for (name, d) in &config.destinations {
-        match d {
-            config::DestinationConfig::Maildir { path } => {
-                out.push_str(&format!("destination {name}: maildir {}\n", path.display()))
-            }
-        }
+        out.push_str(&format!("destination {name}: {d}\n"));
     }
     out
 }

@@ -60,6 +60,37 @@ pub fn header_value(message: &[u8], name: &str) -> Option<String> {
     value.map(|v| String::from_utf8_lossy(&v).into_owned())
 }
 
+/// The unfolded values of every header field called `name`
+/// (case-insensitive), top to bottom.
+pub fn header_values(message: &[u8], name: &str) -> Vec<String> {
+    let mut out: Vec<Vec<u8>> = Vec::new();
+    let mut in_field = false;
+    for line in header_block(message).split(|&b| b == b'\n') {
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        if line.first().is_some_and(|b| *b == b' ' || *b == b'\t') {
+            if in_field {
+                let v = out.last_mut().expect("in a field");
+                v.push(b' ');
+                v.extend_from_slice(line.trim_ascii());
+            }
+            continue;
+        }
+        in_field = false;
+        if let Some(colon) = line.iter().position(|&b| b == b':') {
+            if line[..colon]
+                .trim_ascii()
+                .eq_ignore_ascii_case(name.as_bytes())
+            {
+                out.push(line[colon + 1..].trim_ascii().to_vec());
+                in_field = true;
+            }
+        }
+    }
+    out.into_iter()
+        .map(|v| String::from_utf8_lossy(&v).into_owned())
+        .collect()
+}
+
 /// A hash of the header block (hex, 32 digits), with CRLF read as LF:
 /// together with the size it recognises a message again after an IMAP
 /// server renumbered its folder, whether or not it has a `Message-ID`.

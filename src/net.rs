@@ -6,6 +6,7 @@
 use std::fmt::Write as _;
 use std::io::{self, Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use native_tls::{Certificate, TlsConnector};
 use sha2::{Digest, Sha256};
@@ -19,7 +20,7 @@ pub enum Stream {
     /// Plain TCP (before STARTTLS, or `tls = "none"`).
     Plain(TcpStream),
     /// TLS over TCP.
-    Tls(Box<native_tls::TlsStream<TcpStream>>),
+    Tls(Box<TlsConn>),
 }
 
 impl Stream {
@@ -27,13 +28,80 @@ impl Stream {
     pub fn is_tls(&self) -> bool {
         matches!(self, Stream::Tls(_))
     }
+
+    /// A second handle on the same connection. A protocol library that
+    /// owns the `Stream` (the `imap` crate) buffers it where nobody else
+    /// can reach; the handle lets the IMAP source stream bulk message
+    /// data itself, between the library's commands, without that copy.
+    /// Only one side may use the connection at a time.
+    pub fn handle(&self) -> io::Result<StreamHandle> {
+        Ok(match self {
+            Stream::Plain(tcp) => StreamHandle::Plain(tcp.try_clone()?),
+            Stream::Tls(tls) => StreamHandle::Tls(Arc::clone(&tls.tls)),
+        })
+    }
+}
+
+/// A TLS session over TCP that a `StreamHandle` can share.
+#[derive(Debug)]
+pub struct TlsConn {
+    tls: Arc<Mutex<native_tls::TlsStream<TcpStream>>>,
+    /// The socket, for its options (timeouts); never read or written.
+    tcp: TcpStream,
+}
+
+impl TlsConn {
+    /// The underlying socket (to set timeouts on; reading or writing it
+    /// directly would corrupt the TLS session).
+    pub fn get_ref(&self) -> &TcpStream {
+        &self.tcp
+    }
+
+    fn lock(&self) -> MutexGuard<'_, native_tls::TlsStream<TcpStream>> {
+        // A panic while holding the lock leaves the session unusable
+        // anyway; the next read or write reports the error.
+        self.tls.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// A second handle on a `Stream`'s connection (see `Stream::handle`).
+#[derive(Debug)]
+pub enum StreamHandle {
+    /// A clone of the plain socket.
+    Plain(TcpStream),
+    /// The shared TLS session.
+    Tls(Arc<Mutex<native_tls::TlsStream<TcpStream>>>),
+}
+
+impl Read for StreamHandle {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            StreamHandle::Plain(s) => s.read(buf),
+            StreamHandle::Tls(s) => s.lock().unwrap_or_else(|e| e.into_inner()).read(buf),
+        }
+    }
+}
+
+impl Write for StreamHandle {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            StreamHandle::Plain(s) => s.write(buf),
+            StreamHandle::Tls(s) => s.lock().unwrap_or_else(|e| e.into_inner()).write(buf),
+        }
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        match self {
+            StreamHandle::Plain(s) => s.flush(),
+            StreamHandle::Tls(s) => s.lock().unwrap_or_else(|e| e.into_inner()).flush(),
+        }
+    }
 }
 
 impl Read for Stream {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         match self {
             Stream::Plain(s) => s.read(buf),
-            Stream::Tls(s) => s.read(buf),
+            Stream::Tls(s) => s.lock().read(buf),
         }
     }
 }
@@ -42,13 +110,13 @@ impl Write for Stream {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         match self {
             Stream::Plain(s) => s.write(buf),
-            Stream::Tls(s) => s.write(buf),
+            Stream::Tls(s) => s.lock().write(buf),
         }
     }
     fn flush(&mut self) -> io::Result<()> {
         match self {
             Stream::Plain(s) => s.flush(),
-            Stream::Tls(s) => s.flush(),
+            Stream::Tls(s) => s.lock().flush(),
         }
     }
 }
@@ -120,7 +188,14 @@ pub fn tls_handshake(server: &ServerConfig, tcp: TcpStream) -> Result<Stream> {
             )));
         }
     }
-    Ok(Stream::Tls(Box::new(tls)))
+    let tcp = tls
+        .get_ref()
+        .try_clone()
+        .map_err(|e| Error::net(format!("connecting to {}", server.host), e))?;
+    Ok(Stream::Tls(Box::new(TlsConn {
+        tls: Arc::new(Mutex::new(tls)),
+        tcp,
+    })))
 }
 
 /// Formats a SHA-256 digest the way the `fingerprint` key is written.

@@ -62,14 +62,86 @@ const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (account, folder)
      ) WITHOUT ROWID;
      ALTER TABLE seen ADD COLUMN header_hash TEXT;",
+    // 3: the retry spool (see `crate::spool`); delivery intents, which
+    // let a run after a crash recognise a Maildir or directory delivery
+    // that happened before its seen-commit; and messages a destination
+    // refused for good that stay on the server (never downloaded again).
+    "CREATE TABLE spool (
+        id           INTEGER PRIMARY KEY,
+        account      TEXT NOT NULL,
+        folder       TEXT NOT NULL,
+        uid          TEXT,
+        destination  TEXT NOT NULL,
+        sender       TEXT,
+        recipients   TEXT NOT NULL,
+        message_id   TEXT,
+        size         INTEGER NOT NULL,
+        message      BLOB NOT NULL,
+        created_at   INTEGER NOT NULL,
+        attempts     INTEGER NOT NULL DEFAULT 0,
+        next_attempt INTEGER NOT NULL,
+        last_error   TEXT,
+        expired      INTEGER NOT NULL DEFAULT 0
+     );
+     CREATE INDEX spool_due ON spool (account, next_attempt);
+     CREATE TABLE spool_history (
+        spool_id INTEGER NOT NULL,
+        at       INTEGER NOT NULL,
+        event    TEXT NOT NULL
+     );
+     CREATE INDEX spool_history_by_id ON spool_history (spool_id);
+     CREATE TABLE delivery_intents (
+        account     TEXT NOT NULL,
+        folder      TEXT NOT NULL,
+        uidvalidity INTEGER NOT NULL,
+        uid         TEXT NOT NULL,
+        destination TEXT NOT NULL,
+        name        TEXT NOT NULL,
+        created_at  INTEGER NOT NULL,
+        PRIMARY KEY (account, folder, uidvalidity, uid, destination)
+     ) WITHOUT ROWID;
+     CREATE TABLE refused (
+        account     TEXT NOT NULL,
+        folder      TEXT NOT NULL,
+        uidvalidity INTEGER NOT NULL,
+        uid         TEXT NOT NULL,
+        refused_at  INTEGER NOT NULL,
+        reason      TEXT NOT NULL,
+        PRIMARY KEY (account, folder, uidvalidity, uid)
+     ) WITHOUT ROWID;",
 ];
+
+/// Totals over the runs of an account the log keeps.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RunTotals {
+    /// Runs recorded.
+    pub runs: u64,
+    /// Messages delivered in them.
+    pub messages: u64,
+    /// Bytes delivered in them.
+    pub bytes: u64,
+    /// Runs that ended in an error.
+    pub failures: u64,
+}
+
+fn run_from_row(r: &rusqlite::Row) -> rusqlite::Result<RunRecord> {
+    Ok(RunRecord {
+        account: r.get(0)?,
+        started_at: r.get(1)?,
+        duration: Duration::from_millis(r.get::<_, i64>(2)? as u64),
+        exit_code: r.get(3)?,
+        messages: r.get::<_, i64>(4)? as u64,
+        bytes: r.get::<_, i64>(5)? as u64,
+        error: r.get(6)?,
+    })
+}
 
 /// How many runs per account the run log keeps.
 pub const RUNS_KEPT: i64 = 100;
 
 /// An open state database.
 pub struct State {
-    conn: Connection,
+    pub(crate) conn: Connection,
     path: PathBuf,
 }
 
@@ -104,6 +176,49 @@ fn now_unix() -> i64 {
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs() as i64)
         .unwrap_or(0)
+}
+
+/// Marks one message seen inside `tx` (see `State::mark_seen`).
+pub(crate) fn record_seen(
+    tx: &rusqlite::Transaction,
+    account: &str,
+    message: &RemoteMessage,
+    message_id: Option<&str>,
+    header_hash: Option<&str>,
+    now: i64,
+) -> rusqlite::Result<()> {
+    let Some(uid) = &message.uid else {
+        return Ok(());
+    };
+    let uidvalidity = message.uidvalidity.unwrap_or(0);
+    tx.prepare_cached(
+        "INSERT OR REPLACE INTO seen
+         (account, folder, uidvalidity, uid, size, message_id, seen_at, header_hash)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+    )?
+    .execute(params![
+        account,
+        message.folder,
+        uidvalidity,
+        uid,
+        message.size as i64,
+        message_id,
+        now,
+        header_hash
+    ])?;
+    if let (Some(v), Ok(n)) = (message.uidvalidity, uid.parse::<u32>()) {
+        tx.prepare_cached(
+            "UPDATE imap_folders SET last_uid = MAX(last_uid, ?4)
+             WHERE account = ?1 AND folder = ?2 AND uidvalidity = ?3",
+        )?
+        .execute(params![account, message.folder, v, n])?;
+        tx.prepare_cached(
+            "DELETE FROM oversized
+             WHERE account = ?1 AND folder = ?2 AND uidvalidity = ?3 AND uid = ?4",
+        )?
+        .execute(params![account, message.folder, v, uid])?;
+    }
+    Ok(())
 }
 
 impl State {
@@ -217,44 +332,10 @@ impl State {
         message_id: Option<&str>,
         header_hash: Option<&str>,
     ) -> Result<()> {
-        let Some(uid) = &message.uid else {
-            return Ok(());
-        };
         let path = self.path.clone();
         let tx = self.conn.transaction().map_err(|e| wrap(&path, e))?;
-        let uidvalidity = message.uidvalidity.unwrap_or(0);
-        tx.prepare_cached(
-            "INSERT OR REPLACE INTO seen
-             (account, folder, uidvalidity, uid, size, message_id, seen_at, header_hash)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-        )
-        .and_then(|mut s| {
-            s.execute(params![
-                account,
-                message.folder,
-                uidvalidity,
-                uid,
-                message.size as i64,
-                message_id,
-                now_unix(),
-                header_hash
-            ])
-        })
-        .map_err(|e| wrap(&path, e))?;
-        if let (Some(v), Ok(n)) = (message.uidvalidity, uid.parse::<u32>()) {
-            tx.prepare_cached(
-                "UPDATE imap_folders SET last_uid = MAX(last_uid, ?4)
-                 WHERE account = ?1 AND folder = ?2 AND uidvalidity = ?3",
-            )
-            .and_then(|mut s| s.execute(params![account, message.folder, v, n]))
+        record_seen(&tx, account, message, message_id, header_hash, now_unix())
             .map_err(|e| wrap(&path, e))?;
-            tx.prepare_cached(
-                "DELETE FROM oversized
-                 WHERE account = ?1 AND folder = ?2 AND uidvalidity = ?3 AND uid = ?4",
-            )
-            .and_then(|mut s| s.execute(params![account, message.folder, v, uid]))
-            .map_err(|e| wrap(&path, e))?;
-        }
         tx.commit().map_err(|e| wrap(&path, e))?;
         Ok(())
     }
@@ -359,6 +440,54 @@ impl State {
                 },
             )
             .optional()
+            .map_err(|e| wrap(&self.path, e))
+    }
+
+    /// The most recent run of an account that ended in an error (exit
+    /// code other than 0, 1 and 13), among the runs the log keeps.
+    pub fn last_failed_run(&self, account: &str) -> Result<Option<RunRecord>> {
+        self.conn
+            .query_row(
+                "SELECT account, started_at, duration_ms, exit_code, messages, bytes, error
+                 FROM runs WHERE account = ?1 AND exit_code NOT IN (0, 1, 13)
+                 ORDER BY id DESC LIMIT 1",
+                params![account],
+                run_from_row,
+            )
+            .optional()
+            .map_err(|e| wrap(&self.path, e))
+    }
+
+    /// Totals over the runs the log keeps for an account.
+    pub fn run_totals(&self, account: &str) -> Result<RunTotals> {
+        self.conn
+            .query_row(
+                "SELECT count(*), coalesce(sum(messages), 0), coalesce(sum(bytes), 0),
+                        coalesce(sum(exit_code NOT IN (0, 1, 13)), 0)
+                 FROM runs WHERE account = ?1",
+                params![account],
+                |r| {
+                    Ok(RunTotals {
+                        runs: r.get::<_, i64>(0)? as u64,
+                        messages: r.get::<_, i64>(1)? as u64,
+                        bytes: r.get::<_, i64>(2)? as u64,
+                        failures: r.get::<_, i64>(3)? as u64,
+                    })
+                },
+            )
+            .map_err(|e| wrap(&self.path, e))
+    }
+
+    /// Every account with runs in the log, by name.
+    pub fn run_accounts(&self) -> Result<Vec<String>> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT DISTINCT account FROM runs ORDER BY account")
+            .map_err(|e| wrap(&self.path, e))?;
+        let rows = stmt
+            .query_map([], |r| r.get::<_, String>(0))
+            .map_err(|e| wrap(&self.path, e))?;
+        rows.collect::<rusqlite::Result<_>>()
             .map_err(|e| wrap(&self.path, e))
     }
 

@@ -3,6 +3,8 @@
 //! error names the file, the line and the key. After `load` returns, the
 //! rest of the program never re-checks the config.
 
+mod delivery;
+mod include;
 mod raw;
 
 use std::collections::BTreeMap;
@@ -16,6 +18,10 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use crate::error::{Error, Result};
+pub use delivery::{
+    DestinationConfig, ImapAppendConfig, LmtpConfig, LmtpTarget, MdaConfig, Multidrop, OnRefused,
+    SmtpConfig, ENVELOPE_HEADERS,
+};
 use raw::{RawAccount, RawConfig, RawDestination};
 
 /// Which protocol an account speaks.
@@ -206,16 +212,86 @@ pub struct Account {
     /// IMAP: after delivery move messages to this folder (written with
     /// `/`) instead of deleting them.
     pub move_to: Option<String>,
+    /// At most this many messages per run; the rest wait (exit 13).
+    pub fetch_limit: Option<u64>,
+    /// Stop starting new messages once this many bytes were fetched in a
+    /// run; the rest wait (exit 13).
+    pub max_bytes_per_run: Option<u64>,
+    /// Append this account's protocol transcript (secrets redacted) here.
+    pub transcript: Option<PathBuf>,
+    /// How `mailretr watch` keeps an eye on this account.
+    pub watch: WatchSettings,
+    /// Multidrop: recipients come from the message's envelope header.
+    /// `None` is single-drop (the account's `user`, or a destination's
+    /// fixed `recipient`).
+    pub multidrop: Option<Multidrop>,
+    /// What happens to a message an SMTP/LMTP destination refused for
+    /// good before its body was downloaded.
+    pub on_refused: OnRefused,
 }
 
-/// What a destination is, with the keys its type needs.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum DestinationConfig {
-    /// A Maildir; created when missing.
-    Maildir {
-        /// The Maildir's root (holding `tmp`, `new`, `cur`).
-        path: PathBuf,
-    },
+/// How `mailretr watch` keeps an eye on an account: `[general]` gives the
+/// defaults, an `[[account]]` may override each.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WatchSettings {
+    /// `idle_renew`: an IMAP IDLE is ended and issued again this often
+    /// (RFC 2177 section 3 advises at most 29 minutes).
+    pub idle_renew: Duration,
+    /// `poll_interval`: accounts and folders not watched with IDLE (POP3,
+    /// servers without IDLE, folders over the limit) are fetched this often.
+    pub poll_interval: Duration,
+    /// `max_idle_connections`: IMAP folders watched with their own IDLE
+    /// connection; the rest are polled. 0 polls every folder.
+    pub max_idle_connections: usize,
+}
+
+impl Default for WatchSettings {
+    fn default() -> WatchSettings {
+        WatchSettings {
+            idle_renew: Duration::from_secs(29 * 60),
+            poll_interval: Duration::from_secs(5 * 60),
+            max_idle_connections: 5,
+        }
+    }
+}
+
+/// Reads `idle_renew`, `poll_interval` and `max_idle_connections` from a
+/// table, each falling back to `defaults`; `prefix` names the table in
+/// errors (`general.`, `account[isp].`).
+fn watch_settings(
+    ctx: &Ctx,
+    prefix: &str,
+    idle_renew: &Option<Spanned<String>>,
+    poll_interval: &Option<Spanned<String>>,
+    max_idle_connections: &Option<Spanned<i64>>,
+    defaults: WatchSettings,
+) -> Result<WatchSettings> {
+    let at_least_a_second = |value: &Option<Spanned<String>>, key: &str, default: Duration| {
+        let Some(v) = value else {
+            return Ok(default);
+        };
+        let key = format!("{prefix}{key}");
+        let d = parse_duration(ctx, v, &key)?;
+        if d < Duration::from_secs(1) {
+            return Err(ctx.at(v, &key, "must be at least 1s"));
+        }
+        Ok(d)
+    };
+    Ok(WatchSettings {
+        idle_renew: at_least_a_second(idle_renew, "idle_renew", defaults.idle_renew)?,
+        poll_interval: at_least_a_second(poll_interval, "poll_interval", defaults.poll_interval)?,
+        max_idle_connections: match max_idle_connections {
+            Some(n) if !(0..=100).contains(n.get_ref()) => {
+                return Err(ctx.at(
+                    n,
+                    &format!("{prefix}max_idle_connections"),
+                    "must be between 0 and 100",
+                ))
+            }
+            Some(n) => *n.get_ref() as usize,
+            None => defaults.max_idle_connections,
+        },
+    })
 }
 
 /// `[general]`.
@@ -233,6 +309,17 @@ pub struct General {
     pub bounce_from: Option<String>,
     /// How long a spooled message is retried before it bounces.
     pub spool_max_age: Duration,
+    /// The first wait before a spooled message is retried; it doubles
+    /// with each failure.
+    pub retry_delay: Duration,
+    /// The longest wait between retries.
+    pub retry_max_delay: Duration,
+    /// The destination (smtp or mda) bounces are sent through; when unset,
+    /// the account's first smtp destination.
+    pub bounce_via: Option<String>,
+    /// One line per message delivered, spooled, refused, bounced or
+    /// skipped is appended here (see `crate::audit`).
+    pub audit_log: Option<PathBuf>,
 }
 
 /// The validated configuration.
@@ -270,6 +357,17 @@ fn home() -> PathBuf {
     dirs::home_dir().unwrap_or_else(|| PathBuf::from("/"))
 }
 
+/// A path from a config file: `~/` is the home directory, and a relative
+/// path is taken from the directory of the file that names it (not the
+/// working directory, which under cron is anyone's guess).
+pub fn relative_to(config_file: &Path, path: &str) -> PathBuf {
+    let p = expand_tilde(path.trim());
+    match config_file.parent() {
+        Some(dir) if p.is_relative() => dir.join(p),
+        _ => p,
+    }
+}
+
 /// Expands a leading `~/` to the home directory.
 pub fn expand_tilde(path: &str) -> PathBuf {
     match path.strip_prefix("~/") {
@@ -305,12 +403,9 @@ pub fn system_hostname() -> String {
 pub fn load(path: &Path) -> Result<Config> {
     let text = fs::read_to_string(path)
         .map_err(|e| Error::Config(format!("{}: cannot read config: {e}", path.display())))?;
-    let config = parse(&text, path)?;
-    let has_password = config
-        .accounts
-        .iter()
-        .any(|a| matches!(a.secret, Secret::Literal(_)));
-    if has_password {
+    let (config, with_password) = parse_with_files(&text, path)?;
+    for path in &with_password {
+        let path = path.as_path();
         let mode = fs::metadata(path)
             .map_err(|e| Error::Config(format!("{}: {e}", path.display())))?
             .permissions()
@@ -327,11 +422,49 @@ pub fn load(path: &Path) -> Result<Config> {
     Ok(config)
 }
 
-/// Parses and validates config text; `path` is only used in messages.
+/// Parses and validates config text; `path` is used in messages and to
+/// find the files named by `include`.
 pub fn parse(text: &str, path: &Path) -> Result<Config> {
+    parse_with_files(text, path).map(|(config, _)| config)
+}
+
+/// `parse`, also returning every file read (the main one or an included
+/// one) that holds a `password`, for the permission check.
+fn parse_with_files(text: &str, path: &Path) -> Result<(Config, Vec<PathBuf>)> {
     let ctx = Ctx { text, path };
     let raw: RawConfig = toml::from_str(text).map_err(|e| ctx.toml_error(&e))?;
-    validate(raw, &ctx, Some(path.to_path_buf()))
+    let files = match &raw.include {
+        Some(patterns) => include::read_files(patterns.get_ref(), path, &|m| {
+            ctx.at(patterns, "include", m)
+        })?,
+        None => Vec::new(),
+    };
+    let mut included = Vec::new();
+    for (file, text) in &files {
+        let ctx = Ctx { text, path: file };
+        let raw: include::RawIncluded = toml::from_str(text).map_err(|e| ctx.toml_error(&e))?;
+        included.push((ctx, raw));
+    }
+    // Accounts and the destinations that log in (smtp, imap) may hold one.
+    let has_password =
+        |accounts: &[Spanned<RawAccount>],
+         destinations: &BTreeMap<String, Spanned<RawDestination>>| {
+            accounts.iter().any(|a| a.get_ref().password.is_some())
+                || destinations
+                    .values()
+                    .any(|d| d.get_ref().password.is_some())
+        };
+    let mut with_password = Vec::new();
+    if has_password(&raw.account, &raw.destination) {
+        with_password.push(path.to_path_buf());
+    }
+    for (ctx, raw) in &included {
+        if has_password(&raw.account, &raw.destination) {
+            with_password.push(ctx.path.to_path_buf());
+        }
+    }
+    let config = validate(raw, &ctx, &included, Some(path.to_path_buf()))?;
+    Ok((config, with_password))
 }
 
 /// Where errors point: the file's text (to turn byte spans into lines) and name.
@@ -405,7 +538,20 @@ fn parse_duration(ctx: &Ctx, value: &Spanned<String>, key: &str) -> Result<Durat
     })
 }
 
-fn validate(raw: RawConfig, ctx: &Ctx, path: Option<PathBuf>) -> Result<Config> {
+/// One file's `[destination.*]` and `[[account]]` tables, with the
+/// context its errors are reported in.
+type FileTables<'a> = (
+    &'a Ctx<'a>,
+    &'a BTreeMap<String, Spanned<RawDestination>>,
+    &'a [Spanned<RawAccount>],
+);
+
+fn validate(
+    raw: RawConfig,
+    ctx: &Ctx,
+    included: &[(Ctx, include::RawIncluded)],
+    path: Option<PathBuf>,
+) -> Result<Config> {
     let g = raw.general;
     let jobs = match &g.jobs {
         Some(j) if *j.get_ref() < 1 || *j.get_ref() > 256 => {
@@ -435,16 +581,68 @@ fn validate(raw: RawConfig, ctx: &Ctx, path: Option<PathBuf>) -> Result<Config> 
             Some(s) => parse_duration(ctx, s, "general.spool_max_age")?,
             None => Duration::from_secs(5 * 86400),
         },
+        retry_delay: match &g.retry_delay {
+            Some(s) => parse_duration(ctx, s, "general.retry_delay")?,
+            None => Duration::from_secs(5 * 60),
+        },
+        retry_max_delay: match &g.retry_max_delay {
+            Some(s) => parse_duration(ctx, s, "general.retry_max_delay")?,
+            None => Duration::from_secs(4 * 3600),
+        },
+        bounce_via: g.bounce_via.as_ref().map(|b| b.get_ref().clone()),
+        audit_log: match &g.audit_log {
+            Some(p) if p.get_ref().trim().is_empty() => {
+                return Err(ctx.at(p, "general.audit_log", "must name a file"))
+            }
+            Some(p) => Some(relative_to(ctx.path, p.get_ref())),
+            None => None,
+        },
     };
     let add_received_default = g.add_received.unwrap_or(true);
+    let watch_default = watch_settings(
+        ctx,
+        "general.",
+        &g.idle_renew,
+        &g.poll_interval,
+        &g.max_idle_connections,
+        WatchSettings::default(),
+    )?;
 
+    // The main file's tables, then each included file's, each with the
+    // file its errors must name.
+    let files: Vec<FileTables> = std::iter::once((ctx, &raw.destination, raw.account.as_slice()))
+        .chain(
+            included
+                .iter()
+                .map(|(c, r)| (c, &r.destination, r.account.as_slice())),
+        )
+        .collect();
     let mut destinations = BTreeMap::new();
-    for (name, d) in &raw.destination {
-        destinations.insert(name.clone(), validate_destination(ctx, name, d)?);
+    let mut defined_at: BTreeMap<String, String> = BTreeMap::new();
+    for &(ctx, raw_destinations, _) in &files {
+        for (name, d) in raw_destinations {
+            let here = format!("{}:{}", ctx.path.display(), ctx.line_of(d.span().start));
+            if let Some(first) = defined_at.insert(format!("destination {name}"), here) {
+                return Err(ctx.at(
+                    d,
+                    &format!("destination.{name}"),
+                    format!("defined twice (first at {first})"),
+                ));
+            }
+            destinations.insert(
+                name.clone(),
+                validate_destination(ctx, name, d, default_timeout)?,
+            );
+        }
     }
 
     let mut accounts: Vec<Account> = Vec::new();
-    for (i, a) in raw.account.iter().enumerate() {
+    for (ctx, a, i) in files.iter().flat_map(|&(ctx, _, raw_accounts)| {
+        raw_accounts
+            .iter()
+            .enumerate()
+            .map(move |(i, a)| (ctx, a, i))
+    }) {
         let account = validate_account(
             ctx,
             i,
@@ -452,15 +650,51 @@ fn validate(raw: RawConfig, ctx: &Ctx, path: Option<PathBuf>) -> Result<Config> 
             &destinations,
             default_timeout,
             add_received_default,
+            watch_default,
         )?;
-        if accounts.iter().any(|other| other.name == account.name) {
+        let here = format!(
+            "{}:{}",
+            ctx.path.display(),
+            ctx.line_of(a.get_ref().name.span().start)
+        );
+        if let Some(first) = defined_at.insert(format!("account {}", account.name), here) {
             return Err(ctx.at(
                 &a.get_ref().name,
                 &format!("account[{i}].name"),
-                format!("duplicate account name {:?}", account.name),
+                format!(
+                    "duplicate account name {:?} (first at {first})",
+                    account.name
+                ),
             ));
         }
         accounts.push(account);
+    }
+    if let Some(via) = &g.bounce_via {
+        match destinations.get(via.get_ref()) {
+            Some(DestinationConfig::Smtp(_)) | Some(DestinationConfig::Mda(_)) => {}
+            Some(_) => {
+                return Err(ctx.at(
+                    via,
+                    "general.bounce_via",
+                    "bounces go through an smtp or mda destination",
+                ))
+            }
+            None => {
+                return Err(ctx.at(
+                    via,
+                    "general.bounce_via",
+                    format!("no [destination.{}] is defined", via.get_ref()),
+                ))
+            }
+        }
+    }
+    if general.retry_delay.is_zero() || general.retry_max_delay < general.retry_delay {
+        let at = g.retry_max_delay.as_ref().or(g.retry_delay.as_ref());
+        let msg = "retry_delay must be above zero and at most retry_max_delay";
+        return Err(match at {
+            Some(at) => ctx.at(at, "general.retry_delay", msg),
+            None => Error::Config(msg.into()),
+        });
     }
     add_default_destination(&mut accounts, &mut destinations);
     Ok(Config {
@@ -491,32 +725,9 @@ fn validate_destination(
     ctx: &Ctx,
     name: &str,
     d: &Spanned<RawDestination>,
+    default_timeout: Duration,
 ) -> Result<DestinationConfig> {
-    let raw = d.get_ref();
-    let key = |k: &str| format!("destination.{name}.{k}");
-    match raw.kind.get_ref().as_str() {
-        "maildir" => {
-            let path = raw.path.as_ref().ok_or_else(|| {
-                ctx.at(d, &key("path"), "a maildir destination needs `path`")
-            })?;
-            Ok(DestinationConfig::Maildir {
-                path: expand_tilde(path.get_ref()),
-            })
-        }
-        "mbox" | "smtp" | "lmtp" | "mda" | "imap" | "directory" => Err(ctx.at(
-            &raw.kind,
-            &key("type"),
-            format!(
-                "destination type {:?} is not available in this version; use \"maildir\"",
-                raw.kind.get_ref()
-            ),
-        )),
-        other => Err(ctx.at(
-            &raw.kind,
-            &key("type"),
-            format!("unknown destination type {other:?}; expected maildir, mbox, smtp, lmtp, mda, imap or directory"),
-        )),
-    }
+    delivery::validate_destination(ctx, name, d, default_timeout)
 }
 
 fn validate_account(
@@ -526,6 +737,7 @@ fn validate_account(
     destinations: &BTreeMap<String, DestinationConfig>,
     default_timeout: Duration,
     add_received_default: bool,
+    watch_default: WatchSettings,
 ) -> Result<Account> {
     let raw = a.get_ref();
     let name = raw.name.get_ref().trim().to_string();
@@ -678,6 +890,24 @@ fn validate_account(
             "tls = \"none\" would send the OAuth token in clear text; set allow_plaintext = true if you mean it",
         ));
     }
+    let multidrop = match &raw.multidrop {
+        Some(m) => Some(delivery::validate_multidrop(ctx, &key, m)?),
+        None => None,
+    };
+    for d in raw.deliver_to.iter().flatten() {
+        let dest = &destinations[d.get_ref()];
+        if dest.checks_envelope() && dest.recipient().is_none() && multidrop.is_none() {
+            return Err(ctx.at(
+                d,
+                &key("deliver_to"),
+                format!(
+                    "destination {} ({}) has no `recipient`; set one there, or give this account `multidrop`",
+                    d.get_ref(),
+                    dest.kind()
+                ),
+            ));
+        }
+    }
     let keep = raw.keep.unwrap_or(false);
     let move_to = match &raw.move_to {
         Some(m) if m.get_ref().trim().is_empty() => {
@@ -724,6 +954,34 @@ fn validate_account(
         mark_seen: raw.mark_seen.as_ref().is_some_and(|v| *v.get_ref()),
         only_unseen: raw.only_unseen.as_ref().is_some_and(|v| *v.get_ref()),
         move_to,
+        fetch_limit: match &raw.fetch_limit {
+            Some(n) if *n.get_ref() < 1 => {
+                return Err(ctx.at(n, &key("fetch_limit"), "must be at least 1"))
+            }
+            Some(n) => Some(*n.get_ref() as u64),
+            None => None,
+        },
+        max_bytes_per_run: match &raw.max_bytes_per_run {
+            Some(s) => match parse_size(ctx, s, &key("max_bytes_per_run"))? {
+                0 => return Err(ctx.at(s, &key("max_bytes_per_run"), "must be above 0")),
+                n => Some(n),
+            },
+            None => None,
+        },
+        transcript: raw
+            .transcript
+            .as_ref()
+            .map(|t| relative_to(ctx.path, t.get_ref())),
+        watch: watch_settings(
+            ctx,
+            &key(""),
+            &raw.idle_renew,
+            &raw.poll_interval,
+            &raw.max_idle_connections,
+            watch_default,
+        )?,
+        multidrop,
+        on_refused: delivery::validate_on_refused(ctx, &key, raw.on_refused.as_ref())?,
         name,
     })
 }
@@ -801,6 +1059,10 @@ pub fn from_url(url: &str, to: &str, password: Option<String>, keep: bool) -> Re
             postmaster: None,
             bounce_from: None,
             spool_max_age: Duration::from_secs(5 * 86400),
+            retry_delay: Duration::from_secs(5 * 60),
+            retry_max_delay: Duration::from_secs(4 * 3600),
+            bounce_via: None,
+            audit_log: None,
         },
         accounts: vec![Account {
             name,
@@ -828,6 +1090,12 @@ pub fn from_url(url: &str, to: &str, password: Option<String>, keep: bool) -> Re
             mark_seen: false,
             only_unseen: false,
             move_to: None,
+            fetch_limit: None,
+            max_bytes_per_run: None,
+            transcript: None,
+            watch: WatchSettings::default(),
+            multidrop: None,
+            on_refused: OnRefused::Keep,
         }],
         destinations,
     })

@@ -14,6 +14,9 @@ use super::{AuthMech, Protocol, TlsMode};
 #[derive(Debug, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 pub struct RawConfig {
+    /// Glob patterns of further files holding `[[account]]` and
+    /// `[destination.NAME]` tables, relative to this file's directory.
+    pub include: Option<Spanned<Vec<String>>>,
     #[serde(default)]
     pub general: RawGeneral,
     #[serde(default)]
@@ -32,8 +35,15 @@ pub struct RawGeneral {
     pub postmaster: Option<Spanned<String>>,
     pub bounce_from: Option<Spanned<String>>,
     pub spool_max_age: Option<Spanned<String>>,
+    pub retry_delay: Option<Spanned<String>>,
+    pub retry_max_delay: Option<Spanned<String>>,
+    pub bounce_via: Option<Spanned<String>>,
     pub add_received: Option<bool>,
     pub timeout: Option<Spanned<String>>,
+    pub audit_log: Option<Spanned<String>>,
+    pub idle_renew: Option<Spanned<String>>,
+    pub poll_interval: Option<Spanned<String>>,
+    pub max_idle_connections: Option<Spanned<i64>>,
 }
 
 /// One `[[account]]`.
@@ -64,6 +74,14 @@ pub struct RawAccount {
     pub mark_seen: Option<Spanned<bool>>,
     pub only_unseen: Option<Spanned<bool>>,
     pub move_to: Option<Spanned<String>>,
+    pub fetch_limit: Option<Spanned<i64>>,
+    pub max_bytes_per_run: Option<Spanned<String>>,
+    pub transcript: Option<Spanned<String>>,
+    pub multidrop: Option<Spanned<RawMultidrop>>,
+    pub on_refused: Option<Spanned<String>>,
+    pub idle_renew: Option<Spanned<String>>,
+    pub poll_interval: Option<Spanned<String>>,
+    pub max_idle_connections: Option<Spanned<i64>>,
 }
 
 /// One `[destination.NAME]`. Every type's keys are optional here; which
@@ -75,4 +93,67 @@ pub struct RawDestination {
     #[serde(rename = "type")]
     pub kind: Spanned<String>,
     pub path: Option<Spanned<String>>,
+    pub filename: Option<Spanned<String>>,
+    pub host: Option<Spanned<String>>,
+    pub port: Option<Spanned<i64>>,
+    pub tls: Option<Spanned<TlsMode>>,
+    pub allow_plaintext: Option<Spanned<bool>>,
+    pub ca_file: Option<Spanned<String>>,
+    pub fingerprint: Option<Spanned<String>>,
+    pub timeout: Option<Spanned<String>>,
+    pub user: Option<Spanned<String>>,
+    pub password: Option<Spanned<String>>,
+    pub password_command: Option<Spanned<String>>,
+    pub auth: Option<Spanned<Vec<AuthMech>>>,
+    pub recipient: Option<Spanned<String>>,
+    pub sender: Option<Spanned<String>>,
+    pub socket: Option<Spanned<String>>,
+    pub command: Option<Spanned<Vec<String>>>,
+    pub folder: Option<Spanned<String>>,
+}
+
+impl RawDestination {
+    /// The keys given (besides `type`), with where each is, so validation
+    /// can refuse those that do not apply to the type.
+    pub fn present_keys(&self) -> Vec<(&'static str, std::ops::Range<usize>)> {
+        fn at<T>(
+            k: &'static str,
+            v: &Option<Spanned<T>>,
+        ) -> Option<(&'static str, std::ops::Range<usize>)> {
+            v.as_ref().map(|v| (k, v.span()))
+        }
+        [
+            at("path", &self.path),
+            at("filename", &self.filename),
+            at("host", &self.host),
+            at("port", &self.port),
+            at("tls", &self.tls),
+            at("allow_plaintext", &self.allow_plaintext),
+            at("ca_file", &self.ca_file),
+            at("fingerprint", &self.fingerprint),
+            at("timeout", &self.timeout),
+            at("user", &self.user),
+            at("password", &self.password),
+            at("password_command", &self.password_command),
+            at("auth", &self.auth),
+            at("recipient", &self.recipient),
+            at("sender", &self.sender),
+            at("socket", &self.socket),
+            at("command", &self.command),
+            at("folder", &self.folder),
+        ]
+        .into_iter()
+        .flatten()
+        .collect()
+    }
+}
+
+/// `multidrop = { ... }` on an account.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawMultidrop {
+    pub envelope_header: Option<Spanned<String>>,
+    pub to_cc: Option<bool>,
+    pub local_domains: Spanned<Vec<String>>,
+    pub aliases: Option<BTreeMap<String, String>>,
 }

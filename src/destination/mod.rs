@@ -1,37 +1,298 @@
 //! Where mail goes. Every destination type implements `Destination`; the
 //! fetch loop builds a `Vec<Box<dyn Destination>>` from the config and
-//! hands each message to every destination the account names. A
-//! destination returns only when the message is durably stored (or has
-//! failed), and says through `Error::is_transient` whether trying again
-//! later could help.
+//! hands each message to every destination the account names (fan-out).
+//! A destination returns only when the message is durably stored (or has
+//! failed).
+//!
+//! Results are per destination and, where the protocol says so, per
+//! recipient: `deliver` returns `Err` when the message as a whole failed
+//! (`Error::is_transient` says whether trying again later could help), or
+//! a `DeliveryReport` listing the recipients that took it and those that
+//! refused it, each refusal with its own transient-or-permanent error
+//! (LMTP answers once per recipient after DATA; SMTP refuses single
+//! recipients at RCPT TO). The retry spool keeps exactly the refusals
+//! that were transient.
+//!
+//! Headers first: a destination that checks the envelope before it takes
+//! the body (SMTP, LMTP: `checks_envelope`) splits delivery in two.
+//! `begin` opens the transaction (MAIL FROM with SIZE, RCPT TO for every
+//! recipient) and reports who was accepted; only if anyone was does the
+//! fetch loop download the body and call `finish`; otherwise it calls
+//! `abandon` (RSET). Destinations that do not check the envelope accept
+//! everyone in `begin`, and their `finish` is `deliver`.
 
+pub mod directory;
+pub mod imap;
+pub mod lmtp;
 pub mod maildir;
+pub mod mbox;
+pub mod mda;
+pub mod smtp;
 
 use crate::config::DestinationConfig;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::message::Envelope;
 
-/// A place that accepts messages.
+/// One recipient a destination did not take, and why.
+#[derive(Debug)]
+pub struct Refusal {
+    /// The recipient address.
+    pub recipient: String,
+    /// What the destination said; `is_transient` tells a retry from a
+    /// bounce.
+    pub error: Error,
+}
+
+/// What a destination did with one message: who has it now and who was
+/// refused.
+#[derive(Debug, Default)]
+pub struct DeliveryReport {
+    /// Recipients the destination accepted.
+    pub accepted: Vec<String>,
+    /// Recipients it refused.
+    pub refused: Vec<Refusal>,
+}
+
+impl DeliveryReport {
+    /// Every recipient accepted.
+    pub fn all(recipients: &[String]) -> DeliveryReport {
+        DeliveryReport {
+            accepted: recipients.to_vec(),
+            refused: Vec::new(),
+        }
+    }
+
+    /// Every recipient refused with the same error (`error` is rebuilt per
+    /// recipient since `Error` is not `Clone`).
+    pub fn none(recipients: &[String], error: impl Fn() -> Error) -> DeliveryReport {
+        DeliveryReport {
+            accepted: Vec::new(),
+            refused: recipients
+                .iter()
+                .map(|r| Refusal {
+                    recipient: r.clone(),
+                    error: error(),
+                })
+                .collect(),
+        }
+    }
+
+    /// Whether every recipient was accepted.
+    pub fn is_complete(&self) -> bool {
+        self.refused.is_empty()
+    }
+
+    /// The refusals that may succeed later.
+    pub fn transient(&self) -> impl Iterator<Item = &Refusal> {
+        self.refused.iter().filter(|r| r.error.is_transient())
+    }
+
+    /// The refusals that will not.
+    pub fn permanent(&self) -> impl Iterator<Item = &Refusal> {
+        self.refused.iter().filter(|r| !r.error.is_transient())
+    }
+}
+
+/// A place that accepts messages. Object-safe: the fetch loop holds a
+/// `Vec<Box<dyn Destination>>`.
 pub trait Destination: Send {
     /// The destination's name from the config.
     fn name(&self) -> &str;
 
-    /// Stores one message (LF line endings) durably. On error the message
-    /// must not count as delivered.
-    fn deliver(&mut self, envelope: &Envelope, message: &[u8]) -> Result<()>;
+    /// Stores one message (LF line endings) durably for the envelope's
+    /// recipients. `Err` means nobody got it; a report with refusals
+    /// means some did not.
+    fn deliver(&mut self, envelope: &Envelope, message: &[u8]) -> Result<DeliveryReport>;
+
+    /// Whether `begin` asks the server about the envelope before the body
+    /// is needed (SMTP, LMTP), which makes headers-first worthwhile.
+    fn checks_envelope(&self) -> bool {
+        false
+    }
+
+    /// Headers first, step one: opens a transaction for a message of
+    /// about `size` bytes and reports which recipients the server would
+    /// take. The default accepts everyone and does nothing.
+    fn begin(&mut self, envelope: &Envelope, _size: u64) -> Result<DeliveryReport> {
+        Ok(DeliveryReport::all(&self.recipients(envelope)))
+    }
+
+    /// Headers first, step two: sends the body for the transaction
+    /// `begin` opened. The default delivers the message whole.
+    fn finish(&mut self, envelope: &Envelope, message: &[u8]) -> Result<DeliveryReport> {
+        self.deliver(envelope, message)
+    }
+
+    /// Drops a transaction `begin` opened (SMTP/LMTP `RSET`).
+    fn abandon(&mut self) {}
+
+    /// The recipients this destination delivers to for `envelope`: a
+    /// fixed `recipient` from the config, or the envelope's.
+    fn recipients(&self, envelope: &Envelope) -> Vec<String> {
+        envelope.recipients.clone()
+    }
+
+    /// Ends the run: closes connections politely (SMTP/LMTP `QUIT`, IMAP
+    /// `LOGOUT`). Errors here lose nothing and are ignored.
+    fn close(&mut self) {}
+
+    /// Crash recovery, step one: for destinations that store files under
+    /// names they choose (Maildir), the base name the next delivery will
+    /// use. The fetch loop commits it as a delivery intent before writing.
+    /// `None` (the default) means the destination cannot recognise an
+    /// earlier delivery of the same message.
+    fn plan_name(&mut self) -> Option<String> {
+        None
+    }
+
+    /// Crash recovery, step two: makes the next `deliver` use `base`.
+    fn use_name(&mut self, _base: &str) {}
+
+    /// Crash recovery, step three: whether a delivery under `base` exists
+    /// already (a run was killed after writing it and before its
+    /// seen-commit), also if a mail reader has moved it since.
+    fn has_name(&mut self, _envelope: &Envelope, _base: &str) -> Result<bool> {
+        Ok(false)
+    }
 }
 
-/// Builds a destination from its config.
+/// Builds a destination from its config. Nothing connects yet: network
+/// destinations connect on their first message and keep the connection
+/// for the rest of the run.
 pub fn open(
     name: &str,
     config: &DestinationConfig,
     hostname: &str,
 ) -> Result<Box<dyn Destination>> {
-    match config {
-        DestinationConfig::Maildir { path } => Ok(Box::new(maildir::Maildir::new(
+    Ok(match config {
+        DestinationConfig::Maildir { path } => {
+            Box::new(maildir::Maildir::new(name, path.clone(), hostname))
+        }
+        DestinationConfig::Mbox { path } => Box::new(mbox::Mbox::new(name, path.clone())),
+        DestinationConfig::Directory { path, filename } => Box::new(directory::Directory::new(
             name,
             path.clone(),
+            filename.clone(),
             hostname,
-        ))),
+        )),
+        DestinationConfig::Smtp(c) => Box::new(smtp::Smtp::new(name, c.clone(), hostname)),
+        DestinationConfig::Lmtp(c) => Box::new(lmtp::Lmtp::new(name, c.clone(), hostname)),
+        DestinationConfig::Mda(c) => Box::new(mda::Mda::new(name, c.clone())),
+        DestinationConfig::Imap(c) => Box::new(imap::ImapAppend::new(name, c.clone())),
+    })
+}
+
+/// Expands a path or file name template: `%A` the account, `%U` the
+/// recipient, `%I` a unique id, `%%` a percent sign. Values are made safe
+/// for a file name first (a recipient can come from a message header):
+/// anything but letters, digits and `@ . _ + -` becomes `_`, and a leading
+/// dot too, so no value can climb out of its directory.
+pub fn expand_template(template: &str, account: &str, recipient: &str, unique: &str) -> String {
+    let mut out = String::with_capacity(template.len() + 32);
+    let mut chars = template.chars();
+    while let Some(c) = chars.next() {
+        if c != '%' {
+            out.push(c);
+            continue;
+        }
+        match chars.next() {
+            Some('A') => out.push_str(&file_safe(account)),
+            Some('U') => out.push_str(&file_safe(recipient)),
+            Some('I') => out.push_str(&file_safe(unique)),
+            Some('%') => out.push('%'),
+            Some(other) => {
+                out.push('%');
+                out.push(other);
+            }
+            None => out.push('%'),
+        }
+    }
+    out
+}
+
+/// `value` with everything but `[A-Za-z0-9@._+-]` (and a leading dot)
+/// replaced by `_`; an empty value becomes `_`.
+pub fn file_safe(value: &str) -> String {
+    let mut s: String = value
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "@._+-".contains(c) {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    if s.is_empty() || s.starts_with('.') {
+        s.replace_range(0..0, "_");
+    }
+    s
+}
+
+/// Whether a template expands differently per recipient.
+pub fn per_recipient(template: &str) -> bool {
+    template.contains("%U")
+}
+
+/// A local I/O failure as a delivery error: a full disk or quota clears
+/// up, most other local errors do not.
+pub fn local_error(destination: &str, what: &str, e: &std::io::Error) -> Error {
+    let transient = matches!(
+        e.raw_os_error(),
+        Some(libc::ENOSPC) | Some(libc::EDQUOT) | Some(libc::EAGAIN) | Some(libc::EINTR)
+    ) || e.kind() == std::io::ErrorKind::Interrupted;
+    Error::Delivery {
+        destination: destination.to_string(),
+        message: format!("{what}: {e}"),
+        transient,
+    }
+}
+
+/// The envelope sender to use: the message's `Return-Path`, else the
+/// destination's configured `sender`, else the null sender.
+pub fn sender_of(envelope: &Envelope, configured: Option<&str>) -> String {
+    envelope
+        .sender
+        .clone()
+        .or_else(|| configured.map(str::to_string))
+        .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn templates_expand_and_stay_in_their_directory() {
+        assert_eq!(
+            expand_template("%A/%U-%I.eml", "isp", "jaco@kroon.co.za", "123.x"),
+            "isp/jaco@kroon.co.za-123.x.eml"
+        );
+        assert_eq!(
+            expand_template("%U", "a", "../../etc/passwd", "i"),
+            "_.._.._etc_passwd"
+        );
+        assert_eq!(expand_template("%U", "a", ".hidden", "i"), "_.hidden");
+        assert_eq!(expand_template("100%% %X %", "a", "u", "i"), "100% %X %");
+        assert_eq!(expand_template("%U", "a", "", "i"), "_");
+        assert!(per_recipient("~/Mail/%U"));
+        assert!(!per_recipient("~/Mail"));
+    }
+
+    #[test]
+    fn reports_sort_refusals() {
+        let mut r = DeliveryReport::all(&["a@x".into()]);
+        assert!(r.is_complete());
+        r.refused.push(Refusal {
+            recipient: "b@x".into(),
+            error: Error::Delivery {
+                destination: "d".into(),
+                message: "451".into(),
+                transient: true,
+            },
+        });
+        assert!(!r.is_complete());
+        assert_eq!(r.transient().count(), 1);
+        assert_eq!(r.permanent().count(), 0);
     }
 }

@@ -122,6 +122,10 @@ pub trait SeenIndex {
     }
 }
 
+/// A message and its header block (LF line endings), from
+/// `Source::fetch_headers`.
+pub type MessageHeader = (RemoteMessage, Vec<u8>);
+
 /// A mailbox to fetch from.
 pub trait Source {
     /// `POP3`, `POP3S`, `IMAP`, `IMAPS`: for the `Received:` header.
@@ -144,6 +148,16 @@ pub trait Source {
     /// on the server may change for a message before this.
     fn delivered(&mut self, _message: &RemoteMessage) -> Result<()> {
         Ok(())
+    }
+
+    /// Headers first: the header blocks (LF line endings) of `messages`,
+    /// without their bodies (POP3 `TOP n 0`, IMAP `BODY.PEEK[HEADER]`),
+    /// so the fetch loop can ask SMTP/LMTP destinations about the
+    /// envelope before downloading a body. Messages gone from the server
+    /// are left out. `None` when the source cannot do this; the fetch
+    /// loop then downloads whole messages.
+    fn fetch_headers(&mut self, _messages: &[RemoteMessage]) -> Result<Option<Vec<MessageHeader>>> {
+        Ok(None)
     }
 
     /// Deletes a message from the server. Call only after its delivery was

@@ -11,6 +11,9 @@
 pub mod corpus;
 pub mod dovecot;
 pub mod fake;
+pub mod proxy;
+pub mod slowlink;
+pub mod smtpsink;
 
 #[allow(unused_imports)]
 pub use dovecot::{Dovecot, User};

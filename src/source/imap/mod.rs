@@ -21,6 +21,7 @@
 //! folder, where deletions are expunged.
 
 pub mod auth;
+pub mod bodies;
 pub mod folders;
 pub mod rematch;
 pub mod starttls;
@@ -35,16 +36,30 @@ use imap::{Client, Session};
 use crate::config::{Account, AuthMech, TlsMode};
 use crate::error::{Error, Result};
 use crate::message;
-use crate::net::{self, Stream};
+use crate::net::{self, Stream, StreamHandle};
 use crate::secret;
+use bodies::BodyReader;
 use folders::ChosenFolder;
 use transcript::Traced;
 
-use super::{FolderState, RemoteMessage, Scan, SeenIndex, Source};
+use super::{FolderState, MessageHeader, RemoteMessage, Scan, SeenIndex, Source};
 
 /// A fetch batch asks for at most this many bytes (by the server's sizes),
-/// but always for at least one message.
-pub const BATCH_BYTES: u64 = 8 * 1024 * 1024;
+/// but always for at least one message. With `PIPELINE` batches in
+/// flight, round trips are not waited for between batches, so a batch
+/// only needs to be large enough to keep the server streaming while the
+/// previous one is delivered; memory holds one batch (plus, at worst,
+/// the largest message).
+pub const BATCH_BYTES: u64 = 4 * 1024 * 1024;
+
+/// Fetch commands in flight at once: the server sends the next batch
+/// while the current one is delivered.
+const PIPELINE: usize = 2;
+
+/// `\Seen` flags and deletions are sent once this many are waiting: the
+/// pipeline is let drain for it (the `imap` crate cannot talk while our
+/// fetches are in flight), which costs a round trip.
+const FLUSH_AFTER: usize = 1000;
 
 /// A fetch batch asks for at most this many messages, keeping command
 /// lines short.
@@ -54,7 +69,7 @@ pub const BATCH_MESSAGES: usize = 1000;
 const HEADER_BATCH: usize = 200;
 
 /// The connection the `imap` crate talks over.
-type Conn = Traced<Stream>;
+pub type Conn = Traced<Stream>;
 
 /// Capabilities mailretr looks for; the `imap` crate is asked about each.
 const KNOWN_CAPABILITIES: &[&str] = &[
@@ -67,6 +82,7 @@ const KNOWN_CAPABILITIES: &[&str] = &[
     "ID",
     "UIDPLUS",
     "MOVE",
+    "IDLE",
 ];
 
 /// What the account asks of the server beyond fetching.
@@ -131,6 +147,8 @@ pub struct ImapSource {
     queue: VecDeque<RemoteMessage>,
     /// The fetched batch being handed out.
     batch: VecDeque<(RemoteMessage, Vec<u8>)>,
+    /// Body fetches, on a second handle of the session's connection.
+    bodies: BodyReader,
     /// Flag, delete and move work per folder.
     pending: BTreeMap<String, Pending>,
 }
@@ -138,28 +156,80 @@ pub struct ImapSource {
 /// Connects, secures and logs in. `keep` is the run's effective setting:
 /// with it, nothing is ever deleted or moved.
 pub fn connect(account: &Account, password: Option<&str>, keep: bool) -> Result<ImapSource> {
+    let LoggedIn {
+        session,
+        caps,
+        protocol_name,
+        stream,
+        ..
+    } = connect_session(account, password)?;
+    Ok(ImapSource {
+        session: Some(session),
+        label: account.name.clone(),
+        protocol_name,
+        caps,
+        options: Options {
+            keep,
+            mark_seen: account.mark_seen,
+            only_unseen: account.only_unseen,
+            move_to: account.move_to.clone(),
+            patterns: account.folders.clone(),
+        },
+        move_to_server: None,
+        folders: HashMap::new(),
+        selected: None,
+        queue: VecDeque::new(),
+        batch: VecDeque::new(),
+        bodies: BodyReader::new(stream, &account.name),
+        pending: BTreeMap::new(),
+    })
+}
+
+/// A logged-in session with what was learned on the way in.
+pub struct LoggedIn {
+    /// The session, in the authenticated state.
+    pub session: Session<Conn>,
+    /// The capabilities mailretr looks for (`KNOWN_CAPABILITIES`) that the
+    /// server offers once logged in, upper-cased.
+    pub caps: HashSet<String>,
+    /// `IMAP` or `IMAPS`, for `Received:` headers.
+    pub protocol_name: &'static str,
+    /// The session's TCP socket, shared: `mailretr watch` sets its read
+    /// timeout around an IDLE and shuts it down to stop waiting at once.
+    pub socket: std::net::TcpStream,
+    /// A second handle on the session's connection, for reading message
+    /// bodies past the `imap` crate (see `bodies`).
+    pub stream: StreamHandle,
+}
+
+/// Connects, secures and logs in, with the TLS and authentication rules
+/// of the account: the set-up `connect` and `mailretr watch`'s IDLE
+/// connections share.
+pub fn connect_session(account: &Account, password: Option<&str>) -> Result<LoggedIn> {
     let server = &account.server;
     let label = account.name.as_str();
     let tcp = net::connect_tcp(server)?;
-    let (mut client, protocol_name, greeting_caps) = match server.tls {
-        TlsMode::Implicit => {
-            let stream = net::tls_handshake(server, tcp)?;
-            let mut client = Client::new(Traced::new(stream, label));
-            let caps = read_greeting(&mut client)?;
-            (client, "IMAPS", caps)
-        }
-        TlsMode::None => {
-            let mut client = Client::new(Traced::new(Stream::Plain(tcp), label));
-            let caps = read_greeting(&mut client)?;
-            (client, "IMAP", caps)
-        }
+    let socket = tcp
+        .try_clone()
+        .map_err(|e| Error::net(format!("connecting to {}", server.host), e))?;
+    let stream = match server.tls {
+        TlsMode::Implicit => net::tls_handshake(server, tcp)?,
+        TlsMode::None => Stream::Plain(tcp),
         TlsMode::Starttls => {
             let tcp = starttls::negotiate(Traced::new(tcp, label))?.into_inner();
-            let stream = net::tls_handshake(server, tcp)?;
-            // No greeting follows STARTTLS, and nothing from before it is
-            // trusted: capabilities are asked for again below.
-            (Client::new(Traced::new(stream, label)), "IMAPS", None)
+            net::tls_handshake(server, tcp)?
         }
+    };
+    let handle = stream
+        .handle()
+        .map_err(|e| Error::net(format!("connecting to {}", server.host), e))?;
+    let mut client = Client::new(Traced::new(stream, label));
+    let (protocol_name, greeting_caps) = match server.tls {
+        TlsMode::Implicit => ("IMAPS", read_greeting(&mut client)?),
+        TlsMode::None => ("IMAP", read_greeting(&mut client)?),
+        // No greeting follows STARTTLS, and nothing from before it is
+        // trusted: capabilities are asked for again below.
+        TlsMode::Starttls => ("IMAPS", None),
     };
     let caps = match greeting_caps {
         Some(caps) => caps,
@@ -226,24 +296,12 @@ pub fn connect(account: &Account, password: Option<&str>, keep: bool) -> Result<
         }
     }
     let _ = session.take_all_unsolicited();
-    Ok(ImapSource {
-        session: Some(session),
-        label: label.to_string(),
-        protocol_name,
+    Ok(LoggedIn {
+        session,
         caps,
-        options: Options {
-            keep,
-            mark_seen: account.mark_seen,
-            only_unseen: account.only_unseen,
-            move_to: account.move_to.clone(),
-            patterns: account.folders.clone(),
-        },
-        move_to_server: None,
-        folders: HashMap::new(),
-        selected: None,
-        queue: VecDeque::new(),
-        batch: VecDeque::new(),
-        pending: BTreeMap::new(),
+        protocol_name,
+        socket,
+        stream: handle,
     })
 }
 
@@ -436,6 +494,27 @@ struct Listed {
 }
 
 impl ImapSource {
+    /// Reads the answers to the fetches in flight (keeping the bodies for
+    /// `next_message`), so that the `imap` crate may use the connection.
+    fn quiesce(&mut self) -> Result<()> {
+        while !self.bodies.is_idle() {
+            let missing = self.bodies.receive(&mut self.batch)?;
+            self.warn_missing(missing);
+        }
+        Ok(())
+    }
+
+    fn warn_missing(&self, missing: Vec<RemoteMessage>) {
+        for m in missing {
+            log::warn!(
+                "{}: {}: message UID {} went away before it could be fetched",
+                self.label,
+                m.folder,
+                m.number
+            );
+        }
+    }
+
     fn session(&mut self) -> Result<&mut Session<Conn>> {
         self.session
             .as_mut()
@@ -449,6 +528,7 @@ impl ImapSource {
         context: &str,
         f: impl FnOnce(&mut Session<Conn>) -> imap::error::Result<T>,
     ) -> Result<T> {
+        self.quiesce()?;
         let session = self.session()?;
         let result = f(session);
         let _ = session.take_all_unsolicited();
@@ -842,16 +922,43 @@ impl ImapSource {
         Ok(scan)
     }
 
-    /// Fetches the next batch from the queue: messages of one folder whose
-    /// sizes add up to at most `BATCH_BYTES` (at least one message).
+    /// Makes the next batch of bodies available in `batch`, keeping
+    /// `PIPELINE` fetch commands in flight.
     fn fetch_batch(&mut self) -> Result<()> {
         while self.batch.is_empty() {
+            self.fill_pipeline()?;
+            if self.bodies.is_idle() {
+                return Ok(());
+            }
+            let missing = self.bodies.receive(&mut self.batch)?;
+            self.warn_missing(missing);
+        }
+        Ok(())
+    }
+
+    /// Sends fetches for the queue's next batches, each of one folder and
+    /// at most `BATCH_BYTES` (at least one message). Commands of the
+    /// `imap` crate (`SELECT`, flags) need the pipeline drained, so a
+    /// folder change or a due flush waits until it is.
+    fn fill_pipeline(&mut self) -> Result<()> {
+        while self.bodies.in_flight() < PIPELINE {
             let Some(first) = self.queue.front() else {
                 return Ok(());
             };
             let folder = first.folder.clone();
-            self.ensure_selected(&folder)?;
-            self.flush_flags(&folder)?;
+            if self.bodies.is_idle() {
+                self.ensure_selected(&folder)?;
+                self.flush_flags(&folder)?;
+            } else {
+                let waiting = self
+                    .pending
+                    .get(&folder)
+                    .map_or(0, |p| p.seen.len() + p.remove.len());
+                if self.bodies.in_flight_folder() != Some(folder.as_str()) || waiting >= FLUSH_AFTER
+                {
+                    return Ok(());
+                }
+            }
             let mut wanted = Vec::new();
             let mut bytes = 0u64;
             while let Some(m) = self.queue.front() {
@@ -864,31 +971,21 @@ impl ImapSource {
                 bytes += m.size;
                 wanted.push(self.queue.pop_front().expect("checked above"));
             }
-            let uids: Vec<u32> = wanted.iter().map(|m| m.number).collect();
-            let set = uid_set(&uids);
-            let fetches = self.with_session("UID FETCH", |s| {
-                s.uid_fetch(&set, "(UID RFC822.SIZE BODY.PEEK[])")
-            })?;
-            let mut bodies: HashMap<u32, Vec<u8>> = HashMap::new();
-            for f in fetches.iter() {
-                if let (Some(uid), Some(body)) = (f.uid, f.body()) {
-                    bodies.entry(uid).or_insert_with(|| crlf_to_lf(body));
-                }
-            }
-            drop(fetches);
-            for m in wanted {
-                match bodies.remove(&m.number) {
-                    Some(body) => self.batch.push_back((m, body)),
-                    None => log::warn!(
-                        "{}: {}: message UID {} went away before it could be fetched",
-                        self.label,
-                        m.folder,
-                        m.number
-                    ),
-                }
-            }
+            self.bodies.send(wanted)?;
         }
         Ok(())
+    }
+
+    /// The folders the account's `folders` patterns choose on this server
+    /// (what a fetch would scan), for `mailretr watch` to IDLE on.
+    pub fn chosen_folders(&mut self) -> Result<Vec<ChosenFolder>> {
+        self.choose_folders()
+    }
+
+    /// Whether the server offers a capability mailretr looks for
+    /// (`KNOWN_CAPABILITIES`), e.g. `IDLE`.
+    pub fn has_capability(&self, capability: &str) -> bool {
+        self.caps.contains(capability)
     }
 
     /// Fetches only the headers and sizes of messages (`BODY.PEEK[HEADER]`,
@@ -935,6 +1032,10 @@ impl Source for ImapSource {
         Ok(scans)
     }
 
+    fn fetch_headers(&mut self, messages: &[RemoteMessage]) -> Result<Option<Vec<MessageHeader>>> {
+        ImapSource::fetch_headers(self, messages).map(Some)
+    }
+
     fn retrieve(&mut self, messages: Vec<RemoteMessage>) -> Result<()> {
         self.queue.extend(messages);
         Ok(())
@@ -977,7 +1078,16 @@ impl Source for ImapSource {
             return Ok(());
         }
         self.queue.clear();
+        // Fetches in flight are read to their end (and dropped) before
+        // the session can say anything else; if that fails the
+        // connection is out of step, and the pending work waits for the
+        // next run (it is all redone from the state).
+        let drained = self.quiesce();
         self.batch.clear();
+        if let Err(e) = drained {
+            self.session = None;
+            return Err(e);
+        }
         let mut first_error: Option<Error> = None;
         if let Some(current) = self.selected.clone() {
             if let Err(e) = self.leave_folder(&current) {

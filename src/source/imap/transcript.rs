@@ -3,9 +3,13 @@
 //! level, whichever code does the talking (our STARTTLS dialogue or the
 //! `imap` crate). Secrets never reach the log: `LOGIN` arguments, SASL
 //! initial responses and continuation lines are shown as `<redacted>`,
-//! and message literals as their size only.
+//! and message literals as their first line and size only. The lines go
+//! to `crate::transcript` (stderr with `-vv`, and the account's
+//! `transcript` file).
 
 use std::io::{self, Read, Write};
+
+use crate::transcript;
 
 /// Longest server line shown in full; the rest is cut.
 const SHOWN: usize = 300;
@@ -23,6 +27,10 @@ pub struct Traced<S> {
     in_line_len: usize,
     /// Bytes of a server literal still to come.
     in_literal: u64,
+    /// The literal's size, and its first line while it is being read (it
+    /// is shown once complete, with the size; the rest is not shown).
+    literal_total: u64,
+    literal_head: Option<Vec<u8>>,
 }
 
 impl<S> Traced<S> {
@@ -32,11 +40,13 @@ impl<S> Traced<S> {
         Traced {
             inner,
             label: label.to_string(),
-            enabled: log::log_enabled!(log::Level::Trace),
+            enabled: transcript::enabled(label),
             out_line: Vec::new(),
             in_line: Vec::new(),
             in_line_len: 0,
             in_literal: 0,
+            literal_total: 0,
+            literal_head: None,
         }
     }
 
@@ -55,6 +65,23 @@ impl<S> Traced<S> {
             if self.in_literal > 0 {
                 let n = (self.in_literal.min(data.len() as u64)) as usize;
                 self.in_literal -= n as u64;
+                if let Some(head) = &mut self.literal_head {
+                    let newline = data[..n].iter().position(|&b| b == b'\n');
+                    let take = newline.unwrap_or(n).min(SHOWN.saturating_sub(head.len()));
+                    head.extend_from_slice(&data[..take]);
+                    if newline.is_some() || self.in_literal == 0 {
+                        let head = self.literal_head.take().unwrap_or_default();
+                        let first = String::from_utf8_lossy(&head);
+                        transcript::server(
+                            &self.label,
+                            &format!(
+                                "{} <{} bytes>",
+                                first.trim_end_matches('\r'),
+                                self.literal_total
+                            ),
+                        );
+                    }
+                }
                 data = &data[n..];
                 continue;
             }
@@ -74,16 +101,14 @@ impl<S> Traced<S> {
                     line.pop();
                 }
                 let literal = if cut { None } else { literal_length(&line) };
-                log::trace!(
-                    "{}: S: {line}{}",
-                    self.label,
-                    if cut { " [...]" } else { "" }
+                transcript::server(
+                    &self.label,
+                    &format!("{line}{}", if cut { " [...]" } else { "" }),
                 );
                 if let Some(n) = literal {
-                    if n > 0 {
-                        log::trace!("{}: S: <{n} bytes>", self.label);
-                    }
                     self.in_literal = n;
+                    self.literal_total = n;
+                    self.literal_head = (n > 0).then(Vec::new);
                 }
                 self.in_line.clear();
                 self.in_line_len = 0;
@@ -98,7 +123,7 @@ impl<S> Traced<S> {
             while line.ends_with(['\r', '\n']) {
                 line.pop();
             }
-            log::trace!("{}: C: {}", self.label, redact(&line));
+            transcript::client(&self.label, &redact(&line));
             self.out_line.clear();
             data = &data[i + 1..];
         }

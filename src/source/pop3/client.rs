@@ -18,6 +18,7 @@ use md5::{Digest, Md5};
 use crate::codec;
 use crate::config::AuthMech;
 use crate::error::{Error, Result};
+use crate::transcript;
 
 /// What the server said it supports in answer to CAPA.
 #[derive(Debug, Default, Clone)]
@@ -203,7 +204,7 @@ impl<S: Read + Write> Pop3<S> {
     pub fn send(&mut self, commands: &[Command]) -> Result<()> {
         let mut wire = String::new();
         for c in commands {
-            log::trace!("{}: C: {}", self.label, c.wire().trim_end());
+            transcript::client(&self.label, c.wire().trim_end());
             wire.push_str(&c.wire());
         }
         self.write_raw(wire.as_bytes())
@@ -219,21 +220,28 @@ impl<S: Read + Write> Pop3<S> {
 
     /// Sends a line that holds a secret; the transcript shows `<redacted>`.
     fn send_secret(&mut self, shown: &str, line: &str) -> Result<()> {
-        log::trace!("{}: C: {shown} <redacted>", self.label);
+        let shown = if shown.is_empty() {
+            "<redacted>".to_string()
+        } else {
+            format!("{shown} <redacted>")
+        };
+        transcript::client(&self.label, &shown);
         self.write_raw(format!("{line}\r\n").as_bytes())
     }
 
     /// Reads one status line.
     pub fn read_status(&mut self) -> Result<Status> {
         let line = codec::read_reply(&mut self.stream).map_err(|e| self.io(e))?;
-        log::trace!("{}: S: {}", self.label, line);
+        transcript::server(&self.label, &line);
         parse_status(&line)
     }
 
     /// Reads a dot-terminated block of at most `max` bytes (LF endings).
     pub fn read_block(&mut self, out: &mut Vec<u8>, max: usize) -> Result<()> {
         codec::read_dot_block(&mut self.stream, out, max).map_err(|e| self.io(e))?;
-        log::trace!("{}: S: <{} bytes>", self.label, out.len());
+        if transcript::enabled(&self.label) {
+            transcript::server(&self.label, &transcript::elide(out));
+        }
         Ok(())
     }
 
@@ -252,7 +260,7 @@ impl<S: Read + Write> Pop3<S> {
     /// CAPA (RFC 2449). A server without CAPA gets empty capabilities.
     pub fn capa(&mut self) -> Result<Capabilities> {
         self.write_raw(b"CAPA\r\n")?;
-        log::trace!("{}: C: CAPA", self.label);
+        transcript::client(&self.label, "CAPA");
         let mut caps = Capabilities::default();
         if let Status::Err(_) = self.read_status()? {
             return Ok(caps);
@@ -294,7 +302,7 @@ impl<S: Read + Write> Pop3<S> {
     }
 
     fn send_plain(&mut self, line: &str) -> Result<()> {
-        log::trace!("{}: C: {line}", self.label);
+        transcript::client(&self.label, line);
         self.write_raw(format!("{line}\r\n").as_bytes())
     }
 
@@ -369,7 +377,7 @@ impl<S: Read + Write> Pop3<S> {
 
     fn read_sasl_line(&mut self) -> Result<String> {
         let line = codec::read_reply(&mut self.stream).map_err(|e| self.io(e))?;
-        log::trace!("{}: S: {}", self.label, line);
+        transcript::server(&self.label, &line);
         Ok(line)
     }
 

@@ -17,7 +17,7 @@ use crate::error::{Error, Result};
 use crate::net::{self, Stream};
 use client::{Capabilities, Command, Pop3, Status};
 
-use super::{RemoteMessage, Scan, SeenIndex, Source};
+use super::{MessageHeader, RemoteMessage, Scan, SeenIndex, Source};
 
 /// The folder name POP3 messages are recorded under.
 pub const POP3_FOLDER: &str = "INBOX";
@@ -274,6 +274,43 @@ impl Source for Pop3Source {
             }
         }
         Ok(vec![scan])
+    }
+
+    /// `TOP n 0` for each message, pipelined when the server allows.
+    /// Must be called before `retrieve` (nothing may be in flight).
+    fn fetch_headers(&mut self, messages: &[RemoteMessage]) -> Result<Option<Vec<MessageHeader>>> {
+        if (self.caps.answered && !self.caps.has("TOP")) || !self.in_flight.is_empty() {
+            return Ok(None);
+        }
+        let depth = if self.pipelining() { self.depth } else { 1 };
+        let mut out = Vec::with_capacity(messages.len());
+        let mut refused = 0usize;
+        for batch in messages.chunks(depth) {
+            let commands: Vec<Command> = batch.iter().map(|m| Command::Top(m.number, 0)).collect();
+            let session = self.session()?;
+            session.send(&commands)?;
+            for m in batch {
+                match session.read_status()? {
+                    Status::Ok(_) => {
+                        let mut header = Vec::new();
+                        // A header block is small; a server sending more
+                        // than this for TOP n 0 is not answering TOP.
+                        session.read_block(&mut header, 4 * 1024 * 1024)?;
+                        let len = crate::message::header_block(&header).len();
+                        header.truncate(len);
+                        out.push((m.clone(), header));
+                    }
+                    Status::Err(t) => {
+                        log::debug!("TOP {} 0: -ERR {t}", m.number);
+                        refused += 1;
+                    }
+                }
+            }
+        }
+        if refused == messages.len() && !messages.is_empty() {
+            return Ok(None);
+        }
+        Ok(Some(out))
     }
 
     fn retrieve(&mut self, messages: Vec<RemoteMessage>) -> Result<()> {

@@ -1,0 +1,151 @@
+//! One file per message in a directory (Mailismus's download-as-file
+//! mode): a name from a template (`%A` account, `%U` recipient, `%I` a
+//! unique id; `%A` and `%U` work in the directory path too), written
+//! atomically: to a hidden temporary name, fsynced, linked to its final
+//! name (never replacing a file already there), then the directory is
+//! fsynced. A reader polling the directory never sees half a message.
+
+use std::fs::{self, DirBuilder, File, OpenOptions};
+use std::io::{self, Write};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use crate::error::Result;
+use crate::message::Envelope;
+
+use super::{expand_template, local_error, per_recipient, DeliveryReport, Destination, Refusal};
+
+static COUNTER: AtomicU64 = AtomicU64::new(0);
+
+/// A directory destination.
+pub struct Directory {
+    name: String,
+    path: PathBuf,
+    filename: String,
+    hostname: String,
+}
+
+impl Directory {
+    /// Files named by `filename` (a template) in the directory `path`.
+    pub fn new(name: &str, path: PathBuf, filename: String, hostname: &str) -> Directory {
+        Directory {
+            name: name.to_string(),
+            path,
+            filename,
+            hostname: super::file_safe(hostname),
+        }
+    }
+
+    /// Seconds, microseconds, pid, a counter and the host: unique across
+    /// processes and time, like a Maildir name.
+    fn unique_id(&self) -> String {
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default();
+        format!(
+            "{}.M{}P{}Q{}.{}",
+            now.as_secs(),
+            now.subsec_micros(),
+            std::process::id(),
+            COUNTER.fetch_add(1, Ordering::Relaxed),
+            self.hostname
+        )
+    }
+
+    fn write_one(&self, account: &str, recipient: &str, message: &[u8]) -> Result<PathBuf> {
+        let fail = |what: &str, p: &Path, e: io::Error| {
+            local_error(&self.name, &format!("{what} {}", p.display()), &e)
+        };
+        let unique = self.unique_id();
+        let dir = PathBuf::from(expand_template(
+            &self.path.to_string_lossy(),
+            account,
+            recipient,
+            &unique,
+        ));
+        DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&dir)
+            .map_err(|e| fail("cannot create", &dir, e))?;
+        let final_path = dir.join(expand_template(&self.filename, account, recipient, &unique));
+        let tmp = dir.join(format!(".tmp.{unique}"));
+        let written = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&tmp)
+            .and_then(|mut f| {
+                f.write_all(message)?;
+                f.sync_all()
+            });
+        if let Err(e) = written {
+            let _ = fs::remove_file(&tmp);
+            return Err(fail("cannot write", &tmp, e));
+        }
+        // link() refuses to replace an existing file, unlike rename().
+        let linked = fs::hard_link(&tmp, &final_path);
+        let _ = fs::remove_file(&tmp);
+        linked.map_err(|e| fail("cannot create", &final_path, e))?;
+        File::open(&dir)
+            .and_then(|d| d.sync_all())
+            .map_err(|e| fail("cannot sync", &dir, e))?;
+        Ok(final_path)
+    }
+}
+
+impl Destination for Directory {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn deliver(&mut self, envelope: &Envelope, message: &[u8]) -> Result<DeliveryReport> {
+        let per = per_recipient(&self.filename) || per_recipient(&self.path.to_string_lossy());
+        if !per {
+            let recipient = envelope.recipients.first().map_or("", String::as_str);
+            self.write_one(&envelope.account, recipient, message)?;
+            return Ok(DeliveryReport::all(&envelope.recipients));
+        }
+        let mut report = DeliveryReport::default();
+        for recipient in &envelope.recipients {
+            match self.write_one(&envelope.account, recipient, message) {
+                Ok(_) => report.accepted.push(recipient.clone()),
+                Err(error) => report.refused.push(Refusal {
+                    recipient: recipient.clone(),
+                    error,
+                }),
+            }
+        }
+        Ok(report)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn writes_one_file_per_message_and_recipient() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut d = Directory::new("files", dir.path().join("%A"), "%U-%I.eml".into(), "host/x");
+        let env = Envelope {
+            recipients: vec!["a@x".into(), "b@x".into()],
+            account: "isp".into(),
+            ..Envelope::default()
+        };
+        let r = d.deliver(&env, b"Subject: x\n\nhi\n").unwrap();
+        assert_eq!(r.accepted.len(), 2);
+        let mut names: Vec<String> = fs::read_dir(dir.path().join("isp"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        names.sort();
+        assert_eq!(names.len(), 2, "{names:?}");
+        assert!(names[0].starts_with("a@x-") && names[0].ends_with(".eml"));
+        assert!(names[1].starts_with("b@x-"));
+        let bytes = fs::read(dir.path().join("isp").join(&names[0])).unwrap();
+        assert_eq!(bytes, b"Subject: x\n\nhi\n");
+    }
+}

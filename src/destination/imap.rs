@@ -1,0 +1,176 @@
+//! Delivery by IMAP `APPEND` (RFC 3501 section 6.3.11) to a folder on
+//! another server, with the same TLS and authentication rules as IMAP
+//! sources (the connection is made by `source::imap::connect_session`).
+//! The internal date is preserved: it is taken from the message's
+//! `Date:` header, else from the date of its newest `Received:` header,
+//! so the copy sorts where the original did.
+//!
+//! One connection per run, reused for every message; the folder is
+//! created on first use if the server does not list it. A broken
+//! connection is a temporary failure and the next message reconnects.
+
+use chrono::{DateTime, FixedOffset};
+
+use crate::config::{self, ImapAppendConfig};
+use crate::error::{Error, Result};
+use crate::message::{self, Envelope};
+use crate::secret;
+use crate::source::imap::{connect_session, Conn};
+
+use super::{DeliveryReport, Destination};
+
+/// An IMAP APPEND destination.
+pub struct ImapAppend {
+    name: String,
+    config: ImapAppendConfig,
+    session: Option<imap::Session<Conn>>,
+}
+
+/// The date to give the appended copy: `Date:`, else the newest
+/// `Received:` header's date.
+pub fn internal_date(message: &[u8]) -> Option<DateTime<FixedOffset>> {
+    let parse = |s: &str| {
+        // Drop a trailing comment such as "(UTC)", which chrono refuses.
+        let s = s.split(" (").next().unwrap_or(s).trim();
+        DateTime::parse_from_rfc2822(s).ok()
+    };
+    if let Some(d) = message::header_value(message, "Date")
+        .as_deref()
+        .and_then(parse)
+    {
+        return Some(d);
+    }
+    let received = message::header_value(message, "Received")?;
+    parse(received.rsplit(';').next()?)
+}
+
+/// LF line endings to CRLF, as IMAP literals carry them.
+fn to_crlf(message: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(message.len() + message.len() / 30);
+    let mut prev = 0u8;
+    for &b in message {
+        if b == b'\n' && prev != b'\r' {
+            out.push(b'\r');
+        }
+        out.push(b);
+        prev = b;
+    }
+    out
+}
+
+impl ImapAppend {
+    /// A destination for `config`; it connects on first use.
+    pub fn new(name: &str, config: ImapAppendConfig) -> ImapAppend {
+        ImapAppend {
+            name: name.to_string(),
+            config,
+            session: None,
+        }
+    }
+
+    fn fail(&self, message: String, transient: bool) -> Error {
+        Error::Delivery {
+            destination: self.name.clone(),
+            message,
+            transient,
+        }
+    }
+
+    fn connect(&mut self) -> Result<()> {
+        if self.session.is_some() {
+            return Ok(());
+        }
+        let c = &self.config;
+        // An account-shaped description of the server, so the source's
+        // connection rules (TLS, STARTTLS, mechanisms) apply unchanged.
+        let url = format!(
+            "imaps://{}@{}",
+            "x",
+            c.server.host.trim_matches(|ch| ch == '[' || ch == ']')
+        );
+        let mut account = config::from_url(&url, "/", None, true)
+            .map_err(|e| self.fail(e.to_string(), false))?
+            .accounts
+            .remove(0);
+        account.name = self.name.clone();
+        account.server = c.server.clone();
+        account.user = c.user.clone();
+        account.secret = c.secret.clone();
+        account.auth = c.auth.clone();
+        account.auth_explicit = true;
+        let password = secret::resolve(&c.secret).map_err(|e| self.fail(e.to_string(), false))?;
+        let logged_in = connect_session(&account, password.as_deref())
+            .map_err(|e| self.fail(format!("{}: {e}", c.server.host), e.is_transient()))?;
+        let mut session = logged_in.session;
+        let folder = c.folder.clone();
+        let listed = session
+            .list(None, Some(&folder))
+            .map(|names| names.iter().next().is_some())
+            .unwrap_or(true);
+        if !listed {
+            session
+                .create(&folder)
+                .map_err(|e| self.fail(format!("cannot create folder {folder}: {e}"), false))?;
+        }
+        self.session = Some(session);
+        Ok(())
+    }
+}
+
+impl Destination for ImapAppend {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn deliver(&mut self, envelope: &Envelope, message: &[u8]) -> Result<DeliveryReport> {
+        self.connect()?;
+        let content = to_crlf(message);
+        let folder = self.config.folder.clone();
+        let session = self.session.as_mut().expect("connected above");
+        let mut append = session.append(&folder, &content);
+        if let Some(date) = internal_date(message) {
+            append.internal_date(date);
+        }
+        match append.finish() {
+            Ok(_) => Ok(DeliveryReport::all(&envelope.recipients)),
+            Err(e @ (imap::Error::Io(_) | imap::Error::ConnectionLost | imap::Error::Bye(_))) => {
+                self.session = None;
+                Err(self.fail(format!("APPEND to {folder}: {e}"), true))
+            }
+            Err(e) => {
+                let text = e.to_string();
+                // A full mailbox clears up; a refused message does not.
+                let transient = text.contains("OVERQUOTA") || text.contains("LIMIT");
+                Err(self.fail(format!("APPEND to {folder}: {text}"), transient))
+            }
+        }
+    }
+
+    fn close(&mut self) {
+        if let Some(mut s) = self.session.take() {
+            let _ = s.logout();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn internal_date_from_date_or_received() {
+        let d = internal_date(b"Date: Tue, 1 Jul 2003 10:52:37 +0200\n\nx").unwrap();
+        assert_eq!(d.to_rfc3339(), "2003-07-01T10:52:37+02:00");
+        let d = internal_date(
+            b"Received: from a by b; Wed, 2 Jul 2003 11:00:00 +0000 (UTC)\nSubject: x\n\nbody",
+        )
+        .unwrap();
+        assert_eq!(d.to_rfc3339(), "2003-07-02T11:00:00+00:00");
+        assert!(internal_date(b"Subject: x\n\nDate: Tue, 1 Jul 2003 10:52:37 +0200\n").is_none());
+    }
+
+    #[test]
+    fn crlf_conversion() {
+        assert_eq!(to_crlf(b"a\nb\r\nc"), b"a\r\nb\r\nc");
+    }
+}

@@ -1,0 +1,405 @@
+//! SMTP delivery with lettre's `SmtpConnection`, driven command by
+//! command (lettre's `send_raw` does MAIL, RCPT and DATA in one call,
+//! but headers-first needs to stop after RCPT TO).
+//!
+//! One connection per run, reused across messages with `RSET` between;
+//! it is opened on the first message and dropped after a network error
+//! (the next message opens a new one). TLS: `implicit` from the first
+//! byte, `starttls` which must succeed, or `none`; certificates are
+//! verified, `ca_file` adds a trust anchor and `fingerprint` pins the
+//! certificate instead, as for sources. `SIZE` (its limit is read from
+//! our own `EHLO`, since lettre does not keep it), `8BITMIME` and
+//! `SMTPUTF8` are used when offered.
+//!
+//! Messages are held with LF line endings; they are sent as CRLF.
+//! lettre dot-stuffs and ends the data with `CRLF . CRLF` itself, so the
+//! message's own final line break is left off to avoid adding an empty
+//! line.
+
+use lettre::address::Address;
+use lettre::transport::smtp::authentication::{Credentials, Mechanism};
+use lettre::transport::smtp::client::{Certificate, SmtpConnection, TlsParameters};
+use lettre::transport::smtp::commands::{Data, Ehlo, Mail, Rcpt, Rset};
+use lettre::transport::smtp::extension::{ClientId, Extension, MailBodyParameter, MailParameter};
+use sha2::{Digest, Sha256};
+
+use crate::config::{SmtpConfig, TlsMode};
+use crate::error::{Error, Result};
+use crate::message::Envelope;
+use crate::secret;
+
+use super::{sender_of, DeliveryReport, Destination, Refusal};
+
+/// An open connection and what the server offers.
+struct Connection {
+    conn: SmtpConnection,
+    /// `SIZE` was offered (with this limit; 0 = none given).
+    size: Option<u64>,
+    /// A transaction ran on this connection (send RSET before the next).
+    used: bool,
+}
+
+/// An SMTP destination.
+pub struct Smtp {
+    name: String,
+    config: SmtpConfig,
+    hostname: String,
+    connection: Option<Connection>,
+    /// Recipients accepted at RCPT TO in the open transaction.
+    open: Option<Vec<String>>,
+}
+
+/// LF line endings to CRLF (a CR already before an LF is kept as is),
+/// leaving off the final line break, which lettre's terminator supplies.
+pub fn wire_form(message: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(message.len() + message.len() / 30 + 2);
+    let mut prev = 0u8;
+    for &b in message {
+        if b == b'\n' && prev != b'\r' {
+            out.push(b'\r');
+        }
+        out.push(b);
+        prev = b;
+    }
+    if out.ends_with(b"\r\n") {
+        out.truncate(out.len() - 2);
+    }
+    out
+}
+
+/// Reads the `SIZE` keyword (and its limit) from an EHLO reply's lines.
+pub fn size_offered<'a>(lines: impl Iterator<Item = &'a str>) -> Option<u64> {
+    lines.skip(1).find_map(|l| {
+        let mut words = l.split_whitespace();
+        match words.next() {
+            Some(w) if w.eq_ignore_ascii_case("SIZE") => {
+                Some(words.next().and_then(|n| n.parse().ok()).unwrap_or(0))
+            }
+            _ => None,
+        }
+    })
+}
+
+impl Smtp {
+    /// A destination for `config`; it connects on first use.
+    pub fn new(name: &str, config: SmtpConfig, hostname: &str) -> Smtp {
+        Smtp {
+            name: name.to_string(),
+            config,
+            hostname: hostname.to_string(),
+            connection: None,
+            open: None,
+        }
+    }
+
+    fn fail(&self, message: String, transient: bool) -> Error {
+        Error::Delivery {
+            destination: self.name.clone(),
+            message,
+            transient,
+        }
+    }
+
+    /// A lettre error: a reply code decides (4xx transient, 5xx
+    /// permanent); anything else is the connection or TLS, and the
+    /// connection is dropped and the failure counted as transient.
+    fn smtp_error(&mut self, what: &str, e: lettre::transport::smtp::Error) -> Error {
+        if e.is_transient() || e.is_permanent() {
+            return self.fail(format!("{what}: {e}"), e.is_transient());
+        }
+        if let Some(mut c) = self.connection.take() {
+            c.conn.abort();
+        }
+        self.open = None;
+        let server = format!("{}:{}", self.config.server.host, self.config.server.port);
+        self.fail(format!("{what} ({server}): {e}"), true)
+    }
+
+    fn tls_parameters(&self) -> Result<TlsParameters> {
+        let server = &self.config.server;
+        let mut b = TlsParameters::builder(server.host.clone());
+        if let Some(ca) = &server.ca_file {
+            let pem = std::fs::read(ca)
+                .map_err(|e| Error::Tls(format!("cannot read ca_file {}: {e}", ca.display())))?;
+            let cert = Certificate::from_pem(&pem)
+                .map_err(|e| Error::Tls(format!("ca_file {}: {e}", ca.display())))?;
+            b = b.add_root_certificate(cert);
+        }
+        if server.fingerprint.is_some() {
+            // The pin replaces the chain and name checks; it is checked
+            // right after the handshake, before anything is sent.
+            b = b
+                .dangerous_accept_invalid_certs(true)
+                .dangerous_accept_invalid_hostnames(true);
+        }
+        b.build_native()
+            .map_err(|e| Error::Tls(format!("cannot set up TLS: {e}")))
+    }
+
+    fn check_pin(&self, conn: &SmtpConnection) -> Result<()> {
+        let Some(pin) = &self.config.server.fingerprint else {
+            return Ok(());
+        };
+        let der = conn
+            .peer_certificate()
+            .map_err(|e| Error::Tls(format!("{}: {e}", self.config.server.host)))?;
+        let actual = Sha256::digest(&der);
+        if actual.as_slice() != pin.as_slice() {
+            return Err(Error::Tls(format!(
+                "certificate fingerprint mismatch for {}: server has {}",
+                self.config.server.host,
+                crate::net::format_fingerprint(&actual)
+            )));
+        }
+        Ok(())
+    }
+
+    fn connect(&mut self) -> Result<()> {
+        if self.connection.is_some() {
+            return Ok(());
+        }
+        let server = self.config.server.clone();
+        let hello = ClientId::Domain(self.hostname.clone());
+        let tls = match server.tls {
+            TlsMode::None => None,
+            _ => Some(
+                self.tls_parameters()
+                    .map_err(|e| self.fail(e.to_string(), false))?,
+            ),
+        };
+        let implicit = if server.tls == TlsMode::Implicit {
+            tls.as_ref()
+        } else {
+            None
+        };
+        let mut conn = SmtpConnection::connect(
+            (server.host.as_str(), server.port),
+            Some(server.timeout),
+            &hello,
+            implicit,
+            None,
+        )
+        .map_err(|e| self.smtp_error("connecting", e))?;
+        if server.tls == TlsMode::Starttls {
+            if !conn.can_starttls() {
+                conn.abort();
+                return Err(self.fail(
+                    "the server does not offer STARTTLS (tls = \"starttls\")".into(),
+                    false,
+                ));
+            }
+            let params = tls.as_ref().expect("built for starttls");
+            if let Err(e) = conn.starttls(params, &hello) {
+                return Err(self.smtp_error("STARTTLS", e));
+            }
+        }
+        if server.tls != TlsMode::None {
+            if let Err(e) = self.check_pin(&conn) {
+                conn.abort();
+                return Err(self.fail(e.to_string(), false));
+            }
+        }
+        // lettre keeps no SIZE from its EHLO; ask once more and read it.
+        let size = match conn.command(Ehlo::new(hello.clone())) {
+            Ok(reply) => size_offered(reply.message()),
+            Err(e) => return Err(self.smtp_error("EHLO", e)),
+        };
+        if let Some(user) = &self.config.user {
+            let password = secret::resolve(&self.config.secret)
+                .map_err(|e| self.fail(e.to_string(), false))?
+                .unwrap_or_default();
+            let credentials = Credentials::new(user.clone(), password);
+            if let Err(e) = conn.auth(&[Mechanism::Plain, Mechanism::Login], &credentials) {
+                let transient = e.is_transient();
+                conn.abort();
+                return Err(self.fail(format!("authentication as {user} failed: {e}"), transient));
+            }
+        }
+        self.connection = Some(Connection {
+            conn,
+            size,
+            used: false,
+        });
+        Ok(())
+    }
+
+    fn effective_recipients(&self, envelope: &Envelope) -> Vec<String> {
+        match &self.config.recipient {
+            Some(r) => vec![r.clone()],
+            None => envelope.recipients.clone(),
+        }
+    }
+}
+
+impl Destination for Smtp {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn checks_envelope(&self) -> bool {
+        true
+    }
+
+    fn recipients(&self, envelope: &Envelope) -> Vec<String> {
+        self.effective_recipients(envelope)
+    }
+
+    fn deliver(&mut self, envelope: &Envelope, message: &[u8]) -> Result<DeliveryReport> {
+        let mut report = self.begin(envelope, message.len() as u64)?;
+        if report.accepted.is_empty() {
+            self.abandon();
+            return Ok(report);
+        }
+        let done = self.finish(envelope, message)?;
+        report.accepted = done.accepted;
+        report.refused.extend(done.refused);
+        Ok(report)
+    }
+
+    fn begin(&mut self, envelope: &Envelope, size: u64) -> Result<DeliveryReport> {
+        self.connect()?;
+        let recipients = self.effective_recipients(envelope);
+        let sender = sender_of(envelope, self.config.sender.as_deref());
+        let from = if sender.is_empty() {
+            None
+        } else {
+            match sender.parse::<Address>() {
+                Ok(a) => Some(a),
+                Err(e) => {
+                    let msg = format!("envelope sender {sender:?} is not an address: {e}");
+                    return Ok(DeliveryReport::none(&recipients, || {
+                        self.fail(msg.clone(), false)
+                    }));
+                }
+            }
+        };
+        let c = self.connection.as_mut().expect("connected above");
+        if c.used {
+            if let Err(e) = c.conn.command(Rset) {
+                return Err(self.smtp_error("RSET", e));
+            }
+        }
+        let c = self.connection.as_mut().expect("connected above");
+        c.used = true;
+        let info = c.conn.server_info();
+        let mut params = Vec::new();
+        if c.size.is_some() {
+            params.push(MailParameter::Size(size as usize));
+        }
+        // With headers-first the body is not known yet: declare 8BITMIME
+        // whenever it is offered (harmless for 7-bit mail).
+        if info.supports_feature(Extension::EightBitMime) {
+            params.push(MailParameter::Body(MailBodyParameter::EightBitMime));
+        }
+        let non_ascii = !sender.is_ascii() || recipients.iter().any(|r| !r.is_ascii());
+        if non_ascii && info.supports_feature(Extension::SmtpUtfEight) {
+            params.push(MailParameter::SmtpUtfEight);
+        }
+        if let Err(e) = c.conn.command(Mail::new(from, params)) {
+            let what = format!("MAIL FROM:<{sender}>");
+            if e.is_transient() || e.is_permanent() {
+                let msg = format!("{what}: {e}");
+                let transient = e.is_transient();
+                return Ok(DeliveryReport::none(&recipients, || {
+                    self.fail(msg.clone(), transient)
+                }));
+            }
+            return Err(self.smtp_error(&what, e));
+        }
+        let mut report = DeliveryReport::default();
+        for r in &recipients {
+            let address = match r.parse::<Address>() {
+                Ok(a) => a,
+                Err(e) => {
+                    report.refused.push(Refusal {
+                        recipient: r.clone(),
+                        error: self.fail(format!("recipient {r:?} is not an address: {e}"), false),
+                    });
+                    continue;
+                }
+            };
+            let c = self.connection.as_mut().expect("connected above");
+            match c.conn.command(Rcpt::new(address, vec![])) {
+                Ok(_) => report.accepted.push(r.clone()),
+                Err(e) if e.is_transient() || e.is_permanent() => {
+                    let error = self.fail(format!("RCPT TO:<{r}>: {e}"), e.is_transient());
+                    report.refused.push(Refusal {
+                        recipient: r.clone(),
+                        error,
+                    });
+                }
+                Err(e) => return Err(self.smtp_error(&format!("RCPT TO:<{r}>"), e)),
+            }
+        }
+        self.open = Some(report.accepted.clone());
+        Ok(report)
+    }
+
+    fn finish(&mut self, _envelope: &Envelope, message: &[u8]) -> Result<DeliveryReport> {
+        let Some(accepted) = self.open.take() else {
+            return Err(Error::Internal("SMTP finish without begin".into()));
+        };
+        let Some(c) = self.connection.as_mut() else {
+            return Err(Error::Internal("SMTP connection gone".into()));
+        };
+        if let Err(e) = c.conn.command(Data) {
+            if e.is_transient() || e.is_permanent() {
+                let msg = format!("DATA: {e}");
+                let transient = e.is_transient();
+                return Ok(DeliveryReport::none(&accepted, || {
+                    self.fail(msg.clone(), transient)
+                }));
+            }
+            return Err(self.smtp_error("DATA", e));
+        }
+        let c = self.connection.as_mut().expect("checked above");
+        match c.conn.message(&wire_form(message)) {
+            Ok(_) => Ok(DeliveryReport::all(&accepted)),
+            Err(e) if e.is_transient() || e.is_permanent() => {
+                let msg = format!("after DATA: {e}");
+                let transient = e.is_transient();
+                Ok(DeliveryReport::none(&accepted, || {
+                    self.fail(msg.clone(), transient)
+                }))
+            }
+            // The connection broke after the data: the server may or may
+            // not have it. Retried (a duplicate beats a loss).
+            Err(e) => Err(self.smtp_error("sending the message", e)),
+        }
+    }
+
+    fn abandon(&mut self) {
+        self.open = None;
+        // RSET is sent before the next transaction.
+    }
+
+    fn close(&mut self) {
+        if let Some(mut c) = self.connection.take() {
+            let _ = c.conn.quit();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wire_form_is_crlf_without_the_last_break() {
+        assert_eq!(wire_form(b"a\nb\n"), b"a\r\nb");
+        assert_eq!(wire_form(b"a\r\nb"), b"a\r\nb");
+        assert_eq!(wire_form(b"a\n\n"), b"a\r\n");
+        assert_eq!(wire_form(b""), b"");
+    }
+
+    #[test]
+    fn size_keyword_is_found() {
+        let lines = ["mx hello", "PIPELINING", "SIZE 10240000", "8BITMIME"];
+        assert_eq!(size_offered(lines.iter().copied()), Some(10_240_000));
+        assert_eq!(size_offered(["mx", "SIZE"].iter().copied()), Some(0));
+        assert_eq!(
+            size_offered(["mx SIZE 5", "8BITMIME"].iter().copied()),
+            None
+        );
+    }
+}

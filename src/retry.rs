@@ -1,0 +1,199 @@
+//! Retrying the spool and sending bounces: the glue between the spool's
+//! storage and schedule (`crate::spool`), the destinations, and the DSNs
+//! of `crate::bounce`. `fetch` flushes an account's due entries before it
+//! fetches new mail; `mailretr queue flush` does the same on demand.
+
+use std::collections::HashMap;
+
+use crate::bounce::{self, Bounce};
+use crate::config::{Account, Config, DestinationConfig};
+use crate::destination::{self, Destination};
+use crate::error::{Error, Result};
+use crate::message::Envelope;
+use crate::spool::{self, FlushReport, GiveUp, RetryPolicy, SpoolEntry};
+use crate::state::State;
+
+/// The retry schedule from `[general]`.
+pub fn policy(config: &Config) -> RetryPolicy {
+    RetryPolicy {
+        initial: config.general.retry_delay,
+        max: config.general.retry_max_delay,
+        max_age: config.general.spool_max_age,
+    }
+}
+
+/// The current Unix time.
+pub fn now() -> i64 {
+    chrono::Local::now().timestamp()
+}
+
+/// Retries an account's spool entries that are due (or, with `only`, those
+/// ids whatever their schedule), bouncing what is refused for good or too
+/// old. Destinations are opened once and reused for the whole flush.
+pub fn flush_account(
+    config: &Config,
+    account: &str,
+    state: &mut State,
+    only: Option<&[i64]>,
+    now: i64,
+) -> Result<FlushReport> {
+    let policy = policy(config);
+    let mut open: HashMap<String, Box<dyn Destination>> = HashMap::new();
+    let mut recipients_left: Vec<(i64, Vec<String>)> = Vec::new();
+    let result = {
+        let mut deliver = |entry: &SpoolEntry| -> Result<()> {
+            let e = &entry.summary;
+            let Some(dest_config) = config.destinations.get(&e.destination) else {
+                return Err(Error::Delivery {
+                    destination: e.destination.clone(),
+                    message: "this destination is no longer in the config".into(),
+                    transient: true,
+                });
+            };
+            if !open.contains_key(&e.destination) {
+                let d = destination::open(&e.destination, dest_config, &config.general.hostname)?;
+                open.insert(e.destination.clone(), d);
+            }
+            let dest = open.get_mut(&e.destination).expect("inserted above");
+            let envelope = Envelope {
+                sender: e.sender.clone(),
+                recipients: e.recipients.clone(),
+                account: e.account.clone(),
+                folder: e.folder.clone(),
+            };
+            let report = dest.deliver(&envelope, &entry.message)?;
+            if report.refused.is_empty() {
+                return Ok(());
+            }
+            // Some recipients took it: only the others are still owed.
+            let transient = report.refused.iter().any(|r| r.error.is_transient());
+            let message = report
+                .refused
+                .iter()
+                .map(|r| format!("<{}>: {}", r.recipient, r.error))
+                .collect::<Vec<_>>()
+                .join("; ");
+            recipients_left.push((
+                e.id,
+                report.refused.into_iter().map(|r| r.recipient).collect(),
+            ));
+            Err(Error::Delivery {
+                destination: e.destination.clone(),
+                message,
+                transient,
+            })
+        };
+        let account_config = config.accounts.iter().find(|a| a.name == account);
+        let mut bounce = |entry: &SpoolEntry, why: &GiveUp| -> Result<()> {
+            send_bounce(config, account_config, entry, why)
+        };
+        spool::flush(
+            state,
+            account,
+            now,
+            only,
+            &policy,
+            &mut deliver,
+            &mut bounce,
+        )
+    };
+    for (_, d) in open.iter_mut() {
+        d.close();
+    }
+    for (id, recipients) in recipients_left {
+        if state.spool_get(id)?.is_some() {
+            state.spool_set_recipients(id, &recipients)?;
+        }
+    }
+    result
+}
+
+/// Where bounces go out: `general.bounce_via`, else the account's first
+/// smtp destination.
+fn bounce_route<'a>(
+    config: &'a Config,
+    account: Option<&Account>,
+) -> Option<(&'a str, &'a DestinationConfig)> {
+    if let Some(via) = &config.general.bounce_via {
+        return config
+            .destinations
+            .get_key_value(via)
+            .map(|(k, v)| (k.as_str(), v));
+    }
+    account?.deliver_to.iter().find_map(|name| {
+        config
+            .destinations
+            .get_key_value(name)
+            .filter(|(_, d)| matches!(d, DestinationConfig::Smtp(_)))
+            .map(|(k, v)| (k.as_str(), v))
+    })
+}
+
+/// Sends a DSN about a spool entry given up on: to the envelope sender, or
+/// to `general.postmaster` when the message has the null sender (a bounce
+/// is never bounced). Fails when there is nobody to tell or no route.
+pub fn send_bounce(
+    config: &Config,
+    account: Option<&Account>,
+    entry: &SpoolEntry,
+    why: &GiveUp,
+) -> Result<()> {
+    let e = &entry.summary;
+    let no_route = |message: String| Error::Delivery {
+        destination: "bounce".into(),
+        message,
+        transient: true,
+    };
+    let to = match e.sender.as_deref() {
+        Some(s) if !s.is_empty() => s.to_string(),
+        _ => config.general.postmaster.clone().ok_or_else(|| {
+            no_route(
+                "the message has no sender to bounce to and general.postmaster is not set".into(),
+            )
+        })?,
+    };
+    let (via, via_config) = bounce_route(config, account).ok_or_else(|| {
+        no_route(
+            "no route for bounces: set general.bounce_via to an smtp or mda destination".into(),
+        )
+    })?;
+    let hostname = &config.general.hostname;
+    let from = config
+        .general
+        .bounce_from
+        .clone()
+        .unwrap_or_else(|| format!("MAILER-DAEMON@{hostname}"));
+    let dsn = bounce::build(
+        &Bounce {
+            hostname,
+            from: &from,
+            to: &to,
+            account: &e.account,
+            destination: &e.destination,
+            recipients: &e.recipients,
+            reason: why,
+            arrived: e.created_at,
+            original: &entry.message,
+        },
+        chrono::Local::now(),
+    );
+    let mut via_config = via_config.clone();
+    if let DestinationConfig::Smtp(c) = &mut via_config {
+        // The bounce goes to its own recipient, not the relay's single-drop one.
+        c.recipient = None;
+    }
+    let mut sender = destination::open(via, &via_config, hostname)?;
+    let envelope = Envelope {
+        sender: Some(String::new()),
+        recipients: vec![to],
+        account: e.account.clone(),
+        folder: e.folder.clone(),
+    };
+    let sent = sender.deliver(&envelope, &dsn);
+    sender.close();
+    let report = sent?;
+    match report.refused.into_iter().next() {
+        None => Ok(()),
+        Some(r) => Err(r.error),
+    }
+}

@@ -1,0 +1,584 @@
+//! Streaming retrieval of message bodies: `UID FETCH <set> (UID
+//! BODY.PEEK[])` written and read by mailretr itself on a second handle
+//! of the session's connection, instead of through the `imap` crate.
+//!
+//! Why not the crate: it buffers a whole command's response, re-parses it
+//! from its start after every line it reads (a message body is thousands
+//! of lines), and cannot have a second command in flight. Profiles showed
+//! that parse-and-copy work costing as much as the rest of the run. Here
+//! each body is copied once, from a fixed read buffer straight into its
+//! own LF-ended `Vec`, and the next batch's command is sent before this
+//! one's responses are read, so the server streams while messages are
+//! delivered and no round trip is waited for between batches.
+//!
+//! The two users of the connection never overlap: the crate's commands
+//! are sent only when no fetch is in flight (`BodyReader::is_idle`). Our
+//! tags (`ab1`, `ab2`, ...) differ from the crate's (`a1`, ...), so
+//! neither side can mistake the other's completion for its own.
+
+use std::collections::VecDeque;
+use std::io::{self, Read, Write};
+
+use crate::error::{Error, Result};
+use crate::net::StreamHandle;
+use crate::source::RemoteMessage;
+use crate::transcript;
+
+use super::uid_set;
+
+/// Bytes read from the connection at a time. Also the longest response
+/// line (outside literals) accepted: a server has no reason to send more.
+const READ_BUF: usize = 64 * 1024;
+
+/// Our tags: never a crate tag (`a` and digits), still a tag to tools
+/// that read transcripts for lines starting with `a`.
+const TAG_PREFIX: &str = "ab";
+
+/// Largest literal accepted for something that is not a message body;
+/// bodies are bounded by their announced size instead.
+const MAX_OTHER_LITERAL: u64 = 64 * 1024 * 1024;
+
+/// A fetch command sent and not yet completely read.
+#[derive(Debug)]
+struct InFlight {
+    tag: String,
+    /// The messages asked for; taken out as they arrive.
+    messages: Vec<Option<RemoteMessage>>,
+}
+
+/// Sends body fetches and reads their answers (see the module docs).
+pub struct BodyReader {
+    io: StreamHandle,
+    label: String,
+    trace: bool,
+    buf: Box<[u8]>,
+    pos: usize,
+    end: usize,
+    next_tag: u32,
+    in_flight: VecDeque<InFlight>,
+}
+
+impl BodyReader {
+    /// A reader on `io`, a second handle on the session's connection.
+    pub fn new(io: StreamHandle, label: &str) -> BodyReader {
+        BodyReader {
+            io,
+            label: label.to_string(),
+            trace: transcript::enabled(label),
+            buf: vec![0; READ_BUF].into_boxed_slice(),
+            pos: 0,
+            end: 0,
+            next_tag: 1,
+            in_flight: VecDeque::new(),
+        }
+    }
+
+    /// Whether no fetch is in flight, so the `imap` crate may talk.
+    pub fn is_idle(&self) -> bool {
+        self.in_flight.is_empty()
+    }
+
+    /// Commands in flight.
+    pub fn in_flight(&self) -> usize {
+        self.in_flight.len()
+    }
+
+    /// The folder the fetches in flight are for.
+    pub fn in_flight_folder(&self) -> Option<&str> {
+        self.in_flight
+            .front()
+            .and_then(|f| f.messages.iter().flatten().next())
+            .map(|m| m.folder.as_str())
+    }
+
+    /// Sends the fetch of `messages` (all in the selected folder) without
+    /// waiting for the answer.
+    pub fn send(&mut self, messages: Vec<RemoteMessage>) -> Result<()> {
+        let uids: Vec<u32> = messages.iter().map(|m| m.number).collect();
+        let tag = format!("{TAG_PREFIX}{}", self.next_tag);
+        self.next_tag += 1;
+        let line = format!("{tag} UID FETCH {} (UID BODY.PEEK[])", uid_set(&uids));
+        if self.trace {
+            transcript::client(&self.label, &line);
+        }
+        let mut bytes = line.into_bytes();
+        bytes.extend_from_slice(b"\r\n");
+        self.io
+            .write_all(&bytes)
+            .and_then(|()| self.io.flush())
+            .map_err(net_error)?;
+        self.in_flight.push_back(InFlight {
+            tag,
+            messages: messages.into_iter().map(Some).collect(),
+        });
+        Ok(())
+    }
+
+    /// Reads up to the completion of the oldest fetch in flight,
+    /// appending the bodies (LF line endings) to `out` in the order the
+    /// server sent them. Returns the messages of that fetch the server did
+    /// not send (expunged meanwhile). A server may work on pipelined
+    /// commands at once, so bodies of later fetches can come first; they
+    /// are kept too.
+    pub fn receive(
+        &mut self,
+        out: &mut VecDeque<(RemoteMessage, Vec<u8>)>,
+    ) -> Result<Vec<RemoteMessage>> {
+        let Some(tag) = self.in_flight.front().map(|f| f.tag.clone()) else {
+            return Ok(Vec::new());
+        };
+        // Any error ends the run: the connection is out of step.
+        loop {
+            let line = self.read_line()?;
+            if let Some(rest) = line.strip_prefix(b"* ") {
+                self.untagged(rest.to_vec(), out)?;
+                continue;
+            }
+            let text = String::from_utf8_lossy(&line).into_owned();
+            self.trace_line(&text);
+            let mut words = text.splitn(3, ' ');
+            let (t, status) = (words.next().unwrap_or(""), words.next().unwrap_or(""));
+            if t != tag {
+                return Err(Error::Protocol(format!(
+                    "UID FETCH: expected the completion of {tag}, got {:?}",
+                    text.chars().take(80).collect::<String>()
+                )));
+            }
+            let info = words.next().unwrap_or("");
+            let done = self.in_flight.pop_front().expect("checked above");
+            return match status.to_ascii_uppercase().as_str() {
+                "OK" => Ok(done.messages.into_iter().flatten().collect()),
+                "NO" => Err(Error::Server(format!("UID FETCH: NO {info}"))),
+                _ => Err(Error::Protocol(format!("UID FETCH: {status} {info}"))),
+            };
+        }
+    }
+
+    /// Handles one untagged response (after `* `): a `FETCH` with a body
+    /// we asked for is kept, anything else is read and ignored (the
+    /// crate's sessions drop unsolicited responses too).
+    fn untagged(
+        &mut self,
+        line: Vec<u8>,
+        out: &mut VecDeque<(RemoteMessage, Vec<u8>)>,
+    ) -> Result<()> {
+        let mut seg = Segment { line, i: 0 };
+        let word1 = seg.atom();
+        seg.space();
+        let word2 = seg.atom();
+        if word1.eq_ignore_ascii_case(b"BYE") {
+            let text = String::from_utf8_lossy(&seg.line).into_owned();
+            self.trace_line(&format!("* {text}"));
+            return Err(Error::Server(format!("UID FETCH: server said BYE: {text}")));
+        }
+        let is_fetch = word1.iter().all(u8::is_ascii_digit)
+            && !word1.is_empty()
+            && word2.eq_ignore_ascii_case(b"FETCH");
+        if !is_fetch {
+            self.trace_line(&format!("* {}", String::from_utf8_lossy(&seg.line)));
+            return self.skip_rest(seg);
+        }
+        if self.trace {
+            let shown = String::from_utf8_lossy(&seg.line).into_owned();
+            self.trace_line(&format!("* {shown}"));
+        }
+        seg.space();
+        if !seg.eat(b'(') {
+            return Err(protocol("FETCH response without its list", &seg.line));
+        }
+        let mut uid: Option<u32> = None;
+        let mut body: Option<Vec<u8>> = None;
+        loop {
+            seg.space();
+            if seg.eat(b')') {
+                break;
+            }
+            if seg.at_end() {
+                return Err(protocol("FETCH response ends early", &seg.line));
+            }
+            let name = seg.atom().to_ascii_uppercase();
+            if name.is_empty() {
+                return Err(protocol("FETCH response is garbled", &seg.line));
+            }
+            seg.space();
+            if name == b"UID" {
+                let digits = seg.atom();
+                uid = std::str::from_utf8(&digits)
+                    .ok()
+                    .and_then(|d| d.parse().ok());
+            } else if name == b"BODY[]" {
+                body = Some(self.body_value(&mut seg)?);
+            } else {
+                self.skip_value(&mut seg)?;
+            }
+        }
+        // What follows the closing parenthesis (nothing, normally) ends
+        // the line; a literal there would still have to be consumed.
+        self.skip_rest(seg)?;
+        let (Some(uid), Some(body)) = (uid, body) else {
+            return Ok(());
+        };
+        // Taking the message out of its slot also drops a repeated FETCH.
+        if let Some(slot) = self
+            .in_flight
+            .iter_mut()
+            .flat_map(|f| f.messages.iter_mut())
+            .find(|m| m.as_ref().is_some_and(|m| m.number == uid))
+        {
+            let message = slot.take().expect("found above");
+            out.push_back((message, body));
+        }
+        Ok(())
+    }
+
+    /// Reads the value of `BODY[]`: a literal (streamed from the
+    /// connection), a quoted string or NIL. Line endings become LF.
+    fn body_value(&mut self, seg: &mut Segment) -> Result<Vec<u8>> {
+        if let Some(n) = seg.literal() {
+            let mut body = Vec::with_capacity(usize::try_from(n).unwrap_or(0).min(1 << 30));
+            self.read_literal(n, Some(&mut body))?;
+            *seg = Segment {
+                line: self.read_line()?,
+                i: 0,
+            };
+            return Ok(body);
+        }
+        if seg.peek() == Some(b'"') {
+            let raw = seg.quoted();
+            let mut body = Vec::with_capacity(raw.len());
+            let mut cr = false;
+            push_lf(&mut body, &raw, &mut cr);
+            if cr {
+                body.push(b'\r');
+            }
+            return Ok(body);
+        }
+        seg.atom(); // NIL
+        Ok(Vec::new())
+    }
+
+    /// Skips one value: an atom, a quoted string, a literal or a
+    /// parenthesised list (with whatever it holds).
+    fn skip_value(&mut self, seg: &mut Segment) -> Result<()> {
+        let mut depth = 0usize;
+        loop {
+            seg.space();
+            match seg.peek() {
+                None => return Err(protocol("FETCH response ends early", &seg.line)),
+                Some(b'(') => {
+                    seg.i += 1;
+                    depth += 1;
+                    continue;
+                }
+                Some(b')') if depth > 0 => {
+                    seg.i += 1;
+                    depth -= 1;
+                }
+                Some(b'"') => {
+                    seg.quoted();
+                }
+                Some(b'{') if seg.literal_len().is_some() => {
+                    let n = seg.literal().expect("checked");
+                    if n > MAX_OTHER_LITERAL {
+                        return Err(protocol("literal too large", &seg.line));
+                    }
+                    self.read_literal(n, None)?;
+                    *seg = Segment {
+                        line: self.read_line()?,
+                        i: 0,
+                    };
+                }
+                Some(_) => {
+                    // Always move on, even over a stray byte.
+                    if seg.atom().is_empty() {
+                        seg.i += 1;
+                    }
+                }
+            }
+            if depth == 0 {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Consumes the rest of a response whose content is not wanted:
+    /// literals announced at line ends and the lines after them.
+    fn skip_rest(&mut self, mut seg: Segment) -> Result<()> {
+        while let Some(n) = seg.trailing_literal() {
+            if n > MAX_OTHER_LITERAL {
+                return Err(protocol("literal too large", &seg.line));
+            }
+            self.read_literal(n, None)?;
+            seg = Segment {
+                line: self.read_line()?,
+                i: 0,
+            };
+        }
+        Ok(())
+    }
+
+    /// Reads `n` literal bytes, into `into` with CRLF turned into LF, or
+    /// nowhere.
+    fn read_literal(&mut self, n: u64, mut into: Option<&mut Vec<u8>>) -> Result<()> {
+        let mut left = n;
+        let mut cr = false;
+        while left > 0 {
+            if self.pos == self.end {
+                self.fill()?;
+            }
+            let take = (self.end - self.pos).min(usize::try_from(left).unwrap_or(usize::MAX));
+            if let Some(out) = into.as_deref_mut() {
+                push_lf(out, &self.buf[self.pos..self.pos + take], &mut cr);
+            }
+            self.pos += take;
+            left -= take as u64;
+        }
+        if cr {
+            if let Some(out) = into {
+                out.push(b'\r');
+            }
+        }
+        if self.trace {
+            transcript::server(&self.label, &format!("<{n} bytes>"));
+        }
+        Ok(())
+    }
+
+    /// The next line, without its CRLF.
+    fn read_line(&mut self) -> Result<Vec<u8>> {
+        let mut scanned = 0;
+        loop {
+            if let Some(k) = self.buf[self.pos + scanned..self.end]
+                .iter()
+                .position(|&b| b == b'\n')
+            {
+                let stop = self.pos + scanned + k;
+                let mut line = self.buf[self.pos..stop].to_vec();
+                if line.last() == Some(&b'\r') {
+                    line.pop();
+                }
+                self.pos = stop + 1;
+                return Ok(line);
+            }
+            scanned = self.end - self.pos;
+            if self.pos > 0 {
+                self.buf.copy_within(self.pos..self.end, 0);
+                self.end -= self.pos;
+                self.pos = 0;
+            }
+            if self.end == self.buf.len() {
+                return Err(Error::Protocol(format!(
+                    "UID FETCH: server line longer than {READ_BUF} bytes"
+                )));
+            }
+            self.fill()?;
+        }
+    }
+
+    /// Reads more from the connection after `end`.
+    fn fill(&mut self) -> Result<()> {
+        if self.pos == self.end {
+            self.pos = 0;
+            self.end = 0;
+        }
+        let n = loop {
+            match self.io.read(&mut self.buf[self.end..]) {
+                Ok(n) => break n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(net_error(e)),
+            }
+        };
+        if n == 0 {
+            return Err(net_error(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "connection closed by server",
+            )));
+        }
+        self.end += n;
+        Ok(())
+    }
+
+    fn trace_line(&self, text: &str) {
+        if self.trace {
+            transcript::server(&self.label, text);
+        }
+    }
+}
+
+fn net_error(e: io::Error) -> Error {
+    Error::net("IMAP UID FETCH", e)
+}
+
+fn protocol(what: &str, line: &[u8]) -> Error {
+    Error::Protocol(format!(
+        "UID FETCH: {what}: {:?}",
+        String::from_utf8_lossy(&line[..line.len().min(80)])
+    ))
+}
+
+/// Appends `data` to `out` with CRLF turned into LF (a lone CR stays).
+/// `cr` carries a CR that ended the previous piece, whose LF may start
+/// this one.
+pub fn push_lf(out: &mut Vec<u8>, mut data: &[u8], cr: &mut bool) {
+    if *cr {
+        let Some(&first) = data.first() else {
+            return;
+        };
+        *cr = false;
+        if first != b'\n' {
+            out.push(b'\r');
+        }
+    }
+    while let Some(k) = data.iter().position(|&b| b == b'\r') {
+        out.extend_from_slice(&data[..k]);
+        match data.get(k + 1) {
+            Some(b'\n') => {}
+            Some(_) => out.push(b'\r'),
+            None => *cr = true,
+        }
+        data = &data[k + 1..];
+    }
+    out.extend_from_slice(data);
+}
+
+/// One line of a response being parsed, with a cursor.
+struct Segment {
+    line: Vec<u8>,
+    i: usize,
+}
+
+impl Segment {
+    fn peek(&self) -> Option<u8> {
+        self.line.get(self.i).copied()
+    }
+
+    fn at_end(&self) -> bool {
+        self.i >= self.line.len()
+    }
+
+    fn eat(&mut self, b: u8) -> bool {
+        if self.peek() == Some(b) {
+            self.i += 1;
+            true
+        } else {
+            false
+        }
+    }
+
+    fn space(&mut self) {
+        while self.peek() == Some(b' ') {
+            self.i += 1;
+        }
+    }
+
+    /// An atom, with any `[...]` section in it (`BODY[HEADER.FIELDS (A)]`).
+    fn atom(&mut self) -> Vec<u8> {
+        let start = self.i;
+        let mut bracket = 0usize;
+        while let Some(b) = self.peek() {
+            match b {
+                b'[' => bracket += 1,
+                b']' => bracket = bracket.saturating_sub(1),
+                b' ' | b'(' | b')' | b'"' | b'{' if bracket == 0 => break,
+                _ => {}
+            }
+            self.i += 1;
+        }
+        self.line[start..self.i].to_vec()
+    }
+
+    /// A quoted string's content, escapes resolved.
+    fn quoted(&mut self) -> Vec<u8> {
+        let mut out = Vec::new();
+        self.i += 1;
+        while let Some(b) = self.peek() {
+            self.i += 1;
+            match b {
+                b'"' => break,
+                b'\\' => {
+                    if let Some(c) = self.peek() {
+                        out.push(c);
+                        self.i += 1;
+                    }
+                }
+                _ => out.push(b),
+            }
+        }
+        out
+    }
+
+    /// The size of a literal starting at the cursor and ending the line.
+    fn literal_len(&self) -> Option<u64> {
+        let rest = self.line.get(self.i..)?;
+        let inner = rest.strip_prefix(b"{")?.strip_suffix(b"}")?;
+        let inner = inner.strip_suffix(b"+").unwrap_or(inner);
+        std::str::from_utf8(inner).ok()?.parse().ok()
+    }
+
+    /// Takes the literal announcement at the cursor, if there is one.
+    fn literal(&mut self) -> Option<u64> {
+        let n = self.literal_len()?;
+        self.i = self.line.len();
+        Some(n)
+    }
+
+    /// The literal announced at the end of the line, wherever the cursor.
+    fn trailing_literal(&self) -> Option<u64> {
+        let open = self.line.iter().rposition(|&b| b == b'{')?;
+        (Segment {
+            line: self.line[open..].to_vec(),
+            i: 0,
+        })
+        .literal_len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lf(pieces: &[&[u8]]) -> Vec<u8> {
+        let mut out = Vec::new();
+        let mut cr = false;
+        for p in pieces {
+            push_lf(&mut out, p, &mut cr);
+        }
+        if cr {
+            out.push(b'\r');
+        }
+        out
+    }
+
+    #[test]
+    fn crlf_split_across_pieces_becomes_lf() {
+        assert_eq!(lf(&[b"a\r", b"\nb"]), b"a\nb");
+        assert_eq!(lf(&[b"a\r", b"", b"\nb"]), b"a\nb");
+        assert_eq!(lf(&[b"a\r", b"b\r"]), b"a\rb\r");
+        assert_eq!(lf(&[b"a\r\nb\rc\n\r\n\r"]), b"a\nb\rc\n\n\r");
+    }
+
+    #[test]
+    fn segments_parse_fetch_items() {
+        let mut s = Segment {
+            line: b"UID 7 BODY[HEADER.FIELDS (A B)] {12}".to_vec(),
+            i: 0,
+        };
+        assert_eq!(s.atom(), b"UID");
+        s.space();
+        assert_eq!(s.atom(), b"7");
+        s.space();
+        assert_eq!(s.atom(), b"BODY[HEADER.FIELDS (A B)]");
+        s.space();
+        assert_eq!(s.literal(), Some(12));
+        let s = Segment {
+            line: b"OK [ALERT] x {5}".to_vec(),
+            i: 0,
+        };
+        assert_eq!(s.trailing_literal(), Some(5));
+        let mut q = Segment {
+            line: br#""a\"b\\c" x"#.to_vec(),
+            i: 0,
+        };
+        assert_eq!(q.quoted(), br#"a"b\c"#);
+    }
+}

@@ -1,0 +1,235 @@
+//! `mailretr status`: per account, the last run (start, duration,
+//! outcome, messages and bytes), the messages waiting in the retry spool,
+//! and the last error with its time, read from the run log in the state
+//! database. The `--json` form is what a web panel or a monitoring check
+//! reads instead of parsing stderr; its shape is documented in
+//! mailretr(1) and is stable (new keys may be added, none removed or
+//! changed in meaning while `version` is 1).
+
+use serde_json::{json, Value};
+
+use crate::error::Result;
+use crate::state::{RunRecord, RunTotals, State};
+
+/// The version of the JSON shape.
+pub const JSON_VERSION: u32 = 1;
+
+/// What is known about one account.
+#[derive(Debug, Clone)]
+pub struct AccountStatus {
+    /// The account's name.
+    pub account: String,
+    /// Whether the config names it (otherwise it is only in the run log,
+    /// e.g. an ad-hoc URL fetch or an account since removed).
+    pub configured: bool,
+    /// The most recent run.
+    pub last_run: Option<RunRecord>,
+    /// The most recent run that ended in an error.
+    pub last_error: Option<RunRecord>,
+    /// Messages in the retry spool.
+    pub spooled: u64,
+    /// Totals over the runs the log keeps.
+    pub recent: RunTotals,
+}
+
+/// The one-word outcome of a run, from its exit code: `retrieved`,
+/// `no_mail`, `limit_reached`, `partial` (an error after some messages
+/// were delivered) or `failed`.
+pub fn outcome(run: &RunRecord) -> &'static str {
+    match run.exit_code {
+        0 => "retrieved",
+        1 => "no_mail",
+        13 => "limit_reached",
+        _ if run.messages > 0 => "partial",
+        _ => "failed",
+    }
+}
+
+/// Gathers the status of the `configured` accounts (in that order), then
+/// of any other account found in the run log.
+pub fn collect(state: &State, configured: &[String]) -> Result<Vec<AccountStatus>> {
+    let mut names: Vec<(String, bool)> = configured.iter().map(|n| (n.clone(), true)).collect();
+    for name in state.run_accounts()? {
+        if !configured.contains(&name) {
+            names.push((name, false));
+        }
+    }
+    names
+        .into_iter()
+        .map(|(account, configured)| {
+            Ok(AccountStatus {
+                last_run: state.last_run(&account)?,
+                last_error: state.last_failed_run(&account)?,
+                spooled: state.spooled_count(&account)?,
+                recent: state.run_totals(&account)?,
+                configured,
+                account,
+            })
+        })
+        .collect()
+}
+
+fn rfc3339(unix: i64) -> String {
+    chrono::DateTime::from_timestamp(unix, 0)
+        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
+        .unwrap_or_default()
+}
+
+fn local_time(unix: i64) -> String {
+    chrono::DateTime::from_timestamp(unix, 0)
+        .map(|t| {
+            t.with_timezone(&chrono::Local)
+                .format("%Y-%m-%d %H:%M:%S %z")
+                .to_string()
+        })
+        .unwrap_or_default()
+}
+
+/// The `--json` document.
+pub fn to_json(statuses: &[AccountStatus]) -> Value {
+    let accounts: Vec<Value> = statuses
+        .iter()
+        .map(|s| {
+            json!({
+                "name": s.account,
+                "configured": s.configured,
+                "last_run": s.last_run.as_ref().map(|r| json!({
+                    "started_at": rfc3339(r.started_at),
+                    "started_at_unix": r.started_at,
+                    "duration_ms": r.duration.as_millis() as u64,
+                    "exit_code": r.exit_code,
+                    "outcome": outcome(r),
+                    "messages": r.messages,
+                    "bytes": r.bytes,
+                    "error": r.error,
+                })),
+                "spooled": s.spooled,
+                "last_error": s.last_error.as_ref().map(|r| json!({
+                    "at": rfc3339(r.started_at),
+                    "at_unix": r.started_at,
+                    "exit_code": r.exit_code,
+                    "message": r.error,
+                })),
+                "recent": {
+                    "runs": s.recent.runs,
+                    "messages": s.recent.messages,
+                    "bytes": s.recent.bytes,
+                    "failures": s.recent.failures,
+                },
+            })
+        })
+        .collect();
+    json!({ "version": JSON_VERSION, "accounts": accounts })
+}
+
+/// The human-readable report: a line per account, and one more for its
+/// last error.
+pub fn to_text(statuses: &[AccountStatus]) -> String {
+    let mut out = String::new();
+    if statuses.is_empty() {
+        out.push_str("no accounts configured and no runs recorded\n");
+    }
+    for s in statuses {
+        let name = if s.configured {
+            s.account.clone()
+        } else {
+            format!("{} (not in the config)", s.account)
+        };
+        match &s.last_run {
+            Some(r) => out.push_str(&format!(
+                "{name}: last run {} ({:.1}s): {}, {} messages ({}); {} in the spool\n",
+                local_time(r.started_at),
+                r.duration.as_secs_f64(),
+                outcome(r).replace('_', " "),
+                r.messages,
+                bytesize::ByteSize(r.bytes),
+                s.spooled
+            )),
+            None => out.push_str(&format!("{name}: never run; {} in the spool\n", s.spooled)),
+        }
+        if let Some(e) = &s.last_error {
+            out.push_str(&format!(
+                "  last error {} (exit {}): {}\n",
+                local_time(e.started_at),
+                e.exit_code,
+                e.error.as_deref().unwrap_or("unknown")
+            ));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn run(
+        account: &str,
+        started_at: i64,
+        exit_code: i32,
+        messages: u64,
+        error: Option<&str>,
+    ) -> RunRecord {
+        RunRecord {
+            account: account.into(),
+            started_at,
+            duration: Duration::from_millis(1500),
+            exit_code,
+            messages,
+            bytes: messages * 100,
+            error: error.map(String::from),
+        }
+    }
+
+    #[test]
+    fn outcomes_from_exit_codes() {
+        assert_eq!(outcome(&run("a", 0, 0, 2, None)), "retrieved");
+        assert_eq!(outcome(&run("a", 0, 1, 0, None)), "no_mail");
+        assert_eq!(outcome(&run("a", 0, 13, 5, None)), "limit_reached");
+        assert_eq!(outcome(&run("a", 0, 2, 3, Some("x"))), "partial");
+        assert_eq!(outcome(&run("a", 0, 3, 0, Some("x"))), "failed");
+    }
+
+    #[test]
+    fn json_shape_after_a_failure_then_a_success() {
+        let mut state = State::in_memory().unwrap();
+        state
+            .record_run(&run(
+                "isp",
+                1_700_000_000,
+                2,
+                0,
+                Some("connecting: refused"),
+            ))
+            .unwrap();
+        state
+            .record_run(&run("isp", 1_700_000_100, 0, 2, None))
+            .unwrap();
+        state
+            .record_run(&run("old", 1_600_000_000, 1, 0, None))
+            .unwrap();
+        let statuses = collect(&state, &["isp".into(), "new".into()]).unwrap();
+        let v = to_json(&statuses);
+        assert_eq!(v["version"], 1);
+        let a = &v["accounts"];
+        assert_eq!(a.as_array().unwrap().len(), 3);
+        assert_eq!(a[0]["name"], "isp");
+        assert_eq!(a[0]["last_run"]["outcome"], "retrieved");
+        assert_eq!(a[0]["last_run"]["started_at"], "2023-11-14T22:15:00Z");
+        assert_eq!(a[0]["last_run"]["duration_ms"], 1500);
+        assert_eq!(a[0]["last_run"]["bytes"], 200);
+        assert_eq!(a[0]["last_error"]["exit_code"], 2);
+        assert_eq!(a[0]["last_error"]["message"], "connecting: refused");
+        assert_eq!(a[0]["recent"]["runs"], 2);
+        assert_eq!(a[0]["recent"]["failures"], 1);
+        assert_eq!(a[1]["name"], "new");
+        assert!(a[1]["last_run"].is_null());
+        assert_eq!(a[2]["name"], "old");
+        assert_eq!(a[2]["configured"], false);
+        let text = to_text(&statuses);
+        assert!(text.contains("isp: last run"), "{text}");
+        assert!(text.contains("  last error"), "{text}");
+        assert!(text.contains("new: never run"), "{text}");
+    }
+}

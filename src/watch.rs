@@ -1,0 +1,870 @@
+//! `mailretr watch`: the long-running mode, for the lowest delivery
+//! latency. Every selected account gets a thread; an IMAP account also
+//! gets one IDLE connection (RFC 2177) per folder it fetches, up to its
+//! `max_idle_connections`, each a separate session that only `EXAMINE`s
+//! its folder and idles. Any new mail wakes the account, which then
+//! fetches through exactly the same path as `mailretr fetch`
+//! (`fetch::fetch_account`: same state, destinations, spool and
+//! per-account lock, so a cron `fetch` beside `watch` simply takes turns).
+//! POP3 accounts, servers without IDLE and folders over the limit are
+//! polled every `poll_interval`.
+//!
+//! What keeps mail from being missed: the account fetches everything
+//! first, and again every time an IDLE connection is (re)established, so
+//! mail that arrived while a connection was down is caught up. Failures
+//! reconnect with capped exponential backoff and jitter (`Backoff`), and
+//! only the failing account waits.
+//!
+//! Signals: SIGINT/SIGTERM stop everything within a second or so (a fetch
+//! in progress finishes the message in hand first) and `run` returns;
+//! SIGHUP reloads the config, restarting only the accounts whose settings
+//! changed. A blocked IDLE read is interrupted by shutting its socket
+//! down: the IDLE session holds nothing that needs a polite goodbye (it
+//! is read-only), unlike the fetch session, which always logs out.
+
+use std::collections::hash_map::RandomState;
+use std::collections::BTreeMap;
+use std::hash::BuildHasher;
+use std::net::{Shutdown, TcpStream};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{self, Sender};
+use std::sync::{Arc, Mutex};
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant};
+
+use imap::extensions::idle::{SetReadTimeout, WaitOutcome};
+use imap::types::UnsolicitedResponse;
+
+use crate::config::{Account, Config, DestinationConfig, General, Protocol};
+use crate::error::{Error, Result};
+use crate::fetch::{self, FetchOptions};
+use crate::net::Stream;
+use crate::secret;
+use crate::signal;
+use crate::source::imap::folders::ChosenFolder;
+use crate::source::imap::transcript::Traced;
+use crate::source::imap::{self as imap_source, LoggedIn};
+use crate::source::Source;
+
+/// How often the loops look at their stop flags and the signals.
+const TICK: Duration = Duration::from_millis(100);
+
+/// How long a stop waits for an account's thread (a fetch in progress
+/// finishes the message in hand first).
+const ACCOUNT_STOP_WAIT: Duration = Duration::from_secs(10);
+
+/// How long a stop waits for an IDLE connection's thread.
+const IDLER_STOP_WAIT: Duration = Duration::from_secs(2);
+
+/// How often the spool hook is called; the spool itself decides what is due.
+const SPOOL_CHECK_INTERVAL: Duration = Duration::from_secs(30);
+
+/// When another mailretr holds the account's lock (a cron `fetch` is
+/// running), the wake-up is retried this soon.
+const LOCKED_RETRY: Duration = Duration::from_secs(3);
+
+/// The first reconnect delay; it doubles on each failure in a row.
+const BACKOFF_FIRST: Duration = Duration::from_secs(1);
+
+/// The longest reconnect delay.
+const BACKOFF_CAP: Duration = Duration::from_secs(5 * 60);
+
+/// Watches the accounts of `config` named in `names` (all of them when
+/// empty) until SIGINT or SIGTERM (or `signal::request_stop`). On SIGHUP
+/// `load` reads the config again; one that fails to load is reported and
+/// the running one kept.
+///
+/// The caller installs the signal handlers (`signal::install_*`).
+pub fn run(config: Config, load: &dyn Fn() -> Result<Config>, names: &[String]) -> Result<()> {
+    let config = Arc::new(config);
+    let mut watchers = BTreeMap::new();
+    start_selected(&config, names, &mut watchers)?;
+    flush_spool_due(&config);
+    let mut config = config;
+    let mut next_spool_check = Instant::now() + SPOOL_CHECK_INTERVAL;
+    while !signal::stop_requested() {
+        if signal::take_reload_request() {
+            match load() {
+                Ok(new) => {
+                    let new = Arc::new(new);
+                    match reload(&new, names, &mut watchers) {
+                        Ok(()) => config = new,
+                        Err(e) => log::error!("reload: {e}; keeping the running config"),
+                    }
+                }
+                Err(e) => log::error!("reload: {e}; keeping the running config"),
+            }
+        }
+        if Instant::now() >= next_spool_check {
+            flush_spool_due(&config);
+            next_spool_check = Instant::now() + SPOOL_CHECK_INTERVAL;
+        }
+        thread::sleep(TICK);
+    }
+    log::info!("stopping");
+    for watcher in watchers.values() {
+        watcher.stop();
+    }
+    for (_, watcher) in watchers {
+        watcher.join();
+    }
+    Ok(())
+}
+
+/// Retries spool entries that are due, for every account that has any,
+/// under the account's lock (a fetch woken meanwhile waits its turn, or
+/// finds the lock held and catches up on its next wake). Each account's
+/// outcome is logged; nothing here stops the watcher.
+pub fn flush_spool_due(config: &Config) {
+    let state = match crate::state::State::open(&config.general.state_dir) {
+        Ok(state) => state,
+        Err(e) => {
+            log::error!("spool: {e}");
+            return;
+        }
+    };
+    let now = crate::retry::now();
+    let mut state = state;
+    for account in &config.accounts {
+        match state.spool_due(&account.name, now) {
+            Ok(due) if due.is_empty() => continue,
+            Ok(_) => {}
+            Err(e) => {
+                log::error!("account {}: spool: {e}", account.name);
+                continue;
+            }
+        }
+        let Ok(_lock) = crate::lock::AccountLock::acquire(&config.general.state_dir, &account.name)
+        else {
+            continue;
+        };
+        match crate::retry::flush_account(config, &account.name, &mut state, None, now) {
+            Ok(report) => {
+                for e in &report.errors {
+                    log::error!("account {}: {e}", account.name);
+                }
+                if report.delivered + report.bounced > 0 {
+                    log::info!(
+                        "account {}: spool: {} delivered, {} bounced, {} still failing",
+                        account.name,
+                        report.delivered,
+                        report.bounced,
+                        report.deferred
+                    );
+                }
+            }
+            Err(e) => log::error!("account {}: spool: {e}", account.name),
+        }
+    }
+}
+
+/// The accounts `names` selects (all when empty), by index in the config.
+fn selected(config: &Config, names: &[String]) -> Result<Vec<usize>> {
+    if names.is_empty() {
+        if config.accounts.is_empty() {
+            return Err(Error::Config("the config defines no [[account]]".into()));
+        }
+        return Ok((0..config.accounts.len()).collect());
+    }
+    names
+        .iter()
+        .map(|name| {
+            config
+                .accounts
+                .iter()
+                .position(|a| &a.name == name)
+                .ok_or_else(|| Error::Config(format!("no account named {name:?} in the config")))
+        })
+        .collect()
+}
+
+fn start_selected(
+    config: &Arc<Config>,
+    names: &[String],
+    watchers: &mut BTreeMap<String, AccountWatcher>,
+) -> Result<()> {
+    for index in selected(config, names)? {
+        let watcher = AccountWatcher::start(config.clone(), index);
+        watchers.insert(config.accounts[index].name.clone(), watcher);
+    }
+    Ok(())
+}
+
+/// Applies a reloaded config: accounts whose settings are unchanged keep
+/// running (and their connections); changed ones are restarted, removed
+/// ones stopped, new ones started.
+fn reload(
+    config: &Arc<Config>,
+    names: &[String],
+    watchers: &mut BTreeMap<String, AccountWatcher>,
+) -> Result<()> {
+    let wanted = selected(config, names)?;
+    let wanted_names: Vec<&str> = wanted
+        .iter()
+        .map(|&i| config.accounts[i].name.as_str())
+        .collect();
+    let gone: Vec<String> = watchers
+        .keys()
+        .filter(|name| !wanted_names.contains(&name.as_str()))
+        .cloned()
+        .collect();
+    let mut stopping = Vec::new();
+    for name in gone {
+        let watcher = watchers.remove(&name).expect("listed above");
+        log::info!("account {name}: no longer in the config; stopping");
+        watcher.stop();
+        stopping.push(watcher);
+    }
+    let (mut kept, mut started) = (0, 0);
+    for index in wanted {
+        let account = &config.accounts[index];
+        let settings = Settings::of(config, account);
+        if let Some(running) = watchers.get(&account.name) {
+            if running.settings == settings {
+                kept += 1;
+                continue;
+            }
+            log::info!("account {}: settings changed; restarting", account.name);
+            let old = watchers.remove(&account.name).expect("looked up above");
+            old.stop();
+            stopping.push(old);
+        }
+        watchers.insert(
+            account.name.clone(),
+            AccountWatcher::start(config.clone(), index),
+        );
+        started += 1;
+    }
+    for watcher in stopping {
+        watcher.join();
+    }
+    log::info!("config reloaded: {kept} accounts kept, {started} started");
+    Ok(())
+}
+
+/// Everything an account's watcher depends on; when a reload leaves it
+/// equal, the watcher keeps running.
+#[derive(Debug, PartialEq)]
+struct Settings {
+    account: Account,
+    destinations: Vec<Option<DestinationConfig>>,
+    general: General,
+}
+
+impl Settings {
+    fn of(config: &Config, account: &Account) -> Settings {
+        Settings {
+            account: account.clone(),
+            destinations: account
+                .deliver_to
+                .iter()
+                .map(|d| config.destinations.get(d).cloned())
+                .collect(),
+            general: config.general.clone(),
+        }
+    }
+}
+
+/// A stop flag that also honours SIGINT/SIGTERM.
+#[derive(Debug, Clone, Default)]
+struct StopFlag(Arc<AtomicBool>);
+
+impl StopFlag {
+    fn set(&self) {
+        self.0.store(true, Ordering::SeqCst);
+    }
+
+    fn is_set(&self) -> bool {
+        self.0.load(Ordering::SeqCst) || signal::stop_requested()
+    }
+
+    /// Sleeps for `duration`, or less if the flag is set meanwhile.
+    /// Returns whether the flag is set.
+    fn sleep(&self, duration: Duration) -> bool {
+        let until = Instant::now() + duration;
+        loop {
+            if self.is_set() {
+                return true;
+            }
+            let now = Instant::now();
+            if now >= until {
+                return false;
+            }
+            thread::sleep(TICK.min(until - now));
+        }
+    }
+}
+
+/// One account's watcher thread.
+struct AccountWatcher {
+    settings: Settings,
+    stop: StopFlag,
+    thread: JoinHandle<()>,
+}
+
+impl AccountWatcher {
+    fn start(config: Arc<Config>, index: usize) -> AccountWatcher {
+        let settings = Settings::of(&config, &config.accounts[index]);
+        let stop = StopFlag::default();
+        let thread_stop = stop.clone();
+        let thread = thread::Builder::new()
+            .name(format!("watch {}", config.accounts[index].name))
+            .spawn(move || watch_account(&config, index, &thread_stop))
+            .expect("spawning a thread");
+        AccountWatcher {
+            settings,
+            stop,
+            thread,
+        }
+    }
+
+    fn stop(&self) {
+        self.stop.set();
+    }
+
+    /// Waits for the thread, but only up to `ACCOUNT_STOP_WAIT`: a fetch
+    /// stuck on a dead server must not keep SIGTERM from working (and
+    /// leaving it loses nothing: the durable order holds at any point).
+    fn join(self) {
+        let name = self.settings.account.name;
+        if !join_within(self.thread, ACCOUNT_STOP_WAIT) {
+            log::warn!("account {name}: still busy with the server; not waiting for it");
+        }
+    }
+}
+
+/// What an IDLE connection tells its account.
+#[derive(Debug)]
+enum Event {
+    /// The connection is (again) idling on the folder: mail may have
+    /// arrived while it was not, so fetch.
+    Connected(String),
+    /// New mail in the folder.
+    Changed(String),
+}
+
+/// The account's thread: wakes up on IDLE events and poll deadlines and
+/// fetches.
+fn watch_account(config: &Config, index: usize, stop: &StopFlag) {
+    let account = &config.accounts[index];
+    let name = account.name.as_str();
+    let (events_tx, events) = mpsc::channel();
+    let mut idlers: Vec<Idler> = Vec::new();
+    // IMAP folders are found (and their IDLE connections started) first;
+    // POP3 has nothing to find and is simply polled.
+    let mut poll = account.protocol == Protocol::Pop3;
+    let mut discovered = account.protocol == Protocol::Pop3;
+    let mut discover_at = Instant::now();
+    let mut discover_backoff = Backoff::default();
+    let mut fetch_due = Some(Instant::now());
+    let mut fetch_backoff = Backoff::default();
+    if poll {
+        log::info!(
+            "account {name}: polling every {}",
+            secs(account.watch.poll_interval)
+        );
+    }
+
+    while !stop.is_set() {
+        if !discovered && Instant::now() >= discover_at {
+            match discover(account) {
+                Ok(found) => {
+                    discovered = true;
+                    discover_backoff.reset();
+                    poll = start_idlers(account, found, &events_tx, stop, &mut idlers);
+                }
+                Err(e) => {
+                    let delay = discover_backoff.next_delay();
+                    log::error!("account {name}: {e}; reconnecting in {}", secs(delay));
+                    discover_at = Instant::now() + delay;
+                }
+            }
+        }
+        if fetch_due.is_some_and(|due| Instant::now() >= due) {
+            fetch_due = match fetch_now(config, account) {
+                Fetched::Done => {
+                    fetch_backoff.reset();
+                    poll.then(|| Instant::now() + account.watch.poll_interval)
+                }
+                Fetched::Busy => Some(Instant::now() + jitter(LOCKED_RETRY)),
+                Fetched::Failed(e) => {
+                    let delay = fetch_backoff.next_delay();
+                    log::error!("account {name}: {e}; retrying in {}", secs(delay));
+                    Some(Instant::now() + delay)
+                }
+            };
+        }
+        let mut wait = TICK;
+        if let Some(due) = fetch_due {
+            wait = wait.min(due.saturating_duration_since(Instant::now()));
+        }
+        if let Ok(event) = events.recv_timeout(wait) {
+            // Several at once are one wake-up.
+            for event in std::iter::once(event).chain(events.try_iter()) {
+                match event {
+                    // The IDLE thread said so at info level already.
+                    Event::Changed(folder) => log::debug!("account {name}: {folder}: waking"),
+                    Event::Connected(folder) => {
+                        log::debug!("account {name}: {folder}: (re)connected, catching up");
+                        fetch_backoff.reset();
+                    }
+                }
+            }
+            fetch_due = Some(Instant::now());
+        }
+    }
+    for idler in &idlers {
+        idler.stop();
+    }
+    for idler in idlers {
+        // A connection attempt to a server that does not answer cannot
+        // be interrupted; it holds nothing, so it is left to die with
+        // the process rather than hold up the stop.
+        if !join_within(idler.thread, IDLER_STOP_WAIT) {
+            log::debug!("account {name}: an IDLE connection is still connecting; leaving it");
+        }
+    }
+    log::info!("account {name}: stopped");
+}
+
+/// Joins `thread` if it ends within `wait`; returns whether it did. A
+/// thread that panicked counts as ended (the panic was already printed).
+fn join_within(thread: JoinHandle<()>, wait: Duration) -> bool {
+    let until = Instant::now() + wait;
+    while !thread.is_finished() {
+        if Instant::now() >= until {
+            return false;
+        }
+        thread::sleep(Duration::from_millis(10));
+    }
+    let _ = thread.join();
+    true
+}
+
+enum Fetched {
+    Done,
+    Busy,
+    Failed(Error),
+}
+
+/// One fetch of the whole account, the way `mailretr fetch` does it.
+fn fetch_now(config: &Config, account: &Account) -> Fetched {
+    let name = &account.name;
+    let report = fetch::fetch_account(config, account, &FetchOptions::default());
+    for w in &report.warnings {
+        log::warn!("account {name}: {w}");
+    }
+    match report.error {
+        Some(Error::Locked(why)) => {
+            log::info!("account {name}: {why}; trying again shortly");
+            Fetched::Busy
+        }
+        Some(e) if report.messages > 0 => Fetched::Failed(Error::Internal(format!(
+            "{e} (after {} messages were delivered)",
+            report.messages
+        ))),
+        Some(e) => Fetched::Failed(e),
+        None => {
+            log::info!(
+                "account {name}: fetched {} messages ({})",
+                report.messages,
+                bytesize::ByteSize(report.bytes)
+            );
+            Fetched::Done
+        }
+    }
+}
+
+/// What a look at an IMAP account found: the folders a fetch takes mail
+/// from, and whether the server can IDLE.
+struct Found {
+    folders: Vec<ChosenFolder>,
+    idle: bool,
+}
+
+fn discover(account: &Account) -> Result<Found> {
+    let password = secret::resolve(&account.secret)?;
+    let mut source = imap_source::connect(account, password.as_deref(), true)?;
+    let folders = source.chosen_folders();
+    let idle = source.has_capability("IDLE");
+    let _ = source.finish();
+    Ok(Found {
+        folders: folders?,
+        idle,
+    })
+}
+
+/// Starts the IDLE connections for the folders found, up to the limit.
+/// Returns whether the account must also be polled.
+fn start_idlers(
+    account: &Account,
+    found: Found,
+    events: &Sender<Event>,
+    stop: &StopFlag,
+    idlers: &mut Vec<Idler>,
+) -> bool {
+    let name = &account.name;
+    let limit = account.watch.max_idle_connections;
+    if !found.idle {
+        log::info!(
+            "account {name}: the server does not offer IDLE; polling every {}",
+            secs(account.watch.poll_interval)
+        );
+        return true;
+    }
+    for folder in found.folders.iter().take(limit) {
+        idlers.push(Idler::start(account, folder.clone(), events.clone(), stop));
+    }
+    let polled = found.folders.len().saturating_sub(limit);
+    if polled > 0 {
+        log::info!(
+            "account {name}: {polled} folders over max_idle_connections = {limit}; polling them every {}",
+            secs(account.watch.poll_interval)
+        );
+    }
+    polled > 0
+}
+
+/// One folder's IDLE connection, in its own thread.
+struct Idler {
+    stop: StopFlag,
+    /// The connection's socket while there is one, to shut down on stop.
+    socket: Arc<Mutex<Option<TcpStream>>>,
+    thread: JoinHandle<()>,
+}
+
+impl Idler {
+    fn start(
+        account: &Account,
+        folder: ChosenFolder,
+        events: Sender<Event>,
+        account_stop: &StopFlag,
+    ) -> Idler {
+        // The account's flag: stopping the account stops its folders.
+        let stop = account_stop.clone();
+        let socket = Arc::new(Mutex::new(None));
+        let account = account.clone();
+        let thread_stop = stop.clone();
+        let thread_socket = socket.clone();
+        let thread = thread::Builder::new()
+            .name(format!("idle {} {}", account.name, folder.config_name))
+            .spawn(move || idle_folder(&account, &folder, &events, &thread_stop, &thread_socket))
+            .expect("spawning a thread");
+        Idler {
+            stop,
+            socket,
+            thread,
+        }
+    }
+
+    /// Stops the thread, interrupting a blocked IDLE read.
+    fn stop(&self) {
+        self.stop.set();
+        if let Some(socket) = self.socket.lock().unwrap_or_else(|e| e.into_inner()).take() {
+            let _ = socket.shutdown(Shutdown::Both);
+        }
+    }
+}
+
+/// Keeps an IDLE connection on one folder, reconnecting with backoff.
+fn idle_folder(
+    account: &Account,
+    folder: &ChosenFolder,
+    events: &Sender<Event>,
+    stop: &StopFlag,
+    socket: &Mutex<Option<TcpStream>>,
+) {
+    let mut backoff = Backoff::default();
+    while !stop.is_set() {
+        // The `imap` crate asserts things about the server's answers to
+        // IDLE; a server breaking them costs a reconnect, not the thread.
+        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            idle_session(account, folder, events, stop, socket, &mut backoff)
+        }))
+        .unwrap_or_else(|_| Err(Error::Protocol("unexpected answer to IDLE".into())));
+        if stop.is_set() {
+            break;
+        }
+        let delay = backoff.next_delay();
+        let why = match result {
+            Ok(()) => "the server ended the IDLE session".to_string(),
+            Err(e) => e.to_string(),
+        };
+        log::error!(
+            "account {}: {}: {why}; reconnecting in {}",
+            account.name,
+            folder.config_name,
+            secs(delay)
+        );
+        stop.sleep(delay);
+    }
+}
+
+/// What ended one IDLE.
+enum Woken {
+    NewMail,
+    Renew,
+    Bye,
+}
+
+/// One IDLE session: connect, `EXAMINE`, then IDLE until something
+/// happens, telling the account, and IDLE again. Returns on stop (`Ok`)
+/// or when the connection fails.
+fn idle_session(
+    account: &Account,
+    folder: &ChosenFolder,
+    events: &Sender<Event>,
+    stop: &StopFlag,
+    slot: &Mutex<Option<TcpStream>>,
+    backoff: &mut Backoff,
+) -> Result<()> {
+    let name = &account.name;
+    let folder_name = &folder.config_name;
+    let password = secret::resolve(&account.secret)?;
+    let LoggedIn {
+        mut session,
+        caps,
+        socket,
+        ..
+    } = imap_source::connect_session(account, password.as_deref())?;
+    drop(password);
+    {
+        let mut slot = slot.lock().unwrap_or_else(|e| e.into_inner());
+        if stop.is_set() {
+            let _ = session.logout();
+            return Ok(());
+        }
+        *slot = socket.try_clone().ok();
+    }
+    if !caps.contains("IDLE") {
+        return Err(Error::Protocol("the server no longer offers IDLE".into()));
+    }
+    session
+        .examine(&folder.server_name)
+        .map_err(|e| imap_error(&format!("EXAMINE {folder_name}"), e))?;
+    let _ = session.take_all_unsolicited();
+    log::info!("account {name}: {folder_name}: connected, idling");
+    backoff.reset();
+    let _ = events.send(Event::Connected(folder_name.clone()));
+    let mut renewals = 0u64;
+    while !stop.is_set() {
+        let woken = {
+            let mut handle = session.idle();
+            handle.timeout(account.watch.idle_renew).keepalive(false);
+            let mut woken = Woken::Renew;
+            let outcome = handle.wait_while(|response| {
+                woken = match response {
+                    UnsolicitedResponse::Exists(_) | UnsolicitedResponse::Recent(_) => {
+                        Woken::NewMail
+                    }
+                    UnsolicitedResponse::Bye { .. } => Woken::Bye,
+                    // Flag changes and expunges (our own fetch deleting)
+                    // are no reason to fetch.
+                    _ => return true,
+                };
+                false
+            });
+            // `wait_while` leaves the socket without a read timeout; the
+            // DONE that ends the IDLE (when `handle` drops) and everything
+            // after must not wait forever on a dead server.
+            let _ = socket.set_read_timeout(Some(account.server.timeout));
+            match outcome {
+                Ok(WaitOutcome::MailboxChanged) => woken,
+                Ok(WaitOutcome::TimedOut) => Woken::Renew,
+                Err(_) if stop.is_set() => return Ok(()),
+                Err(e) => return Err(imap_error("IDLE", e)),
+            }
+        };
+        match woken {
+            Woken::NewMail => {
+                log::info!("account {name}: {folder_name}: woken by new mail");
+                let _ = events.send(Event::Changed(folder_name.clone()));
+            }
+            Woken::Renew => {
+                renewals += 1;
+                log::debug!("account {name}: {folder_name}: renewing IDLE ({renewals})");
+            }
+            Woken::Bye => {
+                return Err(Error::Server(
+                    "the server closed the IDLE connection".into(),
+                ))
+            }
+        }
+        // Anything that changed between the end of that IDLE and the next
+        // is reported in answer to this NOOP.
+        session.noop().map_err(|e| imap_error("NOOP", e))?;
+        let changed = session.take_all_unsolicited().any(|r| {
+            matches!(
+                r,
+                UnsolicitedResponse::Exists(_) | UnsolicitedResponse::Recent(_)
+            )
+        });
+        if changed {
+            let _ = events.send(Event::Changed(folder_name.clone()));
+        }
+    }
+    // Stopped between IDLEs: say goodbye.
+    let _ = session.logout();
+    Ok(())
+}
+
+fn imap_error(context: &str, e: imap::Error) -> Error {
+    match e {
+        imap::Error::Io(io) => Error::net(format!("IMAP {context}"), io),
+        imap::Error::ConnectionLost => Error::net(
+            format!("IMAP {context}"),
+            std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                "connection closed by server",
+            ),
+        ),
+        imap::Error::Tls(e) => Error::Tls(e.to_string()),
+        imap::Error::No(no) => Error::Server(format!("{context}: NO {no}")),
+        imap::Error::Bye(bye) => Error::Server(format!("{context}: server said BYE: {bye}")),
+        other => Error::Protocol(format!("{context}: {other}")),
+    }
+}
+
+/// The `imap` crate sets the read timeout that bounds an IDLE through
+/// this (RFC 2177's 29 minutes, or `idle_renew`).
+impl SetReadTimeout for Traced<Stream> {
+    fn set_read_timeout(&mut self, timeout: Option<Duration>) -> imap::error::Result<()> {
+        let tcp = match self.get_ref() {
+            Stream::Plain(tcp) => tcp,
+            Stream::Tls(tls) => tls.get_ref(),
+        };
+        tcp.set_read_timeout(timeout).map_err(imap::Error::Io)
+    }
+}
+
+/// Reconnect delays: exponential from `BACKOFF_FIRST`, capped at
+/// `BACKOFF_CAP`, each with ±25% jitter so that many accounts (or many
+/// mailretr users behind one server) do not reconnect in step.
+#[derive(Debug, Clone)]
+pub struct Backoff {
+    next: Duration,
+    first: Duration,
+    cap: Duration,
+}
+
+impl Default for Backoff {
+    fn default() -> Backoff {
+        Backoff::new(BACKOFF_FIRST, BACKOFF_CAP)
+    }
+}
+
+impl Backoff {
+    /// Delays starting at `first`, doubling up to `cap`.
+    pub fn new(first: Duration, cap: Duration) -> Backoff {
+        Backoff {
+            next: first,
+            first,
+            cap,
+        }
+    }
+
+    /// The delay before the next attempt.
+    pub fn next_delay(&mut self) -> Duration {
+        let delay = self.next;
+        self.next = (self.next * 2).min(self.cap);
+        jitter(delay)
+    }
+
+    /// After a success: the next failure waits `first` again.
+    pub fn reset(&mut self) {
+        self.next = self.first;
+    }
+}
+
+/// `delay` scaled by a random factor in [0.75, 1.25). The randomness is
+/// the standard library's per-process hash seed; nothing here needs more.
+fn jitter(delay: Duration) -> Duration {
+    let random = RandomState::new().hash_one(Instant::now());
+    let factor = 0.75 + (random % 1000) as f64 / 2000.0;
+    delay.mul_f64(factor)
+}
+
+fn secs(d: Duration) -> String {
+    format!("{:.1}s", d.as_secs_f64())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_up_to_the_cap_with_jitter() {
+        let mut b = Backoff::new(Duration::from_secs(1), Duration::from_secs(10));
+        let delays: Vec<f64> = (0..7).map(|_| b.next_delay().as_secs_f64()).collect();
+        for (delay, nominal) in delays.iter().zip([1.0, 2.0, 4.0, 8.0, 10.0, 10.0, 10.0]) {
+            assert!(
+                *delay >= nominal * 0.75 && *delay < nominal * 1.25,
+                "{delays:?}"
+            );
+        }
+        b.reset();
+        assert!(b.next_delay() < Duration::from_millis(1250));
+    }
+
+    #[test]
+    fn jitter_varies() {
+        let d = Duration::from_secs(100);
+        let seen: std::collections::HashSet<Duration> = (0..20).map(|_| jitter(d)).collect();
+        assert!(seen.len() > 1);
+    }
+
+    #[test]
+    fn stop_flag_cuts_a_sleep_short() {
+        let stop = StopFlag::default();
+        let other = stop.clone();
+        let t = thread::spawn(move || {
+            thread::sleep(Duration::from_millis(50));
+            other.set();
+        });
+        let started = Instant::now();
+        assert!(stop.sleep(Duration::from_secs(30)));
+        assert!(started.elapsed() < Duration::from_secs(5));
+        t.join().unwrap();
+    }
+
+    fn config(text: &str) -> Config {
+        crate::config::parse(text, std::path::Path::new("t.toml")).unwrap()
+    }
+
+    const TWO: &str = r#"
+[general]
+state_dir = "/tmp/st"
+hostname = "h"
+[[account]]
+name = "a"
+protocol = "imap"
+host = "h"
+user = "u"
+[[account]]
+name = "b"
+protocol = "pop3"
+host = "h"
+user = "u"
+"#;
+
+    #[test]
+    fn selection_and_change_detection() {
+        let c = config(TWO);
+        assert_eq!(selected(&c, &[]).unwrap(), vec![0, 1]);
+        assert_eq!(selected(&c, &["b".into()]).unwrap(), vec![1]);
+        assert!(selected(&c, &["zz".into()]).is_err());
+
+        let changed = config(&TWO.replace(
+            "name = \"b\"\nprotocol = \"pop3\"\nhost = \"h\"",
+            "name = \"b\"\nprotocol = \"pop3\"\nhost = \"other\"",
+        ));
+        assert_eq!(
+            Settings::of(&c, &c.accounts[0]),
+            Settings::of(&changed, &changed.accounts[0])
+        );
+        assert_ne!(
+            Settings::of(&c, &c.accounts[1]),
+            Settings::of(&changed, &changed.accounts[1])
+        );
+    }
+}

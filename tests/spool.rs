@@ -1,0 +1,326 @@
+//! The retry spool through the real binary: a relay that answers 451
+//! after DATA costs the mailbox's bytes once, not once per run; a flush
+//! delivers each message exactly once; partial fan-out retries only the
+//! failed destination; old entries bounce as RFC 3464 reports; a message
+//! with the null sender is reported to the postmaster instead.
+
+mod support;
+
+use std::fs;
+
+use support::corpus;
+use support::dovecot::{Dovecot, User};
+use support::proxy::CountingProxy;
+use support::smtpsink::SmtpSink;
+use support::{strip_received, Env};
+
+/// One POP3 account (plain, through `port`) delivering to `deliver_to`,
+/// plus `extra` tables.
+fn config(
+    env: &Env,
+    user: &User,
+    port: u16,
+    deliver_to: &str,
+    general: &str,
+    extra: &str,
+) -> String {
+    format!(
+        r#"[general]
+state_dir = "{state}"
+hostname = "spool.test"
+{general}
+
+[[account]]
+name = "acct"
+protocol = "pop3"
+host = "127.0.0.1"
+port = {port}
+tls = "none"
+allow_plaintext = true
+user = "{user}"
+password = "{password}"
+add_received = false
+deliver_to = [{deliver_to}]
+
+{extra}
+"#,
+        state = env.path("state").display(),
+        user = user.name,
+        password = user.password,
+    )
+}
+
+fn relay(port: u16) -> String {
+    format!(
+        "[destination.relay]\ntype = \"smtp\"\nhost = \"127.0.0.1\"\nport = {port}\ntls = \"none\"\nrecipient = \"jaco@example.org\"\n"
+    )
+}
+
+fn queue_ids(env: &Env) -> Vec<i64> {
+    let out = env.run(&["queue", "list", "--json"]);
+    out.expect_success();
+    let v: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["id"].as_i64().unwrap())
+        .collect()
+}
+
+fn sorted(mut v: Vec<Vec<u8>>) -> Vec<Vec<u8>> {
+    v.sort();
+    v
+}
+
+#[test]
+fn a_relay_failing_after_data_costs_the_mailbox_once() {
+    let dovecot = Dovecot::shared();
+    let user = dovecot.new_user();
+    let mut originals = corpus::realistic(6, 3);
+    originals.push(corpus::big(1024 * 1024));
+    let total: usize = originals.iter().map(Vec::len).sum();
+    for m in &originals {
+        dovecot.add_message(&user, "INBOX", m);
+    }
+    let env = Env::new();
+    let sink = SmtpSink::start(&env.path("smtp"));
+    sink.set_tempfail(true);
+    let proxy = CountingProxy::start(dovecot.pop3);
+    env.write_config(&config(
+        &env,
+        &user,
+        proxy.port(),
+        "\"relay\"",
+        "",
+        &relay(sink.port),
+    ));
+
+    // Three runs, as cron would do while the relay is down.
+    let out = env.run(&["fetch"]);
+    out.expect_code(0);
+    assert!(out.stderr.contains("451"), "{}", out.stderr);
+    let after_first = proxy.bytes_from_server();
+    assert!(after_first as usize >= total, "the mailbox crossed once");
+    env.run(&["fetch"]).expect_code(1);
+    env.run(&["fetch"]).expect_code(1);
+    let later = proxy.bytes_from_server() - after_first;
+    assert!(
+        later < 4096,
+        "runs 2 and 3 read {later} bytes from the server: only greetings and listings"
+    );
+    assert!(
+        dovecot.messages(&user, "INBOX").is_empty(),
+        "spooled, then deleted"
+    );
+    assert!(sink.messages().is_empty());
+    let ids = queue_ids(&env);
+    assert_eq!(ids.len(), originals.len());
+    let listing = env.run(&["queue", "list"]);
+    assert!(listing.stdout.contains("relay"), "{}", listing.stdout);
+    let show = env.run(&["queue", "show", &ids[0].to_string()]);
+    show.expect_success();
+    assert!(show.stdout.contains("History:"), "{}", show.stdout);
+    assert!(show.stdout.contains("spooled: "), "{}", show.stdout);
+    assert!(
+        show.stdout.contains("(451): 4.3.0 Try again later"),
+        "{}",
+        show.stdout
+    );
+
+    // The relay recovers: a flush delivers every message exactly once.
+    sink.set_tempfail(false);
+    env.run(&["queue", "flush"]).expect_success();
+    assert_eq!(sorted(sink.messages()), sorted(originals));
+    assert!(queue_ids(&env).is_empty());
+    env.run(&["queue", "flush"]).expect_code(1);
+    assert_eq!(sink.messages().len(), 7, "nothing twice");
+}
+
+#[test]
+fn partial_fan_out_retries_only_the_failed_destination() {
+    let dovecot = Dovecot::shared();
+    let user = dovecot.new_user();
+    dovecot.add_message(
+        &user,
+        "INBOX",
+        b"Return-Path: <s@example.net>\nSubject: both\nMessage-ID: <both@t>\n\nhi\n",
+    );
+    let env = Env::new();
+    let sink = SmtpSink::start(&env.path("smtp"));
+    sink.set_tempfail(true);
+    let maildir = env.path("Maildir");
+    let extra = format!(
+        "{}\n[destination.home]\ntype = \"maildir\"\npath = \"{}\"\n",
+        relay(sink.port),
+        maildir.display()
+    );
+    env.write_config(&config(
+        &env,
+        &user,
+        dovecot.pop3,
+        "\"home\", \"relay\"",
+        "retry_delay = \"1s\"\nretry_max_delay = \"1s\"",
+        &extra,
+    ));
+    env.run(&["fetch"]).expect_success();
+    assert_eq!(env.maildir_messages(&maildir).len(), 1);
+    let out = env.run(&["queue", "list", "--json"]);
+    let v: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    assert_eq!(v.as_array().unwrap().len(), 1);
+    assert_eq!(v[0]["destination"], "relay");
+    assert_eq!(v[0]["sender"], "s@example.net");
+
+    // The next run retries the relay from the spool (its backoff is 1 s)
+    // and leaves the Maildir alone.
+    sink.set_tempfail(false);
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    env.run(&["fetch"]).expect_code(1);
+    assert_eq!(sink.messages().len(), 1);
+    assert_eq!(env.maildir_messages(&maildir).len(), 1);
+    assert!(queue_ids(&env).is_empty());
+    let env_line = sink.envelope(1);
+    assert!(
+        env_line.starts_with("s@example.net\njaco@example.org\n"),
+        "{env_line}"
+    );
+}
+
+/// An MDA that keeps each bounce and its envelope under `dir`.
+fn bounce_catcher(dir: &std::path::Path) -> String {
+    fs::create_dir_all(dir).unwrap();
+    format!(
+        "[destination.bounces]\ntype = \"mda\"\ncommand = [\"/bin/sh\", \"-c\", \"cat > {d}/$$.eml; printf '%s|%s' \\\"$MAILRETR_SENDER\\\" \\\"$MAILRETR_RECIPIENT\\\" > {d}/$$.env\"]\n",
+        d = dir.display()
+    )
+}
+
+fn caught(dir: &std::path::Path) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    for entry in fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "eml") {
+            let envelope = fs::read_to_string(path.with_extension("env")).unwrap();
+            out.push((envelope, fs::read_to_string(&path).unwrap()));
+        }
+    }
+    out
+}
+
+#[test]
+fn old_entries_bounce_as_dsn_and_null_sender_goes_to_postmaster() {
+    let dovecot = Dovecot::shared();
+    let user = dovecot.new_user();
+    dovecot.add_message(&user, "INBOX", b"Return-Path: <alice@example.net>\nFrom: alice@example.net\nSubject: to bounce\nMessage-ID: <b1@t>\n\nbody one\n");
+    dovecot.add_message(&user, "INBOX", b"Return-Path: <>\nFrom: MAILER-DAEMON@elsewhere\nSubject: a bounce itself\nMessage-ID: <b2@t>\n\nbody two\n");
+    let env = Env::new();
+    let sink = SmtpSink::start(&env.path("smtp"));
+    sink.set_tempfail(true);
+    let bounces = env.path("bounces");
+    let extra = format!("{}\n{}", relay(sink.port), bounce_catcher(&bounces));
+    let general = "retry_delay = \"1s\"\nretry_max_delay = \"1s\"\nspool_max_age = \"2s\"\nbounce_via = \"bounces\"\npostmaster = \"postmaster@example.org\"\nbounce_from = \"MAILER-DAEMON@spool.test\"";
+    env.write_config(&config(
+        &env,
+        &user,
+        dovecot.pop3,
+        "\"relay\"",
+        general,
+        &extra,
+    ));
+    env.run(&["fetch"]).expect_success();
+    assert_eq!(queue_ids(&env).len(), 2);
+    std::thread::sleep(std::time::Duration::from_millis(2200));
+    env.run(&["fetch"]).expect_code(1);
+    assert!(queue_ids(&env).is_empty(), "both given up on");
+
+    let mut got = caught(&bounces);
+    got.sort();
+    assert_eq!(got.len(), 2, "{got:?}");
+    let (to_alice, to_postmaster) = if got[0].0.ends_with("alice@example.net") {
+        (&got[0], &got[1])
+    } else {
+        (&got[1], &got[0])
+    };
+    // Bounces carry the null envelope sender.
+    assert_eq!(to_alice.0, "|alice@example.net");
+    assert_eq!(to_postmaster.0, "|postmaster@example.org");
+    for (_, dsn) in [to_alice, to_postmaster] {
+        let bytes = dsn.as_bytes();
+        let ct = header(bytes, "Content-Type");
+        assert!(ct.contains("multipart/report"), "{ct}");
+        assert!(ct.contains("report-type=delivery-status"), "{ct}");
+        assert_eq!(
+            header(bytes, "From"),
+            "Mail Delivery System <MAILER-DAEMON@spool.test>"
+        );
+        assert!(
+            dsn.contains("Content-Type: message/delivery-status"),
+            "{dsn}"
+        );
+        assert!(dsn.contains("Reporting-MTA: dns; spool.test"), "{dsn}");
+        assert!(
+            dsn.contains("Final-Recipient: rfc822; jaco@example.org"),
+            "{dsn}"
+        );
+        assert!(dsn.contains("Action: failed"), "{dsn}");
+        assert!(dsn.contains("Status: 4.4.7"), "{dsn}");
+        assert!(dsn.contains("451"), "the last error is named: {dsn}");
+        assert!(dsn.contains("Destination: relay"), "{dsn}");
+        assert!(dsn.contains("Content-Type: text/rfc822-headers"), "{dsn}");
+        assert!(
+            !dsn.contains("body one") && !dsn.contains("body two"),
+            "headers only"
+        );
+    }
+    assert!(to_alice.1.contains("Subject: to bounce"));
+    assert!(to_postmaster.1.contains("Subject: a bounce itself"));
+    assert!(sink.messages().is_empty());
+}
+
+/// The first value of a header (unfolded).
+fn header(message: &[u8], name: &str) -> String {
+    let text = String::from_utf8_lossy(message);
+    let mut lines = text.lines().take_while(|l| !l.is_empty()).peekable();
+    while let Some(line) = lines.next() {
+        if let Some((n, v)) = line.split_once(':') {
+            if n.eq_ignore_ascii_case(name) {
+                let mut value = v.trim().to_string();
+                while let Some(next) = lines.peek().filter(|l| l.starts_with([' ', '\t'])) {
+                    value.push(' ');
+                    value.push_str(next.trim());
+                    lines.next();
+                }
+                return value;
+            }
+        }
+    }
+    String::new()
+}
+
+#[test]
+fn queue_delete_needs_yes_without_a_terminal() {
+    let dovecot = Dovecot::shared();
+    let user = dovecot.new_user();
+    dovecot.add_message(&user, "INBOX", b"Subject: drop me\n\nx\n");
+    let env = Env::new();
+    let sink = SmtpSink::start(&env.path("smtp"));
+    sink.set_tempfail(true);
+    env.write_config(&config(
+        &env,
+        &user,
+        dovecot.pop3,
+        "\"relay\"",
+        "",
+        &relay(sink.port),
+    ));
+    env.run(&["fetch"]).expect_success();
+    let ids = queue_ids(&env);
+    assert_eq!(ids.len(), 1);
+    let id = ids[0].to_string();
+    let out = env.run(&["queue", "delete", &id]);
+    out.expect_code(5);
+    assert!(out.stderr.contains("--yes"), "{}", out.stderr);
+    env.run(&["queue", "delete", "--yes", &id]).expect_success();
+    assert!(queue_ids(&env).is_empty());
+    env.run(&["queue", "show", &id]).expect_code(5);
+    let _ = strip_received;
+}
