@@ -798,7 +798,9 @@ mod tests {
             destination: "home".into(),
             name: "123.mr.host,S=5".into(),
         };
-        state.record_intents("acct", std::slice::from_ref(&intent), 10).unwrap();
+        state
+            .record_intents("acct", std::slice::from_ref(&intent), 10)
+            .unwrap();
         let renamed = Intent {
             name: "other".into(),
             ..intent.clone()

@@ -12,7 +12,7 @@ use support::corpus;
 use support::dovecot::{Dovecot, User};
 use support::proxy::CountingProxy;
 use support::smtpsink::SmtpSink;
-use support::{strip_received, Env};
+use support::Env;
 
 /// One POP3 account (plain, through `port`) delivering to `deliver_to`,
 /// plus `extra` tables.
@@ -322,5 +322,26 @@ fn queue_delete_needs_yes_without_a_terminal() {
     env.run(&["queue", "delete", "--yes", &id]).expect_success();
     assert!(queue_ids(&env).is_empty());
     env.run(&["queue", "show", &id]).expect_code(5);
-    let _ = strip_received;
+}
+
+#[test]
+fn a_damaged_state_database_is_an_error_not_a_refetch() {
+    let dovecot = Dovecot::shared();
+    let user = dovecot.new_user();
+    dovecot.add_message(&user, "INBOX", b"Subject: keep me\n\nx\n");
+    let env = Env::new();
+    let maildir = env.path("Maildir");
+    let extra = format!(
+        "[destination.home]\ntype = \"maildir\"\npath = \"{}\"\n",
+        maildir.display()
+    );
+    env.write_config(&config(&env, &user, dovecot.pop3, "\"home\"", "", &extra));
+    fs::create_dir_all(env.path("state")).unwrap();
+    fs::write(env.path("state").join("state.db"), vec![0x42u8; 16384]).unwrap();
+    let out = env.run(&["fetch"]);
+    out.expect_code(23);
+    assert!(out.stderr.contains("state.db"), "{}", out.stderr);
+    assert!(out.stderr.contains("account acct"), "{}", out.stderr);
+    assert!(env.maildir_messages(&maildir).is_empty(), "nothing fetched");
+    assert_eq!(dovecot.messages(&user, "INBOX").len(), 1, "nothing deleted");
 }
