@@ -98,7 +98,7 @@ fn finish_and_check(
         originals.len(),
         "{what}: message count (duplicates or losses)"
     );
-    assert_eq!(got, originals, "{what}: messages differ");
+    assert!(got == originals, "{what}: messages differ");
     let on_server = dovecot.messages(user, "INBOX").len();
     if keep {
         assert_eq!(
@@ -204,5 +204,57 @@ fn sigkill_at_random_moments_through_a_slow_link() {
         }
         assert!(kills > 0, "{what}: the runs were too quick to interrupt");
         finish_and_check(&env, dovecot, &user, &originals, keep, &what);
+    }
+}
+
+/// The directory destination (download-as-file) is recognised after a
+/// crash too, when its file names carry the unique id `%I`.
+#[test]
+fn sigkill_with_a_directory_destination_duplicates_nothing() {
+    let dovecot = Dovecot::shared();
+    for (point, n) in [
+        ("delivered", 1),
+        ("delivered", 4),
+        ("committed", 2),
+        ("downloaded", 3),
+    ] {
+        let what = format!("directory at {point}:{n}");
+        let user = dovecot.new_user();
+        let originals = fill(dovecot, &user, 6, 17);
+        let env = Env::new();
+        let files = env.path("files");
+        let text = config(&env, dovecot, &user, "pop3", dovecot.pop3s, false).replace(
+            &format!(
+                "type = \"maildir\"\npath = \"{}\"",
+                env.path("Maildir").display()
+            ),
+            &format!(
+                "type = \"directory\"\npath = \"{}\"\nfilename = \"%A-%I.eml\"",
+                files.display()
+            ),
+        );
+        env.write_config(&text);
+        let out = env
+            .cmd()
+            .arg("fetch")
+            .env("MAILRETR_FAULT", format!("{point}:{n}"))
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), None, "{what}: killed");
+        for _ in 0..3 {
+            if env.run(&["fetch"]).code == 1 {
+                break;
+            }
+        }
+        let mut got: Vec<Vec<u8>> = std::fs::read_dir(&files)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.extension().is_some_and(|x| x == "eml"))
+            .map(|p| strip_received(&std::fs::read(p).unwrap()))
+            .collect();
+        got.sort();
+        assert_eq!(got.len(), originals.len(), "{what}: duplicates or losses");
+        assert!(got == originals, "{what}: messages differ");
+        assert!(dovecot.messages(&user, "INBOX").is_empty(), "{what}");
     }
 }

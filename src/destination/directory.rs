@@ -25,6 +25,8 @@ pub struct Directory {
     path: PathBuf,
     filename: String,
     hostname: String,
+    /// The unique id (`%I`) the next delivery uses (a committed intent).
+    next_id: Option<String>,
 }
 
 impl Directory {
@@ -35,6 +37,7 @@ impl Directory {
             path,
             filename,
             hostname: super::file_safe(hostname),
+            next_id: None,
         }
     }
 
@@ -58,7 +61,7 @@ impl Directory {
         let fail = |what: &str, p: &Path, e: io::Error| {
             local_error(&self.name, &format!("{what} {}", p.display()), &e)
         };
-        let unique = self.unique_id();
+        let unique = self.next_id.clone().unwrap_or_else(|| self.unique_id());
         let dir = PathBuf::from(expand_template(
             &self.path.to_string_lossy(),
             account,
@@ -72,6 +75,8 @@ impl Directory {
             .map_err(|e| fail("cannot create", &dir, e))?;
         let final_path = dir.join(expand_template(&self.filename, account, recipient, &unique));
         let tmp = dir.join(format!(".tmp.{unique}"));
+        // A run killed before it could remove this left it behind.
+        let _ = fs::remove_file(&tmp);
         let written = OpenOptions::new()
             .write(true)
             .create_new(true)
@@ -101,7 +106,39 @@ impl Destination for Directory {
         &self.name
     }
 
+    /// Only a file name with `%I` identifies one delivery; without it a
+    /// name may belong to another message, so nothing is recognised.
+    fn plan_name(&mut self) -> Option<String> {
+        self.filename.contains("%I").then(|| self.unique_id())
+    }
+
+    fn use_name(&mut self, base: &str) {
+        self.next_id = Some(base.to_string());
+    }
+
+    fn has_name(&mut self, envelope: &Envelope, base: &str) -> Result<bool> {
+        let recipients: Vec<&str> = if envelope.recipients.is_empty() {
+            vec![""]
+        } else {
+            envelope.recipients.iter().map(String::as_str).collect()
+        };
+        Ok(recipients.iter().all(|r| {
+            let dir = expand_template(&self.path.to_string_lossy(), &envelope.account, r, base);
+            Path::new(&dir)
+                .join(expand_template(&self.filename, &envelope.account, r, base))
+                .exists()
+        }))
+    }
+
     fn deliver(&mut self, envelope: &Envelope, message: &[u8]) -> Result<DeliveryReport> {
+        let report = self.deliver_files(envelope, message);
+        self.next_id = None;
+        report
+    }
+}
+
+impl Directory {
+    fn deliver_files(&mut self, envelope: &Envelope, message: &[u8]) -> Result<DeliveryReport> {
         let per = per_recipient(&self.filename) || per_recipient(&self.path.to_string_lossy());
         if !per {
             let recipient = envelope.recipients.first().map_or("", String::as_str);
