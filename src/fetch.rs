@@ -438,14 +438,7 @@ fn fetch_locked(
                             Verdict::Permanent(why) => why,
                             Verdict::Delivered => "no recipients".to_string(),
                         };
-                        let outcome = refused_before_download(
-                            config,
-                            account,
-                            &envelope,
-                            &header,
-                            &why,
-                            &destinations,
-                        );
+                        let outcome = apply_on_refused(config, account, &envelope, &header, &why);
                         report.warnings.push(format!(
                             "message {} in {} refused before download ({} bytes saved): {why}; {}",
                             next.uid.as_deref().unwrap_or("?"),
@@ -572,14 +565,7 @@ fn fetch_locked(
             let now = retry::now();
             if let Some(why) = owed.never() {
                 // Refused for good somewhere: `on_refused` decides.
-                let outcome = refused_before_download(
-                    config,
-                    account,
-                    &envelope,
-                    &bytes,
-                    &why,
-                    &destinations,
-                );
+                let outcome = apply_on_refused(config, account, &envelope, &bytes, &why);
                 if !outcome.removes() {
                     // 3'. Kept on the server, recorded so it is never
                     //     downloaded again; what others owe is spooled.
@@ -1045,79 +1031,34 @@ impl Refused {
     }
 }
 
-/// Applies the account's `on_refused` to a message every destination
-/// refused for good at MAIL FROM or RCPT TO. A bounce (the headers only,
-/// as a DSN) goes out through the account's first SMTP destination, to
-/// the envelope sender, with the null sender; a message with the null
-/// sender is never bounced.
-fn refused_before_download(
+/// Applies the account's `on_refused` to a message a destination refused
+/// for good. A bounce (the headers only, as a DSN) goes to the envelope
+/// sender, or to the postmaster for a message with the null sender, by
+/// `retry::send_bounce`; when it cannot be sent the message is kept.
+fn apply_on_refused(
     config: &Config,
     account: &Account,
     envelope: &Envelope,
     headers: &[u8],
     why: &str,
-    destinations: &[Box<dyn Destination>],
 ) -> Refused {
     match account.on_refused {
         crate::config::OnRefused::Keep => Refused::Kept(None),
         crate::config::OnRefused::Delete => Refused::Deleted,
         crate::config::OnRefused::Bounce => {
-            let to = match envelope.sender.as_deref() {
-                Some(s) if !s.is_empty() => s.to_string(),
-                _ => return Refused::Kept(Some("no sender to bounce to".into())),
+            let destination = account.deliver_to.join(", ");
+            let undelivered = retry::Undelivered {
+                account: &account.name,
+                folder: &envelope.folder,
+                destination: &destination,
+                sender: envelope.sender.as_deref(),
+                recipients: &envelope.recipients,
+                arrived: retry::now(),
+                message: message::header_block(headers),
             };
-            let smtp = account
-                .deliver_to
-                .iter()
-                .zip(destinations)
-                .find_map(|(name, _)| match &config.destinations[name] {
-                    crate::config::DestinationConfig::Smtp(c) => Some((name, c.clone())),
-                    _ => None,
-                });
-            let Some((name, mut smtp)) = smtp else {
-                return Refused::Kept(Some("no smtp destination to send a bounce through".into()));
-            };
-            smtp.recipient = None;
-            let hostname = &config.general.hostname;
-            let from = config
-                .general
-                .bounce_from
-                .clone()
-                .unwrap_or_else(|| format!("MAILER-DAEMON@{hostname}"));
             let reason = crate::spool::GiveUp::Refused(why.to_string());
-            let recipients = envelope.recipients.clone();
-            let dsn = crate::bounce::build(
-                &crate::bounce::Bounce {
-                    hostname,
-                    from: &from,
-                    to: &to,
-                    account: &account.name,
-                    destination: name,
-                    recipients: &recipients,
-                    reason: &reason,
-                    arrived: chrono::Local::now().timestamp(),
-                    original: headers,
-                },
-                chrono::Local::now(),
-            );
-            let mut sender = destination::smtp::Smtp::new(name, smtp, hostname);
-            let bounce_envelope = Envelope {
-                sender: Some(String::new()),
-                recipients: vec![to],
-                account: account.name.clone(),
-                folder: envelope.folder.clone(),
-            };
-            let sent = sender.deliver(&bounce_envelope, &dsn);
-            sender.close();
-            match sent {
-                Ok(r) if r.is_complete() => Refused::Bounced,
-                Ok(r) => Refused::Kept(Some(format!(
-                    "the bounce was refused: {}",
-                    r.refused
-                        .first()
-                        .map(|f| f.error.to_string())
-                        .unwrap_or_default()
-                ))),
+            match retry::send_bounce(config, Some(account), &undelivered, &reason) {
+                Ok(()) => Refused::Bounced,
                 Err(e) => Refused::Kept(Some(format!("the bounce could not be sent: {e}"))),
             }
         }

@@ -85,7 +85,7 @@ pub fn flush_account(
         };
         let account_config = config.accounts.iter().find(|a| a.name == account);
         let mut bounce = |entry: &SpoolEntry, why: &GiveUp| -> Result<()> {
-            send_bounce(config, account_config, entry, why)
+            send_bounce(config, account_config, &Undelivered::of(entry), why)
         };
         spool::flush(
             state,
@@ -129,22 +129,57 @@ fn bounce_route<'a>(
     })
 }
 
-/// Sends a DSN about a spool entry given up on: to the envelope sender, or
+/// What a bounce is about: a message one destination would not take.
+#[derive(Debug, Clone, Copy)]
+pub struct Undelivered<'a> {
+    /// The account that fetched it.
+    pub account: &'a str,
+    /// The folder it came from.
+    pub folder: &'a str,
+    /// The destination that would not take it.
+    pub destination: &'a str,
+    /// The envelope sender; `Some("")` is the null sender.
+    pub sender: Option<&'a str>,
+    /// The recipients not reached.
+    pub recipients: &'a [String],
+    /// Unix time it arrived (was spooled, or now).
+    pub arrived: i64,
+    /// The message, or at least its header.
+    pub message: &'a [u8],
+}
+
+impl<'a> Undelivered<'a> {
+    /// A spool entry as a bounce subject.
+    pub fn of(entry: &'a SpoolEntry) -> Undelivered<'a> {
+        let e = &entry.summary;
+        Undelivered {
+            account: &e.account,
+            folder: &e.folder,
+            destination: &e.destination,
+            sender: e.sender.as_deref(),
+            recipients: &e.recipients,
+            arrived: e.created_at,
+            message: &entry.message,
+        }
+    }
+}
+
+/// Sends a DSN about a message given up on: to the envelope sender, or
 /// to `general.postmaster` when the message has the null sender (a bounce
-/// is never bounced). Fails when there is nobody to tell or no route.
+/// is never bounced), through `bounce_via` or the account's first smtp
+/// destination. Fails when there is nobody to tell or no route.
 pub fn send_bounce(
     config: &Config,
     account: Option<&Account>,
-    entry: &SpoolEntry,
+    e: &Undelivered,
     why: &GiveUp,
 ) -> Result<()> {
-    let e = &entry.summary;
     let no_route = |message: String| Error::Delivery {
         destination: "bounce".into(),
         message,
         transient: true,
     };
-    let to = match e.sender.as_deref() {
+    let to = match e.sender {
         Some(s) if !s.is_empty() => s.to_string(),
         _ => config.general.postmaster.clone().ok_or_else(|| {
             no_route(
@@ -168,12 +203,12 @@ pub fn send_bounce(
             hostname,
             from: &from,
             to: &to,
-            account: &e.account,
-            destination: &e.destination,
-            recipients: &e.recipients,
+            account: e.account,
+            destination: e.destination,
+            recipients: e.recipients,
             reason: why,
-            arrived: e.created_at,
-            original: &entry.message,
+            arrived: e.arrived,
+            original: e.message,
         },
         chrono::Local::now(),
     );
@@ -186,8 +221,8 @@ pub fn send_bounce(
     let envelope = Envelope {
         sender: Some(String::new()),
         recipients: vec![to],
-        account: e.account.clone(),
-        folder: e.folder.clone(),
+        account: e.account.to_string(),
+        folder: e.folder.to_string(),
     };
     let sent = sender.deliver(&envelope, &dsn);
     sender.close();

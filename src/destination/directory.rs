@@ -9,15 +9,11 @@ use std::fs::{self, DirBuilder, File, OpenOptions};
 use std::io::{self, Write};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::error::Result;
 use crate::message::Envelope;
 
 use super::{expand_template, local_error, per_recipient, DeliveryReport, Destination, Refusal};
-
-static COUNTER: AtomicU64 = AtomicU64::new(0);
 
 /// A directory destination.
 pub struct Directory {
@@ -44,17 +40,7 @@ impl Directory {
     /// Seconds, microseconds, pid, a counter and the host: unique across
     /// processes and time, like a Maildir name.
     fn unique_id(&self) -> String {
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap_or_default();
-        format!(
-            "{}.M{}P{}Q{}.{}",
-            now.as_secs(),
-            now.subsec_micros(),
-            std::process::id(),
-            COUNTER.fetch_add(1, Ordering::Relaxed),
-            self.hostname
-        )
+        super::unique_base(&self.hostname)
     }
 
     fn write_one(&self, account: &str, recipient: &str, message: &[u8]) -> Result<PathBuf> {

@@ -9,15 +9,11 @@ use std::fs::{self, DirBuilder, File, OpenOptions};
 use std::io::{self, Write};
 use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::error::{Error, Result};
 use crate::message::Envelope;
 
 use super::{expand_template, per_recipient, DeliveryReport, Destination};
-
-static COUNTER: AtomicU64 = AtomicU64::new(0);
 
 /// A Maildir destination.
 pub struct Maildir {
@@ -74,17 +70,7 @@ impl Maildir {
     /// microseconds, pid, a counter and the host. The file name adds the
     /// size (`,S=`).
     fn unique_base(&self) -> String {
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap_or_default();
-        format!(
-            "{}.M{}P{}Q{}.{}",
-            now.as_secs(),
-            now.subsec_micros(),
-            std::process::id(),
-            COUNTER.fetch_add(1, Ordering::Relaxed),
-            self.hostname,
-        )
+        super::unique_base(&self.hostname)
     }
 
     /// The Maildirs a delivery for `envelope` writes into.

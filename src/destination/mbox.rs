@@ -92,10 +92,18 @@ impl Mbox {
         quote_into(message, &mut entry);
         let written = file.write_all(&entry).and_then(|()| file.sync_data());
         if let Err(e) = written {
+            let efbig = e.raw_os_error() == Some(libc::EFBIG);
             // Never leave half a message: cut back to where we started.
             let _ = file.set_len(old_len);
             let _ = file.sync_all();
-            return Err(fail("cannot write", e));
+            let mut error = fail("cannot write", e);
+            // The mbox has grown past a file size limit (RLIMIT_FSIZE, the
+            // file system's maximum): rotating it clears that up, and the
+            // message is not at fault, so it is retried rather than refused.
+            if let Error::Delivery { transient, .. } = &mut error {
+                *transient |= efbig;
+            }
+            return Err(error);
         }
         Ok(())
     }

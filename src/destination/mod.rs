@@ -182,6 +182,23 @@ pub fn open(
     })
 }
 
+/// A name unique across processes and time, as Maildir prescribes:
+/// seconds, microseconds, pid, a per-process counter and the host
+/// (`hostname` must already be safe in a file name).
+pub(crate) fn unique_base(hostname: &str) -> String {
+    static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    format!(
+        "{}.M{}P{}Q{}.{hostname}",
+        now.as_secs(),
+        now.subsec_micros(),
+        std::process::id(),
+        COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+    )
+}
+
 /// Expands a path or file name template: `%A` the account, `%U` the
 /// recipient, `%I` a unique id, `%%` a percent sign. Values are made safe
 /// for a file name first (a recipient can come from a message header):

@@ -154,10 +154,31 @@ impl Smtp {
         Ok(())
     }
 
+    /// Opens the connection if there is none. Whatever fails here (TLS,
+    /// a missing STARTTLS, a wrong pin, EHLO, AUTH, the password command)
+    /// is the destination's problem, not the message's: it is a temporary
+    /// failure, so the message is spooled or left for the next run, never
+    /// refused, bounced or deleted because a relay is misconfigured or
+    /// under attack.
     fn connect(&mut self) -> Result<()> {
         if self.connection.is_some() {
             return Ok(());
         }
+        self.open_connection().map_err(|e| match e {
+            Error::Delivery {
+                destination,
+                message,
+                ..
+            } => Error::Delivery {
+                destination,
+                message,
+                transient: true,
+            },
+            other => other,
+        })
+    }
+
+    fn open_connection(&mut self) -> Result<()> {
         let server = self.config.server.clone();
         let hello = ClientId::Domain(self.hostname.clone());
         let tls = match server.tls {

@@ -13,6 +13,7 @@ pub mod dovecot;
 pub mod fake;
 pub mod proxy;
 pub mod slowlink;
+pub mod smtpd;
 pub mod smtpsink;
 
 #[allow(unused_imports)]

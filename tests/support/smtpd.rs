@@ -1,0 +1,246 @@
+//! A configurable real SMTP server for tests: aiosmtpd (Debian
+//! `python3-aiosmtpd`) with STARTTLS or implicit TLS on the shared
+//! [`TestCert`](super::TestCert), AUTH PLAIN/LOGIN against one user,
+//! recipients it refuses with 550 at RCPT TO, and a log of every
+//! connection, so tests can count them. Each message is kept as received
+//! (`N.eml`) with its envelope and how it arrived (`N.env`). Missing
+//! aiosmtpd fails the test loudly with the package to install.
+
+use std::fs;
+use std::io::Read;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use super::smtpsink::PYTHON;
+use super::TestCert;
+
+/// How the server speaks TLS.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Tls {
+    /// Plain text only; no STARTTLS offered (a stripping server).
+    None,
+    /// STARTTLS offered, and required before MAIL.
+    Starttls,
+    /// TLS from the first byte (port 465 style).
+    Implicit,
+}
+
+/// What to start.
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub tls: Tls,
+    /// AUTH with this user and password (PLAIN and LOGIN offered); AUTH is
+    /// then required before MAIL.
+    pub auth: Option<(String, String)>,
+    /// Whether AUTH is offered before TLS (aiosmtpd's `auth_require_tls`
+    /// turned off).
+    pub auth_without_tls: bool,
+    /// Recipients refused with `550 5.1.1` at RCPT TO.
+    pub refuse: Vec<String>,
+    /// The certificate for TLS.
+    pub cert: TestCert,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            tls: Tls::None,
+            auth: None,
+            auth_without_tls: false,
+            refuse: Vec::new(),
+            cert: TestCert::shared().clone(),
+        }
+    }
+}
+
+/// A running aiosmtpd.
+pub struct Smtpd {
+    child: Child,
+    /// The port it listens on (127.0.0.1).
+    pub port: u16,
+    dir: PathBuf,
+}
+
+const SERVER: &str = r#"
+import json, os, ssl, sys, time
+from aiosmtpd.controller import Controller
+from aiosmtpd.smtp import SMTP, AuthResult, LoginPassword
+port, out, opts = int(sys.argv[1]), sys.argv[2], json.loads(sys.argv[3])
+SMTP.line_length_limit = 1 << 20
+READY = False
+def log(name, line):
+    with open(os.path.join(out, name), "a") as f:
+        f.write(line + "\n")
+class Server(SMTP):
+    def connection_made(self, transport):
+        # Called again after STARTTLS; count TCP connections only.
+        if READY and self._original_transport is None:
+            log("connections", repr(transport.get_extra_info("peername")))
+        super().connection_made(transport)
+class Handler:
+    n = 0
+    async def handle_RCPT(self, server, session, envelope, address, options):
+        if address in opts["refuse"]:
+            return "550 5.1.1 <%s>: no such user here" % address
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
+    async def handle_DATA(self, server, session, envelope):
+        Handler.n += 1
+        tls = server.transport.get_extra_info("ssl_object") is not None
+        with open(os.path.join(out, "%d.env" % Handler.n), "w") as f:
+            f.write(envelope.mail_from + "\n" + "\n".join(envelope.rcpt_tos) + "\n"
+                    + " ".join(envelope.mail_options) + "\n"
+                    + "tls=%s auth=%s\n" % (tls, session.authenticated))
+        with open(os.path.join(out, "%d.eml" % Handler.n), "wb") as f:
+            f.write(envelope.original_content)
+        return "250 OK"
+def authenticator(server, session, envelope, mechanism, data):
+    if not isinstance(data, LoginPassword):
+        return AuthResult(success=False, handled=False)
+    user, password = data.login.decode(), data.password.decode()
+    log("auth", "%s %s %s" % (mechanism, user, password))
+    return AuthResult(success=[user, password] == opts["auth"])
+ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+ctx.load_cert_chain(opts["cert"], opts["key"])
+kw = {}
+if opts["tls"] == "starttls":
+    kw.update(tls_context=ctx, require_starttls=True)
+if opts["auth"]:
+    kw.update(authenticator=authenticator, auth_required=True,
+              auth_require_tls=not opts["auth_without_tls"])
+class Ctl(Controller):
+    def factory(self):
+        return Server(self.handler, **self.SMTP_kwargs)
+c = Ctl(Handler(), hostname="127.0.0.1", port=port,
+        ssl_context=ctx if opts["tls"] == "implicit" else None, **kw)
+c.start()
+READY = True
+open(os.path.join(out, "ready"), "w").close()
+while True:
+    time.sleep(3600)
+"#;
+
+fn json_str(s: &str) -> String {
+    let mut out = String::from("\"");
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+impl Smtpd {
+    /// Starts a server keeping what it receives under `dir`.
+    pub fn start(dir: &Path, options: Options) -> Smtpd {
+        let port = {
+            let l = TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap().port()
+        };
+        fs::create_dir_all(dir).unwrap();
+        let script = dir.join("smtpd.py");
+        fs::write(&script, SERVER).unwrap();
+        let out = dir.join("mail");
+        fs::create_dir_all(&out).unwrap();
+        let opts = format!(
+            r#"{{"tls": {tls}, "auth": {auth}, "auth_without_tls": {awt}, "refuse": [{refuse}], "cert": {cert}, "key": {key}}}"#,
+            tls = json_str(match options.tls {
+                Tls::None => "none",
+                Tls::Starttls => "starttls",
+                Tls::Implicit => "implicit",
+            }),
+            auth = match &options.auth {
+                Some((u, p)) => format!("[{}, {}]", json_str(u), json_str(p)),
+                None => "null".into(),
+            },
+            awt = options.auth_without_tls,
+            refuse = options
+                .refuse
+                .iter()
+                .map(|r| json_str(r))
+                .collect::<Vec<_>>()
+                .join(", "),
+            cert = json_str(&options.cert.cert_pem.to_string_lossy()),
+            key = json_str(&options.cert.key_pem.to_string_lossy()),
+        );
+        let mut child = Command::new(PYTHON)
+            .arg(&script)
+            .arg(port.to_string())
+            .arg(&out)
+            .arg(opts)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!("cannot run {PYTHON}: {e}; apt-get install python3-aiosmtpd")
+            });
+        let deadline = Instant::now() + Duration::from_secs(20);
+        // Written once aiosmtpd listens (after its own probe connection).
+        while !out.join("ready").exists() {
+            if let Ok(Some(_)) = child.try_wait() {
+                let mut err = String::new();
+                child
+                    .stderr
+                    .take()
+                    .unwrap()
+                    .read_to_string(&mut err)
+                    .unwrap();
+                panic!(
+                    "\n\n*** aiosmtpd did not start (apt-get install python3-aiosmtpd, or run tests/run-all.sh as root) ***\n{err}"
+                );
+            }
+            assert!(
+                Instant::now() < deadline,
+                "aiosmtpd did not listen on {port}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Smtpd {
+            child,
+            port,
+            dir: out,
+        }
+    }
+
+    /// Messages received, in arrival order, with LF line endings.
+    pub fn messages(&self) -> Vec<Vec<u8>> {
+        let mut n = 1;
+        let mut out = Vec::new();
+        while let Ok(m) = fs::read(self.dir.join(format!("{n}.eml"))) {
+            out.push(super::to_lf(&m));
+            n += 1;
+        }
+        out
+    }
+
+    /// The envelope of message `n` (1-based): sender, recipients, MAIL
+    /// options, and a `tls=True|False auth=...` line.
+    pub fn envelope(&self, n: usize) -> String {
+        fs::read_to_string(self.dir.join(format!("{n}.env"))).unwrap()
+    }
+
+    /// TCP connections accepted since the server started.
+    pub fn connections(&self) -> usize {
+        fs::read_to_string(self.dir.join("connections"))
+            .map(|s| s.lines().count())
+            .unwrap_or(0)
+    }
+
+    /// Every AUTH attempt: `MECHANISM user password` per line.
+    pub fn auth_log(&self) -> String {
+        fs::read_to_string(self.dir.join("auth")).unwrap_or_default()
+    }
+}
+
+impl Drop for Smtpd {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
