@@ -1047,12 +1047,27 @@ fn apply_on_refused(
         crate::config::OnRefused::Delete => Refused::Deleted,
         crate::config::OnRefused::Bounce => {
             let destination = account.deliver_to.join(", ");
+            // The addresses the destinations were asked to take: a
+            // single-drop destination's `recipient`, not the account's
+            // user (which need not even be an address).
+            let mut recipients: Vec<String> = Vec::new();
+            for name in &account.deliver_to {
+                let owed = match config.destinations.get(name).and_then(|d| d.recipient()) {
+                    Some(r) => vec![r.to_string()],
+                    None => envelope.recipients.clone(),
+                };
+                for r in owed {
+                    if !recipients.contains(&r) {
+                        recipients.push(r);
+                    }
+                }
+            }
             let undelivered = retry::Undelivered {
                 account: &account.name,
                 folder: &envelope.folder,
                 destination: &destination,
                 sender: envelope.sender.as_deref(),
-                recipients: &envelope.recipients,
+                recipients: &recipients,
                 arrived: retry::now(),
                 message: message::header_block(headers),
             };

@@ -232,7 +232,10 @@ impl State {
         if intents.is_empty() {
             return Ok(());
         }
-        let tx = self.conn.transaction().map_err(state_err)?;
+        let tx = self
+            .conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+            .map_err(state_err)?;
         {
             let mut stmt = tx
                 .prepare_cached(
@@ -306,7 +309,10 @@ impl State {
         now: i64,
         policy: &RetryPolicy,
     ) -> Result<Vec<i64>> {
-        let tx = self.conn.transaction().map_err(state_err)?;
+        let tx = self
+            .conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+            .map_err(state_err)?;
         crate::state::record_seen(&tx, account, message, message_id, header_hash, now)
             .map_err(state_err)?;
         let ids =
@@ -330,7 +336,10 @@ impl State {
         now: i64,
         policy: &RetryPolicy,
     ) -> Result<Vec<i64>> {
-        let tx = self.conn.transaction().map_err(state_err)?;
+        let tx = self
+            .conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+            .map_err(state_err)?;
         if let Some(uid) = &message.uid {
             tx.execute(
                 "INSERT OR REPLACE INTO refused (account, folder, uidvalidity, uid, refused_at, reason)
@@ -451,7 +460,10 @@ impl State {
     /// Removes an entry (delivered, bounced, or deleted by hand), noting why.
     /// Returns false if there was no such entry.
     pub fn spool_remove(&mut self, id: i64, why: &str, now: i64) -> Result<bool> {
-        let tx = self.conn.transaction().map_err(state_err)?;
+        let tx = self
+            .conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+            .map_err(state_err)?;
         let n = tx
             .execute("DELETE FROM spool WHERE id = ?1", params![id])
             .map_err(state_err)?;
@@ -468,7 +480,10 @@ impl State {
         now: i64,
         policy: &RetryPolicy,
     ) -> Result<()> {
-        let tx = self.conn.transaction().map_err(state_err)?;
+        let tx = self
+            .conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+            .map_err(state_err)?;
         let attempts: i64 = tx
             .query_row(
                 "SELECT attempts FROM spool WHERE id = ?1",
@@ -490,7 +505,10 @@ impl State {
 
     /// Marks an entry expired: kept, but no longer retried on its own.
     pub fn spool_expire(&mut self, id: i64, why: &str, now: i64) -> Result<()> {
-        let tx = self.conn.transaction().map_err(state_err)?;
+        let tx = self
+            .conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+            .map_err(state_err)?;
         tx.execute(
             "UPDATE spool SET expired = 1, last_error = ?2 WHERE id = ?1",
             params![id, why],

@@ -164,6 +164,14 @@ pub struct RunRecord {
     pub error: Option<String>,
 }
 
+/// How long opening the database waits for other processes.
+const OPEN_BUSY_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Whether an SQLite error text means another connection holds a lock.
+fn is_busy(message: &str) -> bool {
+    message.contains("database is locked") || message.contains("database is busy")
+}
+
 fn wrap(path: &Path, e: rusqlite::Error) -> Error {
     Error::State {
         path: path.display().to_string(),
@@ -235,18 +243,37 @@ impl State {
             .mode(0o700)
             .create(dir)
             .map_err(|e| err(format!("cannot create {}: {e}", dir.display())))?;
-        let conn = Connection::open(&path).map_err(|e| err(e.to_string()))?;
-        let mut state = State {
-            conn,
-            path: path.clone(),
-        };
-        state.setup().map_err(|e| match e {
-            Error::State { message, .. } => err(format!(
-                "{message} (if the file is damaged, move it aside; mailretr would then fetch everything again)"
-            )),
-            other => other,
-        })?;
-        Ok(state)
+        // Switching a new database to WAL and migrating it take locks that
+        // SQLite may refuse at once (without waiting in the busy handler)
+        // while another process does the same: retry for a while.
+        let deadline = std::time::Instant::now() + OPEN_BUSY_TIMEOUT;
+        loop {
+            let conn = Connection::open(&path).map_err(|e| err(e.to_string()))?;
+            let mut state = State {
+                conn,
+                path: path.clone(),
+            };
+            match state.setup() {
+                Ok(()) => return Ok(state),
+                Err(Error::State { message, .. })
+                    if is_busy(&message) && std::time::Instant::now() < deadline =>
+                {
+                    std::thread::sleep(Duration::from_millis(25));
+                }
+                Err(Error::State { message, .. }) if is_busy(&message) => {
+                    return Err(err(format!(
+                        "{message}: another process kept it busy for {}s",
+                        OPEN_BUSY_TIMEOUT.as_secs()
+                    )))
+                }
+                Err(Error::State { message, .. }) => {
+                    return Err(err(format!(
+                        "{message} (if the file is damaged, move it aside; mailretr would then fetch everything again)"
+                    )))
+                }
+                Err(other) => return Err(other),
+            }
+        }
     }
 
     /// Opens an in-memory database (tests).
@@ -333,7 +360,10 @@ impl State {
         header_hash: Option<&str>,
     ) -> Result<()> {
         let path = self.path.clone();
-        let tx = self.conn.transaction().map_err(|e| wrap(&path, e))?;
+        let tx = self
+            .conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+            .map_err(|e| wrap(&path, e))?;
         record_seen(&tx, account, message, message_id, header_hash, now_unix())
             .map_err(|e| wrap(&path, e))?;
         tx.commit().map_err(|e| wrap(&path, e))?;
@@ -358,7 +388,10 @@ impl State {
         if gone.is_empty() {
             return Ok(0);
         }
-        let tx = self.conn.transaction().map_err(|e| wrap(&self.path, e))?;
+        let tx = self
+            .conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+            .map_err(|e| wrap(&self.path, e))?;
         {
             let mut stmt = tx.prepare_cached(
                 "DELETE FROM seen WHERE account = ?1 AND folder = ?2 AND uidvalidity = ?3 AND uid = ?4",
@@ -397,7 +430,10 @@ impl State {
 
     /// Appends to the run log, keeping the last `RUNS_KEPT` per account.
     pub fn record_run(&mut self, run: &RunRecord) -> Result<()> {
-        let tx = self.conn.transaction().map_err(|e| wrap(&self.path, e))?;
+        let tx = self
+            .conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+            .map_err(|e| wrap(&self.path, e))?;
         tx.execute(
             "INSERT INTO runs (account, started_at, duration_ms, exit_code, messages, bytes, error)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
@@ -647,7 +683,10 @@ impl State {
         matches: &[(u32, u32)],
     ) -> Result<()> {
         let path = self.path.clone();
-        let tx = self.conn.transaction().map_err(|e| wrap(&path, e))?;
+        let tx = self
+            .conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+            .map_err(|e| wrap(&path, e))?;
         {
             let mut stmt = tx
                 .prepare_cached(

@@ -37,6 +37,8 @@ pub struct Options {
     /// Whether AUTH is offered before TLS (aiosmtpd's `auth_require_tls`
     /// turned off).
     pub auth_without_tls: bool,
+    /// AUTH mechanisms not offered (e.g. `"PLAIN"` to force LOGIN).
+    pub exclude_mechanisms: Vec<String>,
     /// Recipients refused with `550 5.1.1` at RCPT TO.
     pub refuse: Vec<String>,
     /// The certificate for TLS.
@@ -49,6 +51,7 @@ impl Default for Options {
             tls: Tls::None,
             auth: None,
             auth_without_tls: false,
+            exclude_mechanisms: Vec::new(),
             refuse: Vec::new(),
             cert: TestCert::shared().clone(),
         }
@@ -86,6 +89,9 @@ class Handler:
             return "550 5.1.1 <%s>: no such user here" % address
         envelope.rcpt_tos.append(address)
         return "250 OK"
+    async def handle_RSET(self, server, session, envelope):
+        log("rset", "RSET")
+        return "250 OK"
     async def handle_DATA(self, server, session, envelope):
         Handler.n += 1
         tls = server.transport.get_extra_info("ssl_object") is not None
@@ -101,7 +107,7 @@ def authenticator(server, session, envelope, mechanism, data):
         return AuthResult(success=False, handled=False)
     user, password = data.login.decode(), data.password.decode()
     log("auth", "%s %s %s" % (mechanism, user, password))
-    return AuthResult(success=[user, password] == opts["auth"])
+    return AuthResult(success=[user, password] == opts["auth"], handled=False)
 ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
 ctx.load_cert_chain(opts["cert"], opts["key"])
 kw = {}
@@ -109,7 +115,9 @@ if opts["tls"] == "starttls":
     kw.update(tls_context=ctx, require_starttls=True)
 if opts["auth"]:
     kw.update(authenticator=authenticator, auth_required=True,
-              auth_require_tls=not opts["auth_without_tls"])
+              # aiosmtpd counts only STARTTLS as TLS; implicit TLS is TLS too.
+              auth_require_tls=not opts["auth_without_tls"] and opts["tls"] != "implicit",
+              auth_exclude_mechanism=opts["exclude"])
 class Ctl(Controller):
     def factory(self):
         return Server(self.handler, **self.SMTP_kwargs)
@@ -149,7 +157,7 @@ impl Smtpd {
         let out = dir.join("mail");
         fs::create_dir_all(&out).unwrap();
         let opts = format!(
-            r#"{{"tls": {tls}, "auth": {auth}, "auth_without_tls": {awt}, "refuse": [{refuse}], "cert": {cert}, "key": {key}}}"#,
+            r#"{{"tls": {tls}, "auth": {auth}, "auth_without_tls": {awt}, "refuse": [{refuse}], "exclude": [{exclude}], "cert": {cert}, "key": {key}}}"#,
             tls = json_str(match options.tls {
                 Tls::None => "none",
                 Tls::Starttls => "starttls",
@@ -164,6 +172,12 @@ impl Smtpd {
                 .refuse
                 .iter()
                 .map(|r| json_str(r))
+                .collect::<Vec<_>>()
+                .join(", "),
+            exclude = options
+                .exclude_mechanisms
+                .iter()
+                .map(|m| json_str(m))
                 .collect::<Vec<_>>()
                 .join(", "),
             cert = json_str(&options.cert.cert_pem.to_string_lossy()),
@@ -228,6 +242,13 @@ impl Smtpd {
     /// TCP connections accepted since the server started.
     pub fn connections(&self) -> usize {
         fs::read_to_string(self.dir.join("connections"))
+            .map(|s| s.lines().count())
+            .unwrap_or(0)
+    }
+
+    /// How many RSET commands it was sent.
+    pub fn rsets(&self) -> usize {
+        fs::read_to_string(self.dir.join("rset"))
             .map(|s| s.lines().count())
             .unwrap_or(0)
     }
