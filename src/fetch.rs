@@ -275,6 +275,17 @@ fn fetch_locked(
         .map(|name| destination::open(name, &config.destinations[name], &config.general.hostname))
         .collect::<Result<_>>()?;
 
+    let identity = format!(
+        "{}@{}",
+        account.user,
+        account.server.host.to_ascii_lowercase()
+    );
+    if let Some(old) = state.bind_identity(&account.name, &identity)? {
+        report.warnings.push(format!(
+            "now fetches from {identity} instead of {old}: what was seen in the old mailbox was forgotten"
+        ));
+    }
+
     // The spool first: what was downloaded before is retried from here,
     // never fetched again.
     if !options.check {

@@ -109,6 +109,13 @@ const MIGRATIONS: &[&str] = &[
         reason      TEXT NOT NULL,
         PRIMARY KEY (account, folder, uidvalidity, uid)
      ) WITHOUT ROWID;",
+    // 4: which mailbox (user@host) each account's seen-state belongs to,
+    // so pointing an account at another mailbox cannot make mailretr take
+    // that mailbox's messages for ones it already delivered.
+    "CREATE TABLE account_identity (
+        account  TEXT PRIMARY KEY,
+        identity TEXT NOT NULL
+     ) WITHOUT ROWID;",
 ];
 
 /// Totals over the runs of an account the log keeps.
@@ -368,6 +375,52 @@ impl State {
             .map_err(|e| wrap(&path, e))?;
         tx.commit().map_err(|e| wrap(&path, e))?;
         Ok(())
+    }
+
+    /// Binds an account's seen-state to the mailbox it describes
+    /// (`user@host`). If the account now names another mailbox, the old
+    /// seen-state is dropped (ids from one mailbox mean nothing in
+    /// another: keeping them could delete undelivered mail) and the old
+    /// identity is returned so the caller can say so. The spool is kept.
+    pub fn bind_identity(&mut self, account: &str, identity: &str) -> Result<Option<String>> {
+        let path = self.path.clone();
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(|e| wrap(&path, e))?;
+        let old: Option<String> = tx
+            .query_row(
+                "SELECT identity FROM account_identity WHERE account = ?1",
+                params![account],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(|e| wrap(&path, e))?;
+        let changed = old.as_deref().is_some_and(|o| o != identity);
+        if changed {
+            for table in [
+                "seen",
+                "imap_folders",
+                "oversized",
+                "refused",
+                "delivery_intents",
+            ] {
+                tx.execute(
+                    &format!("DELETE FROM {table} WHERE account = ?1"),
+                    params![account],
+                )
+                .map_err(|e| wrap(&path, e))?;
+            }
+        }
+        if changed || old.is_none() {
+            tx.execute(
+                "INSERT OR REPLACE INTO account_identity (account, identity) VALUES (?1, ?2)",
+                params![account, identity],
+            )
+            .map_err(|e| wrap(&path, e))?;
+        }
+        tx.commit().map_err(|e| wrap(&path, e))?;
+        Ok(if changed { old } else { None })
     }
 
     /// Forgets seen ids that are no longer on the server, so the table does
@@ -907,6 +960,17 @@ mod tests {
         s.note_oversized("a", &imap_msg(20, 9)).unwrap();
         s.mark_seen("a", &imap_msg(20, 9), None, None).unwrap();
         assert!(s.oversized_uids("a", "Lists/x", 9).unwrap().is_empty());
+    }
+
+    #[test]
+    fn another_mailbox_under_the_same_name_forgets_the_old_seen_state() {
+        let mut s = State::in_memory().unwrap();
+        assert_eq!(s.bind_identity("a", "u@h").unwrap(), None);
+        s.mark_seen("a", &msg("00000001"), None, None).unwrap();
+        assert_eq!(s.bind_identity("a", "u@h").unwrap(), None);
+        assert_eq!(s.seen_uids("a", "INBOX", 0).unwrap().len(), 1);
+        assert_eq!(s.bind_identity("a", "v@h").unwrap().as_deref(), Some("u@h"));
+        assert!(s.seen_uids("a", "INBOX", 0).unwrap().is_empty());
     }
 
     #[test]
