@@ -182,6 +182,33 @@ pub fn open(
     })
 }
 
+/// `deliver` for destinations that check the envelope first (SMTP,
+/// LMTP): `begin`, then `finish` if anyone was accepted, else `abandon`.
+pub(crate) fn deliver_in_two_steps(
+    d: &mut dyn Destination,
+    envelope: &Envelope,
+    message: &[u8],
+) -> Result<DeliveryReport> {
+    let mut report = d.begin(envelope, message.len() as u64)?;
+    if report.accepted.is_empty() {
+        d.abandon();
+        return Ok(report);
+    }
+    let done = d.finish(envelope, message)?;
+    report.accepted = done.accepted;
+    report.refused.extend(done.refused);
+    Ok(report)
+}
+
+/// The recipients of a destination with an optional fixed `recipient`
+/// (single-drop): that one, or the envelope's.
+pub(crate) fn fixed_or_envelope(fixed: &Option<String>, envelope: &Envelope) -> Vec<String> {
+    match fixed {
+        Some(r) => vec![r.clone()],
+        None => envelope.recipients.clone(),
+    }
+}
+
 /// A name unique across processes and time, as Maildir prescribes:
 /// seconds, microseconds, pid, a per-process counter and the host
 /// (`hostname` must already be safe in a file name).

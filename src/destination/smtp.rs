@@ -245,10 +245,7 @@ impl Smtp {
     }
 
     fn effective_recipients(&self, envelope: &Envelope) -> Vec<String> {
-        match &self.config.recipient {
-            Some(r) => vec![r.clone()],
-            None => envelope.recipients.clone(),
-        }
+        super::fixed_or_envelope(&self.config.recipient, envelope)
     }
 }
 
@@ -266,15 +263,7 @@ impl Destination for Smtp {
     }
 
     fn deliver(&mut self, envelope: &Envelope, message: &[u8]) -> Result<DeliveryReport> {
-        let mut report = self.begin(envelope, message.len() as u64)?;
-        if report.accepted.is_empty() {
-            self.abandon();
-            return Ok(report);
-        }
-        let done = self.finish(envelope, message)?;
-        report.accepted = done.accepted;
-        report.refused.extend(done.refused);
-        Ok(report)
+        super::deliver_in_two_steps(self, envelope, message)
     }
 
     fn begin(&mut self, envelope: &Envelope, size: u64) -> Result<DeliveryReport> {
