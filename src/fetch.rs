@@ -473,13 +473,23 @@ fn fetch_locked(
                             })?;
                         }
                         if !outcome.removes() {
+                            // Kept on the server and recorded, so the next
+                            // run neither asks again nor reports it again.
+                            state.commit_refused(
+                                &account.name,
+                                &next,
+                                message::header_value(&header, "Message-ID").as_deref(),
+                                &why,
+                                &[],
+                                retry::now(),
+                                &policy,
+                            )?;
                             refused.get_or_insert(Error::Delivery {
                                 destination: account.deliver_to.join(", "),
                                 message: why.clone(),
                                 transient: false,
                             });
-                        }
-                        if outcome.removes() {
+                        } else {
                             state.mark_seen(
                                 &account.name,
                                 &next,

@@ -406,7 +406,14 @@ fn headers_first_550_at_rcpt_for_4mb_transfers_only_kilobytes() {
         "kept on the server"
     );
 
-    // on_refused = "delete": the same refusal now deletes it.
+    // The refusal is remembered: the next run neither downloads the
+    // headers again nor reports it again.
+    let again = env.run(&["fetch"]);
+    again.expect_code(1);
+    assert_eq!(again.stderr, "");
+
+    // on_refused = "delete" (and --all to ask again): the same refusal
+    // now deletes it.
     let mut script = smtp_open();
     script.extend([
         Step::line("250 2.1.0 OK"),
@@ -425,7 +432,7 @@ fn headers_first_550_at_rcpt_for_4mb_transfers_only_kilobytes() {
             )
             .replace("deliver_to", "on_refused = \"delete\"\ndeliver_to"),
     );
-    let out = env.run(&["fetch"]);
+    let out = env.run(&["fetch", "--all"]);
     smtp2.assert_no_errors();
     assert!(out.stderr.contains("deleted"), "{}", out.stderr);
     assert!(dovecot.messages(&user, "INBOX").is_empty());
