@@ -3,10 +3,12 @@
 //! default, `ca_file` adds a trust anchor, `fingerprint` pins the
 //! server's certificate instead of trusting a chain).
 
+use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::io::{self, Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
 use native_tls::{Certificate, TlsConnector};
 use sha2::{Digest, Sha256};
@@ -147,23 +149,7 @@ pub fn connect_tcp(server: &ServerConfig) -> Result<TcpStream> {
 /// Performs the TLS handshake on `tcp` and checks the server's identity:
 /// the chain and host name by default, or only the pinned fingerprint.
 pub fn tls_handshake(server: &ServerConfig, tcp: TcpStream) -> Result<Stream> {
-    let mut builder = TlsConnector::builder();
-    if let Some(ca) = &server.ca_file {
-        let pem = std::fs::read(ca)
-            .map_err(|e| Error::Tls(format!("cannot read ca_file {}: {e}", ca.display())))?;
-        let cert = Certificate::from_pem(&pem)
-            .map_err(|e| Error::Tls(format!("ca_file {}: {e}", ca.display())))?;
-        builder.add_root_certificate(cert);
-    }
-    if server.fingerprint.is_some() {
-        // The pin replaces chain and name checks; it is verified below,
-        // before a single byte of the protocol is sent.
-        builder.danger_accept_invalid_certs(true);
-        builder.danger_accept_invalid_hostnames(true);
-    }
-    let connector = builder
-        .build()
-        .map_err(|e| Error::Tls(format!("cannot set up TLS: {e}")))?;
+    let connector = connector(server)?;
     let tls = connector.connect(&server.host, tcp).map_err(|e| match e {
         native_tls::HandshakeError::Failure(e) => Error::Tls(format!(
             "handshake with {}:{} failed: {e}",
@@ -196,6 +182,43 @@ pub fn tls_handshake(server: &ServerConfig, tcp: TcpStream) -> Result<Stream> {
         tls: Arc::new(Mutex::new(tls)),
         tcp,
     })))
+}
+
+/// The connector for a server's trust settings, built once per process
+/// for each (`ca_file`, pinned or not): building one reads the system's
+/// CA bundle, which `watch` and multi-account runs would otherwise pay on
+/// every connection. The `ca_file` is read when its connector is first
+/// built.
+fn connector(server: &ServerConfig) -> Result<TlsConnector> {
+    type Key = (Option<PathBuf>, bool);
+    static CACHE: OnceLock<Mutex<HashMap<Key, TlsConnector>>> = OnceLock::new();
+    let key: Key = (server.ca_file.clone(), server.fingerprint.is_some());
+    let cache = CACHE.get_or_init(|| Mutex::new(HashMap::new()));
+    if let Some(c) = cache.lock().unwrap_or_else(|e| e.into_inner()).get(&key) {
+        return Ok(c.clone());
+    }
+    let mut builder = TlsConnector::builder();
+    if let Some(ca) = &server.ca_file {
+        let pem = std::fs::read(ca)
+            .map_err(|e| Error::Tls(format!("cannot read ca_file {}: {e}", ca.display())))?;
+        let cert = Certificate::from_pem(&pem)
+            .map_err(|e| Error::Tls(format!("ca_file {}: {e}", ca.display())))?;
+        builder.add_root_certificate(cert);
+    }
+    if server.fingerprint.is_some() {
+        // The pin replaces chain and name checks; it is verified after
+        // the handshake, before a single byte of the protocol is sent.
+        builder.danger_accept_invalid_certs(true);
+        builder.danger_accept_invalid_hostnames(true);
+    }
+    let built = builder
+        .build()
+        .map_err(|e| Error::Tls(format!("cannot set up TLS: {e}")))?;
+    cache
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .insert(key, built.clone());
+    Ok(built)
 }
 
 /// Formats a SHA-256 digest the way the `fingerprint` key is written.

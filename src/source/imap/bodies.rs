@@ -73,6 +73,20 @@ impl BodyReader {
         }
     }
 
+    /// After the session sent `LOGOUT`: reads the server's answer up to
+    /// its tagged line (a crate tag: `a` and digits), the end of the
+    /// connection or an error (such as the read timeout the caller set).
+    pub fn read_goodbye(&mut self) -> Result<()> {
+        loop {
+            let line = self.read_line()?;
+            self.trace_line(&String::from_utf8_lossy(&line));
+            let tag = line.split(|&b| b == b' ').next().unwrap_or(b"");
+            if tag.len() > 1 && tag[0] == b'a' && tag[1..].iter().all(u8::is_ascii_digit) {
+                return Ok(());
+            }
+        }
+    }
+
     /// Whether no fetch is in flight, so the `imap` crate may talk.
     pub fn is_idle(&self) -> bool {
         self.in_flight.is_empty()

@@ -40,7 +40,7 @@ use crate::net::{self, Stream, StreamHandle};
 use crate::secret;
 use bodies::BodyReader;
 use folders::ChosenFolder;
-use transcript::Traced;
+use transcript::{Tap, Traced};
 
 use super::{FolderState, MessageHeader, RemoteMessage, Scan, SeenIndex, Source};
 
@@ -70,6 +70,16 @@ const HEADER_BATCH: usize = 200;
 
 /// The connection the `imap` crate talks over.
 pub type Conn = Traced<Stream>;
+
+/// How long the server's answer to `LOGOUT` is waited for: everything
+/// that matters (flags, expunges, moves) was confirmed before it is sent,
+/// so over a slow link the round trip is not worth waiting for; on a fast
+/// one the answer is read and the connection closes cleanly.
+const LOGOUT_GRACE: std::time::Duration = std::time::Duration::from_millis(10);
+
+/// The tag of the `ID` command, sent ahead of the session's next command
+/// (never a tag of the `imap` crate, `a` and digits).
+const ID_TAG: &str = "ai1";
 
 /// Capabilities mailretr looks for; the `imap` crate is asked about each.
 const KNOWN_CAPABILITIES: &[&str] = &[
@@ -133,6 +143,8 @@ pub struct Selected {
 /// A logged-in IMAP session acting as a `Source`.
 pub struct ImapSource {
     session: Option<Session<Conn>>,
+    /// The session's socket, for the read timeout while logging out.
+    socket: std::net::TcpStream,
     label: String,
     protocol_name: &'static str,
     caps: HashSet<String>,
@@ -161,10 +173,11 @@ pub fn connect(account: &Account, password: Option<&str>, keep: bool) -> Result<
         caps,
         protocol_name,
         stream,
-        ..
+        socket,
     } = connect_session(account, password)?;
     Ok(ImapSource {
         session: Some(session),
+        socket,
         label: account.name.clone(),
         protocol_name,
         caps,
@@ -223,7 +236,8 @@ pub fn connect_session(account: &Account, password: Option<&str>) -> Result<Logg
     let handle = stream
         .handle()
         .map_err(|e| Error::net(format!("connecting to {}", server.host), e))?;
-    let mut client = Client::new(Traced::new(stream, label));
+    let tap = Tap::shared();
+    let mut client = Client::new(Traced::new(stream, label).with_tap(tap.clone()));
     let (protocol_name, greeting_caps) = match server.tls {
         TlsMode::Implicit => ("IMAPS", read_greeting(&mut client)?),
         TlsMode::None => ("IMAP", read_greeting(&mut client)?),
@@ -259,6 +273,9 @@ pub fn connect_session(account: &Account, password: Option<&str>) -> Result<Logg
         (Some(command), true) => secret::run_command(command)?,
         _ => password.unwrap_or_default().to_string(),
     };
+    // The tagged OK of LOGIN / AUTHENTICATE usually says what the server
+    // offers once logged in (RFC 3501 7.1); the crate drops that line.
+    lock_tap(&tap).start_capture();
     let mut session = match mech {
         AuthMech::Login => client
             .login(&account.user, &credential)
@@ -279,21 +296,26 @@ pub fn connect_session(account: &Account, password: Option<&str>) -> Result<Logg
         }
     };
     drop(credential);
+    let answer = lock_tap(&tap).take_capture();
 
-    // Servers say more once logged in (UIDPLUS, MOVE, ...).
-    let caps = session
-        .capabilities()
-        .map(|c| probe(&c))
-        .map_err(|e| imap_error("CAPABILITY", e))?;
+    // Servers say more once logged in (UIDPLUS, MOVE, ...): in the tagged
+    // OK of the login, or when asked. Nothing said before is kept.
+    let caps = match login_capabilities(&answer) {
+        Some(caps) => caps,
+        None => session
+            .capabilities()
+            .map(|c| probe(&c))
+            .map_err(|e| imap_error("CAPABILITY", e))?,
+    };
     if caps.contains("ID") {
+        // Informational (a few servers want it before SELECT): it goes
+        // out with the next command, and its answer, whatever it is, is
+        // not waited for.
         let id = format!(
             "ID (\"name\" \"mailretr\" \"version\" \"{}\")",
             env!("CARGO_PKG_VERSION")
         );
-        match session.run_command_and_check_ok(&id) {
-            Ok(()) | Err(imap::Error::No(_)) | Err(imap::Error::Bad(_)) => {}
-            Err(e) => return Err(imap_error("ID", e)),
-        }
+        lock_tap(&tap).send_ahead(ID_TAG, "ID", &id);
     }
     let _ = session.take_all_unsolicited();
     Ok(LoggedIn {
@@ -338,6 +360,38 @@ fn greeting_capabilities(line: &str) -> Option<HashSet<String>> {
         rest[..end]
             .split_whitespace()
             .map(|w| w.to_ascii_uppercase())
+            .collect(),
+    )
+}
+
+fn lock_tap(tap: &std::sync::Mutex<Tap>) -> std::sync::MutexGuard<'_, Tap> {
+    tap.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The capabilities mailretr looks for (`KNOWN_CAPABILITIES`) in the
+/// `[CAPABILITY ...]` code of the tagged OK ending a login, if it has one.
+/// Only the tagged line counts: untagged lines may come from before the
+/// login took effect.
+fn login_capabilities(answer: &[u8]) -> Option<HashSet<String>> {
+    let text = String::from_utf8_lossy(answer);
+    let line = text
+        .split('\n')
+        .map(|l| l.trim_end_matches('\r'))
+        .rfind(|l| {
+            let mut words = l.splitn(3, ' ');
+            let tag = words.next().unwrap_or("");
+            tag.len() > 1
+                && tag.starts_with('a')
+                && tag[1..].chars().all(|c| c.is_ascii_digit())
+                && words.next().is_some_and(|w| w.eq_ignore_ascii_case("OK"))
+        })?;
+    let upper = line.to_ascii_uppercase();
+    let all = greeting_capabilities(&upper)?;
+    Some(
+        KNOWN_CAPABILITIES
+            .iter()
+            .filter(|c| all.contains(**c))
+            .map(|c| c.to_string())
             .collect(),
     )
 }
@@ -1109,9 +1163,21 @@ impl Source for ImapSource {
                 first_error.get_or_insert(e);
             }
         }
+        // Everything above is confirmed; the answer to LOGOUT changes
+        // nothing, so it is waited for only briefly.
         if let Some(mut session) = self.session.take() {
-            if let Err(e) = session.logout() {
-                log::debug!("{}: LOGOUT: {e}", self.label);
+            let sent = session.run_command("LOGOUT").and_then(|()| {
+                self.socket
+                    .set_read_timeout(Some(LOGOUT_GRACE))
+                    .map_err(imap::Error::Io)
+            });
+            match sent {
+                Ok(()) => {
+                    if let Err(e) = self.bodies.read_goodbye() {
+                        log::debug!("{}: LOGOUT: {e}", self.label);
+                    }
+                }
+                Err(e) => log::debug!("{}: LOGOUT: {e}", self.label),
             }
         }
         match first_error {
@@ -1164,5 +1230,18 @@ mod tests {
             greeting_capabilities("* OK [CAPABILITY IMAP4rev1 SASL-IR auth=plain] ready").unwrap();
         assert!(caps.contains("SASL-IR") && caps.contains("AUTH=PLAIN"));
         assert!(greeting_capabilities("* OK ready").is_none());
+    }
+
+    #[test]
+    fn login_capabilities_come_from_the_tagged_ok_only() {
+        let answer = b"* CAPABILITY IMAP4rev1 MOVE\r\na1 OK [CAPABILITY IMAP4rev1 uidplus ID IDLE] Logged in\r\n";
+        let caps = login_capabilities(answer).unwrap();
+        assert!(caps.contains("UIDPLUS") && caps.contains("ID") && caps.contains("IDLE"));
+        assert!(!caps.contains("MOVE"));
+        assert!(
+            login_capabilities(b"* CAPABILITY IMAP4rev1 MOVE\r\na1 OK Logged in\r\n").is_none()
+        );
+        assert!(login_capabilities(b"* OK [CAPABILITY IMAP4rev1 MOVE] hi\r\n").is_none());
+        assert!(login_capabilities(b"").is_none());
     }
 }

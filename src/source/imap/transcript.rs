@@ -8,6 +8,7 @@
 //! `transcript` file).
 
 use std::io::{self, Read, Write};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use crate::transcript;
 
@@ -31,6 +32,72 @@ pub struct Traced<S> {
     /// is shown once complete, with the size; the rest is not shown).
     literal_total: u64,
     literal_head: Option<Vec<u8>>,
+    /// Set-up help, shared with the code that gave the stream away.
+    tap: Option<Arc<Mutex<Tap>>>,
+    /// With a command's answer being removed: the server line being
+    /// read, input ready for the reader, and literal bytes to let through
+    /// (or drop) unexamined.
+    partial: Vec<u8>,
+    ready: Vec<u8>,
+    ready_pos: usize,
+    pass: u64,
+    skip: u64,
+    /// After a literal: whether the rest of its line is removed.
+    continues: Option<bool>,
+}
+
+/// Most input kept by `Tap::start_capture`.
+const CAPTURE_MAX: usize = 64 * 1024;
+
+/// What the code that handed a `Traced` to the `imap` crate may still ask
+/// of it: to capture the server's answer to a command (the crate throws
+/// the tagged line of `LOGIN` away, with its `[CAPABILITY ...]`), and to
+/// send a command of its own ahead of the crate's next one, its answer
+/// removed from what the crate reads (so the crate's tags stay in step
+/// and no round trip is spent waiting for it).
+#[derive(Debug, Default)]
+pub struct Tap {
+    capture: Option<Vec<u8>>,
+    ahead: Vec<u8>,
+    /// The tag of the command sent ahead, and the name of its untagged
+    /// answer (`* NAME ...`), both removed from the input until the
+    /// tagged line has come.
+    swallow: Option<(String, String)>,
+}
+
+impl Tap {
+    /// A tap to give to `Traced::with_tap`.
+    pub fn shared() -> Arc<Mutex<Tap>> {
+        Arc::new(Mutex::new(Tap::default()))
+    }
+
+    /// Keeps the input read from now on (up to 64 KiB).
+    pub fn start_capture(&mut self) {
+        self.capture = Some(Vec::new());
+    }
+
+    /// The input kept since `start_capture`; capturing stops.
+    pub fn take_capture(&mut self) -> Vec<u8> {
+        self.capture.take().unwrap_or_default()
+    }
+
+    /// Sends `command` (without line ending) under `tag` just before the
+    /// next thing the crate writes, and removes its answer (`* name ...`
+    /// lines and the tagged line) from the input. `tag` must never be one
+    /// the crate uses.
+    pub fn send_ahead(&mut self, tag: &str, name: &str, command: &str) {
+        self.ahead = format!("{tag} {command}\r\n").into_bytes();
+        self.swallow = Some((format!("{tag} "), format!("* {name} ")));
+    }
+
+    /// Whether the answer to the command sent ahead is still awaited.
+    pub fn awaiting(&self) -> bool {
+        self.swallow.is_some()
+    }
+}
+
+fn lock(tap: &Mutex<Tap>) -> MutexGuard<'_, Tap> {
+    tap.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 impl<S> Traced<S> {
@@ -47,7 +114,21 @@ impl<S> Traced<S> {
             in_literal: 0,
             literal_total: 0,
             literal_head: None,
+            tap: None,
+            partial: Vec::new(),
+            ready: Vec::new(),
+            ready_pos: 0,
+            pass: 0,
+            skip: 0,
+            continues: None,
         }
+    }
+
+    /// Gives the code that hands this stream away a way to still ask
+    /// things of it (see `Tap`).
+    pub fn with_tap(mut self, tap: Arc<Mutex<Tap>>) -> Traced<S> {
+        self.tap = Some(tap);
+        self
     }
 
     /// The wrapped stream.
@@ -169,18 +250,139 @@ pub fn redact(line: &str) -> String {
     line.to_string()
 }
 
-impl<S: Read> Read for Traced<S> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+impl<S: Read> Traced<S> {
+    /// Reads from the connection, tracing and capturing what comes.
+    fn read_raw(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         let n = self.inner.read(buf)?;
         if self.enabled {
             self.saw_input(&buf[..n]);
         }
+        if let Some(tap) = &self.tap {
+            if let Some(kept) = &mut lock(tap).capture {
+                let room = CAPTURE_MAX.saturating_sub(kept.len());
+                kept.extend_from_slice(&buf[..n.min(room)]);
+            }
+        }
         Ok(n)
+    }
+
+    /// Reads with a tap: the answer to a command sent ahead is removed,
+    /// line by line (literals are let through, or dropped with the line
+    /// announcing them, whole).
+    fn read_tapped(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        loop {
+            if self.ready_pos < self.ready.len() {
+                let n = (self.ready.len() - self.ready_pos).min(buf.len());
+                buf[..n].copy_from_slice(&self.ready[self.ready_pos..self.ready_pos + n]);
+                self.ready_pos += n;
+                if self.ready_pos == self.ready.len() {
+                    self.ready.clear();
+                    self.ready_pos = 0;
+                }
+                return Ok(n);
+            }
+            let swallow = self.tap.as_ref().and_then(|t| lock(t).swallow.clone());
+            let Some((tag, untagged)) = swallow else {
+                if !self.partial.is_empty() {
+                    self.ready = std::mem::take(&mut self.partial);
+                    continue;
+                }
+                return self.read_raw(buf);
+            };
+            let mut chunk = [0u8; 4096];
+            let n = self.read_raw(&mut chunk)?;
+            if n == 0 {
+                if self.partial.is_empty() {
+                    return Ok(0);
+                }
+                self.ready = std::mem::take(&mut self.partial);
+                continue;
+            }
+            let mut data = &chunk[..n];
+            let mut done = false;
+            while !data.is_empty() && !done {
+                if self.skip > 0 || self.pass > 0 {
+                    let left = self.skip.max(self.pass);
+                    let k = left.min(data.len() as u64) as usize;
+                    if self.pass > 0 {
+                        self.ready.extend_from_slice(&data[..k]);
+                        self.pass -= k as u64;
+                    } else {
+                        self.skip -= k as u64;
+                    }
+                    data = &data[k..];
+                    continue;
+                }
+                let (piece, ends) = match data.iter().position(|&b| b == b'\n') {
+                    Some(i) => (&data[..=i], true),
+                    None => (data, false),
+                };
+                self.partial.extend_from_slice(piece);
+                data = &data[piece.len()..];
+                if !ends {
+                    continue;
+                }
+                let line = std::mem::take(&mut self.partial);
+                let text = String::from_utf8_lossy(&line);
+                let literal = literal_length(text.trim_end_matches(['\r', '\n']));
+                // After a literal, the line goes on: it belongs to the
+                // response the literal was part of.
+                let swallowed = match std::mem::take(&mut self.continues) {
+                    Some(swallowed) => swallowed,
+                    None if starts_with_ignore_case(&line, &tag) => {
+                        if let Some(tap) = &self.tap {
+                            lock(tap).swallow = None;
+                        }
+                        done = true;
+                        continue;
+                    }
+                    None => starts_with_ignore_case(&line, &untagged),
+                };
+                if let Some(n) = literal {
+                    self.continues = Some(swallowed);
+                    if swallowed {
+                        self.skip = n;
+                    } else {
+                        self.pass = n;
+                    }
+                }
+                if !swallowed {
+                    self.ready.extend_from_slice(&line);
+                }
+            }
+            // The answer is over: the rest goes to the reader as it is.
+            if done {
+                self.ready.extend_from_slice(data);
+            }
+        }
+    }
+}
+
+fn starts_with_ignore_case(line: &[u8], prefix: &str) -> bool {
+    line.len() >= prefix.len() && line[..prefix.len()].eq_ignore_ascii_case(prefix.as_bytes())
+}
+
+impl<S: Read> Read for Traced<S> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.tap.is_none() {
+            return self.read_raw(buf);
+        }
+        self.read_tapped(buf)
     }
 }
 
 impl<S: Write> Write for Traced<S> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        if let Some(tap) = &self.tap {
+            let ahead = std::mem::take(&mut lock(tap).ahead);
+            if !ahead.is_empty() {
+                self.inner.write_all(&ahead)?;
+                if self.enabled {
+                    let line = String::from_utf8_lossy(&ahead);
+                    transcript::client(&self.label, line.trim_end_matches(['\r', '\n']));
+                }
+            }
+        }
         let n = self.inner.write(buf)?;
         if self.enabled {
             self.saw_output(&buf[..n]);
