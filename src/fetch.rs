@@ -320,18 +320,15 @@ fn fetch_locked(
                         message.folder,
                         message.size
                     ));
-                    if let Some(audit) = audit {
-                        audit.record(&audit::Entry {
-                            account: &account.name,
-                            folder: &message.folder,
-                            uid: message.uid.as_deref(),
-                            size: message.size,
-                            message_id: None,
-                            destinations: &[],
-                            outcome: audit::Outcome::Skipped,
-                            detail: Some(&format!("over max_size {max}")),
-                        })?;
-                    }
+                    audit_message(
+                        audit,
+                        account,
+                        message,
+                        None,
+                        &[],
+                        audit::Outcome::Skipped,
+                        Some(&format!("over max_size {max}")),
+                    )?;
                 }
             }
             // Refused for good on an earlier run and left on the server.
@@ -457,21 +454,18 @@ fn fetch_locked(
                             next.size,
                             outcome.describe()
                         ));
-                        if let Some(audit) = audit {
-                            audit.record(&audit::Entry {
-                                account: &account.name,
-                                folder: &next.folder,
-                                uid: next.uid.as_deref(),
-                                size: next.size,
-                                message_id: message::header_value(&header, "Message-ID").as_deref(),
-                                destinations: &account.deliver_to,
-                                outcome: match outcome {
-                                    Refused::Bounced => audit::Outcome::Bounced,
-                                    _ => audit::Outcome::Refused,
-                                },
-                                detail: Some(&why),
-                            })?;
-                        }
+                        audit_message(
+                            audit,
+                            account,
+                            &next,
+                            message::header_value(&header, "Message-ID").as_deref(),
+                            &account.deliver_to,
+                            match outcome {
+                                Refused::Bounced => audit::Outcome::Bounced,
+                                _ => audit::Outcome::Refused,
+                            },
+                            Some(&why),
+                        )?;
                         if !outcome.removes() {
                             // Kept on the server and recorded, so the next
                             // run neither asks again nor reports it again.
@@ -613,18 +607,15 @@ fn fetch_locked(
                         remote.folder,
                         outcome.describe()
                     ));
-                    if let Some(audit) = audit {
-                        audit.record(&audit::Entry {
-                            account: &account.name,
-                            folder: &remote.folder,
-                            uid: remote.uid.as_deref(),
-                            size: remote.size,
-                            message_id: message_id.as_deref(),
-                            destinations: &account.deliver_to,
-                            outcome: audit::Outcome::Refused,
-                            detail: Some(&why),
-                        })?;
-                    }
+                    audit_message(
+                        audit,
+                        account,
+                        &remote,
+                        message_id.as_deref(),
+                        &account.deliver_to,
+                        audit::Outcome::Refused,
+                        Some(&why),
+                    )?;
                     continue;
                 }
                 report.warnings.push(format!(
@@ -666,20 +657,19 @@ fn fetch_locked(
                     .map(|(d, _, e)| format!("{d}: {e}"))
                     .collect::<Vec<_>>()
                     .join("; ");
-                audit.record(&audit::Entry {
-                    account: &account.name,
-                    folder: &remote.folder,
-                    uid: remote.uid.as_deref(),
-                    size: remote.size,
-                    message_id: message_id.as_deref(),
-                    destinations: &account.deliver_to,
-                    outcome: if spooled.is_empty() {
+                audit_message(
+                    Some(audit),
+                    account,
+                    &remote,
+                    message_id.as_deref(),
+                    &account.deliver_to,
+                    if spooled.is_empty() {
                         audit::Outcome::Delivered
                     } else {
                         audit::Outcome::Spooled
                     },
-                    detail: (!detail.is_empty()).then_some(detail.as_str()),
-                })?;
+                    (!detail.is_empty()).then_some(detail.as_str()),
+                )?;
             }
             source.delivered(&remote)?;
             // 4. Only now may the server copy go.
@@ -724,6 +714,31 @@ fn fetch_locked(
         }
     }
     Ok(())
+}
+
+/// Appends one audit line about `message`, when an audit log is set.
+fn audit_message(
+    audit: Option<&AuditLog>,
+    account: &Account,
+    message: &source::RemoteMessage,
+    message_id: Option<&str>,
+    destinations: &[String],
+    outcome: audit::Outcome,
+    detail: Option<&str>,
+) -> Result<()> {
+    let Some(audit) = audit else {
+        return Ok(());
+    };
+    audit.record(&audit::Entry {
+        account: &account.name,
+        folder: &message.folder,
+        uid: message.uid.as_deref(),
+        size: message.size,
+        message_id,
+        destinations,
+        outcome,
+        detail,
+    })
 }
 
 /// Room for the `Received:` header added after download, in the size

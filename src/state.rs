@@ -339,11 +339,23 @@ impl State {
         folder: &str,
         uidvalidity: u32,
     ) -> Result<HashSet<String>> {
+        self.uids_in("seen", account, folder, uidvalidity)
+    }
+
+    /// The `uid` column of `table` for an account's folder.
+    fn uids_in<C: FromIterator<String>>(
+        &self,
+        table: &str,
+        account: &str,
+        folder: &str,
+        uidvalidity: u32,
+    ) -> Result<C> {
+        let sql = format!(
+            "SELECT uid FROM {table} WHERE account = ?1 AND folder = ?2 AND uidvalidity = ?3"
+        );
         let mut stmt = self
             .conn
-            .prepare_cached(
-                "SELECT uid FROM seen WHERE account = ?1 AND folder = ?2 AND uidvalidity = ?3",
-            )
+            .prepare_cached(&sql)
             .map_err(|e| wrap(&self.path, e))?;
         let rows = stmt
             .query_map(params![account, folder, uidvalidity], |r| {
@@ -664,24 +676,8 @@ impl State {
         folder: &str,
         uidvalidity: u32,
     ) -> Result<Vec<u32>> {
-        let mut stmt = self
-            .conn
-            .prepare_cached(
-                "SELECT uid FROM oversized WHERE account = ?1 AND folder = ?2 AND uidvalidity = ?3",
-            )
-            .map_err(|e| wrap(&self.path, e))?;
-        let rows = stmt
-            .query_map(params![account, folder, uidvalidity], |r| {
-                r.get::<_, String>(0)
-            })
-            .map_err(|e| wrap(&self.path, e))?;
-        let mut uids = Vec::new();
-        for uid in rows {
-            if let Ok(n) = uid.map_err(|e| wrap(&self.path, e))?.parse() {
-                uids.push(n);
-            }
-        }
-        Ok(uids)
+        let uids: Vec<String> = self.uids_in("oversized", account, folder, uidvalidity)?;
+        Ok(uids.iter().filter_map(|u| u.parse().ok()).collect())
     }
 
     /// What was recorded of the messages delivered from a folder under
