@@ -23,6 +23,7 @@ pub mod progress;
 pub mod queue;
 pub mod retry;
 pub mod route;
+pub mod scram;
 pub mod secret;
 pub mod signal;
 pub mod source;

@@ -437,6 +437,19 @@ fn describe(config: &Config) -> String {
         if let Some(m) = &a.multidrop {
             out.push_str(&format!("  {m}; on_refused = {:?}\n", a.on_refused));
         }
+        if a.protocol == config::Protocol::Imap {
+            let mut imap = vec![format!("folders {}", a.folders.join(" "))];
+            if let Some(to) = &a.move_to {
+                imap.push(format!("move delivered mail to {to}"));
+            }
+            if a.only_unseen {
+                imap.push("only unseen".into());
+            }
+            if a.mark_seen {
+                imap.push("mark seen".into());
+            }
+            out.push_str(&format!("  {}\n", imap.join(", ")));
+        }
         let mut limits = Vec::new();
         if let Some(n) = a.fetch_limit {
             limits.push(format!("fetch_limit {n}"));

@@ -103,9 +103,16 @@ pub fn client(label: &str, text: &str) {
     line(label, Side::Client, text);
 }
 
-/// Records a server line.
+/// Records a server line. SASL challenges (`+ base64`) are shown as
+/// `+ <redacted>`: SCRAM's carry the salt and the server's proof, which
+/// would let a reader of the transcript test password guesses offline.
 pub fn server(label: &str, text: &str) {
-    line(label, Side::Server, text);
+    match text.strip_prefix('+') {
+        Some(rest) if !rest.starts_with("OK") && !rest.trim().is_empty() => {
+            line(label, Side::Server, "+ <redacted>")
+        }
+        _ => line(label, Side::Server, text),
+    }
 }
 
 /// How a block of message data (a POP3 multi-line answer or an IMAP

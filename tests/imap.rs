@@ -276,7 +276,7 @@ fn wrong_password_exits_3_and_changes_nothing() {
     let user = dovecot.new_user();
     dovecot.add_message(&user, "INBOX", b"Subject: x\n\nbody\n");
     let env = Env::new();
-    for auth in ["login", "plain"] {
+    for auth in ["login", "plain", "scram-sha-256"] {
         let config = imap_config(&env, dovecot, &user, &format!("auth = [\"{auth}\"]")).replace(
             &format!("password = \"{}\"", user.password),
             "password = \"wrong-pw\"",
@@ -295,7 +295,7 @@ fn wrong_password_exits_3_and_changes_nothing() {
 fn starttls_against_dovecot_with_every_password_mechanism() {
     let dovecot = Dovecot::shared();
     let user = dovecot.new_user();
-    for auth in ["login", "plain", "cram-md5"] {
+    for auth in ["login", "plain", "cram-md5", "scram-sha-256"] {
         dovecot.add_message(&user, "INBOX", b"Subject: x\n\nbody\n");
         let env = Env::new();
         let config = imap_config(&env, dovecot, &user, &format!("auth = [\"{auth}\"]")).replace(
@@ -636,4 +636,98 @@ fn certificates_are_verified_unless_pinned() {
         &format!("fingerprint = \"{actual}\"\ndeliver_to"),
     ));
     env.run(&["fetch"]).expect_success();
+}
+
+/// An IMAP server (no SASL-IR) that runs SCRAM-SHA-256 correctly up to its
+/// final message, whose `v=` signature is wrong, and then says OK anyway.
+/// Returns the port and a handle yielding every line the client sent.
+fn scram_liar_imap() -> (u16, std::thread::JoinHandle<Vec<String>>) {
+    use base64::Engine as _;
+    use std::io::{BufRead, BufReader, Write};
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let handle = std::thread::spawn(move || {
+        let (stream, _) = listener.accept().unwrap();
+        stream
+            .set_read_timeout(Some(std::time::Duration::from_secs(10)))
+            .unwrap();
+        let mut out = stream.try_clone().unwrap();
+        let mut input = BufReader::new(stream);
+        let mut seen: Vec<String> = Vec::new();
+        let mut tag = String::new();
+        out.write_all(b"* OK [CAPABILITY IMAP4rev1 AUTH=SCRAM-SHA-256] fake\r\n")
+            .unwrap();
+        loop {
+            let mut line = String::new();
+            if input.read_line(&mut line).unwrap_or(0) == 0 {
+                break;
+            }
+            let line = line.trim_end().to_string();
+            seen.push(line.clone());
+            let reply = if line.ends_with(" AUTHENTICATE SCRAM-SHA-256") {
+                tag = line.split(' ').next().unwrap().to_string();
+                "+ \r\n".to_string()
+            } else if seen.len() == 2 {
+                let first = String::from_utf8(b64.decode(&line).unwrap()).unwrap();
+                let nonce = first.split(",r=").nth(1).unwrap().to_string();
+                let server_first = format!("r={nonce}srvnonce,s={},i=4096", b64.encode("salt"));
+                format!("+ {}\r\n", b64.encode(server_first))
+            } else if seen.len() == 3 {
+                format!(
+                    "+ {}\r\n",
+                    b64.encode(format!("v={}", b64.encode([7u8; 32])))
+                )
+            } else if seen.len() == 4 {
+                format!("{tag} OK [CAPABILITY IMAP4rev1] logged in\r\n")
+            } else {
+                let t = line.split(' ').next().unwrap_or("*");
+                format!("{t} OK fine\r\n")
+            };
+            if out.write_all(reply.as_bytes()).is_err() {
+                break;
+            }
+        }
+        seen
+    });
+    (port, handle)
+}
+
+#[test]
+fn scram_server_with_a_wrong_signature_is_not_trusted() {
+    let (port, server) = scram_liar_imap();
+    let env = Env::new();
+    env.write_config(&format!(
+        r#"[general]
+state_dir = "{state}"
+[[account]]
+name = "fake"
+protocol = "imap"
+host = "localhost"
+port = {port}
+tls = "none"
+allow_plaintext = true
+user = "u"
+password = "topsecret"
+timeout = "5s"
+deliver_to = ["home"]
+[destination.home]
+type = "maildir"
+path = "{maildir}"
+"#,
+        state = env.path("state").display(),
+        maildir = env.path("Maildir").display(),
+    ));
+    let out = env.run(&["-vv", "fetch"]);
+    out.expect_code(3);
+    assert!(out.stderr.contains("signature"), "{}", out.stderr);
+    assert!(!out.stderr.contains("topsecret"), "{}", out.stderr);
+    let seen = server.join().unwrap();
+    assert!(seen[0].ends_with("AUTHENTICATE SCRAM-SHA-256"), "{seen:?}");
+    for line in &seen[4..] {
+        for command in ["SELECT", "EXAMINE", "FETCH", "LIST", "STORE"] {
+            assert!(!line.contains(command), "{seen:?}");
+        }
+    }
+    assert!(env.maildir_messages(env.path("Maildir")).is_empty());
 }

@@ -353,9 +353,11 @@ fn transcripts_redact_every_password_mechanism() {
         ("pop3", "login"),
         ("pop3", "cram-md5"),
         ("pop3", "apop"),
+        ("pop3", "scram-sha-256"),
         ("imap", "plain"),
         ("imap", "login"),
         ("imap", "cram-md5"),
+        ("imap", "scram-sha-256"),
     ];
     for (protocol, mech) in cases {
         let user = dovecot.new_user();

@@ -189,16 +189,19 @@ fn wrong_password_exits_3_and_changes_nothing() {
 #[test]
 fn every_auth_mechanism_works_against_dovecot() {
     let dovecot = Dovecot::shared();
-    for mech in ["user", "plain", "login", "cram-md5"] {
+    for mech in ["user", "plain", "login", "cram-md5", "scram-sha-256"] {
         let user = dovecot.new_user();
         dovecot.add_message(&user, "INBOX", b"Subject: auth\n\nbody\n");
         let env = Env::new();
-        env.write_config(&pop3_config(
-            &env,
-            dovecot,
-            &user,
-            &format!("auth = [\"{mech}\"]"),
+        let config = pop3_config(&env, dovecot, &user, &format!("auth = [\"{mech}\"]"));
+        env.write_config(&config.replace(
+            &format!("password = \"{}\"", user.password),
+            "password = \"not-the-password\"",
         ));
+        let out = env.run(&["-vv", "fetch"]);
+        assert_eq!(out.code, 3, "{mech} with a wrong password: {}", out.stderr);
+        assert_eq!(dovecot.messages(&user, "INBOX").len(), 1, "{mech}");
+        env.write_config(&config);
         let out = env.run(&["-vv", "fetch"]);
         assert_eq!(out.code, 0, "{mech}: {}", out.stderr);
         assert!(
@@ -206,6 +209,22 @@ fn every_auth_mechanism_works_against_dovecot() {
             "{mech}: password in transcript"
         );
         assert!(out.stderr.contains("<redacted>"), "{mech}: {}", out.stderr);
+        // SASL challenges are hidden too: SCRAM's salt and server proof
+        // would allow offline guessing.
+        assert!(
+            !out.stderr
+                .lines()
+                .any(|l| l.contains(": S: + ") && !l.ends_with("+ <redacted>")),
+            "{mech}: a SASL challenge in the transcript: {}",
+            out.stderr
+        );
+        if mech == "scram-sha-256" {
+            assert!(
+                out.stderr.contains("C: AUTH SCRAM-SHA-256 <redacted>"),
+                "{}",
+                out.stderr
+            );
+        }
     }
 }
 
@@ -656,4 +675,80 @@ fn no_uidl_works_in_delete_mode_and_is_refused_in_keep_mode() {
     assert_eq!(out.code, 0, "{}", out.stderr);
     assert_eq!(env.maildir_messages(env.path("Maildir")).len(), 2);
     assert!(server.errors().is_empty(), "{:?}", server.errors());
+}
+
+/// A POP3 server that runs SCRAM-SHA-256 correctly up to its final
+/// message, whose `v=` signature is wrong: it does not know the password.
+/// Returns the port and a handle yielding every line the client sent.
+fn scram_liar_pop3() -> (u16, std::thread::JoinHandle<Vec<String>>) {
+    use base64::Engine as _;
+    use std::io::{BufRead, BufReader, Write};
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let handle = std::thread::spawn(move || {
+        let (stream, _) = listener.accept().unwrap();
+        stream
+            .set_read_timeout(Some(std::time::Duration::from_secs(10)))
+            .unwrap();
+        let mut out = stream.try_clone().unwrap();
+        let mut input = BufReader::new(stream);
+        let mut seen = Vec::new();
+        let mut read = |seen: &mut Vec<String>| {
+            let mut line = String::new();
+            input.read_line(&mut line).ok()?;
+            (!line.is_empty()).then(|| {
+                seen.push(line.trim_end().to_string());
+                line.trim_end().to_string()
+            })
+        };
+        out.write_all(b"+OK fake\r\n").unwrap();
+        while let Some(line) = read(&mut seen) {
+            let reply = if line == "CAPA" {
+                "+OK\r\nSASL SCRAM-SHA-256 PLAIN\r\nUSER\r\nUIDL\r\n.\r\n".to_string()
+            } else if let Some(first) = line.strip_prefix("AUTH SCRAM-SHA-256 ") {
+                let first = String::from_utf8(b64.decode(first).unwrap()).unwrap();
+                let nonce = first.split(",r=").nth(1).unwrap().to_string();
+                let server_first = format!("r={nonce}srvnonce,s={},i=4096", b64.encode("salt"));
+                format!("+ {}\r\n", b64.encode(server_first))
+            } else if line.starts_with("AUTH") || line == "*" {
+                "-ERR no\r\n".to_string()
+            } else if line == "QUIT" {
+                "+OK bye\r\n".to_string()
+            } else if seen.len() == 3 {
+                // The client-final message: answer with a wrong signature.
+                format!(
+                    "+ {}\r\n",
+                    b64.encode(format!("v={}", b64.encode([7u8; 32])))
+                )
+            } else {
+                "+OK whatever you say\r\n".to_string()
+            };
+            if out.write_all(reply.as_bytes()).is_err() {
+                break;
+            }
+        }
+        seen
+    });
+    (port, handle)
+}
+
+#[test]
+fn scram_server_with_a_wrong_signature_is_not_trusted() {
+    let (port, server) = scram_liar_pop3();
+    let env = Env::new();
+    env.write_config(&fake_config(&env, port, "none"));
+    let out = env.run(&["-vv", "fetch"]);
+    assert_eq!(out.code, 3, "{}", out.stderr);
+    assert!(out.stderr.contains("signature"), "{}", out.stderr);
+    assert!(!out.stderr.contains("topsecret"), "{}", out.stderr);
+    let seen = server.join().unwrap();
+    assert!(seen[1].starts_with("AUTH SCRAM-SHA-256 "), "{seen:?}");
+    assert_eq!(seen[3], "*", "the exchange is cancelled: {seen:?}");
+    for line in &seen {
+        for command in ["UIDL", "LIST", "RETR", "STAT", "DELE", "PASS"] {
+            assert!(!line.starts_with(command), "{seen:?}");
+        }
+    }
+    assert!(env.maildir_messages(env.path("Maildir")).is_empty());
 }

@@ -71,6 +71,9 @@ pub enum TlsMode {
 /// An authentication mechanism, as named in the `auth` key.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 pub enum AuthMech {
+    /// SASL SCRAM-SHA-256 (RFC 5802, RFC 7677), without channel binding.
+    #[serde(rename = "scram-sha-256")]
+    ScramSha256,
     /// SASL CRAM-MD5 (RFC 2195).
     #[serde(rename = "cram-md5")]
     CramMd5,
@@ -98,7 +101,8 @@ pub enum AuthMech {
 
 impl AuthMech {
     /// The order tried when the config does not say: strongest first.
-    pub const DEFAULT_ORDER: [AuthMech; 5] = [
+    pub const DEFAULT_ORDER: [AuthMech; 6] = [
+        AuthMech::ScramSha256,
         AuthMech::CramMd5,
         AuthMech::Apop,
         AuthMech::Plain,
@@ -119,6 +123,7 @@ impl AuthMech {
 impl fmt::Display for AuthMech {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
+            AuthMech::ScramSha256 => "scram-sha-256",
             AuthMech::CramMd5 => "cram-md5",
             AuthMech::Apop => "apop",
             AuthMech::Plain => "plain",

@@ -459,7 +459,7 @@ ssl_cert = <{cert}
 ssl_key = <{key}
 
 disable_plaintext_auth = no
-auth_mechanisms = plain login cram-md5 apop
+auth_mechanisms = plain login cram-md5 apop scram-sha-256
 auth_verbose = yes
 # Failed logins are part of the tests; do not slow everybody down.
 auth_failure_delay = 0

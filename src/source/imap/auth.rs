@@ -1,17 +1,19 @@
 //! IMAP authentication: choosing a mechanism from the account's order and
 //! what the server offers, and the SASL exchanges behind `AUTHENTICATE`:
-//! PLAIN (RFC 4616), CRAM-MD5 (RFC 2195), XOAUTH2 (Google's and
+//! PLAIN (RFC 4616), CRAM-MD5 (RFC 2195), SCRAM-SHA-256 (RFC 7677, with
+//! the server's signature checked), XOAUTH2 (Google's and
 //! Microsoft's) and OAUTHBEARER (RFC 7628). `LOGIN` is the IMAP command
 //! (RFC 3501 section 6.2.3), never used when the server says
 //! `LOGINDISABLED`.
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine as _;
 
 use crate::config::AuthMech;
 use crate::error::{Error, Result};
+use crate::scram::ScramClient;
 use crate::source::pop3::client::cram_md5_response;
 
 /// What the server offers, as far as choosing a mechanism goes.
@@ -42,6 +44,7 @@ pub fn choose(
         AuthMech::XOAuth2 => have_token && sasl("XOAUTH2"),
         AuthMech::Plain => have_password && sasl("PLAIN"),
         AuthMech::CramMd5 => have_password && sasl("CRAM-MD5"),
+        AuthMech::ScramSha256 => have_password && sasl("SCRAM-SHA-256"),
         AuthMech::Login => have_password && !offered.login_disabled,
         AuthMech::Apop | AuthMech::User => false,
     };
@@ -88,6 +91,7 @@ pub fn sasl_name(mech: AuthMech) -> &'static str {
     match mech {
         AuthMech::Plain => "PLAIN",
         AuthMech::CramMd5 => "CRAM-MD5",
+        AuthMech::ScramSha256 => "SCRAM-SHA-256",
         AuthMech::XOAuth2 => "XOAUTH2",
         AuthMech::OAuthBearer => "OAUTHBEARER",
         AuthMech::Login => "LOGIN",
@@ -105,6 +109,10 @@ pub struct Sasl {
     /// Whether the initial response went out already (with SASL-IR, in
     /// the command itself).
     initial_sent: Cell<bool>,
+    /// The SCRAM-SHA-256 exchange, and the first error in it (the
+    /// `imap` crate's authenticator cannot fail, so it is kept here).
+    scram: Option<RefCell<ScramClient>>,
+    scram_error: RefCell<Option<Error>>,
 }
 
 impl Sasl {
@@ -124,7 +132,73 @@ impl Sasl {
             secret: secret.to_string(),
             initial,
             initial_sent: Cell::new(initial_sent),
+            scram: None,
+            scram_error: RefCell::new(None),
         }
+    }
+
+    /// A SCRAM-SHA-256 exchange: the initial response is the client-first
+    /// message, sent inline with `inline` (SASL-IR).
+    pub fn scram(user: &str, password: &str, inline: bool) -> Result<Sasl> {
+        let scram = ScramClient::new(user, password)?;
+        let mut sasl = Sasl::new(
+            AuthMech::ScramSha256,
+            user,
+            password,
+            scram.client_first().into_bytes(),
+            inline,
+        );
+        sasl.scram = Some(RefCell::new(scram));
+        Ok(sasl)
+    }
+
+    /// After the server's tagged answer: for SCRAM, the error that ended
+    /// the exchange, or whether the server proved it knows the password.
+    /// `Ok` for every other mechanism.
+    pub fn outcome(&self) -> Result<()> {
+        if let Some(e) = self.failure() {
+            return Err(e);
+        }
+        match &self.scram {
+            Some(s) if !s.borrow().verified() => Err(ScramClient::unverified_error()),
+            _ => Ok(()),
+        }
+    }
+
+    /// The error that ended a SCRAM exchange on our side, if any.
+    pub fn failure(&self) -> Option<Error> {
+        self.scram_error.borrow_mut().take()
+    }
+
+    /// One SCRAM step. On an error the answer is an empty line, which no
+    /// server takes as a valid proof; the error is reported by `outcome`.
+    fn scram_step(&self, scram: &RefCell<ScramClient>, challenge: &[u8]) -> Vec<u8> {
+        if !self.initial_sent.get() {
+            self.initial_sent.set(true);
+            return self.initial.clone();
+        }
+        if self.scram_error.borrow().is_some() {
+            return Vec::new();
+        }
+        let mut scram = scram.borrow_mut();
+        let step = if scram.verified() {
+            Err(Error::Auth(
+                "SCRAM-SHA-256: unexpected challenge after the server's signature".into(),
+            ))
+        } else if scram.client_first_answered() {
+            scram.verify_server_final(challenge).map(|()| Vec::new())
+        } else {
+            scram.client_final(challenge).map(String::into_bytes)
+        };
+        step.unwrap_or_else(|e| {
+            *self.scram_error.borrow_mut() = Some(e);
+            Vec::new()
+        })
+    }
+
+    /// Whether the initial response goes in the command (SASL-IR).
+    pub fn inline(&self) -> bool {
+        self.initial_sent.get()
     }
 
     /// The initial response, base64-encoded for the command line.
@@ -141,6 +215,9 @@ impl imap::Authenticator for Sasl {
     type Response = Vec<u8>;
 
     fn process(&self, challenge: &[u8]) -> Vec<u8> {
+        if let Some(scram) = &self.scram {
+            return self.scram_step(scram, challenge);
+        }
         match self.mech {
             AuthMech::CramMd5 => {
                 cram_md5_response(&self.user, &self.secret, challenge).into_bytes()

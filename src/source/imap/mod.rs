@@ -87,6 +87,7 @@ const KNOWN_CAPABILITIES: &[&str] = &[
     "SASL-IR",
     "AUTH=PLAIN",
     "AUTH=CRAM-MD5",
+    "AUTH=SCRAM-SHA-256",
     "AUTH=XOAUTH2",
     "AUTH=OAUTHBEARER",
     "ID",
@@ -281,18 +282,32 @@ pub fn connect_session(account: &Account, password: Option<&str>) -> Result<Logg
             .login(&account.user, &credential)
             .map_err(|(e, _)| login_error(mech, e))?,
         _ => {
-            let initial =
-                auth::initial_response(mech, &account.user, &credential, &server.host, server.port);
-            let inline = caps.contains("SASL-IR") && !initial.is_empty();
-            let sasl = auth::Sasl::new(mech, &account.user, &credential, initial, inline);
-            let command = if inline {
+            let sasl = if mech == AuthMech::ScramSha256 {
+                auth::Sasl::scram(&account.user, &credential, caps.contains("SASL-IR"))?
+            } else {
+                let initial = auth::initial_response(
+                    mech,
+                    &account.user,
+                    &credential,
+                    &server.host,
+                    server.port,
+                );
+                let inline = caps.contains("SASL-IR") && !initial.is_empty();
+                auth::Sasl::new(mech, &account.user, &credential, initial, inline)
+            };
+            let command = if sasl.inline() {
                 format!("{} {}", auth::sasl_name(mech), sasl.initial_base64())
             } else {
                 auth::sasl_name(mech).to_string()
             };
-            client
-                .authenticate(command, &sasl)
-                .map_err(|(e, _)| login_error(mech, e))?
+            let session = client.authenticate(command, &sasl).map_err(|(e, _)| {
+                // An error of our own (a bad SCRAM server message) says
+                // more than the server's NO that follows it.
+                sasl.failure().unwrap_or_else(|| login_error(mech, e))
+            })?;
+            // SCRAM: the server must have proved it knows the password.
+            sasl.outcome()?;
+            session
         }
     };
     drop(credential);

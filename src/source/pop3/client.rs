@@ -1,6 +1,7 @@
 //! A POP3 client (RFC 1939) with the extensions mail retrieval needs:
 //! CAPA, STLS and PIPELINING (RFC 2449, RFC 2595), SASL AUTH with PLAIN,
-//! LOGIN and CRAM-MD5 (RFC 5034, RFC 4616, RFC 2195) and APOP.
+//! LOGIN, CRAM-MD5 and SCRAM-SHA-256 (RFC 5034, RFC 4616, RFC 2195,
+//! RFC 7677) and APOP.
 //!
 //! It is generic over any `Read + Write` stream, so unit tests drive it
 //! with scripted bytes. It knows nothing of TLS: `stls` hands the stream
@@ -18,6 +19,7 @@ use md5::{Digest, Md5};
 use crate::codec;
 use crate::config::AuthMech;
 use crate::error::{Error, Result};
+use crate::scram::ScramClient;
 use crate::transcript;
 
 /// What the server said it supports in answer to CAPA.
@@ -362,6 +364,7 @@ impl<S: Read + Write> Pop3<S> {
                 self.send_secret("", &B64.encode(response))?;
                 self.read_status()?
             }
+            AuthMech::ScramSha256 => self.scram(user, password)?,
             AuthMech::XOAuth2 | AuthMech::OAuthBearer => {
                 return Err(Error::Auth(format!("{mech} is not available for POP3")))
             }
@@ -373,6 +376,58 @@ impl<S: Read + Write> Pop3<S> {
             }
             Status::Err(t) => Err(Error::Auth(format!("{mech}: -ERR {t}"))),
         }
+    }
+
+    /// The SCRAM-SHA-256 exchange (RFC 5034 continuations). The server
+    /// must prove it knows the password before its `+OK` is believed; if
+    /// it cannot, the exchange is cancelled (`*`) and it is an auth error.
+    fn scram(&mut self, user: &str, password: &str) -> Result<Status> {
+        let mut scram = ScramClient::new(user, password)?;
+        let first = B64.encode(scram.client_first());
+        self.send_secret("AUTH SCRAM-SHA-256", &format!("AUTH SCRAM-SHA-256 {first}"))?;
+        let mut challenge = self.sasl_continue()?;
+        if challenge.trim().is_empty() {
+            // No initial-response support: send it after the empty challenge.
+            self.send_secret("", &first)?;
+            challenge = self.sasl_continue()?;
+        }
+        let answer = B64
+            .decode(challenge.trim())
+            .map_err(|_| Error::Auth("SCRAM-SHA-256: server-first message is not base64".into()))
+            .and_then(|server_first| scram.client_final(&server_first));
+        let client_final = match answer {
+            Ok(m) => m,
+            Err(e) => return self.sasl_cancel(e),
+        };
+        self.send_secret("", &B64.encode(client_final))?;
+        let line = self.read_sasl_line()?;
+        let server_final = match line.strip_prefix('+') {
+            Some(rest) if !line.starts_with("+OK") => rest.trim(),
+            // +OK without a server signature, or -ERR.
+            _ => {
+                return match parse_status(&line)? {
+                    Status::Ok(_) => Err(ScramClient::unverified_error()),
+                    err => Ok(err),
+                }
+            }
+        };
+        let verified = B64
+            .decode(server_final)
+            .map_err(|_| Error::Auth("SCRAM-SHA-256: server-final message is not base64".into()))
+            .and_then(|m| scram.verify_server_final(&m));
+        if let Err(e) = verified {
+            return self.sasl_cancel(e);
+        }
+        self.send_secret("", "")?;
+        self.read_status()
+    }
+
+    /// Cancels a SASL exchange (`*`, RFC 5034), reads the server's answer
+    /// and returns `error`.
+    fn sasl_cancel(&mut self, error: Error) -> Result<Status> {
+        self.send_plain("*")?;
+        let _ = self.read_sasl_line();
+        Err(error)
     }
 
     fn read_sasl_line(&mut self) -> Result<String> {

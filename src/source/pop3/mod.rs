@@ -112,6 +112,7 @@ fn choose_mech(
         AuthMech::Plain => caps.sasl.contains("PLAIN"),
         AuthMech::Login => caps.sasl.contains("LOGIN"),
         AuthMech::CramMd5 => caps.sasl.contains("CRAM-MD5"),
+        AuthMech::ScramSha256 => caps.sasl.contains("SCRAM-SHA-256"),
         // Config validation keeps the token mechanisms to IMAP accounts.
         AuthMech::XOAuth2 | AuthMech::OAuthBearer => false,
     };
