@@ -2,8 +2,9 @@
 # Runs mailretr's whole test suite on a fresh Debian machine.
 #
 # The integration tests start a real Dovecot (IMAP, POP3, LMTP) on loopback
-# ports with a throwaway config, so Dovecot must be installed. When it is
-# missing and this script runs as root, it installs the Debian packages;
+# ports with a throwaway config, and a real SMTP server (aiosmtpd) and MDA
+# (procmail), so those must be installed. When one is missing and this
+# script runs as root, it installs the Debian packages;
 # otherwise it stops with the command to run. Tests that need Dovecot never
 # skip: without it they fail loudly.
 set -euo pipefail
@@ -26,7 +27,7 @@ if [ ${#missing[@]} -gt 0 ]; then
     apt-get update -qq
     apt-get install -y -qq --no-install-recommends "${packages[@]}" >/dev/null
   else
-    echo "Dovecot is missing: run as root, or: sudo apt-get install ${packages[*]}" >&2
+    echo "missing for the tests: ${missing[*]}; run this as root, or: sudo apt-get install ${packages[*]}" >&2
     exit 1
   fi
 fi
