@@ -50,11 +50,11 @@ use super::{FolderState, MessageHeader, RemoteMessage, Scan, SeenIndex, Source};
 /// only needs to be large enough to keep the server streaming while the
 /// previous one is delivered; memory holds one batch (plus, at worst,
 /// the largest message).
-pub const BATCH_BYTES: u64 = 4 * 1024 * 1024;
+pub const BATCH_BYTES: u64 = 2 * 1024 * 1024;
 
 /// Fetch commands in flight at once: the server sends the next batch
 /// while the current one is delivered.
-const PIPELINE: usize = 2;
+const PIPELINE: usize = 4;
 
 /// `\Seen` flags and deletions are sent once this many are waiting: the
 /// pipeline is let drain for it (the `imap` crate cannot talk while our
