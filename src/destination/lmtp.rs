@@ -427,27 +427,7 @@ mod tests {
     use super::*;
     use std::io::Cursor;
 
-    /// A stream that plays back the server's side and records ours.
-    struct Scripted {
-        input: Cursor<Vec<u8>>,
-        output: Vec<u8>,
-    }
-
-    impl Read for Scripted {
-        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-            self.input.read(buf)
-        }
-    }
-
-    impl Write for Scripted {
-        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-            self.output.extend_from_slice(buf);
-            Ok(buf.len())
-        }
-        fn flush(&mut self) -> io::Result<()> {
-            Ok(())
-        }
-    }
+    use crate::codec::Script;
 
     #[test]
     fn multi_line_replies_parse() {
@@ -481,10 +461,7 @@ mod tests {
             354 go\r\n\
             250 2.0.0 <a@x> saved\r\n\
             452 4.2.2 <b@x> over quota\r\n";
-        let stream = Scripted {
-            input: Cursor::new(server.to_vec()),
-            output: Vec::new(),
-        };
+        let stream = Script::new(server);
         let mut s = Session::start(stream, "me").unwrap().unwrap();
         assert_eq!(s.extensions.size, Some(0));
         assert!(s.mail("s@x", 42, true).unwrap().is_positive());
@@ -493,7 +470,7 @@ mod tests {
         assert_eq!(replies.len(), 2);
         assert!(replies[0].is_positive());
         assert!(replies[1].is_transient());
-        let sent = String::from_utf8(s.stream.into_inner().output).unwrap();
+        let sent = String::from_utf8(s.stream.into_inner().written).unwrap();
         assert_eq!(
             sent,
             "LHLO me\r\nMAIL FROM:<s@x> SIZE=42 BODY=8BITMIME\r\nRCPT TO:<a@x>\r\nDATA\r\n..dot\r\nline\r\n.\r\n"

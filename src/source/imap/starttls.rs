@@ -158,39 +158,8 @@ fn shorten(s: &str) -> &str {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use std::io::Cursor;
 
-    /// A scripted server: reads come from `input`, writes are recorded.
-    #[derive(Debug)]
-    pub struct Script {
-        input: Cursor<Vec<u8>>,
-        pub written: Vec<u8>,
-    }
-
-    impl Script {
-        pub fn new(server_says: &str) -> Script {
-            Script {
-                input: Cursor::new(server_says.as_bytes().to_vec()),
-                written: Vec::new(),
-            }
-        }
-    }
-
-    impl Read for Script {
-        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-            self.input.read(buf)
-        }
-    }
-
-    impl Write for Script {
-        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-            self.written.extend_from_slice(buf);
-            Ok(buf.len())
-        }
-        fn flush(&mut self) -> io::Result<()> {
-            Ok(())
-        }
-    }
+    use crate::codec::Script;
 
     fn run(server: &str) -> Result<String> {
         negotiate(Script::new(server)).map(|s| String::from_utf8(s.written).unwrap())

@@ -462,39 +462,8 @@ impl<S: Read + Write> Pop3<S> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::io::Cursor;
 
-    /// A scripted server: reads come from `input`, writes are recorded.
-    #[derive(Debug)]
-    pub struct Script {
-        input: Cursor<Vec<u8>>,
-        pub written: Vec<u8>,
-    }
-
-    impl Script {
-        pub fn new(server_says: &str) -> Script {
-            Script {
-                input: Cursor::new(server_says.as_bytes().to_vec()),
-                written: Vec::new(),
-            }
-        }
-    }
-
-    impl Read for Script {
-        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-            self.input.read(buf)
-        }
-    }
-
-    impl Write for Script {
-        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-            self.written.extend_from_slice(buf);
-            Ok(buf.len())
-        }
-        fn flush(&mut self) -> io::Result<()> {
-            Ok(())
-        }
-    }
+    use crate::codec::Script;
 
     fn written(p: Pop3<Script>) -> String {
         String::from_utf8(p.stream.into_inner().written).unwrap()
@@ -566,7 +535,7 @@ mod tests {
     fn cram_md5_exchange() {
         let challenge = B64.encode("<1896.697170952@postoffice.reston.mci.net>");
         let mut p = Pop3::connect(
-            Script::new(&format!("+OK hi\r\n+ {challenge}\r\n+OK in\r\n")),
+            Script::new(format!("+OK hi\r\n+ {challenge}\r\n+OK in\r\n")),
             "t",
         )
         .unwrap();
