@@ -524,7 +524,18 @@ fn starttls_missing_refused_or_injected_sends_no_credentials() {
 
 /// Script for a plaintext session that logs in and lists two messages.
 fn login_and_list(uidl: bool) -> Vec<Step> {
-    let mut steps = vec![
+    let uidl: &[u8] = if uidl {
+        b"+OK\r\n1 aaa\r\n2 bbb\r\n.\r\n"
+    } else {
+        b"-ERR no UIDL here\r\n"
+    };
+    login_and(b"+OK\r\n1 20\r\n2 20\r\n.\r\n", uidl)
+}
+
+/// Script for a plaintext session that logs in and answers LIST and
+/// UIDL with these replies.
+fn login_and(list: &[u8], uidl: &[u8]) -> Vec<Step> {
+    vec![
         Step::Send(b"+OK fake\r\n".to_vec()),
         Step::Expect("CAPA".into()),
         Step::Send(b"+OK\r\nUSER\r\nUIDL\r\n.\r\n".to_vec()),
@@ -533,15 +544,10 @@ fn login_and_list(uidl: bool) -> Vec<Step> {
         Step::Expect("PASS topsecret".into()),
         Step::Send(b"+OK in\r\n".to_vec()),
         Step::Expect("LIST".into()),
-        Step::Send(b"+OK\r\n1 20\r\n2 20\r\n.\r\n".to_vec()),
+        Step::Send(list.to_vec()),
         Step::Expect("UIDL".into()),
-    ];
-    if uidl {
-        steps.push(Step::Send(b"+OK\r\n1 aaa\r\n2 bbb\r\n.\r\n".to_vec()));
-    } else {
-        steps.push(Step::Send(b"-ERR no UIDL here\r\n".to_vec()));
-    }
-    steps
+        Step::Send(uidl.to_vec()),
+    ]
 }
 
 #[test]
@@ -613,23 +619,13 @@ fn refused_dele_is_reported_and_retried_next_run() {
     assert!(server.errors().is_empty(), "{:?}", server.errors());
 
     // Next run: message 1 is known, so it is deleted, not fetched again.
-    let next = vec![
-        Step::Send(b"+OK fake\r\n".to_vec()),
-        Step::Expect("CAPA".into()),
-        Step::Send(b"+OK\r\nUSER\r\nUIDL\r\n.\r\n".to_vec()),
-        Step::Expect("USER u".into()),
-        Step::Send(b"+OK\r\n".to_vec()),
-        Step::Expect("PASS topsecret".into()),
-        Step::Send(b"+OK in\r\n".to_vec()),
-        Step::Expect("LIST".into()),
-        Step::Send(b"+OK\r\n1 20\r\n.\r\n".to_vec()),
-        Step::Expect("UIDL".into()),
-        Step::Send(b"+OK\r\n1 aaa\r\n.\r\n".to_vec()),
+    let mut next = login_and(b"+OK\r\n1 20\r\n.\r\n", b"+OK\r\n1 aaa\r\n.\r\n");
+    next.extend([
         Step::Expect("DELE 1".into()),
         Step::Send(b"+OK\r\n".to_vec()),
         Step::Expect("QUIT".into()),
         Step::Send(b"+OK bye\r\n".to_vec()),
-    ];
+    ]);
     let server = FakeServer::start(next);
     env.write_config(&fake_config(&env, server.port(), "none"));
     let out = env.run(&["fetch"]);
