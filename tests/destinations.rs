@@ -17,6 +17,7 @@ use support::corpus;
 use support::dovecot::{Dovecot, User};
 use support::fake::{FakeServer, Step};
 use support::proxy::CountingProxy;
+use support::sorted;
 use support::{strip_received, Env};
 
 use support::smtpsink::{SmtpSink, PYTHON};
@@ -83,11 +84,6 @@ fn same(got: &[Vec<u8>], want: &[Vec<u8>], what: &str) {
             );
         }
     }
-}
-
-fn sorted(mut v: Vec<Vec<u8>>) -> Vec<Vec<u8>> {
-    v.sort();
-    v
 }
 
 /// Drops the `Return-Path:` line Dovecot's LMTP puts on top.

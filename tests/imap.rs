@@ -8,7 +8,8 @@ use std::fs;
 use std::path::Path;
 
 use support::corpus;
-use support::{strip_received, Dovecot, Env, FakeServer, Step, TestCert, User};
+use support::{delivered, sorted};
+use support::{Dovecot, Env, FakeServer, Step, TestCert, User};
 
 /// A config for one IMAPS account delivering to `Maildir` in `env`.
 fn imap_config(env: &Env, dovecot: &Dovecot, user: &User, extra: &str) -> String {
@@ -41,18 +42,8 @@ path = "{maildir}"
     )
 }
 
-fn sorted(mut v: Vec<Vec<u8>>) -> Vec<Vec<u8>> {
-    v.sort();
-    v
-}
-
-fn delivered(env: &Env) -> Vec<Vec<u8>> {
-    sorted(
-        env.maildir_messages(env.path("Maildir"))
-            .iter()
-            .map(|m| strip_received(m))
-            .collect(),
-    )
+fn delivered_home(env: &Env) -> Vec<Vec<u8>> {
+    delivered(&env.path("Maildir"))
 }
 
 fn message(n: usize, subject: &str) -> Vec<u8> {
@@ -93,7 +84,7 @@ fn two_folders_awkward_corpus_byte_exact_and_rerun_finds_nothing() {
     let out = env.run(&["fetch"]);
     out.expect_success();
     assert_eq!(out.stderr, "", "quiet on success");
-    assert_eq!(delivered(&env), sorted(originals));
+    assert_eq!(delivered_home(&env), sorted(originals));
     assert!(dovecot.messages(&user, "INBOX").is_empty(), "deleted");
     assert!(dovecot.messages(&user, "Lists/rust").is_empty(), "deleted");
     for m in env.maildir_messages(env.path("Maildir")) {
@@ -132,7 +123,7 @@ fn patterns_exclusions_and_keep_never_fetch_twice() {
         "keep = true\nadd_received = false\nfolders = [\"INBOX\", \"Lists/*\", \"!Lists/spam\"]",
     ));
     env.run(&["fetch"]).expect_success();
-    let got = delivered(&env);
+    let got = delivered_home(&env);
     assert_eq!(got.len(), 2 + 3 + 1, "INBOX, Lists/rust, Lists/deep/x");
     assert!(got
         .iter()
@@ -143,14 +134,14 @@ fn patterns_exclusions_and_keep_never_fetch_twice() {
     dovecot.add_message(&user, "Lists/rust", &message(9, "late"));
     dovecot.add_message(&user, "Lists/spam", &message(9, "spam"));
     env.run(&["fetch"]).expect_success();
-    assert_eq!(delivered(&env).len(), 7);
+    assert_eq!(delivered_home(&env).len(), 7);
     env.run(&["fetch"]).expect_code(1);
 
     // --all ignores the seen-state; --check counts.
     let check = env.run(&["fetch", "--check"]);
     check.expect_code(1);
     env.run(&["fetch", "--all"]).expect_success();
-    assert_eq!(delivered(&env).len(), 14);
+    assert_eq!(delivered_home(&env).len(), 14);
 }
 
 /// Removing a folder's `dovecot-uidlist` makes Dovecot renumber it with a
@@ -173,7 +164,7 @@ fn uidvalidity_reset_redelivers_nothing() {
         "keep = true\nfolders = [\"Lists/rust\"]",
     ));
     env.run(&["fetch"]).expect_success();
-    assert_eq!(delivered(&env).len(), 7);
+    assert_eq!(delivered_home(&env).len(), 7);
 
     let dir = dovecot.folder_dir(&user, "Lists/rust");
     fs::remove_file(dir.join("dovecot-uidlist")).unwrap();
@@ -193,7 +184,7 @@ fn uidvalidity_reset_redelivers_nothing() {
         "{}",
         out.stderr
     );
-    let got = delivered(&env);
+    let got = delivered_home(&env);
     assert_eq!(got.len(), 8, "only the new message");
     assert_eq!(
         got.iter()
@@ -243,7 +234,7 @@ fn move_to_moves_delivered_mail() {
         "move_to = \"Archive\"\nfolders = [\"*\"]",
     ));
     env.run(&["fetch"]).expect_success();
-    assert_eq!(delivered(&env).len(), 3);
+    assert_eq!(delivered_home(&env).len(), 3);
     assert!(dovecot.messages(&user, "INBOX").is_empty());
     assert_eq!(dovecot.messages(&user, "Archive").len(), 4);
     env.run(&["fetch"]).expect_code(1);
@@ -261,7 +252,7 @@ fn max_size_leaves_big_messages_and_says_so_once() {
     let out = env.run(&["fetch"]);
     out.expect_success();
     assert!(out.stderr.contains("over max_size"), "{}", out.stderr);
-    assert_eq!(delivered(&env).len(), 2);
+    assert_eq!(delivered_home(&env).len(), 2);
     assert_eq!(dovecot.messages(&user, "INBOX").len(), 1, "big one left");
     let out = env.run(&["fetch"]);
     out.expect_code(1);
@@ -311,7 +302,7 @@ fn starttls_against_dovecot_with_every_password_mechanism() {
             "{auth}: password logged"
         );
         assert!(out.stderr.contains("<redacted>") || auth == "cram-md5");
-        assert_eq!(delivered(&env).len(), 1);
+        assert_eq!(delivered_home(&env).len(), 1);
     }
 }
 
@@ -329,7 +320,7 @@ fn only_unseen_and_mark_seen() {
         "keep = true\nonly_unseen = true\nmark_seen = true",
     ));
     env.run(&["fetch"]).expect_success();
-    let got = delivered(&env);
+    let got = delivered_home(&env);
     assert_eq!(got.len(), 1);
     assert!(String::from_utf8_lossy(&got[0]).contains("unread 1"));
     env.run(&["fetch"]).expect_code(1);
@@ -382,7 +373,7 @@ fn no_new_mail_in_a_huge_folder_costs_a_bounded_number_of_commands() {
     let config = imap_config(&env, dovecot, &user, "keep = true\nonly_unseen = true");
     env.write_config(&config);
     env.run(&["fetch"]).expect_success();
-    assert_eq!(delivered(&env).len(), 1);
+    assert_eq!(delivered_home(&env).len(), 1);
 
     let out = env.run(&["-vv", "fetch"]);
     out.expect_code(1);
@@ -401,7 +392,7 @@ fn no_new_mail_in_a_huge_folder_costs_a_bounded_number_of_commands() {
     out.expect_success();
     let cmds = commands(&out.stderr);
     assert!(cmds.len() <= 8, "{cmds:?}");
-    assert_eq!(delivered(&env).len(), 2);
+    assert_eq!(delivered_home(&env).len(), 2);
 }
 
 // ---- scripted servers: what Dovecot will not do ----

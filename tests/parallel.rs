@@ -6,11 +6,12 @@
 mod support;
 
 use std::collections::HashSet;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
-use support::{strip_received, Dovecot, Env, User};
+use support::delivered;
+use support::{Dovecot, Env, User};
 
 /// One IMAPS account section delivering to its own maildir under `env`.
 /// `secret` is a whole `password = ...` or `password_command = ...` line.
@@ -64,15 +65,6 @@ fn message(user: &User, n: usize, size: usize) -> Vec<u8> {
         m.extend_from_slice(b"0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcde\n");
     }
     m
-}
-
-fn delivered(path: &Path) -> Vec<Vec<u8>> {
-    let mut v: Vec<Vec<u8>> = support::maildir_messages(path)
-        .iter()
-        .map(|m| strip_received(m))
-        .collect();
-    v.sort();
-    v
 }
 
 fn spawn(env: &Env, args: &[&str]) -> Child {

@@ -7,6 +7,7 @@ mod support;
 use support::corpus;
 use support::dovecot::{Dovecot, User};
 use support::fake::{FakeServer, Step};
+use support::{delivered, sorted};
 use support::{strip_received, Env};
 
 /// A config for one POP3S account delivering to `maildir`.
@@ -40,18 +41,8 @@ path = "{maildir}"
     )
 }
 
-fn sorted(mut v: Vec<Vec<u8>>) -> Vec<Vec<u8>> {
-    v.sort();
-    v
-}
-
-fn delivered(env: &Env) -> Vec<Vec<u8>> {
-    sorted(
-        env.maildir_messages(env.path("Maildir"))
-            .iter()
-            .map(|m| strip_received(m))
-            .collect(),
-    )
+fn delivered_home(env: &Env) -> Vec<Vec<u8>> {
+    delivered(&env.path("Maildir"))
 }
 
 /// What a POP3 client gets back for a message without a final newline is
@@ -76,7 +67,7 @@ fn delivers_awkward_corpus_byte_exact_and_rerun_finds_nothing() {
     assert_eq!(out.code, 0, "{}", out.stderr);
     assert_eq!(out.stderr, "", "quiet on success");
     assert_eq!(out.stdout, "");
-    assert_eq!(delivered(&env), sorted(originals));
+    assert_eq!(delivered_home(&env), sorted(originals));
     assert!(
         dovecot.messages(&user, "INBOX").is_empty(),
         "deleted after delivery"

@@ -12,6 +12,7 @@ use support::corpus;
 use support::dovecot::{Dovecot, User};
 use support::proxy::CountingProxy;
 use support::smtpsink::SmtpSink;
+use support::sorted;
 use support::Env;
 
 /// One POP3 account (plain, through `port`) delivering to `deliver_to`,
@@ -65,11 +66,6 @@ fn queue_ids(env: &Env) -> Vec<i64> {
         .iter()
         .map(|e| e["id"].as_i64().unwrap())
         .collect()
-}
-
-fn sorted(mut v: Vec<Vec<u8>>) -> Vec<Vec<u8>> {
-    v.sort();
-    v
 }
 
 #[test]

@@ -14,7 +14,8 @@ use std::process::{Child, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use support::{strip_received, Dovecot, Env, User};
+use support::delivered;
+use support::{Dovecot, Env, User};
 
 /// How long any single expected event may take before the test fails.
 const PATIENCE: Duration = Duration::from_secs(30);
@@ -86,15 +87,6 @@ fn maildir(env: &Env, name: &str) -> PathBuf {
 
 fn message(tag: &str, n: usize) -> Vec<u8> {
     format!("Subject: {tag} {n}\nMessage-ID: <{tag}-{n}@watch.test>\n\nbody {n}\n").into_bytes()
-}
-
-fn delivered(path: &Path) -> Vec<Vec<u8>> {
-    let mut v: Vec<Vec<u8>> = support::maildir_messages(path)
-        .iter()
-        .map(|m| strip_received(m))
-        .collect();
-    v.sort();
-    v
 }
 
 /// Whether a delivered message (after Dovecot's `Return-Path:` for LMTP

@@ -287,6 +287,23 @@ pub fn maildir_messages(path: &Path) -> Vec<Vec<u8>> {
     panic!("{}: files keep vanishing while reading", path.display());
 }
 
+/// `v`, sorted (to compare sets of messages).
+pub fn sorted(mut v: Vec<Vec<u8>>) -> Vec<Vec<u8>> {
+    v.sort();
+    v
+}
+
+/// The messages delivered into the Maildir at `path`, each without the
+/// `Received:` header mailretr adds, sorted.
+pub fn delivered(path: &Path) -> Vec<Vec<u8>> {
+    sorted(
+        maildir_messages(path)
+            .iter()
+            .map(|m| strip_received(m))
+            .collect(),
+    )
+}
+
 /// Removes ONE leading `Received:` header (and its folded continuation
 /// lines) from `msg`, as prepended by mailretr on delivery. Works with LF
 /// and CRLF line endings. A message that does not start with `Received:`
