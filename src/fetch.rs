@@ -447,6 +447,7 @@ fn fetch_locked(
                             Verdict::Delivered => "no recipients".to_string(),
                         };
                         let outcome = apply_on_refused(config, account, &envelope, &header, &why);
+                        let message_id = message::header_value(&header, "Message-ID");
                         report.warnings.push(format!(
                             "message {} in {} refused before download ({} bytes saved): {why}; {}",
                             next.uid.as_deref().unwrap_or("?"),
@@ -458,7 +459,7 @@ fn fetch_locked(
                             audit,
                             account,
                             &next,
-                            message::header_value(&header, "Message-ID").as_deref(),
+                            message_id.as_deref(),
                             &account.deliver_to,
                             match outcome {
                                 Refused::Bounced => audit::Outcome::Bounced,
@@ -472,7 +473,7 @@ fn fetch_locked(
                             state.commit_refused(
                                 &account.name,
                                 &next,
-                                message::header_value(&header, "Message-ID").as_deref(),
+                                message_id.as_deref(),
                                 &why,
                                 &[],
                                 retry::now(),
@@ -487,7 +488,7 @@ fn fetch_locked(
                             state.mark_seen(
                                 &account.name,
                                 &next,
-                                message::header_value(&header, "Message-ID").as_deref(),
+                                message_id.as_deref(),
                                 Some(&message::header_hash(&header)),
                             )?;
                             source.delivered(&next)?;
