@@ -7,13 +7,11 @@
 //! aiosmtpd fails the test loudly with the package to install.
 
 use std::fs;
-use std::io::Read;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Child, Command};
 
-use super::smtpsink::PYTHON;
+use super::smtpsink::{start_aiosmtpd, PYTHON};
 use super::TestCert;
 
 /// How the server speaks TLS.
@@ -183,38 +181,18 @@ impl Smtpd {
             cert = json_str(&options.cert.cert_pem.to_string_lossy()),
             key = json_str(&options.cert.key_pem.to_string_lossy()),
         );
-        let mut child = Command::new(PYTHON)
-            .arg(&script)
-            .arg(port.to_string())
-            .arg(&out)
-            .arg(opts)
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap_or_else(|e| {
-                panic!("cannot run {PYTHON}: {e}; apt-get install python3-aiosmtpd")
-            });
-        let deadline = Instant::now() + Duration::from_secs(20);
-        // Written once aiosmtpd listens (after its own probe connection).
-        while !out.join("ready").exists() {
-            if let Ok(Some(_)) = child.try_wait() {
-                let mut err = String::new();
-                child
-                    .stderr
-                    .take()
-                    .unwrap()
-                    .read_to_string(&mut err)
-                    .unwrap();
-                panic!(
-                    "\n\n*** aiosmtpd did not start (apt-get install python3-aiosmtpd, or run tests/run-all.sh as root) ***\n{err}"
-                );
-            }
-            assert!(
-                Instant::now() < deadline,
-                "aiosmtpd did not listen on {port}"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        // The script writes `ready` once aiosmtpd listens (after its own
+        // probe connection).
+        let ready = out.join("ready");
+        let child = start_aiosmtpd(
+            Command::new(PYTHON)
+                .arg(&script)
+                .arg(port.to_string())
+                .arg(&out)
+                .arg(opts),
+            port,
+            || ready.exists(),
+        );
         Smtpd {
             child,
             port,

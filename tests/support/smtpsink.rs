@@ -48,6 +48,38 @@ while True:
     time.sleep(3600)
 "#;
 
+/// Starts an aiosmtpd script and waits (at most 20 s) until `ready`
+/// says it listens on `port`. A missing aiosmtpd, or a script that dies,
+/// fails the test loudly with its stderr and the package to install.
+pub fn start_aiosmtpd(command: &mut Command, port: u16, ready: impl Fn() -> bool) -> Child {
+    let mut child = command
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run {PYTHON}: {e}; apt-get install python3-aiosmtpd"));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !ready() {
+        if let Ok(Some(_)) = child.try_wait() {
+            let mut err = String::new();
+            child
+                .stderr
+                .take()
+                .unwrap()
+                .read_to_string(&mut err)
+                .unwrap();
+            panic!(
+                "\n\n*** aiosmtpd did not start (apt-get install python3-aiosmtpd, or run tests/run-all.sh as root) ***\n{err}"
+            );
+        }
+        assert!(
+            Instant::now() < deadline,
+            "aiosmtpd did not listen on {port}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child
+}
+
 impl SmtpSink {
     /// Starts a sink keeping what it receives under `dir`.
     pub fn start(dir: &Path) -> SmtpSink {
@@ -60,36 +92,14 @@ impl SmtpSink {
         fs::write(&script, SINK).unwrap();
         let out = dir.join("mail");
         fs::create_dir_all(&out).unwrap();
-        let mut child = Command::new(PYTHON)
-            .arg(&script)
-            .arg(port.to_string())
-            .arg(&out)
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap_or_else(|e| {
-                panic!("cannot run {PYTHON}: {e}; apt-get install python3-aiosmtpd")
-            });
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            if let Ok(Some(_)) = child.try_wait() {
-                let mut err = String::new();
-                child
-                    .stderr
-                    .take()
-                    .unwrap()
-                    .read_to_string(&mut err)
-                    .unwrap();
-                panic!(
-                    "\n\n*** aiosmtpd did not start (apt-get install python3-aiosmtpd, or run tests/run-all.sh as root) ***\n{err}"
-                );
-            }
-            assert!(
-                Instant::now() < deadline,
-                "aiosmtpd did not listen on {port}"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        let child = start_aiosmtpd(
+            Command::new(PYTHON)
+                .arg(&script)
+                .arg(port.to_string())
+                .arg(&out),
+            port,
+            || TcpStream::connect(("127.0.0.1", port)).is_ok(),
+        );
         SmtpSink {
             child,
             port,
