@@ -558,24 +558,7 @@ fn xoauth2_uses_the_token_command() {
     );
     server.assert_no_errors();
 
-    let server = FakeServer::start(vec![
-        Step::StartTls,
-        Step::line("* OK [CAPABILITY IMAP4rev1 SASL-IR AUTH=XOAUTH2] fake"),
-        Step::expect(format!("a1 AUTHENTICATE XOAUTH2 {token_ir}")),
-        Step::line("a1 OK logged in"),
-        Step::expect("a2 CAPABILITY"),
-        Step::line("* CAPABILITY IMAP4rev1"),
-        Step::line("a2 OK"),
-        Step::expect("a3 SELECT \"INBOX\""),
-        Step::line("* 0 EXISTS"),
-        Step::line("* OK [UIDVALIDITY 5] ok"),
-        Step::line("* OK [UIDNEXT 1] ok"),
-        Step::line("a3 OK [READ-WRITE] selected"),
-        Step::expect("a4 LOGOUT"),
-        Step::line("* BYE"),
-        Step::line("a4 OK"),
-        Step::ExpectClose,
-    ]);
+    let server = FakeServer::start(support::fake::imap_empty_session("XOAUTH2", &token_ir));
     let env = Env::new();
     env.write_config(&fake_config(&env, &server, "implicit").replace(
         "password = \"topsecret\"",

@@ -407,28 +407,7 @@ fn transcripts_redact_every_password_mechanism() {
 fn oauth_tokens_are_redacted_and_fresh_per_connection() {
     use base64::Engine as _;
     let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
-    let session = |mech: &str, ir: String| {
-        vec![
-            Step::StartTls,
-            Step::line(&format!(
-                "* OK [CAPABILITY IMAP4rev1 SASL-IR AUTH={mech}] fake"
-            )),
-            Step::expect(format!("a1 AUTHENTICATE {mech} {ir}")),
-            Step::line("a1 OK logged in"),
-            Step::expect("a2 CAPABILITY"),
-            Step::line("* CAPABILITY IMAP4rev1"),
-            Step::line("a2 OK"),
-            Step::expect("a3 SELECT \"INBOX\""),
-            Step::line("* 0 EXISTS"),
-            Step::line("* OK [UIDVALIDITY 5] ok"),
-            Step::line("* OK [UIDNEXT 1] ok"),
-            Step::line("a3 OK [READ-WRITE] selected"),
-            Step::expect("a4 LOGOUT"),
-            Step::line("* BYE"),
-            Step::line("a4 OK"),
-            Step::ExpectClose,
-        ]
-    };
+    let session = |mech: &str, ir: String| support::fake::imap_empty_session(mech, &ir);
     let xoauth2 = |token: &str| b64(&format!("user=u\x01auth=Bearer {token}\x01\x01"));
     let server = FakeServer::start_many(vec![
         session("XOAUTH2", xoauth2("tok-1")),

@@ -686,3 +686,29 @@ fn set_linger_zero(tcp: &TcpStream) {
         );
     }
 }
+
+/// An IMAPS session with an empty INBOX for a client that logs in with
+/// `AUTHENTICATE mech` and the initial response `ir` (SASL-IR), selects
+/// INBOX, finds nothing and logs out: for tests about how it logs in.
+pub fn imap_empty_session(mech: &str, ir: &str) -> Vec<Step> {
+    vec![
+        Step::StartTls,
+        Step::line(&format!(
+            "* OK [CAPABILITY IMAP4rev1 SASL-IR AUTH={mech}] fake"
+        )),
+        Step::expect(format!("a1 AUTHENTICATE {mech} {ir}")),
+        Step::line("a1 OK logged in"),
+        Step::expect("a2 CAPABILITY"),
+        Step::line("* CAPABILITY IMAP4rev1"),
+        Step::line("a2 OK"),
+        Step::expect("a3 SELECT \"INBOX\""),
+        Step::line("* 0 EXISTS"),
+        Step::line("* OK [UIDVALIDITY 5] ok"),
+        Step::line("* OK [UIDNEXT 1] ok"),
+        Step::line("a3 OK [READ-WRITE] selected"),
+        Step::expect("a4 LOGOUT"),
+        Step::line("* BYE"),
+        Step::line("a4 OK"),
+        Step::ExpectClose,
+    ]
+}
