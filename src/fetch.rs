@@ -3,19 +3,25 @@
 //! holds that order in one place:
 //!
 //! 1. download a message from the source;
-//! 2. deliver it to every destination, each of which returns only once
-//!    the message is durably stored;
-//! 3. mark it seen in the state database (a committed transaction);
-//! 4. only then ask the server to delete it.
+//! 2. deliver it to every destination;
+//!    then, for the batch of messages delivered so far (`commit_batch`):
+//!    2b. make every delivery durable (one sync per destination);
+//!    3. mark them seen in the state database (one committed transaction);
+//!    4. only then ask the server to delete them.
 //!
-//! A failure at any step leaves the message on the server, and nothing
-//! already delivered is fetched again.
+//! The batch is one message unless every destination can recognise its
+//! own earlier deliveries after a crash (Maildir): then up to
+//! `BATCH_MESSAGES` share one sync and one commit (group commit), and a
+//! crash inside a batch re-delivers nothing (delivery intents). A failure
+//! at any step leaves the message on the server, and nothing already
+//! delivered is fetched again: what was delivered before a failure is
+//! still committed.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::thread;
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crate::audit::{self, AuditLog};
 use crate::config::{Account, Config, Protocol};
@@ -28,7 +34,7 @@ use crate::progress::AccountProgress;
 use crate::retry;
 use crate::secret;
 use crate::source::{self, Source};
-use crate::spool::NewSpoolEntry;
+use crate::spool::{NewSpoolEntry, RetryPolicy};
 use crate::state::{RunRecord, State};
 use crate::transcript;
 
@@ -386,6 +392,14 @@ fn fetch_locked(
         source.retrieve(wanted)?;
     }
     let policy = retry::policy(config);
+    // Group commit only where a crash inside a batch duplicates nothing.
+    let group = !destinations.is_empty() && destinations.iter().all(|d| d.can_defer_sync());
+    if group {
+        for d in destinations.iter_mut() {
+            d.defer_sync();
+        }
+    }
+    let mut batch = Batch::new(if group { BATCH_MESSAGES } else { 1 });
     let mut bytes_saved = 0u64;
     let mut deferred: Option<Error> = None;
     // A message some destination refused for good, left on the server:
@@ -585,6 +599,19 @@ fn fetch_locked(
                 if !outcome.removes() {
                     // 3'. Kept on the server, recorded so it is never
                     //     downloaded again; what others owe is spooled.
+                    //     The batch first: its sync makes what other
+                    //     destinations took of this message durable too.
+                    commit_batch(
+                        &mut batch,
+                        account,
+                        keep,
+                        &mut destinations,
+                        state,
+                        source.as_mut(),
+                        report,
+                        audit,
+                        &policy,
+                    )?;
                     state
                         .commit_refused(
                             &account.name,
@@ -626,6 +653,44 @@ fn fetch_locked(
                     outcome.describe()
                 ));
             }
+            progress.message_done(remote.size);
+            if spooled.is_empty() {
+                // 3. and 4. for the batch, once it is due.
+                batch.push(Delivered {
+                    bytes: bytes.len() as u64,
+                    remote,
+                    message_id,
+                    header_hash,
+                });
+                if batch.is_due() {
+                    commit_batch(
+                        &mut batch,
+                        account,
+                        keep,
+                        &mut destinations,
+                        state,
+                        source.as_mut(),
+                        report,
+                        audit,
+                        &policy,
+                    )?;
+                }
+                continue;
+            }
+            // A destination owes this message for now. The batch first
+            // (its sync covers this message's deliveries too), then this
+            // message:
+            commit_batch(
+                &mut batch,
+                account,
+                keep,
+                &mut destinations,
+                state,
+                source.as_mut(),
+                report,
+                audit,
+                &policy,
+            )?;
             // 3. Mark seen, and spool what a destination owes for now, in
             //    one transaction: the commit that makes deletion safe.
             state
@@ -650,7 +715,6 @@ fn fetch_locked(
             report.messages += 1;
             report.bytes += bytes.len() as u64;
             report.spooled += spooled.len() as u64;
-            progress.message_done(remote.size);
             if let Some(audit) = audit {
                 let detail = owed
                     .later
@@ -664,12 +728,8 @@ fn fetch_locked(
                     &remote,
                     message_id.as_deref(),
                     &account.deliver_to,
-                    if spooled.is_empty() {
-                        audit::Outcome::Delivered
-                    } else {
-                        audit::Outcome::Spooled
-                    },
-                    (!detail.is_empty()).then_some(detail.as_str()),
+                    audit::Outcome::Spooled,
+                    Some(detail.as_str()),
                 )?;
             }
             source.delivered(&remote)?;
@@ -684,6 +744,26 @@ fn fetch_locked(
             None => Ok(()),
         }
     })();
+    // What was delivered is committed even when a later message failed.
+    let committed = commit_batch(
+        &mut batch,
+        account,
+        keep,
+        &mut destinations,
+        state,
+        source.as_mut(),
+        report,
+        audit,
+        &policy,
+    );
+    let delivered = match (delivered, committed) {
+        (Ok(()), committed) => committed,
+        (Err(e), Ok(())) => Err(e),
+        (Err(e), Err(also)) => {
+            report.warnings.push(also.to_string());
+            Err(e)
+        }
+    };
     // Always end the session: deletions asked for so far take effect even
     // when a later message failed.
     crate::fault::point("finish");
@@ -712,6 +792,123 @@ fn fetch_locked(
             if !present.is_empty() {
                 state.forget_absent(&account.name, folder, 0, present)?;
             }
+        }
+    }
+    Ok(())
+}
+
+/// Group commit: at most this many delivered messages share one sync and
+/// one commit...
+const BATCH_MESSAGES: usize = 64;
+/// ...or this many bytes...
+const BATCH_BYTES: u64 = 8 << 20;
+/// ...or wait this long for their commit (which bounds what a crash or
+/// power cut makes the next run download again).
+const BATCH_AGE: Duration = Duration::from_secs(1);
+
+/// Messages delivered and waiting for their commit (`commit_batch`).
+struct Batch {
+    /// Messages per commit: 1 unless every destination defers its sync.
+    limit: usize,
+    done: Vec<Delivered>,
+    bytes: u64,
+    since: Option<Instant>,
+}
+
+/// A message delivered to every destination, none of which owes it.
+struct Delivered {
+    remote: source::RemoteMessage,
+    message_id: Option<String>,
+    header_hash: String,
+    /// Bytes as delivered.
+    bytes: u64,
+}
+
+impl Batch {
+    fn new(limit: usize) -> Batch {
+        Batch {
+            limit,
+            done: Vec::new(),
+            bytes: 0,
+            since: None,
+        }
+    }
+
+    fn push(&mut self, delivered: Delivered) {
+        self.since.get_or_insert_with(Instant::now);
+        self.bytes += delivered.bytes;
+        self.done.push(delivered);
+    }
+
+    fn is_due(&self) -> bool {
+        self.done.len() >= self.limit
+            || self.bytes >= BATCH_BYTES
+            || self.since.is_some_and(|t| t.elapsed() >= BATCH_AGE)
+    }
+}
+
+/// Steps 2b to 4 of the durable order, for every message in `batch`:
+/// sync every destination, mark the batch seen in one transaction, and
+/// only then tell the source (flags, deletion).
+#[allow(clippy::too_many_arguments)]
+fn commit_batch(
+    batch: &mut Batch,
+    account: &Account,
+    keep: bool,
+    destinations: &mut [Box<dyn Destination>],
+    state: &mut State,
+    source: &mut dyn Source,
+    report: &mut AccountReport,
+    audit: Option<&AuditLog>,
+    policy: &RetryPolicy,
+) -> Result<()> {
+    if batch.done.is_empty() {
+        return Ok(());
+    }
+    let done = std::mem::take(&mut batch.done);
+    batch.bytes = 0;
+    batch.since = None;
+    // 2b. Every delivery durable.
+    for d in destinations.iter_mut() {
+        d.sync()?;
+    }
+    crate::fault::point("synced");
+    // 3. Mark the batch seen, in one transaction: the commit that makes
+    //    deletion safe.
+    let entries: Vec<_> = done
+        .iter()
+        .map(|d| {
+            (
+                &d.remote,
+                d.message_id.as_deref(),
+                Some(d.header_hash.as_str()),
+            )
+        })
+        .collect();
+    state.commit_deliveries(&account.name, &entries, retry::now(), policy)?;
+    crate::fault::point("committed");
+    log::debug!(
+        "{}: committed {} delivered message(s) in one transaction",
+        account.name,
+        done.len()
+    );
+    for d in &done {
+        report.messages += 1;
+        report.bytes += d.bytes;
+        audit_message(
+            audit,
+            account,
+            &d.remote,
+            d.message_id.as_deref(),
+            &account.deliver_to,
+            audit::Outcome::Delivered,
+            None,
+        )?;
+        source.delivered(&d.remote)?;
+        // 4. Only now may the server copy go.
+        if !keep {
+            source.delete(&d.remote)?;
+            crate::fault::point("delete-queued");
         }
     }
     Ok(())

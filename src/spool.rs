@@ -321,6 +321,30 @@ impl State {
         Ok(ids)
     }
 
+    /// Marks a whole batch of delivered messages seen, in one transaction
+    /// (group commit: one disk sync for the batch instead of one per
+    /// message). Each entry is (message, Message-ID, header hash); none of
+    /// them owes a destination anything.
+    pub fn commit_deliveries(
+        &mut self,
+        account: &str,
+        messages: &[(&RemoteMessage, Option<&str>, Option<&str>)],
+        now: i64,
+        policy: &RetryPolicy,
+    ) -> Result<()> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+            .map_err(state_err)?;
+        for (message, message_id, header_hash) in messages {
+            crate::state::record_seen(&tx, account, message, *message_id, *header_hash, now)
+                .map_err(state_err)?;
+            spool_in(&tx, account, message, *message_id, &[], now, policy).map_err(state_err)?;
+        }
+        tx.commit().map_err(state_err)?;
+        Ok(())
+    }
+
     /// Records that a message was refused for good by a destination and
     /// stays on the server (`on_refused = "keep"`), spooling whatever other
     /// destinations still owe, in one transaction. It is not marked seen

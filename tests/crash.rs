@@ -122,7 +122,8 @@ fn sigkill_at_each_durable_step_loses_and_duplicates_nothing() {
         ("maildir-renamed", 3),
         ("delivered", 1),
         ("delivered", 5),
-        ("committed", 2),
+        ("synced", 1),
+        ("committed", 1),
         ("delete-queued", 3),
         ("finish", 1),
     ];

@@ -216,6 +216,40 @@ fn delete_expunges_only_delivered_mail() {
     assert!(cmds.iter().any(|c| c.contains("BODY.PEEK[]")), "{cmds:?}");
 }
 
+/// Group commit: into a Maildir, many delivered messages share one sync
+/// and one state transaction (counted from the `-vv` log, not timed),
+/// and the batch is still deleted from the server only after its commit.
+#[test]
+fn maildir_deliveries_are_committed_in_batches() {
+    let dovecot = Dovecot::shared();
+    let user = dovecot.new_user();
+    for i in 0..150 {
+        dovecot.add_message(&user, "INBOX", &message(i, "batch"));
+    }
+    let env = Env::new();
+    env.write_config(&imap_config(&env, dovecot, &user, ""));
+    let out = env.run(&["-vv", "fetch"]);
+    out.expect_success();
+    let commits: Vec<usize> = out
+        .stderr
+        .lines()
+        .filter_map(|l| l.strip_prefix("mailretr: acct: committed "))
+        .map(|l| l.split(' ').next().unwrap().parse().unwrap())
+        .collect();
+    assert_eq!(commits.iter().sum::<usize>(), 150, "{commits:?}");
+    assert!(commits.len() <= 5, "one commit per few dozen: {commits:?}");
+    assert_eq!(delivered_home(&env).len(), 150);
+    assert!(fs::read_dir(env.path("Maildir/tmp"))
+        .unwrap()
+        .next()
+        .is_none());
+    assert!(dovecot.messages(&user, "INBOX").is_empty());
+    // The server was told only after the commits.
+    let first_commit = out.stderr.find("acct: committed ").unwrap();
+    let first_store = out.stderr.find("+FLAGS.SILENT (\\Deleted)").unwrap();
+    assert!(first_commit < first_store, "{}", out.stderr);
+}
+
 /// `move_to`: delivered mail is moved, and the target is not fetched back
 /// even by `*`.
 #[test]

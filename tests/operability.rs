@@ -179,8 +179,8 @@ fn partial_run_is_reported_as_partial() {
         Step::send("+OK\r\n1 aaa\r\n2 bbb\r\n.\r\n"),
         Step::expect("RETR 1"),
         Step::send("+OK\r\nMessage-ID: <one@x>\r\n\r\nbody one\r\n.\r\n"),
-        Step::expect("DELE 1"),
-        Step::line("+OK"),
+        // Message 1 waits for its batch's commit, so its DELE would come
+        // after RETR 2; the connection is gone by then.
         Step::expect("RETR 2"),
         Step::send("+OK\r\nSubject: two\r\n\r\npartial"),
         Step::Close,

@@ -547,8 +547,7 @@ fn dropped_connection_mid_message_loses_nothing() {
     script.extend([
         Step::Expect("RETR 1".into()),
         Step::Send(b"+OK\r\nSubject: one\r\n\r\nbody one\r\n.\r\n".to_vec()),
-        Step::Expect("DELE 1".into()),
-        Step::Send(b"+OK\r\n".to_vec()),
+        // DELE 1 would come with its batch's commit, after RETR 2.
         Step::Expect("RETR 2".into()),
         Step::Send(b"+OK\r\nSubject: two\r\n\r\npartial".to_vec()),
         Step::Close,
@@ -591,10 +590,11 @@ fn refused_dele_is_reported_and_retried_next_run() {
     script.extend([
         Step::Expect("RETR 1".into()),
         Step::Send(b"+OK\r\nSubject: one\r\n\r\nbody\r\n.\r\n".to_vec()),
-        Step::Expect("DELE 1".into()),
-        Step::Send(b"-ERR cannot delete\r\n".to_vec()),
         Step::Expect("RETR 2".into()),
         Step::Send(b"+OK\r\nSubject: two\r\n\r\nbody\r\n.\r\n".to_vec()),
+        // Deletions follow the batch's commit.
+        Step::Expect("DELE 1".into()),
+        Step::Send(b"-ERR cannot delete\r\n".to_vec()),
         Step::Expect("DELE 2".into()),
         Step::Send(b"+OK\r\n".to_vec()),
         Step::Expect("QUIT".into()),
@@ -647,10 +647,10 @@ fn no_uidl_works_in_delete_mode_and_is_refused_in_keep_mode() {
     script.extend([
         Step::Expect("RETR 1".into()),
         Step::Send(b"+OK\r\nSubject: one\r\n\r\nbody\r\n.\r\n".to_vec()),
-        Step::Expect("DELE 1".into()),
-        Step::Send(b"+OK\r\n".to_vec()),
         Step::Expect("RETR 2".into()),
         Step::Send(b"+OK\r\nSubject: two\r\n\r\nbody\r\n.\r\n".to_vec()),
+        Step::Expect("DELE 1".into()),
+        Step::Send(b"+OK\r\n".to_vec()),
         Step::Expect("DELE 2".into()),
         Step::Send(b"+OK\r\n".to_vec()),
         Step::Expect("QUIT".into()),

@@ -136,6 +136,27 @@ pub trait Destination: Send {
     /// `LOGOUT`). Errors here lose nothing and are ignored.
     fn close(&mut self) {}
 
+    /// Group commit: whether the destination can defer its sync, so that
+    /// `deliver` may return before the message is durable and only `sync`
+    /// makes it so, for a whole batch at once. The default cannot: every
+    /// delivery is durable when `deliver` returns. Only destinations that
+    /// recognise their own earlier deliveries (`has_name`) should, so a
+    /// crash between a delivery and its commit still duplicates nothing.
+    fn can_defer_sync(&self) -> bool {
+        false
+    }
+
+    /// Group commit, step one: switches deferred sync on (only called
+    /// when `can_defer_sync`).
+    fn defer_sync(&mut self) {}
+
+    /// Group commit, step two: makes every delivery since the last call
+    /// durable. Nothing delivered may be committed as seen before this
+    /// returns `Ok`; after an `Err`, those deliveries did not happen.
+    fn sync(&mut self) -> Result<()> {
+        Ok(())
+    }
+
     /// Crash recovery, step one: for destinations that store files under
     /// names they choose (Maildir), the base name the next delivery will
     /// use. The fetch loop commits it as a delivery intent before writing.

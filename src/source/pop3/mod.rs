@@ -336,9 +336,15 @@ impl Source for Pop3Source {
     }
 
     fn delete(&mut self, message: &RemoteMessage) -> Result<()> {
-        // Ahead of queued RETRs, so deletions are not held up behind them.
+        // Ahead of queued RETRs, so deletions are not held up behind them,
+        // and in the order they were asked for.
+        let at = self
+            .to_send
+            .iter()
+            .position(|(c, _)| !matches!(c, Command::Dele(_)))
+            .unwrap_or(self.to_send.len());
         self.to_send
-            .push_front((Command::Dele(message.number), None));
+            .insert(at, (Command::Dele(message.number), None));
         Ok(())
     }
 
