@@ -93,6 +93,7 @@ pub fn run(
         .jobs
         .unwrap_or(config.general.jobs)
         .clamp(1, accounts.len().max(1));
+    crate::net::prepare_tls(accounts.iter().map(|a| &a.server));
     let next = AtomicUsize::new(0);
     let reports: Mutex<Vec<Option<AccountReport>>> =
         Mutex::new((0..accounts.len()).map(|_| None).collect());

@@ -193,8 +193,13 @@ fn connector(server: &ServerConfig) -> Result<TlsConnector> {
     type Key = (Option<PathBuf>, bool);
     static CACHE: OnceLock<Mutex<HashMap<Key, TlsConnector>>> = OnceLock::new();
     let key: Key = (server.ca_file.clone(), server.fingerprint.is_some());
-    let cache = CACHE.get_or_init(|| Mutex::new(HashMap::new()));
-    if let Some(c) = cache.lock().unwrap_or_else(|e| e.into_inner()).get(&key) {
+    // Held while building: a connector being built (by `prepare_tls`)
+    // is waited for, not built twice.
+    let mut cache = CACHE
+        .get_or_init(|| Mutex::new(HashMap::new()))
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
+    if let Some(c) = cache.get(&key) {
         return Ok(c.clone());
     }
     let mut builder = TlsConnector::builder();
@@ -214,11 +219,36 @@ fn connector(server: &ServerConfig) -> Result<TlsConnector> {
     let built = builder
         .build()
         .map_err(|e| Error::Tls(format!("cannot set up TLS: {e}")))?;
-    cache
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .insert(key, built.clone());
+    cache.insert(key, built.clone());
     Ok(built)
+}
+
+/// Starts building the TLS connectors `servers` will need, on a thread of
+/// its own, so that reading the system's CA bundle (tens of milliseconds
+/// of CPU, twice over in native-tls 0.2.18) overlaps with opening the
+/// state and flushing the spool instead of delaying the first handshake.
+/// A failure is left for the connection that needs the connector to
+/// report.
+pub fn prepare_tls<'a>(servers: impl IntoIterator<Item = &'a ServerConfig>) {
+    let mut wanted: Vec<ServerConfig> = Vec::new();
+    for server in servers {
+        let known = wanted.iter().any(|w| {
+            w.ca_file == server.ca_file && w.fingerprint.is_some() == server.fingerprint.is_some()
+        });
+        if server.tls != crate::config::TlsMode::None && !known {
+            wanted.push(server.clone());
+        }
+    }
+    if wanted.is_empty() {
+        return;
+    }
+    let _ = std::thread::Builder::new()
+        .name("tls-setup".into())
+        .spawn(move || {
+            for server in &wanted {
+                let _ = connector(server);
+            }
+        });
 }
 
 /// Formats a SHA-256 digest the way the `fingerprint` key is written.

@@ -417,7 +417,14 @@ fn no_new_mail_in_a_huge_folder_costs_a_bounded_number_of_commands() {
         "a run with nothing new sent {} commands: {cmds:?}",
         cmds.len()
     );
-    assert!(cmds.iter().all(|c| !c.contains("FETCH")), "{cmds:?}");
+    // The one listing goes out with SELECT and asks only above the last
+    // UID seen; no message is fetched.
+    let listings: Vec<_> = cmds.iter().filter(|c| c.contains("FETCH")).collect();
+    assert_eq!(listings.len(), 1, "{cmds:?}");
+    assert!(
+        listings[0].contains("UID FETCH 20001:* (UID RFC822.SIZE"),
+        "{cmds:?}"
+    );
 
     // One new message costs one more listing and one fetch, not 20,000.
     env.write_config(&config.replace("only_unseen = true", ""));
@@ -558,6 +565,85 @@ fn nothing_learned_before_tls_is_trusted() {
         sent.contains("a2 AUTHENTICATE PLAIN\r\n"),
         "no SASL-IR: {sent}"
     );
+}
+
+/// The login of the scripted servers below (AUTHENTICATE PLAIN, SASL-IR).
+fn fake_login() -> Vec<Step> {
+    vec![
+        Step::StartTls,
+        Step::line("* OK [CAPABILITY IMAP4rev1 SASL-IR AUTH=PLAIN] fake"),
+        Step::expect("a1 AUTHENTICATE PLAIN "),
+        Step::line("a1 OK [CAPABILITY IMAP4rev1 UIDPLUS] in"),
+    ]
+}
+
+/// SELECT and the size listing go out in one write; the listing's answer
+/// is read whatever order its items come in, with items it did not ask
+/// for and unsolicited responses mixed in.
+#[test]
+fn pipelined_select_and_listing_read_an_awkward_answer() {
+    let mut script = fake_login();
+    script.extend([
+        Step::expect("ab1 SELECT \"INBOX\""),
+        Step::expect("ab2 UID FETCH 1:* (UID RFC822.SIZE)"),
+        Step::line("* 3 EXISTS"),
+        Step::line("* OK [UIDVALIDITY 7] ok"),
+        Step::line("* OK [UIDNEXT 9] ok"),
+        Step::line("ab1 OK [READ-WRITE] selected"),
+        Step::line("* 1 FETCH (RFC822.SIZE 14 UID 4)"),
+        Step::line("* 2 FETCH (UID 6 MODSEQ (12) X-GM-LABELS (\"a b\" {3}"),
+        Step::send("c d) RFC822.SIZE 14)\r\n"),
+        Step::line("* 3 EXPUNGE"),
+        Step::line("* 2 EXISTS"),
+        Step::line("ab2 OK done"),
+        Step::expect("ab3 UID FETCH 4,6 (UID BODY.PEEK[])"),
+        Step::line("* 1 FETCH (UID 4 BODY[] {14}"),
+        Step::send("Subject: 4\r\n\r\n)\r\n"),
+        Step::line("* 2 FETCH (BODY[] {14}"),
+        Step::send("Subject: 6\r\n\r\n UID 6)\r\n"),
+        Step::line("ab3 OK done"),
+        Step::expect("a2 LOGOUT"),
+        Step::line("* BYE"),
+        Step::line("a2 OK"),
+        Step::ExpectClose,
+    ]);
+    let server = FakeServer::start(script);
+    let env = Env::new();
+    env.write_config(
+        &fake_config(&env, &server, "implicit").replace("deliver_to", "keep = true\ndeliver_to"),
+    );
+    let out = env.run(&["fetch"]);
+    out.expect_success();
+    server.assert_no_errors();
+    let got = sorted(delivered(&env.path("Maildir")));
+    assert_eq!(got.len(), 2, "{got:?}");
+    assert!(got[0].starts_with(b"Subject: 4\n"));
+    assert!(got[1].starts_with(b"Subject: 6\n"));
+}
+
+/// A refused SELECT is a one-line error naming the account; the listing
+/// sent with it is read to its end first, and nothing is fetched.
+#[test]
+fn pipelined_select_refused_is_an_error() {
+    let mut script = fake_login();
+    script.extend([
+        Step::expect("ab1 SELECT \"INBOX\""),
+        Step::expect("ab2 UID FETCH 1:* (UID RFC822.SIZE)"),
+        Step::line("ab1 NO [NONEXISTENT] no such mailbox"),
+        Step::line("ab2 BAD no mailbox selected"),
+        Step::ExpectClose,
+    ]);
+    let server = FakeServer::start(script);
+    let env = Env::new();
+    env.write_config(&fake_config(&env, &server, "implicit"));
+    let out = env.run(&["fetch"]);
+    assert!(out.code != 0 && out.code != 1, "{}", out.stderr);
+    assert_eq!(out.stderr.lines().count(), 1, "{}", out.stderr);
+    assert!(out.stderr.contains("account fake"), "{}", out.stderr);
+    assert!(out.stderr.contains("SELECT"), "{}", out.stderr);
+    assert!(out.stderr.contains("no such mailbox"), "{}", out.stderr);
+    server.assert_no_errors();
+    assert!(delivered(&env.path("Maildir")).is_empty());
 }
 
 /// XOAUTH2 with the token from `oauth2_token_command`, as Gmail and

@@ -701,14 +701,17 @@ pub fn imap_empty_session(mech: &str, ir: &str) -> Vec<Step> {
         Step::expect("a2 CAPABILITY"),
         Step::line("* CAPABILITY IMAP4rev1"),
         Step::line("a2 OK"),
-        Step::expect("a3 SELECT \"INBOX\""),
+        // SELECT and the size listing, sent together.
+        Step::expect("ab1 SELECT \"INBOX\""),
+        Step::expect("ab2 UID FETCH 1:* (UID RFC822.SIZE)"),
         Step::line("* 0 EXISTS"),
         Step::line("* OK [UIDVALIDITY 5] ok"),
         Step::line("* OK [UIDNEXT 1] ok"),
-        Step::line("a3 OK [READ-WRITE] selected"),
-        Step::expect("a4 LOGOUT"),
+        Step::line("ab1 OK [READ-WRITE] selected"),
+        Step::line("ab2 OK nothing"),
+        Step::expect("a3 LOGOUT"),
         Step::line("* BYE"),
-        Step::line("a4 OK"),
+        Step::line("a3 OK"),
         Step::ExpectClose,
     ]
 }

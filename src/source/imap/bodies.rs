@@ -38,6 +38,27 @@ const TAG_PREFIX: &str = "ab";
 /// bodies are bounded by their announced size instead.
 const MAX_OTHER_LITERAL: u64 = 64 * 1024 * 1024;
 
+/// Most of a SELECT answer kept for `parse_select` (a few hundred bytes
+/// normally); the rest is read and dropped.
+const MAX_SELECT_ANSWER: usize = 64 * 1024;
+
+/// What `BodyReader::select_and_list` read.
+pub struct SelectAnswer {
+    /// SELECT's untagged lines (CRLF-ended), for `parse_select`.
+    pub select: Vec<u8>,
+    /// The size listing, or the server's refusal of it.
+    pub listing: Result<Vec<Listing>>,
+}
+
+/// One message of a size listing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Listing {
+    pub uid: u32,
+    pub size: u64,
+    /// Whether FLAGS was asked for and holds `\Seen`.
+    pub seen: bool,
+}
+
 /// A fetch command sent and not yet completely read.
 #[derive(Debug)]
 struct InFlight {
@@ -109,8 +130,7 @@ impl BodyReader {
     /// waiting for the answer.
     pub fn send(&mut self, messages: Vec<RemoteMessage>) -> Result<()> {
         let uids: Vec<u32> = messages.iter().map(|m| m.number).collect();
-        let tag = format!("{TAG_PREFIX}{}", self.next_tag);
-        self.next_tag += 1;
+        let tag = self.new_tag();
         let line = format!("{tag} UID FETCH {} (UID BODY.PEEK[])", uid_set(&uids));
         if self.trace {
             transcript::client(&self.label, &line);
@@ -126,6 +146,174 @@ impl BodyReader {
             messages: messages.into_iter().map(Some).collect(),
         });
         Ok(())
+    }
+
+    /// `SELECT` and the size listing that follows it in one round trip:
+    /// both commands (after `ahead`, a command the session still owes the
+    /// server, whose answer is skipped) are written at once, and their
+    /// answers read in order. `set` is a guess made before the server
+    /// said anything about the folder; the caller checks it against
+    /// SELECT's answer. A SELECT refused is an error, returned once both
+    /// answers are read, so the connection stays in step.
+    pub fn select_and_list(
+        &mut self,
+        ahead: Option<(String, Vec<u8>)>,
+        mailbox: &str,
+        set: &str,
+        items: &str,
+    ) -> Result<SelectAnswer> {
+        if !self.is_idle() {
+            return Err(Error::Internal("SELECT with fetches in flight".into()));
+        }
+        let select_tag = self.new_tag();
+        let list_tag = self.new_tag();
+        let mut bytes = Vec::new();
+        let ahead_tag = ahead.map(|(tag, command)| {
+            if self.trace {
+                transcript::client(&self.label, String::from_utf8_lossy(&command).trim_end());
+            }
+            bytes.extend_from_slice(&command);
+            tag
+        });
+        for line in [
+            format!("{select_tag} SELECT {mailbox}"),
+            format!("{list_tag} UID FETCH {set} {items}"),
+        ] {
+            if self.trace {
+                transcript::client(&self.label, &line);
+            }
+            bytes.extend_from_slice(line.as_bytes());
+            bytes.extend_from_slice(b"\r\n");
+        }
+        self.io
+            .write_all(&bytes)
+            .and_then(|()| self.io.flush())
+            .map_err(net_error)?;
+
+        let mut select = Vec::new();
+        let mut selected: Option<Result<()>> = None;
+        let mut listing = Vec::new();
+        loop {
+            let line = self.read_line()?;
+            if let Some(rest) = line.strip_prefix(b"* ") {
+                if selected.is_none() {
+                    // SELECT's answer (or the one sent ahead).
+                    let text = String::from_utf8_lossy(rest).into_owned();
+                    self.trace_line(&format!("* {text}"));
+                    if text.len() >= 3 && text[..3].eq_ignore_ascii_case("BYE") {
+                        return Err(Error::Server(format!("SELECT: server said BYE: {text}")));
+                    }
+                    if select.len() < MAX_SELECT_ANSWER {
+                        select.extend_from_slice(b"* ");
+                        select.extend_from_slice(rest);
+                        select.extend_from_slice(b"\r\n");
+                    }
+                    self.skip_rest(Segment {
+                        line: rest.to_vec(),
+                        i: 0,
+                    })?;
+                } else if let Some(item) = self.listed(rest.to_vec())? {
+                    listing.push(item);
+                }
+                continue;
+            }
+            let text = String::from_utf8_lossy(&line).into_owned();
+            self.trace_line(&text);
+            let mut words = text.splitn(3, ' ');
+            let (t, status) = (words.next().unwrap_or(""), words.next().unwrap_or(""));
+            let info = words.next().unwrap_or("");
+            let status = status.to_ascii_uppercase();
+            if ahead_tag.as_deref() == Some(t) {
+                continue;
+            }
+            if t == select_tag && selected.is_none() {
+                selected = Some(match status.as_str() {
+                    "OK" => Ok(()),
+                    "NO" => Err(Error::Server(format!("SELECT {mailbox}: NO {info}"))),
+                    _ => Err(Error::Protocol(format!(
+                        "SELECT {mailbox}: {status} {info}"
+                    ))),
+                });
+                continue;
+            }
+            // The listing's completion, after SELECT's.
+            if let Some(selected) = selected.take().filter(|_| t == list_tag) {
+                selected?;
+                let listing = match status.as_str() {
+                    "OK" => Ok(listing),
+                    "NO" => Err(Error::Server(format!("UID FETCH: NO {info}"))),
+                    _ => Err(Error::Protocol(format!("UID FETCH: {status} {info}"))),
+                };
+                return Ok(SelectAnswer { select, listing });
+            }
+            return Err(Error::Protocol(format!(
+                "SELECT: expected the completion of {select_tag} and {list_tag}, got {:?}",
+                text.chars().take(80).collect::<String>()
+            )));
+        }
+    }
+
+    /// One untagged line of a size listing: `n FETCH (UID u RFC822.SIZE s
+    /// [FLAGS (...)])` gives `Some`; anything else is read and ignored.
+    fn listed(&mut self, line: Vec<u8>) -> Result<Option<Listing>> {
+        self.trace_line(&format!("* {}", String::from_utf8_lossy(&line)));
+        let mut seg = Segment { line, i: 0 };
+        let word1 = seg.atom();
+        seg.space();
+        let word2 = seg.atom();
+        if word1.eq_ignore_ascii_case(b"BYE") {
+            let text = String::from_utf8_lossy(&seg.line).into_owned();
+            return Err(Error::Server(format!("UID FETCH: server said BYE: {text}")));
+        }
+        let is_fetch = !word1.is_empty()
+            && word1.iter().all(u8::is_ascii_digit)
+            && word2.eq_ignore_ascii_case(b"FETCH");
+        seg.space();
+        if !is_fetch || !seg.eat(b'(') {
+            self.skip_rest(seg)?;
+            return Ok(None);
+        }
+        let number =
+            |digits: Vec<u8>| -> Option<u64> { std::str::from_utf8(&digits).ok()?.parse().ok() };
+        let (mut uid, mut size, mut seen) = (None, None, false);
+        loop {
+            seg.space();
+            if seg.eat(b')') {
+                break;
+            }
+            if seg.at_end() {
+                return Err(protocol("FETCH response ends early", &seg.line));
+            }
+            let name = seg.atom().to_ascii_uppercase();
+            if name.is_empty() {
+                return Err(protocol("FETCH response is garbled", &seg.line));
+            }
+            seg.space();
+            match name.as_slice() {
+                b"UID" => uid = number(seg.atom()).and_then(|n| u32::try_from(n).ok()),
+                b"RFC822.SIZE" => size = number(seg.atom()),
+                b"FLAGS" if seg.eat(b'(') => loop {
+                    seg.space();
+                    if seg.eat(b')') || seg.at_end() {
+                        break;
+                    }
+                    let flag = seg.atom();
+                    if flag.is_empty() {
+                        return Err(protocol("FETCH response is garbled", &seg.line));
+                    }
+                    seen |= flag.eq_ignore_ascii_case(b"\\Seen");
+                },
+                _ => self.skip_value(&mut seg)?,
+            }
+        }
+        self.skip_rest(seg)?;
+        Ok(uid.zip(size).map(|(uid, size)| Listing { uid, size, seen }))
+    }
+
+    fn new_tag(&mut self) -> String {
+        let tag = format!("{TAG_PREFIX}{}", self.next_tag);
+        self.next_tag += 1;
+        tag
     }
 
     /// Reads up to the completion of the oldest fetch in flight,

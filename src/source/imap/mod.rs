@@ -164,6 +164,8 @@ pub struct ImapSource {
     bodies: BodyReader,
     /// Flag, delete and move work per folder.
     pending: BTreeMap<String, Pending>,
+    /// The session stream's tap (for the `ID` still to be sent).
+    tap: std::sync::Arc<std::sync::Mutex<Tap>>,
 }
 
 /// Connects, secures and logs in. `keep` is the run's effective setting:
@@ -175,6 +177,7 @@ pub fn connect(account: &Account, password: Option<&str>, keep: bool) -> Result<
         protocol_name,
         stream,
         socket,
+        tap,
     } = connect_session(account, password)?;
     Ok(ImapSource {
         session: Some(session),
@@ -196,6 +199,7 @@ pub fn connect(account: &Account, password: Option<&str>, keep: bool) -> Result<
         batch: VecDeque::new(),
         bodies: BodyReader::new(stream, &account.name),
         pending: BTreeMap::new(),
+        tap,
     })
 }
 
@@ -214,6 +218,8 @@ pub struct LoggedIn {
     /// A second handle on the session's connection, for reading message
     /// bodies past the `imap` crate (see `bodies`).
     pub stream: StreamHandle,
+    /// The tap on the session's stream.
+    pub tap: std::sync::Arc<std::sync::Mutex<Tap>>,
 }
 
 /// Connects, secures and logs in, with the TLS and authentication rules
@@ -339,6 +345,7 @@ pub fn connect_session(account: &Account, password: Option<&str>) -> Result<Logg
         protocol_name,
         socket,
         stream: handle,
+        tap,
     })
 }
 
@@ -511,6 +518,19 @@ pub fn parse_select(data: &[u8]) -> Selected {
     selected
 }
 
+/// The UID set a size listing asks for: `oversized` (messages once too
+/// large, worth another look) and everything from `above` on.
+fn listing_set(oversized: &[u32], above: Option<u32>) -> String {
+    let mut set = uid_set(oversized);
+    if let Some(from) = above {
+        if !set.is_empty() {
+            set.push(',');
+        }
+        set.push_str(&format!("{from}:*"));
+    }
+    set
+}
+
 /// A UID set in IMAP syntax with runs collapsed: `1:3,7,9:10`.
 pub fn uid_set(uids: &[u32]) -> String {
     let mut sorted = uids.to_vec();
@@ -651,6 +671,32 @@ impl ImapSource {
             log::warn!("{}: no folder on the server matches `folders`", self.label);
         }
         Ok(selection.folders)
+    }
+
+    /// `SELECT` of `server_name` and the size listing of `set` in one
+    /// round trip (see `BodyReader::select_and_list`), with the `ID`
+    /// still owed to the server in front. The listing's refusal is
+    /// returned as is: it only matters if the guess is used.
+    fn select_and_list(
+        &mut self,
+        server_name: &str,
+        set: &str,
+    ) -> Result<(Selected, Result<Vec<bodies::Listing>>)> {
+        self.quiesce()?;
+        let mailbox = quote(server_name)?;
+        let items = if self.options.only_unseen {
+            "(UID RFC822.SIZE FLAGS)"
+        } else {
+            "(UID RFC822.SIZE)"
+        };
+        let ahead = lock_tap(&self.tap).take_ahead();
+        let answer = self.bodies.select_and_list(ahead, &mailbox, set, items)?;
+        let mut listing = answer.listing;
+        if let Ok(l) = &mut listing {
+            l.sort_by_key(|l| l.uid);
+            l.dedup_by_key(|l| l.uid);
+        }
+        Ok((parse_select(&answer.select), listing))
     }
 
     fn select(&mut self, server_name: &str) -> Result<Selected> {
@@ -849,7 +895,22 @@ impl ImapSource {
         fetch_all: bool,
     ) -> Result<Scan> {
         let folder = chosen.config_name.as_str();
-        let selected = self.select(&chosen.server_name)?;
+        // SELECT and the size listing go out together, saving a round
+        // trip: the listing asks for what would be new if UIDVALIDITY is
+        // still the one seen before, checked once SELECT has answered.
+        let before = seen.folder_state(folder)?;
+        let guess = match before {
+            Some(p) if !fetch_all => {
+                let oversized: Vec<u32> = seen
+                    .oversized_uids(folder, p.uidvalidity)?
+                    .into_iter()
+                    .filter(|&u| u <= p.last_uid)
+                    .collect();
+                listing_set(&oversized, Some(p.last_uid.saturating_add(1)))
+            }
+            _ => listing_set(&[], Some(1)),
+        };
+        let (selected, guessed) = self.select_and_list(&chosen.server_name, &guess)?;
         self.selected = Some(folder.to_string());
         let uidvalidity = selected.uidvalidity.ok_or_else(|| {
             Error::Protocol(format!(
@@ -863,7 +924,7 @@ impl ImapSource {
                 uidvalidity,
             },
         );
-        let prior = seen.folder_state(folder)?;
+        let prior = before;
         let renumbered = prior.filter(|p| p.uidvalidity != uidvalidity);
         let last_uid = match prior {
             Some(p) if p.uidvalidity == uidvalidity => p.last_uid,
@@ -898,16 +959,21 @@ impl ImapSource {
                     .is_none_or(|next| u64::from(next) > u64::from(last_uid) + 1);
             maybe_new.then(|| last_uid.saturating_add(1))
         };
-        let mut set = uid_set(&oversized);
-        if let Some(from) = above {
-            if !set.is_empty() {
-                set.push(',');
-            }
-            set.push_str(&format!("{from}:*"));
-        }
+        let set = listing_set(&oversized, above);
         let oversized: HashSet<u32> = oversized.into_iter().collect();
         let listing: Vec<Listed> = if selected.exists == 0 || set.is_empty() {
             Vec::new()
+        } else if renumbered.is_none() || guess == set {
+            // The guess asked for at least `set` (the filter below keeps
+            // only what `set` names).
+            guessed?
+                .into_iter()
+                .map(|l| Listed {
+                    uid: l.uid,
+                    size: l.size,
+                    seen_flag: l.seen,
+                })
+                .collect()
         } else {
             self.list_sizes(&set, self.options.only_unseen)?
                 .into_iter()

@@ -90,6 +90,17 @@ impl Tap {
         self.swallow = Some((format!("{tag} "), format!("* {name} ")));
     }
 
+    /// Takes back the command to be sent ahead, if the crate has not
+    /// written it yet, with its tag: whoever sends it now reads (and
+    /// drops) its answer, which is no longer removed from the input.
+    pub fn take_ahead(&mut self) -> Option<(String, Vec<u8>)> {
+        if self.ahead.is_empty() {
+            return None;
+        }
+        let (tag, _) = self.swallow.take()?;
+        Some((tag.trim_end().to_string(), std::mem::take(&mut self.ahead)))
+    }
+
     /// Whether the answer to the command sent ahead is still awaited.
     pub fn awaiting(&self) -> bool {
         self.swallow.is_some()
