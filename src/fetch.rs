@@ -850,7 +850,10 @@ impl Batch {
 
 /// Steps 2b to 4 of the durable order, for every message in `batch`:
 /// sync every destination, mark the batch seen in one transaction, and
-/// only then tell the source (flags, deletion).
+/// only then tell the source (flags, deletion). The destinations are
+/// synced even when the batch is empty: whatever was delivered so far is
+/// durable when this returns `Ok`, which a message committed on its own
+/// right after relies on.
 #[allow(clippy::too_many_arguments)]
 fn commit_batch(
     batch: &mut Batch,
@@ -863,16 +866,18 @@ fn commit_batch(
     audit: Option<&AuditLog>,
     policy: &RetryPolicy,
 ) -> Result<()> {
+    // 2b. Every delivery durable: the batch's, and those of a message
+    //     about to be committed on its own (refused or spooled for some
+    //     destination, delivered to others) even when the batch is empty.
+    for d in destinations.iter_mut() {
+        d.sync()?;
+    }
     if batch.done.is_empty() {
         return Ok(());
     }
     let done = std::mem::take(&mut batch.done);
     batch.bytes = 0;
     batch.since = None;
-    // 2b. Every delivery durable.
-    for d in destinations.iter_mut() {
-        d.sync()?;
-    }
     crate::fault::point("synced");
     // 3. Mark the batch seen, in one transaction: the commit that makes
     //    deletion safe.

@@ -17,7 +17,7 @@ use support::corpus;
 use support::dovecot::{Dovecot, User};
 use support::fake::{FakeServer, Step};
 use support::proxy::CountingProxy;
-use support::sorted;
+use support::{delivered, sorted};
 use support::{strip_received, Env};
 
 use support::smtpsink::{SmtpSink, PYTHON};
@@ -697,6 +697,59 @@ fn multidrop_routes_by_envelope_header_with_aliases_and_stops_a_loop() {
     );
     // The loop is done with; the message for nobody stays.
     assert_eq!(dovecot.messages(&user, "INBOX"), vec![nobody.to_vec()]);
+}
+
+/// Multidrop into per-recipient Maildirs, one of which cannot be created:
+/// that recipient's copy is refused (the message stays on the server and
+/// is reported), and the other recipient's copy, written with the
+/// batch's deferred sync, still reaches new/ before the refusal is
+/// committed, not lost with the batch's leftovers.
+#[test]
+fn a_refused_recipient_does_not_lose_the_other_recipients_maildir_copy() {
+    let dovecot = Dovecot::shared();
+    let user = dovecot.new_user();
+    // The refused message comes last, when no other delivery waits for
+    // the batch's sync.
+    let both = b"X-Original-To: anna@kroon.co.za, bob@kroon.co.za\nSubject: both\n\nb\n";
+    let anna = b"X-Original-To: anna@kroon.co.za\nSubject: anna\n\na\n";
+    dovecot.add_message(&user, "INBOX", both);
+    let env = Env::new();
+    let root = env.path("mail");
+    fs::create_dir_all(&root).unwrap();
+    // Where bob's Maildir would go is a file: his copy fails for good.
+    fs::write(root.join("bob@kroon.co.za"), b"not a directory").unwrap();
+    env.write_config(&format!(
+        "{}\n[destination.home]\ntype = \"maildir\"\npath = \"{}/%U\"\n",
+        account(
+            &env,
+            dovecot,
+            &user,
+            r#""home""#,
+            r#"multidrop = { envelope_header = "X-Original-To", local_domains = ["kroon.co.za"] }"#
+        ),
+        root.display()
+    ));
+    let out = env.run(&["fetch"]);
+    out.expect_code(10);
+    assert!(out.stderr.contains("bob@kroon.co.za"), "{}", out.stderr);
+    assert_eq!(
+        delivered(&root.join("anna@kroon.co.za")),
+        vec![both.to_vec()]
+    );
+    // A later message goes through the batch as usual.
+    dovecot.add_message(&user, "INBOX", anna);
+    env.run(&["fetch"]).expect_success();
+    let got = delivered(&root.join("anna@kroon.co.za"));
+    assert_eq!(got, sorted(vec![anna.to_vec(), both.to_vec()]));
+    assert!(fs::read_dir(root.join("anna@kroon.co.za/tmp"))
+        .unwrap()
+        .next()
+        .is_none());
+    // The refused message stays on the server, recorded: no run fetches
+    // or reports it again.
+    assert_eq!(dovecot.messages(&user, "INBOX"), vec![both.to_vec()]);
+    env.run(&["fetch"]).expect_code(1);
+    assert_eq!(delivered(&root.join("anna@kroon.co.za")).len(), 2);
 }
 
 #[test]
