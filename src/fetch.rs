@@ -772,6 +772,8 @@ fn fetch_locked(
     for d in destinations.iter_mut() {
         d.close();
     }
+    // What was committed moves the folders on, whatever else happened.
+    let settled = source.settle(&mut state.seen_index(&account.name));
     if bytes_saved > 0 {
         log::info!(
             "{}: headers first saved {bytes_saved} bytes of downloads",
@@ -780,6 +782,7 @@ fn fetch_locked(
     }
     delivered?;
     finished?;
+    settled?;
 
     for scan in &scans {
         if let (Some(present), Some(folder)) = (

@@ -221,12 +221,12 @@ pub(crate) fn record_seen(
         now,
         header_hash
     ])?;
-    if let (Some(v), Ok(n)) = (message.uidvalidity, uid.parse::<u32>()) {
-        tx.prepare_cached(
-            "UPDATE imap_folders SET last_uid = MAX(last_uid, ?4)
-             WHERE account = ?1 AND folder = ?2 AND uidvalidity = ?3",
-        )?
-        .execute(params![account, message.folder, v, n])?;
+    // The folder's last_uid is not moved here: messages are not always
+    // committed in UID order (a server may answer pipelined fetches out
+    // of order, a message may be deferred before download), so only the
+    // next scan, which sees the whole listing, moves it past the UIDs
+    // that are all dealt with.
+    if let Some(v) = message.uidvalidity {
         tx.prepare_cached(
             "DELETE FROM oversized
              WHERE account = ?1 AND folder = ?2 AND uidvalidity = ?3 AND uid = ?4",
@@ -367,10 +367,7 @@ impl State {
     }
 
     /// Records that a message was delivered (or spooled). This commit is
-    /// what allows the server copy to be deleted. For IMAP it also moves
-    /// the folder's `last_uid` up to the message's UID (messages are
-    /// delivered in UID order, and the fetch loop stops at the first
-    /// failure, so every lower UID was dealt with).
+    /// what allows the server copy to be deleted.
     pub fn mark_seen(
         &mut self,
         account: &str,
@@ -808,6 +805,17 @@ impl SeenIndex for StateSeenIndex<'_> {
         self.state.oversized_uids(self.account, folder, uidvalidity)
     }
 
+    fn passed_uids(&mut self, folder: &str, uidvalidity: u32) -> Result<Vec<u32>> {
+        let mut uids = self
+            .state
+            .oversized_uids(self.account, folder, uidvalidity)?;
+        let refused: Vec<String> =
+            self.state
+                .uids_in("refused", self.account, folder, uidvalidity)?;
+        uids.extend(refused.iter().filter_map(|u| u.parse::<u32>().ok()));
+        Ok(uids)
+    }
+
     fn seen_fingerprints(
         &mut self,
         folder: &str,
@@ -892,7 +900,7 @@ mod tests {
     }
 
     #[test]
-    fn imap_folder_state_advances_with_delivery() {
+    fn imap_folder_state_moves_only_when_set() {
         let mut s = State::in_memory().unwrap();
         assert_eq!(s.folder_state("a", "Lists/x").unwrap(), None);
         let st = |uidvalidity, last_uid| FolderState {
@@ -900,15 +908,18 @@ mod tests {
             last_uid,
         };
         s.set_folder_state("a", "Lists/x", st(7, 0)).unwrap();
+        // A delivery alone does not move last_uid: UIDs below it may still
+        // be waiting (the scan and `Source::settle` move it).
         s.mark_seen("a", &imap_msg(3, 7), Some("<3@x>"), Some("h3"))
             .unwrap();
+        assert_eq!(s.folder_state("a", "Lists/x").unwrap(), Some(st(7, 0)));
+        s.set_folder_state("a", "Lists/x", st(7, 3)).unwrap();
         assert_eq!(s.folder_state("a", "Lists/x").unwrap(), Some(st(7, 3)));
         // Never backwards for the same UIDVALIDITY; reset by a new one.
         s.set_folder_state("a", "Lists/x", st(7, 1)).unwrap();
         assert_eq!(s.folder_state("a", "Lists/x").unwrap(), Some(st(7, 3)));
         s.set_folder_state("a", "Lists/x", st(8, 1)).unwrap();
         assert_eq!(s.folder_state("a", "Lists/x").unwrap(), Some(st(8, 1)));
-        // A message delivered under another UIDVALIDITY moves nothing.
         s.mark_seen("a", &imap_msg(9, 7), None, None).unwrap();
         assert_eq!(s.folder_state("a", "Lists/x").unwrap(), Some(st(8, 1)));
         assert_eq!(

@@ -434,6 +434,102 @@ fn headers_first_550_at_rcpt_for_4mb_transfers_only_kilobytes() {
     assert!(dovecot.messages(&user, "INBOX").is_empty());
 }
 
+/// IMAP, headers first: a message deferred before download (4xx at RCPT
+/// TO) while a later one is delivered is fetched on the next run. The
+/// later UID being committed must not move the folder past the deferred
+/// one, or it would never be asked about again.
+#[test]
+fn imap_message_deferred_before_download_is_fetched_next_run() {
+    let dovecot = Dovecot::shared();
+    let user = dovecot.new_user();
+    let first = b"Return-Path: <a@example.org>\nSubject: first\n\none\n".to_vec();
+    let second = b"Return-Path: <a@example.org>\nSubject: second\n\ntwo\n".to_vec();
+    dovecot.add_message(&user, "INBOX", &first);
+    dovecot.add_message(&user, "INBOX", &second);
+    let mut script = smtp_open();
+    script.extend([
+        Step::line("250 OK"),
+        Step::expect("RCPT TO:"),
+        Step::line("451 4.2.0 mailbox busy, try later"),
+        Step::expect("RSET"),
+        Step::line("250 OK"),
+        Step::expect("MAIL FROM:"),
+        Step::line("250 OK"),
+        Step::expect("RCPT TO:"),
+        Step::line("250 OK"),
+        Step::expect("DATA"),
+        Step::line("354 go"),
+        Step::ExpectData,
+        Step::line("250 queued"),
+        Step::expect("QUIT"),
+        Step::line("221 bye"),
+        Step::Close,
+    ]);
+    let smtp = FakeServer::start(script);
+    let env = Env::new();
+    let imap = |port: u16| {
+        format!(
+            r#"[general]
+state_dir = "{state}"
+add_received = false
+[[account]]
+name = "acct"
+protocol = "imap"
+host = "localhost"
+port = {imaps}
+ca_file = "{ca}"
+user = "{user}"
+password = "{password}"
+deliver_to = ["relay"]
+[destination.relay]
+type = "smtp"
+host = "127.0.0.1"
+port = {port}
+tls = "none"
+recipient = "jaco@kroon.co.za"
+"#,
+            state = env.path("state").display(),
+            imaps = dovecot.imaps,
+            ca = dovecot.cert_pem.display(),
+            user = user.name,
+            password = user.password,
+        )
+    };
+    env.write_config(&imap(smtp.port()));
+    let out = env.run(&["fetch"]);
+    out.expect_code(10);
+    smtp.assert_no_errors();
+    assert!(out.stderr.contains("try later"), "{}", out.stderr);
+    assert!(smtp.transcript().contains("Subject: second"));
+    assert_eq!(dovecot.messages(&user, "INBOX"), vec![first.clone()]);
+
+    // The relay takes it now: the deferred message is asked about again.
+    let mut script = smtp_open();
+    script.extend([
+        Step::line("250 OK"),
+        Step::expect("RCPT TO:"),
+        Step::line("250 OK"),
+        Step::expect("DATA"),
+        Step::line("354 go"),
+        Step::ExpectData,
+        Step::line("250 queued"),
+        Step::expect("QUIT"),
+        Step::line("221 bye"),
+        Step::Close,
+    ]);
+    let smtp = FakeServer::start(script);
+    env.write_config(&imap(smtp.port()));
+    let out = env.run(&["fetch"]);
+    out.expect_success();
+    smtp.assert_no_errors();
+    assert!(
+        smtp.transcript().contains("Subject: first"),
+        "{}",
+        smtp.transcript()
+    );
+    assert!(dovecot.messages(&user, "INBOX").is_empty());
+}
+
 #[test]
 fn smtp_4xx_and_5xx_at_mail_rcpt_and_after_data_and_a_dropped_connection() {
     let dovecot = Dovecot::shared();

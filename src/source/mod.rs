@@ -92,6 +92,14 @@ pub trait SeenIndex {
         Ok(Default::default())
     }
 
+    /// IMAP: the UIDs recorded as refused for good (kept on the server)
+    /// or as over `max_size` under this UIDVALIDITY: dealt with for now,
+    /// so the folder's `last_uid` may move past them (oversized ones are
+    /// asked about again by UID).
+    fn passed_uids(&mut self, _folder: &str, _uidvalidity: u32) -> Result<Vec<u32>> {
+        Ok(Vec::new())
+    }
+
     /// IMAP: UIDs that were skipped for being over `max_size`, to be looked
     /// at again (the limit may have changed).
     fn oversized_uids(&mut self, _folder: &str, _uidvalidity: u32) -> Result<Vec<u32>> {
@@ -147,6 +155,15 @@ pub trait Source {
     /// `delete`), e.g. so IMAP can set `\Seen` with `mark_seen`. Nothing
     /// on the server may change for a message before this.
     fn delivered(&mut self, _message: &RemoteMessage) -> Result<()> {
+        Ok(())
+    }
+
+    /// At the end of a run, after every commit: lets the source record
+    /// how far its folders are dealt with (IMAP: moves each folder's
+    /// last_uid past the UIDs at its start that are all delivered or
+    /// passed over, so the next run asks about fewer). Never moves past a
+    /// message still to fetch.
+    fn settle(&mut self, _seen: &mut dyn SeenIndex) -> Result<()> {
         Ok(())
     }
 

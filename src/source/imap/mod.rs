@@ -166,6 +166,20 @@ pub struct ImapSource {
     pending: BTreeMap<String, Pending>,
     /// The session stream's tap (for the `ID` still to be sent).
     tap: std::sync::Arc<std::sync::Mutex<Tap>>,
+    /// Per folder, what `settle` needs to move its last_uid at the end.
+    settle: HashMap<String, Settle>,
+    /// (folder, UID) of the messages committed this run.
+    committed: HashSet<(String, u32)>,
+}
+
+/// A folder's listing past its last_uid, for `Source::settle`.
+#[derive(Debug)]
+struct Settle {
+    uidvalidity: u32,
+    last_uid: u32,
+    /// The UIDs listed above `last_uid`, in order, and whether each was
+    /// dealt with already when listed.
+    above: Vec<(u32, bool)>,
 }
 
 /// Connects, secures and logs in. `keep` is the run's effective setting:
@@ -200,6 +214,8 @@ pub fn connect(account: &Account, password: Option<&str>, keep: bool) -> Result<
         bodies: BodyReader::new(stream, &account.name),
         pending: BTreeMap::new(),
         tap,
+        settle: HashMap::new(),
+        committed: HashSet::new(),
     })
 }
 
@@ -999,24 +1015,45 @@ impl ImapSource {
             size,
             number: uid,
         };
+        // The folder's last_uid moves past every UID at its start that is
+        // dealt with: delivered, passed over (only_unseen), or recorded as
+        // refused or oversized (the fetch loop leaves those alone). It
+        // stops at the first message still to fetch, wherever a run ended.
+        let passed: HashSet<u32> = if fetch_all {
+            HashSet::new()
+        } else {
+            seen.passed_uids(folder, uidvalidity)?.into_iter().collect()
+        };
         let mut scan = Scan::default();
         let mut new_last = last_uid;
         let mut prefix_open = true;
+        let mut above = Vec::new();
         for l in &listing {
             let passed_over = self.options.only_unseen && l.seen_flag;
-            if delivered.contains(&l.uid) {
+            let dealt_with = if delivered.contains(&l.uid) {
                 scan.seen_on_server.push(remote(l.uid, l.size));
-            } else if !passed_over {
+                true
+            } else if passed_over {
+                true
+            } else {
                 scan.new.push(remote(l.uid, l.size));
-                if l.uid > last_uid {
-                    prefix_open = false;
-                }
-                continue;
-            }
+                passed.contains(&l.uid) || l.uid <= last_uid
+            };
+            prefix_open &= dealt_with;
             if prefix_open && l.uid > new_last {
                 new_last = l.uid;
+            } else if l.uid > new_last {
+                above.push((l.uid, dealt_with));
             }
         }
+        self.settle.insert(
+            folder.to_string(),
+            Settle {
+                uidvalidity,
+                last_uid: new_last,
+                above,
+            },
+        );
         if new_last > last_uid {
             seen.set_folder_state(
                 folder,
@@ -1183,7 +1220,31 @@ impl Source for ImapSource {
         Ok(self.batch.pop_front())
     }
 
+    fn settle(&mut self, seen: &mut dyn SeenIndex) -> Result<()> {
+        for (folder, settle) in &self.settle {
+            let mut last = settle.last_uid;
+            for &(uid, dealt_with) in &settle.above {
+                if !dealt_with && !self.committed.contains(&(folder.clone(), uid)) {
+                    break;
+                }
+                last = uid;
+            }
+            if last > settle.last_uid {
+                seen.set_folder_state(
+                    folder,
+                    FolderState {
+                        uidvalidity: settle.uidvalidity,
+                        last_uid: last,
+                    },
+                )?;
+            }
+        }
+        Ok(())
+    }
+
     fn delivered(&mut self, message: &RemoteMessage) -> Result<()> {
+        self.committed
+            .insert((message.folder.clone(), message.number));
         // A deleted message's flags do not matter; a moved one keeps them.
         let removed = !self.options.keep && self.options.move_to.is_none();
         if self.options.mark_seen && !removed {
