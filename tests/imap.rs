@@ -621,6 +621,36 @@ fn pipelined_select_and_listing_read_an_awkward_answer() {
     assert!(got[1].starts_with(b"Subject: 6\n"));
 }
 
+/// A server that answers a size listing with more messages than SELECT
+/// announced (here without end) gets a one-line error, not unbounded
+/// memory; nothing is fetched or deleted.
+#[test]
+fn endless_size_listing_is_a_bounded_protocol_error() {
+    let mut script = fake_login();
+    script.extend([
+        Step::expect("ab1 SELECT \"INBOX\""),
+        Step::expect("ab2 UID FETCH 1:* (UID RFC822.SIZE)"),
+        Step::line("* 2 EXISTS"),
+        Step::line("* OK [UIDVALIDITY 7] ok"),
+        Step::line("ab1 OK [READ-WRITE] selected"),
+        Step::SendForever(b"* 1 FETCH (UID 1 RFC822.SIZE 10)\r\n".repeat(1000)),
+    ]);
+    let server = FakeServer::start(script);
+    let env = Env::new();
+    env.write_config(&fake_config(&env, &server, "implicit"));
+    let out = env.run(&["fetch"]);
+    assert_eq!(out.code, 4, "{}", out.stderr);
+    assert_eq!(out.stderr.lines().count(), 1, "{}", out.stderr);
+    assert!(out.stderr.contains("account fake"), "{}", out.stderr);
+    assert!(
+        out.stderr.contains("more answers than the 2 messages"),
+        "{}",
+        out.stderr
+    );
+    assert!(delivered(&env.path("Maildir")).is_empty());
+    assert!(!server.transcript().contains("STORE"));
+}
+
 /// A refused SELECT is a one-line error naming the account; the listing
 /// sent with it is read to its end first, and nothing is fetched.
 #[test]

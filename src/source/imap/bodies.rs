@@ -42,6 +42,10 @@ const MAX_OTHER_LITERAL: u64 = 64 * 1024 * 1024;
 /// normally); the rest is read and dropped.
 const MAX_SELECT_ANSWER: usize = 64 * 1024;
 
+/// A size listing may hold this many more messages than SELECT's EXISTS
+/// (mail arriving while it is read); beyond that the server is broken.
+const LISTING_SLACK: usize = 1024;
+
 /// What `BodyReader::select_and_list` read.
 pub struct SelectAnswer {
     /// SELECT's untagged lines (CRLF-ended), for `parse_select`.
@@ -193,6 +197,7 @@ impl BodyReader {
         let mut select = Vec::new();
         let mut selected: Option<Result<()>> = None;
         let mut listing = Vec::new();
+        let mut most = LISTING_SLACK;
         loop {
             let line = self.read_line()?;
             if let Some(rest) = line.strip_prefix(b"* ") {
@@ -213,6 +218,14 @@ impl BodyReader {
                         i: 0,
                     })?;
                 } else if let Some(item) = self.listed(rest.to_vec())? {
+                    // Bounded memory: no more answers than the folder has
+                    // messages (and some arriving meanwhile).
+                    if listing.len() >= most {
+                        return Err(Error::Protocol(format!(
+                            "UID FETCH: more answers than the {} messages SELECT announced",
+                            most - LISTING_SLACK
+                        )));
+                    }
                     listing.push(item);
                 }
                 continue;
@@ -227,6 +240,7 @@ impl BodyReader {
                 continue;
             }
             if t == select_tag && selected.is_none() {
+                most = (super::parse_select(&select).exists as usize).saturating_add(LISTING_SLACK);
                 selected = Some(match status.as_str() {
                     "OK" => Ok(()),
                     "NO" => Err(Error::Server(format!("SELECT {mailbox}: NO {info}"))),
