@@ -295,6 +295,39 @@ fn max_size_leaves_big_messages_and_says_so_once() {
     assert!(dovecot.messages(&user, "INBOX").is_empty());
 }
 
+/// With nothing new but an oversized message to look at again, the size
+/// listing sent with SELECT (`1,3:*` here) also names the folder's last
+/// message; only what the scan asks about is taken from it. Here the last
+/// message was passed over by `only_unseen` and is not fetched later.
+#[test]
+fn the_listing_keeps_only_what_the_scan_asks_about() {
+    let dovecot = Dovecot::shared();
+    let user = dovecot.new_user();
+    dovecot.add_message(&user, "INBOX", &corpus::big(300_000));
+    let env = Env::new();
+    let config = imap_config(
+        &env,
+        dovecot,
+        &user,
+        "keep = true\nmax_size = \"100KB\"\nonly_unseen = true",
+    );
+    env.write_config(&config);
+    env.run(&["fetch"]).expect_code(1);
+    add_seen_messages(dovecot, &user, 1..2);
+    env.run(&["fetch"]).expect_code(1);
+    env.write_config(&config.replace("only_unseen = true", ""));
+    let out = env.run(&["-vv", "fetch"]);
+    out.expect_code(1);
+    assert!(
+        commands(&out.stderr)
+            .iter()
+            .any(|c| c.contains("UID FETCH 1,3:* (UID RFC822.SIZE)")),
+        "{}",
+        out.stderr
+    );
+    assert!(delivered_home(&env).is_empty());
+}
+
 #[test]
 fn wrong_password_exits_3_and_changes_nothing() {
     let dovecot = Dovecot::shared();

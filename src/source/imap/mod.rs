@@ -534,6 +534,11 @@ pub fn parse_select(data: &[u8]) -> Selected {
     selected
 }
 
+/// The UIDs in `uids` at or below `last`.
+fn at_most(uids: &[u32], last: u32) -> Vec<u32> {
+    uids.iter().copied().filter(|&u| u <= last).collect()
+}
+
 /// The UID set a size listing asks for: `oversized` (messages once too
 /// large, worth another look) and everything from `above` on.
 fn listing_set(oversized: &[u32], above: Option<u32>) -> String {
@@ -915,15 +920,16 @@ impl ImapSource {
         // trip: the listing asks for what would be new if UIDVALIDITY is
         // still the one seen before, checked once SELECT has answered.
         let before = seen.folder_state(folder)?;
+        // Messages once too large, under the UIDVALIDITY seen before.
+        let oversized_before = match before {
+            Some(p) if !fetch_all => seen.oversized_uids(folder, p.uidvalidity)?,
+            _ => Vec::new(),
+        };
         let guess = match before {
-            Some(p) if !fetch_all => {
-                let oversized: Vec<u32> = seen
-                    .oversized_uids(folder, p.uidvalidity)?
-                    .into_iter()
-                    .filter(|&u| u <= p.last_uid)
-                    .collect();
-                listing_set(&oversized, Some(p.last_uid.saturating_add(1)))
-            }
+            Some(p) if !fetch_all => listing_set(
+                &at_most(&oversized_before, p.last_uid),
+                Some(p.last_uid.saturating_add(1)),
+            ),
             _ => listing_set(&[], Some(1)),
         };
         let (selected, guessed) = self.select_and_list(&chosen.server_name, &guess)?;
@@ -961,10 +967,7 @@ impl ImapSource {
         let oversized: Vec<u32> = if fetch_all || renumbered.is_some() {
             Vec::new()
         } else {
-            seen.oversized_uids(folder, uidvalidity)?
-                .into_iter()
-                .filter(|&u| u <= last_uid)
-                .collect()
+            at_most(&oversized_before, last_uid)
         };
         let above = if fetch_all || renumbered.is_some() {
             Some(1)
@@ -979,21 +982,24 @@ impl ImapSource {
         let oversized: HashSet<u32> = oversized.into_iter().collect();
         let listing: Vec<Listed> = if selected.exists == 0 || set.is_empty() {
             Vec::new()
-        } else if renumbered.is_none() || guess == set {
-            // The guess asked for at least `set` (the filter below keeps
-            // only what `set` names).
-            guessed?
-                .into_iter()
-                .map(|l| Listed {
-                    uid: l.uid,
-                    size: l.size,
-                    seen_flag: l.seen,
-                })
-                .collect()
         } else {
-            self.list_sizes(&set, self.options.only_unseen)?
+            let listed = if renumbered.is_none() || guess == set {
+                // The guess asked for at least `set`.
+                guessed?
+                    .into_iter()
+                    .map(|l| Listed {
+                        uid: l.uid,
+                        size: l.size,
+                        seen_flag: l.seen,
+                    })
+                    .collect()
+            } else {
+                self.list_sizes(&set, self.options.only_unseen)?
+            };
+            listed
                 .into_iter()
-                // `N:*` names the last message even when its UID is below N.
+                // Only what `set` names: `N:*` also names the last message
+                // when its UID is below N, and the guess may name more.
                 .filter(|l| above.is_some_and(|from| l.uid >= from) || oversized.contains(&l.uid))
                 .collect()
         };
