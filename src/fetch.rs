@@ -4,7 +4,7 @@
 //!
 //! 1. download a message from the source;
 //! 2. deliver it to every destination;
-//!    then, for the batch of messages delivered so far (`commit_batch`):
+//!    then, for the batch of messages delivered so far (`Batch::commit`):
 //!    2b. make every delivery durable (one sync per destination);
 //!    3. mark them seen in the state database (one committed transaction);
 //!    4. only then ask the server to delete them.
@@ -400,7 +400,13 @@ fn fetch_locked(
             d.defer_sync();
         }
     }
-    let mut batch = Batch::new(if group { BATCH_MESSAGES } else { 1 });
+    let mut batch = Batch::new(
+        account,
+        keep,
+        audit,
+        &policy,
+        if group { BATCH_MESSAGES } else { 1 },
+    );
     let mut bytes_saved = 0u64;
     let mut deferred: Option<Error> = None;
     // A message some destination refused for good, left on the server:
@@ -602,17 +608,7 @@ fn fetch_locked(
                     //     downloaded again; what others owe is spooled.
                     //     The batch first: its sync makes what other
                     //     destinations took of this message durable too.
-                    commit_batch(
-                        &mut batch,
-                        account,
-                        keep,
-                        &mut destinations,
-                        state,
-                        source.as_mut(),
-                        report,
-                        audit,
-                        &policy,
-                    )?;
+                    batch.commit(&mut destinations, state, source.as_mut(), report)?;
                     state
                         .commit_refused(
                             &account.name,
@@ -664,34 +660,14 @@ fn fetch_locked(
                     header_hash,
                 });
                 if batch.is_due() {
-                    commit_batch(
-                        &mut batch,
-                        account,
-                        keep,
-                        &mut destinations,
-                        state,
-                        source.as_mut(),
-                        report,
-                        audit,
-                        &policy,
-                    )?;
+                    batch.commit(&mut destinations, state, source.as_mut(), report)?;
                 }
                 continue;
             }
             // A destination owes this message for now. The batch first
             // (its sync covers this message's deliveries too), then this
             // message:
-            commit_batch(
-                &mut batch,
-                account,
-                keep,
-                &mut destinations,
-                state,
-                source.as_mut(),
-                report,
-                audit,
-                &policy,
-            )?;
+            batch.commit(&mut destinations, state, source.as_mut(), report)?;
             // 3. Mark seen, and spool what a destination owes for now, in
             //    one transaction: the commit that makes deletion safe.
             state
@@ -746,17 +722,7 @@ fn fetch_locked(
         }
     })();
     // What was delivered is committed even when a later message failed.
-    let committed = commit_batch(
-        &mut batch,
-        account,
-        keep,
-        &mut destinations,
-        state,
-        source.as_mut(),
-        report,
-        audit,
-        &policy,
-    );
+    let committed = batch.commit(&mut destinations, state, source.as_mut(), report);
     let delivered = match (delivered, committed) {
         (Ok(()), committed) => committed,
         (Err(e), Ok(())) => Err(e),
@@ -810,8 +776,13 @@ const BATCH_BYTES: u64 = 8 << 20;
 /// power cut makes the next run download again).
 const BATCH_AGE: Duration = Duration::from_secs(1);
 
-/// Messages delivered and waiting for their commit (`commit_batch`).
-struct Batch {
+/// Messages delivered and waiting for their commit (`Batch::commit`),
+/// with what the commit needs to know of the run.
+struct Batch<'a> {
+    account: &'a Account,
+    keep: bool,
+    audit: Option<&'a AuditLog>,
+    policy: &'a RetryPolicy,
     /// Messages per commit: 1 unless every destination defers its sync.
     limit: usize,
     done: Vec<Delivered>,
@@ -828,9 +799,19 @@ struct Delivered {
     bytes: u64,
 }
 
-impl Batch {
-    fn new(limit: usize) -> Batch {
+impl<'a> Batch<'a> {
+    fn new(
+        account: &'a Account,
+        keep: bool,
+        audit: Option<&'a AuditLog>,
+        policy: &'a RetryPolicy,
+        limit: usize,
+    ) -> Batch<'a> {
         Batch {
+            account,
+            keep,
+            audit,
+            policy,
             limit,
             done: Vec::new(),
             bytes: 0,
@@ -849,78 +830,74 @@ impl Batch {
             || self.bytes >= BATCH_BYTES
             || self.since.is_some_and(|t| t.elapsed() >= BATCH_AGE)
     }
-}
 
-/// Steps 2b to 4 of the durable order, for every message in `batch`:
-/// sync every destination, mark the batch seen in one transaction, and
-/// only then tell the source (flags, deletion). The destinations are
-/// synced even when the batch is empty: whatever was delivered so far is
-/// durable when this returns `Ok`, which a message committed on its own
-/// right after relies on.
-#[allow(clippy::too_many_arguments)]
-fn commit_batch(
-    batch: &mut Batch,
-    account: &Account,
-    keep: bool,
-    destinations: &mut [Box<dyn Destination>],
-    state: &mut State,
-    source: &mut dyn Source,
-    report: &mut AccountReport,
-    audit: Option<&AuditLog>,
-    policy: &RetryPolicy,
-) -> Result<()> {
-    // 2b. Every delivery durable: the batch's, and those of a message
-    //     about to be committed on its own (refused or spooled for some
-    //     destination, delivered to others) even when the batch is empty.
-    for d in destinations.iter_mut() {
-        d.sync()?;
-    }
-    if batch.done.is_empty() {
-        return Ok(());
-    }
-    let done = std::mem::take(&mut batch.done);
-    batch.bytes = 0;
-    batch.since = None;
-    crate::fault::point("synced");
-    // 3. Mark the batch seen, in one transaction: the commit that makes
-    //    deletion safe.
-    let entries: Vec<_> = done
-        .iter()
-        .map(|d| {
-            (
+    /// Steps 2b to 4 of the durable order, for every message in the batch:
+    /// sync every destination, mark the batch seen in one transaction, and
+    /// only then tell the source (flags, deletion). The destinations are
+    /// synced even when the batch is empty: whatever was delivered so far is
+    /// durable when this returns `Ok`, which a message committed on its own
+    /// right after relies on.
+    fn commit(
+        &mut self,
+        destinations: &mut [Box<dyn Destination>],
+        state: &mut State,
+        source: &mut dyn Source,
+        report: &mut AccountReport,
+    ) -> Result<()> {
+        let (account, keep, audit) = (self.account, self.keep, self.audit);
+        // 2b. Every delivery durable: the batch's, and those of a message
+        //     about to be committed on its own (refused or spooled for some
+        //     destination, delivered to others) even when the batch is empty.
+        for d in destinations.iter_mut() {
+            d.sync()?;
+        }
+        if self.done.is_empty() {
+            return Ok(());
+        }
+        let done = std::mem::take(&mut self.done);
+        self.bytes = 0;
+        self.since = None;
+        crate::fault::point("synced");
+        // 3. Mark the batch seen, in one transaction: the commit that makes
+        //    deletion safe.
+        let entries: Vec<_> = done
+            .iter()
+            .map(|d| {
+                (
+                    &d.remote,
+                    d.message_id.as_deref(),
+                    Some(d.header_hash.as_str()),
+                )
+            })
+            .collect();
+        state.commit_deliveries(&account.name, &entries, retry::now(), self.policy)?;
+        crate::fault::point("committed");
+        log::debug!(
+            "{}: committed {} delivered message(s) in one transaction",
+            account.name,
+            done.len()
+        );
+        for d in &done {
+            report.messages += 1;
+            report.bytes += d.bytes;
+            audit_message(
+                audit,
+                account,
                 &d.remote,
                 d.message_id.as_deref(),
-                Some(d.header_hash.as_str()),
-            )
-        })
-        .collect();
-    state.commit_deliveries(&account.name, &entries, retry::now(), policy)?;
-    crate::fault::point("committed");
-    log::debug!(
-        "{}: committed {} delivered message(s) in one transaction",
-        account.name,
-        done.len()
-    );
-    for d in &done {
-        report.messages += 1;
-        report.bytes += d.bytes;
-        audit_message(
-            audit,
-            account,
-            &d.remote,
-            d.message_id.as_deref(),
-            &account.deliver_to,
-            audit::Outcome::Delivered,
-            None,
-        )?;
-        source.delivered(&d.remote)?;
-        // 4. Only now may the server copy go.
-        if !keep {
-            source.delete(&d.remote)?;
-            crate::fault::point("delete-queued");
+                &account.deliver_to,
+                audit::Outcome::Delivered,
+                None,
+            )?;
+            source.delivered(&d.remote)?;
+            // 4. Only now may the server copy go.
+            if !keep {
+                source.delete(&d.remote)?;
+                crate::fault::point("delete-queued");
+            }
         }
+        Ok(())
     }
-    Ok(())
 }
 
 /// Appends one audit line about `message`, when an audit log is set.
