@@ -287,25 +287,11 @@ impl BodyReader {
             self.skip_rest(seg)?;
             return Ok(None);
         }
-        let number =
-            |digits: Vec<u8>| -> Option<u64> { std::str::from_utf8(&digits).ok()?.parse().ok() };
         let (mut uid, mut size, mut seen) = (None, None, false);
-        loop {
-            seg.space();
-            if seg.eat(b')') {
-                break;
-            }
-            if seg.at_end() {
-                return Err(protocol("FETCH response ends early", &seg.line));
-            }
-            let name = seg.atom().to_ascii_uppercase();
-            if name.is_empty() {
-                return Err(protocol("FETCH response is garbled", &seg.line));
-            }
-            seg.space();
-            match name.as_slice() {
-                b"UID" => uid = number(seg.atom()).and_then(|n| u32::try_from(n).ok()),
-                b"RFC822.SIZE" => size = number(seg.atom()),
+        self.fetch_items(seg, |_, name, seg| {
+            match name {
+                b"UID" => uid = number(&seg.atom()),
+                b"RFC822.SIZE" => size = number(&seg.atom()),
                 b"FLAGS" if seg.eat(b'(') => loop {
                     seg.space();
                     if seg.eat(b')') || seg.at_end() {
@@ -317,10 +303,10 @@ impl BodyReader {
                     }
                     seen |= flag.eq_ignore_ascii_case(b"\\Seen");
                 },
-                _ => self.skip_value(&mut seg)?,
+                _ => return Ok(false),
             }
-        }
-        self.skip_rest(seg)?;
+            Ok(true)
+        })?;
         Ok(uid.zip(size).map(|(uid, size)| Listing { uid, size, seen }))
     }
 
@@ -404,33 +390,14 @@ impl BodyReader {
         }
         let mut uid: Option<u32> = None;
         let mut body: Option<Vec<u8>> = None;
-        loop {
-            seg.space();
-            if seg.eat(b')') {
-                break;
+        self.fetch_items(seg, |me, name, seg| {
+            match name {
+                b"UID" => uid = number(&seg.atom()),
+                b"BODY[]" => body = Some(me.body_value(seg)?),
+                _ => return Ok(false),
             }
-            if seg.at_end() {
-                return Err(protocol("FETCH response ends early", &seg.line));
-            }
-            let name = seg.atom().to_ascii_uppercase();
-            if name.is_empty() {
-                return Err(protocol("FETCH response is garbled", &seg.line));
-            }
-            seg.space();
-            if name == b"UID" {
-                let digits = seg.atom();
-                uid = std::str::from_utf8(&digits)
-                    .ok()
-                    .and_then(|d| d.parse().ok());
-            } else if name == b"BODY[]" {
-                body = Some(self.body_value(&mut seg)?);
-            } else {
-                self.skip_value(&mut seg)?;
-            }
-        }
-        // What follows the closing parenthesis (nothing, normally) ends
-        // the line; a literal there would still have to be consumed.
-        self.skip_rest(seg)?;
+            Ok(true)
+        })?;
         let (Some(uid), Some(body)) = (uid, body) else {
             return Ok(());
         };
@@ -445,6 +412,37 @@ impl BodyReader {
             out.push_back((message, body));
         }
         Ok(())
+    }
+
+    /// Reads the items of a FETCH response's list, the cursor just past
+    /// its `(`, then the rest of the response. `take` gets each item's
+    /// name (upper case) with the cursor at its value, and says whether
+    /// it read the value; values it did not are skipped.
+    fn fetch_items(
+        &mut self,
+        mut seg: Segment,
+        mut take: impl FnMut(&mut Self, &[u8], &mut Segment) -> Result<bool>,
+    ) -> Result<()> {
+        loop {
+            seg.space();
+            if seg.eat(b')') {
+                break;
+            }
+            if seg.at_end() {
+                return Err(protocol("FETCH response ends early", &seg.line));
+            }
+            let name = seg.atom().to_ascii_uppercase();
+            if name.is_empty() {
+                return Err(protocol("FETCH response is garbled", &seg.line));
+            }
+            seg.space();
+            if !take(self, &name, &mut seg)? {
+                self.skip_value(&mut seg)?;
+            }
+        }
+        // What follows the closing parenthesis (nothing, normally) ends
+        // the line; a literal there would still have to be consumed.
+        self.skip_rest(seg)
     }
 
     /// Reads the value of `BODY[]`: a literal (streamed from the
@@ -619,6 +617,11 @@ impl BodyReader {
             transcript::server(&self.label, text);
         }
     }
+}
+
+/// A number in a response (`UID`, `RFC822.SIZE`), if it is one that fits.
+fn number<T: std::str::FromStr>(digits: &[u8]) -> Option<T> {
+    std::str::from_utf8(digits).ok()?.parse().ok()
 }
 
 fn net_error(e: io::Error) -> Error {
