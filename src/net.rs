@@ -190,9 +190,8 @@ pub fn tls_handshake(server: &ServerConfig, tcp: TcpStream) -> Result<Stream> {
 /// every connection. The `ca_file` is read when its connector is first
 /// built.
 fn connector(server: &ServerConfig) -> Result<TlsConnector> {
-    type Key = (Option<PathBuf>, bool);
-    static CACHE: OnceLock<Mutex<HashMap<Key, TlsConnector>>> = OnceLock::new();
-    let key: Key = (server.ca_file.clone(), server.fingerprint.is_some());
+    static CACHE: OnceLock<Mutex<HashMap<ConnectorKey, TlsConnector>>> = OnceLock::new();
+    let key = connector_key(server);
     // Held while building: a connector being built (by `prepare_tls`)
     // is waited for, not built twice.
     let mut cache = CACHE
@@ -223,6 +222,14 @@ fn connector(server: &ServerConfig) -> Result<TlsConnector> {
     Ok(built)
 }
 
+/// What tells connectors apart: the extra trust anchor, and whether the
+/// certificate is pinned.
+type ConnectorKey = (Option<PathBuf>, bool);
+
+fn connector_key(server: &ServerConfig) -> ConnectorKey {
+    (server.ca_file.clone(), server.fingerprint.is_some())
+}
+
 /// Starts building the TLS connectors `servers` will need, on a thread of
 /// its own, so that reading the system's CA bundle (tens of milliseconds
 /// of CPU, twice over in native-tls 0.2.18) overlaps with opening the
@@ -232,9 +239,9 @@ fn connector(server: &ServerConfig) -> Result<TlsConnector> {
 pub fn prepare_tls<'a>(servers: impl IntoIterator<Item = &'a ServerConfig>) {
     let mut wanted: Vec<ServerConfig> = Vec::new();
     for server in servers {
-        let known = wanted.iter().any(|w| {
-            w.ca_file == server.ca_file && w.fingerprint.is_some() == server.fingerprint.is_some()
-        });
+        let known = wanted
+            .iter()
+            .any(|w| connector_key(w) == connector_key(server));
         if server.tls != crate::config::TlsMode::None && !known {
             wanted.push(server.clone());
         }
