@@ -467,33 +467,19 @@ fn imap_message_deferred_before_download_is_fetched_next_run() {
     ]);
     let smtp = FakeServer::start(script);
     let env = Env::new();
+    // smtp_config's POP3 account, pointed at IMAPS instead.
     let imap = |port: u16| {
-        format!(
-            r#"[general]
-state_dir = "{state}"
-add_received = false
-[[account]]
-name = "acct"
-protocol = "imap"
-host = "localhost"
-port = {imaps}
-ca_file = "{ca}"
-user = "{user}"
-password = "{password}"
-deliver_to = ["relay"]
-[destination.relay]
-type = "smtp"
-host = "127.0.0.1"
-port = {port}
-tls = "none"
-recipient = "jaco@kroon.co.za"
-"#,
-            state = env.path("state").display(),
-            imaps = dovecot.imaps,
-            ca = dovecot.cert_pem.display(),
-            user = user.name,
-            password = user.password,
-        )
+        let config = smtp_config(&env, dovecot, &user, port, "")
+            .replace("protocol = \"pop3\"", "protocol = \"imap\"")
+            .replace(
+                &format!("port = {}\n", dovecot.pop3s),
+                &format!("port = {}\n", dovecot.imaps),
+            );
+        assert!(config.contains(&format!(
+            "protocol = \"imap\"\nhost = \"localhost\"\nport = {}\n",
+            dovecot.imaps
+        )));
+        config
     };
     env.write_config(&imap(smtp.port()));
     let out = env.run(&["fetch"]);
