@@ -37,6 +37,8 @@ pub enum Outcome {
     Bounced,
     /// It was left on the server (over `max_size`).
     Skipped,
+    /// It was left on the server as a suspected mail loop.
+    Looped,
 }
 
 impl fmt::Display for Outcome {
@@ -47,6 +49,7 @@ impl fmt::Display for Outcome {
             Outcome::Refused => "refused",
             Outcome::Bounced => "bounced",
             Outcome::Skipped => "skipped",
+            Outcome::Looped => "loop",
         })
     }
 }

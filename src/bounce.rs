@@ -10,7 +10,7 @@ use std::time::Duration;
 use chrono::{DateTime, Local, TimeZone};
 
 use crate::message::header_block;
-use crate::spool::GiveUp;
+use crate::store::spool::GiveUp;
 
 /// What a bounce says.
 #[derive(Debug, Clone)]

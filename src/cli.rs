@@ -238,7 +238,7 @@ the server reported an error or timed out
 another mailretr holds the lock for that account
 .TP
 .B 10
-a delivery failed and could not be spooled
+a delivery failed and could not be spooled: a destination refused a message that stays on the server, or a local fault (permissions, a read\-only or failing disk, a broken MDA) stopped delivery; nothing undelivered was deleted
 .TP
 .B 13
 mail was retrieved, but \fBfetch_limit\fR or \fBmax_bytes_per_run\fR stopped the run with more left on the server (run again). Any real failure of another account outranks it; another account's plain retrieval (0) wins over it, as in fetchmail

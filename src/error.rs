@@ -50,8 +50,11 @@ pub enum Error {
         destination: String,
         /// What went wrong.
         message: String,
-        /// Whether a later attempt may succeed (SMTP 4xx, EX_TEMPFAIL, disk full).
-        transient: bool,
+        /// What kind of failure it is (SPEC "What a failure does"):
+        /// temporary (spool and retry), refused for good by the remote
+        /// side (`on_refused` applies), or a local fault (nothing is
+        /// deleted, nothing recorded; the next run tries again).
+        failure: Failure,
     },
     /// The state database could not be opened, read or written.
     #[error("state database {path}: {message}")]
@@ -69,7 +72,96 @@ pub enum Error {
     Internal(String),
 }
 
+/// The three kinds of delivery failure, each with its one consequence
+/// (SPEC "What a failure does"). Every failure is classified exactly once,
+/// by `Error::failure`; nothing else decides between spooling, acting on
+/// `on_refused` and stopping.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Failure {
+    /// May work later: SMTP/LMTP 4xx, MDA exit 75, a full disk, a refused
+    /// or dropped connection. The message goes to the retry spool.
+    Temporary,
+    /// Refused for good by the remote side for this message or
+    /// recipient: SMTP/LMTP 5xx, IMAP APPEND NO for the message, an MDA
+    /// exiting with a sysexits code that means refusal. Only this is what
+    /// `on_refused` acts on.
+    Refused,
+    /// Our side is broken: permissions, a read-only or failing file
+    /// system, a path that is not a directory, an MDA that cannot start,
+    /// is killed or exits with an undocumented code, a protocol error, a
+    /// bug. Nothing is deleted or recorded as refused; the message stays
+    /// where it is (server or spool) and the next run tries again.
+    Local,
+}
+
+impl Failure {
+    /// Of several recipients' failures, the one that decides for a
+    /// message still held (the spool): a local fault or a temporary
+    /// failure keeps it for another try; only when every one is a refusal
+    /// is it refused. `Refused` for none.
+    pub fn most_hopeful(failures: impl IntoIterator<Item = Failure>) -> Failure {
+        failures
+            .into_iter()
+            .min_by_key(|f| match f {
+                Failure::Local => 0,
+                Failure::Temporary => 1,
+                Failure::Refused => 2,
+            })
+            .unwrap_or(Failure::Refused)
+    }
+}
+
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Failure::Temporary => "temporary",
+            Failure::Refused => "refused",
+            Failure::Local => "local fault",
+        })
+    }
+}
+
 impl Error {
+    /// A delivery failure at `destination`.
+    pub fn delivery(
+        destination: impl Into<String>,
+        message: impl Into<String>,
+        failure: Failure,
+    ) -> Error {
+        Error::Delivery {
+            destination: destination.into(),
+            message: message.into(),
+            failure,
+        }
+    }
+
+    /// The one failure classifier: what a delivery that ended in this
+    /// error means for the message. Delivery errors carry the kind their
+    /// destination determined from the protocol (a reply code, an exit
+    /// status, an errno); any other error reaching delivery is a broken
+    /// connection or server hiccup (temporary) or a fault on our side.
+    pub fn failure(&self) -> Failure {
+        match self {
+            Error::Delivery { failure, .. } => *failure,
+            Error::Network { .. } | Error::Timeout(_) | Error::Server(_) | Error::Locked(_) => {
+                Failure::Temporary
+            }
+            Error::Tls(_)
+            | Error::Config(_)
+            | Error::UnsafePermissions(_)
+            | Error::Auth(_)
+            | Error::Protocol(_)
+            | Error::State { .. }
+            | Error::Internal(_) => Failure::Local,
+        }
+    }
+
+    /// Whether this is a refusal for good by the remote side, the only
+    /// failure `on_refused` acts on.
+    pub fn is_refusal(&self) -> bool {
+        self.failure() == Failure::Refused
+    }
+
     /// The fetchmail-compatible exit code for this error.
     pub fn exit_code(&self) -> ExitCode {
         match self {
@@ -87,11 +179,7 @@ impl Error {
 
     /// Whether trying the same thing again later might work.
     pub fn is_transient(&self) -> bool {
-        match self {
-            Error::Network { .. } | Error::Timeout(_) | Error::Server(_) | Error::Locked(_) => true,
-            Error::Delivery { transient, .. } => *transient,
-            _ => false,
-        }
+        self.failure() == Failure::Temporary
     }
 
     /// Wraps an I/O error from talking to a server, telling a timeout from

@@ -4,7 +4,7 @@
 //!
 //! The data flow follows the module layout: `config` → `source` (POP3,
 //! IMAP) → `message` and its envelope → `destination` → `state`, tied
-//! together in the durable order by `fetch`.
+//! together in the durable order by `run`.
 
 pub mod audit;
 pub mod bounce;
@@ -15,7 +15,6 @@ pub mod destination;
 pub mod error;
 pub mod exit;
 pub mod fault;
-pub mod fetch;
 pub mod lock;
 pub mod message;
 pub mod net;
@@ -23,13 +22,13 @@ pub mod progress;
 pub mod queue;
 pub mod retry;
 pub mod route;
+pub mod run;
 pub mod scram;
 pub mod secret;
 pub mod signal;
 pub mod source;
-pub mod spool;
-pub mod state;
 pub mod status;
+pub mod store;
 pub mod transcript;
 pub mod watch;
 

@@ -11,7 +11,7 @@ use clap::Parser;
 
 use mailretr::cli::{Cli, Command, ConfigCommand, FetchArgs, LogFormat, QueueCommand};
 use mailretr::config::{self, Config, Secret};
-use mailretr::fetch::{self, AccountReport, FetchOptions};
+use mailretr::run::{self, AccountReport, FetchOptions};
 use mailretr::{Error, ExitCode};
 
 /// `--log-format`, set once at start.
@@ -128,7 +128,7 @@ fn run(cli: &Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Status { json } => {
             let config = load_config(cli)?;
-            let state = mailretr::state::State::open(&config.general.state_dir)?;
+            let state = mailretr::store::State::open(&config.general.state_dir)?;
             let names: Vec<String> = config.accounts.iter().map(|a| a.name.clone()).collect();
             let statuses = mailretr::status::collect(&state, &names)?;
             if *json {
@@ -160,7 +160,7 @@ fn run(cli: &Cli) -> anyhow::Result<ExitCode> {
 fn queue_command(cli: &Cli, command: &QueueCommand) -> anyhow::Result<ExitCode> {
     use mailretr::{queue, retry};
     let config = load_config(cli)?;
-    let mut state = mailretr::state::State::open(&config.general.state_dir)?;
+    let mut state = mailretr::store::State::open(&config.general.state_dir)?;
     let now = retry::now();
     let unknown =
         |id: i64| Error::Config(format!("no spool entry {id} (see `mailretr queue list`)"));
@@ -332,10 +332,10 @@ fn fetch_command(cli: &Cli, args: &FetchArgs) -> anyhow::Result<ExitCode> {
     }
     let verbose = cli.verbose > 0;
     let check = args.check;
-    let reports = fetch::run(&config, &selected, &options, &|r| {
+    let reports = run::run(&config, &selected, &options, &|r| {
         print_report(r, verbose, check)
     });
-    Ok(fetch::merged_exit_code(&reports))
+    Ok(run::merged_exit_code(&reports))
 }
 
 /// One line per failure (always), per warning (unless -q, via the log),
@@ -344,6 +344,10 @@ fn fetch_command(cli: &Cli, args: &FetchArgs) -> anyhow::Result<ExitCode> {
 fn print_report(report: &AccountReport, verbose: bool, check: bool) {
     for w in &report.warnings {
         log::warn!("account {}: {w}", report.account);
+    }
+    // Even with -q: a suspected mail loop left on the server.
+    for a in &report.alerts {
+        stderr_line(log::Level::Warn, Some(&report.account), a);
     }
     if let Some(e) = &report.error {
         let mut line = e.to_string();

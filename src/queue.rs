@@ -1,12 +1,12 @@
 //! What `mailretr queue list|show` print: the spool as a table that fits
 //! a terminal, as stable JSON for scripts, and one entry in full with its
-//! history. Pure formatting over `crate::spool` types; the commands
+//! history. Pure formatting over `crate::store::spool` types; the commands
 //! themselves are wired in the binary.
 
 use chrono::{Local, TimeZone};
 use serde_json::json;
 
-use crate::spool::{SpoolEntry, SpoolSummary};
+use crate::store::spool::{SpoolEntry, SpoolSummary};
 
 /// A compact age or wait: `45s`, `12m`, `3h`, `2d`.
 pub fn short_duration(secs: i64) -> String {

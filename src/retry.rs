@@ -1,5 +1,5 @@
 //! Retrying the spool and sending bounces: the glue between the spool's
-//! storage and schedule (`crate::spool`), the destinations, and the DSNs
+//! storage and schedule (`crate::store::spool`), the destinations, and the DSNs
 //! of `crate::bounce`. `fetch` flushes an account's due entries before it
 //! fetches new mail; `mailretr queue flush` does the same on demand.
 
@@ -8,10 +8,10 @@ use std::collections::HashMap;
 use crate::bounce::{self, Bounce};
 use crate::config::{Account, Config, DestinationConfig};
 use crate::destination::{self, Destination};
-use crate::error::{Error, Result};
+use crate::error::{Error, Failure, Result};
 use crate::message::Envelope;
-use crate::spool::{self, FlushReport, GiveUp, RetryPolicy, SpoolEntry};
-use crate::state::State;
+use crate::store::spool::{self, FlushReport, GiveUp, RetryPolicy, SpoolEntry};
+use crate::store::State;
 
 /// The retry schedule from `[general]`.
 pub fn policy(config: &Config) -> RetryPolicy {
@@ -44,11 +44,12 @@ pub fn flush_account(
         let mut deliver = |entry: &SpoolEntry| -> Result<()> {
             let e = &entry.summary;
             let Some(dest_config) = config.destinations.get(&e.destination) else {
-                return Err(Error::Delivery {
-                    destination: e.destination.clone(),
-                    message: "this destination is no longer in the config".into(),
-                    transient: true,
-                });
+                // A config edit, not the message: kept in the spool.
+                return Err(Error::delivery(
+                    e.destination.clone(),
+                    "this destination is no longer in the config",
+                    Failure::Local,
+                ));
             };
             if !open.contains_key(&e.destination) {
                 let d = destination::open(&e.destination, dest_config, &config.general.hostname)?;
@@ -66,7 +67,7 @@ pub fn flush_account(
                 return Ok(());
             }
             // Some recipients took it: only the others are still owed.
-            let transient = report.refused.iter().any(|r| r.error.is_transient());
+            let failure = Failure::most_hopeful(report.refused.iter().map(|r| r.error.failure()));
             let message = report
                 .refused
                 .iter()
@@ -77,11 +78,7 @@ pub fn flush_account(
                 e.id,
                 report.refused.into_iter().map(|r| r.recipient).collect(),
             ));
-            Err(Error::Delivery {
-                destination: e.destination.clone(),
-                message,
-                transient,
-            })
+            Err(Error::delivery(e.destination.clone(), message, failure))
         };
         let account_config = config.accounts.iter().find(|a| a.name == account);
         let mut bounce = |entry: &SpoolEntry, why: &GiveUp| -> Result<()> {
@@ -174,11 +171,7 @@ pub fn send_bounce(
     e: &Undelivered,
     why: &GiveUp,
 ) -> Result<()> {
-    let no_route = |message: String| Error::Delivery {
-        destination: "bounce".into(),
-        message,
-        transient: true,
-    };
+    let no_route = |message: String| Error::delivery("bounce", message, Failure::Temporary);
     let to = match e.sender {
         Some(s) if !s.is_empty() => s.to_string(),
         _ => config.general.postmaster.clone().ok_or_else(|| {

@@ -8,9 +8,17 @@
 //! the config asks and no envelope header is present, the addresses in
 //! `To:` and `Cc:`. Only addresses in `local_domains` are kept; `aliases`
 //! map an address or a bare local part to the recipient to deliver to;
-//! duplicates are removed. A recipient that a `Delivered-To:` header
-//! already names has had this message delivered once before: delivering
-//! again would be a mail loop, so it is dropped and reported.
+//! duplicates are removed.
+//!
+//! Loops: qmail, Postfix and Dovecot add one `Delivered-To:` per delivery,
+//! so the topmost `Delivered-To:` is the delivering MTA's own record of
+//! the delivery that put the message in this mailbox (Postfix writes it
+//! equal to `X-Original-To:`) and is not a hop. A `Delivered-To:` counts
+//! only when it lies below the topmost one and also below the envelope
+//! header used, when that is lower in the header block. A recipient such a
+//! lower `Delivered-To:` names has had this message delivered before and
+//! come back: delivering again would be a mail loop, so it is dropped and
+//! reported. One `Delivered-To: X` is a delivery; two are a loop.
 //!
 //! Everything here is a pure function of the header bytes.
 
@@ -22,7 +30,8 @@ use crate::message;
 pub struct Routing {
     /// The recipients to deliver to, after aliasing, without duplicates.
     pub recipients: Vec<String>,
-    /// Recipients left out because a `Delivered-To:` already names them.
+    /// Recipients left out because a lower `Delivered-To:` (one below the
+    /// topmost and below the envelope header) already names them.
     pub looped: Vec<String>,
     /// The header the recipients were read from, if any.
     pub found_in: Option<String>,
@@ -35,13 +44,19 @@ pub fn route(headers: &[u8], multidrop: &Multidrop) -> Routing {
         Some(h) => vec![h.as_str()],
         None => ENVELOPE_HEADERS.to_vec(),
     };
+    let fields = header_fields(headers);
+    let first = |name: &str| {
+        fields
+            .iter()
+            .position(|(n, _)| n.eq_ignore_ascii_case(name))
+    };
     let mut addresses = Vec::new();
-    // The occurrence used as the envelope, so the loop check skips it.
-    let mut envelope_delivered_to = false;
+    // Where the envelope header used sits in the header block.
+    let mut envelope_at = None;
     for name in candidates {
-        if let Some(first) = message::header_values(headers, name).into_iter().next() {
-            addresses = parse_address_list(&first);
-            envelope_delivered_to = name.eq_ignore_ascii_case("Delivered-To");
+        if let Some(i) = first(name) {
+            addresses = parse_address_list(&fields[i].1);
+            envelope_at = Some(i);
             routing.found_in = Some(name.to_string());
             break;
         }
@@ -54,10 +69,17 @@ pub fn route(headers: &[u8], multidrop: &Multidrop) -> Routing {
         }
         routing.found_in = Some("To/Cc".into());
     }
-    let delivered_to: Vec<String> = message::header_values(headers, "Delivered-To")
-        .into_iter()
-        .skip(usize::from(envelope_delivered_to))
-        .flat_map(|v| parse_address_list(&v))
+    // The topmost Delivered-To is the delivering MTA's own, not a hop; only
+    // those below it, and below the envelope header, are earlier deliveries.
+    // (`None < Some`: with no Delivered-To at all there is nothing to count.)
+    let below = first("Delivered-To").max(envelope_at);
+    let delivered_to: Vec<String> = fields
+        .iter()
+        .enumerate()
+        .filter(|(i, (n, _))| {
+            below.is_some_and(|b| *i > b) && n.eq_ignore_ascii_case("Delivered-To")
+        })
+        .flat_map(|(_, (_, v))| parse_address_list(v))
         .map(|a| a.to_ascii_lowercase())
         .collect();
     for address in addresses {
@@ -90,6 +112,41 @@ pub fn route(headers: &[u8], multidrop: &Multidrop) -> Routing {
         }
     }
     routing
+}
+
+/// Every header field of the block as (name, unfolded value), top to
+/// bottom, read the way [`message::header_values`] reads them, so that
+/// positions of different fields can be compared.
+fn header_fields(headers: &[u8]) -> Vec<(String, String)> {
+    let mut out: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
+    let mut in_field = false;
+    for line in message::header_block(headers).split(|&b| b == b'\n') {
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        if line.first().is_some_and(|b| *b == b' ' || *b == b'\t') {
+            if in_field {
+                let (_, v) = out.last_mut().expect("in a field");
+                v.push(b' ');
+                v.extend_from_slice(line.trim_ascii());
+            }
+            continue;
+        }
+        in_field = false;
+        if let Some(colon) = line.iter().position(|&b| b == b':') {
+            out.push((
+                line[..colon].trim_ascii().to_vec(),
+                line[colon + 1..].trim_ascii().to_vec(),
+            ));
+            in_field = true;
+        }
+    }
+    out.into_iter()
+        .map(|(n, v)| {
+            (
+                String::from_utf8_lossy(&n).into_owned(),
+                String::from_utf8_lossy(&v).into_owned(),
+            )
+        })
+        .collect()
 }
 
 /// The addresses in a header value such as
@@ -203,8 +260,14 @@ mod tests {
     }
 
     #[test]
-    fn a_delivered_to_naming_the_recipient_is_a_loop() {
+    fn only_a_lower_delivered_to_is_a_loop() {
+        // The topmost Delivered-To is the delivering MTA's own: no loop.
         let h = b"Delivered-To: jaco@kroon.co.za\nX-Original-To: jaco@kroon.co.za, anna@kroon.co.za\n\n";
+        let r = route(h, &md(Some("X-Original-To")));
+        assert_eq!(r.recipients, ["jaco@kroon.co.za", "anna@kroon.co.za"]);
+        assert!(r.looped.is_empty());
+        // A second, lower Delivered-To naming a recipient is a loop.
+        let h = b"Delivered-To: jaco@kroon.co.za\nX-Original-To: jaco@kroon.co.za, anna@kroon.co.za\nReceived: x\nDelivered-To: jaco@kroon.co.za\n\n";
         let r = route(h, &md(Some("X-Original-To")));
         assert_eq!(r.recipients, ["anna@kroon.co.za"]);
         assert_eq!(r.looped, ["jaco@kroon.co.za"]);
@@ -217,5 +280,161 @@ mod tests {
             route(h, &md(Some("Delivered-To"))).looped,
             ["jaco@kroon.co.za"]
         );
+        // An envelope header lower than the topmost Delivered-To: only the
+        // Delivered-To lines below the envelope header count.
+        let h = b"Delivered-To: jaco@kroon.co.za\nDelivered-To: jaco@kroon.co.za\nEnvelope-To: jaco@kroon.co.za\n\n";
+        let r = route(h, &md(Some("Envelope-To")));
+        assert_eq!(r.recipients, ["jaco@kroon.co.za"]);
+        assert!(r.looped.is_empty());
+        let h = b"Delivered-To: x@example.org\nEnvelope-To: jaco@kroon.co.za\nDelivered-To: jaco@kroon.co.za\n\n";
+        assert_eq!(
+            route(h, &md(Some("Envelope-To"))).looped,
+            ["jaco@kroon.co.za"]
+        );
+        // Header names are case-insensitive and folded values unfold.
+        let h = b"delivered-to: jaco@kroon.co.za\nDELIVERED-TO:\n  Jaco@Kroon.co.za\n\n";
+        assert_eq!(
+            route(h, &md(Some("Delivered-To"))).looped,
+            ["jaco@kroon.co.za"]
+        );
+    }
+
+    // Golden fixtures: messages as MTAs write them (tests/fixtures/mta/README).
+    const POSTFIX_LOCAL: &[u8] = include_bytes!("../tests/fixtures/mta/postfix-local.eml");
+    const POSTFIX_VIRTUAL: &[u8] = include_bytes!("../tests/fixtures/mta/postfix-virtual.eml");
+    const EXIM: &[u8] = include_bytes!("../tests/fixtures/mta/exim.eml");
+    const QMAIL: &[u8] = include_bytes!("../tests/fixtures/mta/qmail.eml");
+    const QMAIL_LOOP: &[u8] = include_bytes!("../tests/fixtures/mta/qmail-loop.eml");
+    const DOVECOT_LMTP: &[u8] = include_bytes!("../tests/fixtures/mta/dovecot-lmtp.eml");
+    const GMAIL_EXPORT: &[u8] = include_bytes!("../tests/fixtures/mta/gmail-export.eml");
+    const M365_EXPORT: &[u8] = include_bytes!("../tests/fixtures/mta/m365-export.eml");
+
+    /// Routes a fixture's header block with `envelope_header`.
+    fn route_fixture(message: &[u8], header: Option<&str>) -> Routing {
+        route(message::header_block(message), &md(header))
+    }
+
+    #[test]
+    fn fixture_postfix_local_own_delivered_to_is_not_a_loop() {
+        // Postfix writes X-Original-To and then its own Delivered-To, both
+        // jaco@kroon.co.za: ordinary mail, not a loop.
+        let r = route_fixture(POSTFIX_LOCAL, Some("X-Original-To"));
+        assert_eq!(r.recipients, ["jaco@kroon.co.za"]);
+        assert!(r.looped.is_empty());
+        assert_eq!(r.found_in.as_deref(), Some("X-Original-To"));
+        // Reading Delivered-To as the envelope gives the same.
+        let r = route_fixture(POSTFIX_LOCAL, Some("Delivered-To"));
+        assert_eq!(r.recipients, ["jaco@kroon.co.za"]);
+        assert!(r.looped.is_empty());
+    }
+
+    #[test]
+    fn fixture_postfix_virtual_reads_the_original_recipient() {
+        let r = route_fixture(POSTFIX_VIRTUAL, Some("X-Original-To"));
+        assert_eq!(r.recipients, ["info@kroon.co.za"]);
+        assert!(r.looped.is_empty());
+        // The mailbox it was delivered to, when asked for Delivered-To.
+        let r = route_fixture(POSTFIX_VIRTUAL, Some("Delivered-To"));
+        assert_eq!(r.recipients, ["jaco@kroon.co.za"]);
+        assert!(r.looped.is_empty());
+    }
+
+    #[test]
+    fn fixture_exim_envelope_to() {
+        // Exim spells it `Envelope-to:`; the config's `Envelope-To` matches.
+        let r = route_fixture(EXIM, Some("Envelope-To"));
+        assert_eq!(r.recipients, ["jaco@kroon.co.za"]);
+        assert_eq!(r.found_in.as_deref(), Some("Envelope-To"));
+        assert!(r.looped.is_empty());
+        assert!(route_fixture(EXIM, Some("X-Original-To"))
+            .recipients
+            .is_empty());
+    }
+
+    #[test]
+    fn fixture_qmail_forward_hops_are_not_a_loop() {
+        let r = route_fixture(QMAIL, Some("Delivered-To"));
+        assert_eq!(r.recipients, ["jaco@kroon.co.za"]);
+        assert!(r.looped.is_empty());
+    }
+
+    #[test]
+    fn fixture_qmail_loop_is_looped() {
+        let r = route_fixture(QMAIL_LOOP, Some("Delivered-To"));
+        assert!(r.recipients.is_empty());
+        assert_eq!(r.looped, ["jaco@kroon.co.za"]);
+        let r = route_fixture(QMAIL_LOOP, None);
+        assert!(r.recipients.is_empty());
+        assert_eq!(r.looped, ["jaco@kroon.co.za"]);
+    }
+
+    #[test]
+    fn fixture_dovecot_lmtp_delivered_to_is_the_envelope() {
+        let r = route_fixture(DOVECOT_LMTP, Some("Delivered-To"));
+        assert_eq!(r.recipients, ["jaco@kroon.co.za"]);
+        assert_eq!(r.found_in.as_deref(), Some("Delivered-To"));
+        assert!(r.looped.is_empty());
+    }
+
+    #[test]
+    fn fixtures_default_envelope_header_search() {
+        // (fixture, message, recipients, found_in)
+        type Case = (
+            &'static str,
+            &'static [u8],
+            &'static [&'static str],
+            Option<&'static str>,
+        );
+        let cases: [Case; 7] = [
+            (
+                "postfix-local",
+                POSTFIX_LOCAL,
+                &["jaco@kroon.co.za"],
+                Some("X-Original-To"),
+            ),
+            (
+                "postfix-virtual",
+                POSTFIX_VIRTUAL,
+                &["info@kroon.co.za"],
+                Some("X-Original-To"),
+            ),
+            ("exim", EXIM, &["jaco@kroon.co.za"], Some("Envelope-To")),
+            ("qmail", QMAIL, &["jaco@kroon.co.za"], Some("Delivered-To")),
+            ("qmail-loop", QMAIL_LOOP, &[], Some("Delivered-To")),
+            (
+                "dovecot-lmtp",
+                DOVECOT_LMTP,
+                &["jaco@kroon.co.za"],
+                Some("Delivered-To"),
+            ),
+            (
+                "gmail-export",
+                GMAIL_EXPORT,
+                &["jaco@kroon.co.za"],
+                Some("Delivered-To"),
+            ),
+        ];
+        for (name, fixture, recipients, found_in) in cases {
+            let r = route_fixture(fixture, None);
+            assert_eq!(r.recipients, recipients, "{name}");
+            assert_eq!(r.found_in.as_deref(), found_in, "{name}");
+            let looped: &[&str] = if name == "qmail-loop" {
+                &["jaco@kroon.co.za"]
+            } else {
+                &[]
+            };
+            assert_eq!(r.looped, looped, "{name}");
+        }
+        // Microsoft 365 writes none of the envelope headers mailretr reads:
+        // nothing without to_cc, the To: address with it.
+        let r = route_fixture(M365_EXPORT, None);
+        assert!(r.recipients.is_empty());
+        assert_eq!(r.found_in, None);
+        let mut m = md(None);
+        m.to_cc = true;
+        let r = route(message::header_block(M365_EXPORT), &m);
+        assert_eq!(r.recipients, ["jaco@kroon.co.za"]);
+        assert_eq!(r.found_in.as_deref(), Some("To/Cc"));
+        assert!(r.looped.is_empty());
     }
 }

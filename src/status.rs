@@ -9,7 +9,7 @@
 use serde_json::{json, Value};
 
 use crate::error::Result;
-use crate::state::{RunRecord, RunTotals, State};
+use crate::store::{RunRecord, RunTotals, State};
 
 /// The version of the JSON shape.
 pub const JSON_VERSION: u32 = 1;

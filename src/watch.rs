@@ -4,7 +4,7 @@
 //! `max_idle_connections`, each a separate session that only `EXAMINE`s
 //! its folder and idles. Any new mail wakes the account, which then
 //! fetches through exactly the same path as `mailretr fetch`
-//! (`fetch::fetch_account`: same state, destinations, spool and
+//! (`run::fetch_account`: same state, destinations, spool and
 //! per-account lock, so a cron `fetch` beside `watch` simply takes turns).
 //! POP3 accounts, servers without IDLE and folders over the limit are
 //! polled every `poll_interval`.
@@ -37,8 +37,8 @@ use imap::types::UnsolicitedResponse;
 
 use crate::config::{Account, Config, DestinationConfig, General, Protocol};
 use crate::error::{Error, Result};
-use crate::fetch::{self, FetchOptions};
 use crate::net::Stream;
+use crate::run::{self, FetchOptions};
 use crate::secret;
 use crate::signal;
 use crate::source::imap::folders::ChosenFolder;
@@ -116,7 +116,7 @@ pub fn run(config: Config, load: &dyn Fn() -> Result<Config>, names: &[String]) 
 /// finds the lock held and catches up on its next wake). Each account's
 /// outcome is logged; nothing here stops the watcher.
 pub fn flush_spool_due(config: &Config) {
-    let state = match crate::state::State::open(&config.general.state_dir) {
+    let state = match crate::store::State::open(&config.general.state_dir) {
         Ok(state) => state,
         Err(e) => {
             log::error!("spool: {e}");
@@ -450,7 +450,7 @@ enum Fetched {
 /// One fetch of the whole account, the way `mailretr fetch` does it.
 fn fetch_now(config: &Config, account: &Account) -> Fetched {
     let name = &account.name;
-    let report = fetch::fetch_account(config, account, &FetchOptions::default());
+    let report = run::fetch_account(config, account, &FetchOptions::default());
     for w in &report.warnings {
         log::warn!("account {name}: {w}");
     }

@@ -626,7 +626,7 @@ fn smtp_4xx_and_5xx_at_mail_rcpt_and_after_data_and_a_dropped_connection() {
 }
 
 #[test]
-fn mda_exit_75_is_temporary_and_exit_1_permanent() {
+fn mda_exit_75_is_temporary_67_a_refusal_and_1_a_local_fault() {
     let dovecot = Dovecot::shared();
     let user = dovecot.new_user();
     dovecot.add_message(&user, "INBOX", b"Subject: a\n\nx\n");
@@ -660,23 +660,42 @@ fn mda_exit_75_is_temporary_and_exit_1_permanent() {
         .stdout
         .contains("The spool is empty."));
 
-    // 1: refused for good. With the default on_refused = "keep" it stays
-    // on the server, reported, and is not downloaded again.
+    // 1 (an undocumented code): a local fault, not a refusal. The message
+    // stays on the server, nothing is recorded, and every run tries again
+    // and says so.
     dovecot.add_message(&user, "INBOX", b"Subject: b\n\ny\n");
     env.write_config(&with(1));
+    for _ in 0..2 {
+        let out = env.run(&["fetch"]);
+        out.expect_code(10);
+        assert!(
+            out.stderr.contains("exited with 1: exit 1"),
+            "{}",
+            out.stderr
+        );
+        assert!(!out.stderr.contains("refused"), "{}", out.stderr);
+        assert_eq!(dovecot.messages(&user, "INBOX").len(), 1);
+    }
+
+    // 67 (EX_NOUSER): refused for good. With the default on_refused =
+    // "keep" it stays on the server, reported, and is not downloaded
+    // again.
+    env.write_config(&with(67));
     let out = env.run(&["fetch"]);
     out.expect_code(10);
     assert!(
-        out.stderr.contains("exited with 1: exit 1"),
+        out.stderr
+            .contains("exited with 67 (EX_NOUSER: no such user): exit 67"),
         "{}",
         out.stderr
     );
     assert!(out.stderr.contains("left on the server"), "{}", out.stderr);
     assert_eq!(dovecot.messages(&user, "INBOX").len(), 1);
     env.run(&["fetch"]).expect_code(1);
-    // --all asks for it again; now the filter takes it.
+    // A changed delivery config asks for it again (the refusal may have
+    // been the old config's fault); now the filter takes it.
     env.write_config(&with(0));
-    env.run(&["fetch", "--all"]).expect_success();
+    env.run(&["fetch"]).expect_success();
     assert!(dovecot.messages(&user, "INBOX").is_empty());
 }
 
@@ -741,10 +760,15 @@ fn multidrop_routes_by_envelope_header_with_aliases_and_stops_a_loop() {
     let user = dovecot.new_user();
     let one =
         b"X-Original-To: sales@kroon.co.za, anna@kroon.co.za, x@elsewhere.org\nSubject: one\n\n1\n";
-    let looped =
-        b"Delivered-To: jaco@kroon.co.za\nX-Original-To: jaco@kroon.co.za\nSubject: loop\n\n2\n";
+    // As Postfix's local delivery writes it: its own Delivered-To equal to
+    // X-Original-To. Not a loop.
+    let postfix =
+        b"Delivered-To: jaco@kroon.co.za\nX-Original-To: jaco@kroon.co.za\nSubject: postfix\n\n4\n";
+    // Delivered to jaco once before (the lower Delivered-To), and back: a
+    // loop.
+    let looped = b"Delivered-To: jaco@kroon.co.za\nX-Original-To: jaco@kroon.co.za\nReceived: by mx\nDelivered-To: jaco@kroon.co.za\nSubject: loop\n\n2\n";
     let nobody = b"X-Original-To: x@elsewhere.org\nSubject: nobody\n\n3\n";
-    for m in [&one[..], looped, nobody] {
+    for m in [&one[..], postfix, looped, nobody] {
         dovecot.add_message(&user, "INBOX", m);
     }
     let env = Env::new();
@@ -759,46 +783,58 @@ fn multidrop_routes_by_envelope_header_with_aliases_and_stops_a_loop() {
         ),
         env.path("files").display()
     ));
-    let out = env.run(&["fetch"]);
+    let out = env.run(&["-q", "fetch"]);
     out.expect_success();
-    assert!(out.stderr.contains("mail loop"), "{}", out.stderr);
-    assert!(
-        out.stderr.contains("no recipient in kroon.co.za"),
-        "{}",
-        out.stderr
-    );
+    // Reported even with -q.
+    assert!(out.stderr.contains("suspected mail loop"), "{}", out.stderr);
     let mut dirs: Vec<String> = fs::read_dir(env.path("files"))
         .unwrap()
         .map(|e| e.unwrap().file_name().into_string().unwrap())
         .collect();
     dirs.sort();
-    assert_eq!(dirs, ["anna@kroon.co.za"], "aliased and deduplicated");
+    assert_eq!(
+        dirs,
+        ["anna@kroon.co.za", "jaco@kroon.co.za"],
+        "aliased and deduplicated"
+    );
     assert_eq!(
         files_in(&env.path("files/anna@kroon.co.za")),
         vec![one.to_vec()]
     );
-    // The loop is done with; the message for nobody stays.
-    assert_eq!(dovecot.messages(&user, "INBOX"), vec![nobody.to_vec()]);
+    assert_eq!(
+        files_in(&env.path("files/jaco@kroon.co.za")),
+        vec![postfix.to_vec()]
+    );
+    // The loop is never deleted, and the message for nobody stays.
+    let mut left = dovecot.messages(&user, "INBOX");
+    left.sort();
+    let mut expected = vec![looped.to_vec(), nobody.to_vec()];
+    expected.sort();
+    assert_eq!(left, expected);
+    // The next run reports the loop again (not downloading it again) and
+    // still leaves it.
+    let out = env.run(&["-q", "fetch"]);
+    assert!(out.stderr.contains("suspected mail loop"), "{}", out.stderr);
+    assert_eq!(dovecot.messages(&user, "INBOX").len(), 2);
 }
 
-/// Multidrop into per-recipient Maildirs, one of which cannot be created:
-/// that recipient's copy is refused (the message stays on the server and
-/// is reported), and the other recipient's copy, written with the
-/// batch's deferred sync, still reaches new/ before the refusal is
-/// committed, not lost with the batch's leftovers.
+/// Multidrop into per-recipient Maildirs, one of which cannot be created
+/// (its path runs through a regular file: ENOTDIR, a local fault): the
+/// other recipient's copy, written with the batch's deferred sync, still
+/// reaches new/; the faulty recipient's copy is spooled (not fetched
+/// again, which would deliver the first copy twice), the run exits
+/// non-zero naming the account, and once the path is fixed the spool
+/// delivers it.
 #[test]
-fn a_refused_recipient_does_not_lose_the_other_recipients_maildir_copy() {
+fn a_local_fault_for_one_recipient_spools_that_copy_and_loses_none() {
     let dovecot = Dovecot::shared();
     let user = dovecot.new_user();
-    // The refused message comes last, when no other delivery waits for
-    // the batch's sync.
     let both = b"X-Original-To: anna@kroon.co.za, bob@kroon.co.za\nSubject: both\n\nb\n";
     let anna = b"X-Original-To: anna@kroon.co.za\nSubject: anna\n\na\n";
     dovecot.add_message(&user, "INBOX", both);
     let env = Env::new();
     let root = env.path("mail");
     fs::create_dir_all(&root).unwrap();
-    // Where bob's Maildir would go is a file: his copy fails for good.
     fs::write(root.join("bob@kroon.co.za"), b"not a directory").unwrap();
     env.write_config(&format!(
         "{}\n[destination.home]\ntype = \"maildir\"\npath = \"{}/%U\"\n",
@@ -813,11 +849,15 @@ fn a_refused_recipient_does_not_lose_the_other_recipients_maildir_copy() {
     ));
     let out = env.run(&["fetch"]);
     out.expect_code(10);
+    assert!(out.stderr.contains("account "), "{}", out.stderr);
     assert!(out.stderr.contains("bob@kroon.co.za"), "{}", out.stderr);
+    assert!(out.stderr.contains("local fault"), "{}", out.stderr);
     assert_eq!(
         delivered(&root.join("anna@kroon.co.za")),
         vec![both.to_vec()]
     );
+    let list = env.run(&["queue", "list", "--json"]);
+    assert!(list.stdout.contains("bob@kroon.co.za"), "{}", list.stdout);
     // A later message goes through the batch as usual.
     dovecot.add_message(&user, "INBOX", anna);
     env.run(&["fetch"]).expect_success();
@@ -827,10 +867,18 @@ fn a_refused_recipient_does_not_lose_the_other_recipients_maildir_copy() {
         .unwrap()
         .next()
         .is_none());
-    // The refused message stays on the server, recorded: no run fetches
-    // or reports it again.
-    assert_eq!(dovecot.messages(&user, "INBOX"), vec![both.to_vec()]);
-    env.run(&["fetch"]).expect_code(1);
+    // Fixed: the spool delivers bob's copy, once.
+    fs::remove_file(root.join("bob@kroon.co.za")).unwrap();
+    env.run(&["queue", "flush"]).expect_success();
+    assert_eq!(
+        delivered(&root.join("bob@kroon.co.za")),
+        vec![both.to_vec()]
+    );
+    assert!(env
+        .run(&["queue", "list"])
+        .stdout
+        .contains("The spool is empty."));
+    assert!(dovecot.messages(&user, "INBOX").is_empty());
     assert_eq!(delivered(&root.join("anna@kroon.co.za")).len(), 2);
 }
 

@@ -4,6 +4,8 @@
 
 mod support;
 
+use std::time::Duration;
+
 use support::corpus;
 use support::dovecot::{Dovecot, User};
 use support::fake::{FakeServer, Step};
@@ -738,4 +740,129 @@ fn scram_server_with_a_wrong_signature_is_not_trusted() {
         }
     }
     assert!(env.maildir_messages(env.path("Maildir")).is_empty());
+}
+
+/// The end of a session: DELE each of `numbers`, then QUIT.
+fn dele_and_quit(numbers: &[u32]) -> Vec<Step> {
+    let mut steps = Vec::new();
+    for n in numbers {
+        steps.push(Step::Expect(format!("DELE {n}")));
+        steps.push(Step::Send(b"+OK\r\n".to_vec()));
+    }
+    steps.push(Step::Expect("QUIT".into()));
+    steps.push(Step::Send(b"+OK bye\r\n".to_vec()));
+    steps
+}
+
+fn retr(n: u32, subject: &str) -> Vec<Step> {
+    vec![
+        Step::Expect(format!("RETR {n}")),
+        Step::Send(format!("+OK\r\nSubject: {subject}\r\n\r\nbody\r\n.\r\n").into_bytes()),
+    ]
+}
+
+/// RFC 1939 lets a server hand out a unique-id again once its message is
+/// deleted. A completed QUIT confirms the deletion, so mailretr forgets
+/// the id: the new message under the old id is fetched, never deleted
+/// unread.
+#[test]
+fn a_reused_uidl_after_a_completed_quit_is_a_new_message() {
+    let env = Env::new();
+    let mut first = login_and(b"+OK\r\n1 20\r\n.\r\n", b"+OK\r\n1 aaa\r\n.\r\n");
+    first.extend(retr(1, "first"));
+    first.extend(dele_and_quit(&[1]));
+    let mut second = login_and(b"+OK\r\n1 20\r\n.\r\n", b"+OK\r\n1 aaa\r\n.\r\n");
+    second.extend(retr(1, "second, same id"));
+    second.extend(dele_and_quit(&[1]));
+    for script in [first, second] {
+        let server = FakeServer::start(script);
+        env.write_config(&fake_config(&env, server.port(), "none"));
+        let out = env.run(&["fetch"]);
+        assert_eq!(out.code, 0, "{}", out.stderr);
+        assert!(server.settle(Duration::from_secs(10)));
+        assert!(server.errors().is_empty(), "{:?}", server.errors());
+    }
+    assert_eq!(env.maildir_messages(env.path("Maildir")).len(), 2);
+}
+
+/// A seen UIDL whose message now has another size is not the message
+/// delivered before (its deletion was never confirmed, and the server
+/// reused the id): fetched, not deleted unread.
+#[test]
+fn a_seen_uidl_with_another_size_is_fetched_not_deleted() {
+    let env = Env::new();
+    let mut first = login_and(b"+OK\r\n1 20\r\n.\r\n", b"+OK\r\n1 aaa\r\n.\r\n");
+    first.extend(retr(1, "first"));
+    first.extend([
+        Step::Expect("DELE 1".into()),
+        Step::Send(b"+OK\r\n".to_vec()),
+        // The connection breaks before QUIT is answered: the deletion is
+        // not confirmed, and the id stays known.
+        Step::Expect("QUIT".into()),
+        Step::Close,
+    ]);
+    let server = FakeServer::start(first);
+    env.write_config(&fake_config(&env, server.port(), "none"));
+    let out = env.run(&["fetch"]);
+    assert_ne!(out.code, 1, "{}", out.stderr);
+    assert_eq!(env.maildir_messages(env.path("Maildir")).len(), 1);
+
+    let mut second = login_and(b"+OK\r\n1 4711\r\n.\r\n", b"+OK\r\n1 aaa\r\n.\r\n");
+    second.extend(retr(1, "another message under the same id"));
+    second.extend(dele_and_quit(&[1]));
+    let server = FakeServer::start(second);
+    env.write_config(&fake_config(&env, server.port(), "none"));
+    let out = env.run(&["fetch"]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(server.settle(Duration::from_secs(10)));
+    assert!(server.errors().is_empty(), "{:?}", server.errors());
+    assert_eq!(env.maildir_messages(env.path("Maildir")).len(), 2);
+}
+
+/// UIDLs two messages share, or with bytes RFC 1939 does not allow (which
+/// a lossy conversion would make equal), are no ids: with `fetch_limit =
+/// 1` the first message's delivery must not make the second one look
+/// delivered on the next run.
+#[test]
+fn shared_or_malformed_uidls_are_not_ids() {
+    for (what, listing, left) in [
+        (
+            "shared",
+            &b"+OK\r\n1 dup\r\n2 dup\r\n.\r\n"[..],
+            &b"+OK\r\n1 dup\r\n.\r\n"[..],
+        ),
+        (
+            "malformed",
+            b"+OK\r\n1 a\xff\r\n2 a\xfe\r\n.\r\n",
+            b"+OK\r\n1 a\xfe\r\n.\r\n",
+        ),
+    ] {
+        let env = Env::new();
+        let mut first = login_and(b"+OK\r\n1 20\r\n2 20\r\n.\r\n", listing);
+        first.extend(retr(1, "one"));
+        first.extend(dele_and_quit(&[1]));
+        let mut second = login_and(b"+OK\r\n1 20\r\n.\r\n", left);
+        second.extend(retr(1, "two"));
+        second.extend(dele_and_quit(&[1]));
+        for (i, script) in [first, second].into_iter().enumerate() {
+            let server = FakeServer::start(script);
+            env.write_config(
+                &fake_config(&env, server.port(), "none")
+                    .replace("deliver_to", "fetch_limit = 1\ndeliver_to"),
+            );
+            let out = env.run(&["fetch"]);
+            assert!(
+                out.code == 0 || out.code == 13,
+                "{what} run {i}: {}",
+                out.stderr
+            );
+            assert!(server.settle(Duration::from_secs(10)));
+            assert!(
+                server.errors().is_empty(),
+                "{what} run {i}: {:?}",
+                server.errors()
+            );
+        }
+        assert_eq!(env.maildir_messages(env.path("Maildir")).len(), 2, "{what}");
+    }
 }

@@ -13,7 +13,10 @@ use std::path::{Path, PathBuf};
 use crate::error::Result;
 use crate::message::Envelope;
 
-use super::{expand_template, local_error, per_recipient, DeliveryReport, Destination, Refusal};
+use super::{
+    expand_template, local_error, per_recipient, CrashRecovery, DeliveryReport, Destination,
+    Refusal,
+};
 
 /// A directory destination.
 pub struct Directory {
@@ -69,7 +72,9 @@ impl Directory {
             .mode(0o600)
             .open(&tmp)
             .and_then(|mut f| {
+                crate::fault::io("directory-write")?;
                 f.write_all(message)?;
+                crate::fault::io("directory-sync")?;
                 f.sync_all()
             });
         if let Err(e) = written {
@@ -77,12 +82,18 @@ impl Directory {
             return Err(fail("cannot write", &tmp, e));
         }
         // link() refuses to replace an existing file, unlike rename().
-        let linked = fs::hard_link(&tmp, &final_path);
+        let linked =
+            crate::fault::io("directory-rename").and_then(|()| fs::hard_link(&tmp, &final_path));
         let _ = fs::remove_file(&tmp);
         linked.map_err(|e| fail("cannot create", &final_path, e))?;
-        File::open(&dir)
-            .and_then(|d| d.sync_all())
-            .map_err(|e| fail("cannot sync", &dir, e))?;
+        let synced = crate::fault::io("directory-dirsync")
+            .and_then(|()| File::open(&dir))
+            .and_then(|d| d.sync_all());
+        if let Err(e) = synced {
+            // Not known to be durable, so not delivered: take it back.
+            let _ = fs::remove_file(&final_path);
+            return Err(fail("cannot sync", &dir, e));
+        }
         Ok(final_path)
     }
 }
@@ -92,10 +103,26 @@ impl Destination for Directory {
         &self.name
     }
 
+    fn deliver(&mut self, envelope: &Envelope, message: &[u8]) -> Result<DeliveryReport> {
+        let report = self.deliver_files(envelope, message);
+        self.next_id = None;
+        report
+    }
+
     /// Only a file name with `%I` identifies one delivery; without it a
     /// name may belong to another message, so nothing is recognised.
-    fn plan_name(&mut self) -> Option<String> {
-        self.filename.contains("%I").then(|| self.unique_id())
+    fn crash_recovery(&mut self) -> Option<&mut dyn CrashRecovery> {
+        if self.filename.contains("%I") {
+            Some(self)
+        } else {
+            None
+        }
+    }
+}
+
+impl CrashRecovery for Directory {
+    fn plan_name(&mut self) -> String {
+        self.unique_id()
     }
 
     fn use_name(&mut self, base: &str) {
@@ -114,12 +141,6 @@ impl Destination for Directory {
                 .join(expand_template(&self.filename, &envelope.account, r, base))
                 .exists()
         }))
-    }
-
-    fn deliver(&mut self, envelope: &Envelope, message: &[u8]) -> Result<DeliveryReport> {
-        let report = self.deliver_files(envelope, message);
-        self.next_id = None;
-        report
     }
 }
 

@@ -12,7 +12,7 @@
 use chrono::{DateTime, FixedOffset};
 
 use crate::config::{self, ImapAppendConfig};
-use crate::error::{Error, Result};
+use crate::error::{Error, Failure, Result};
 use crate::message::{self, Envelope};
 use crate::secret;
 use crate::source::imap::{connect_session, Conn};
@@ -68,12 +68,8 @@ impl ImapAppend {
         }
     }
 
-    fn fail(&self, message: String, transient: bool) -> Error {
-        Error::Delivery {
-            destination: self.name.clone(),
-            message,
-            transient,
-        }
+    fn fail(&self, message: String, failure: Failure) -> Error {
+        Error::delivery(self.name.clone(), message, failure)
     }
 
     fn connect(&mut self) -> Result<()> {
@@ -89,7 +85,7 @@ impl ImapAppend {
             c.server.host.trim_matches(|ch| ch == '[' || ch == ']')
         );
         let mut account = config::from_url(&url, "/", None, true)
-            .map_err(|e| self.fail(e.to_string(), false))?
+            .map_err(|e| self.fail(e.to_string(), Failure::Local))?
             .accounts
             .remove(0);
         account.name = self.name.clone();
@@ -98,9 +94,10 @@ impl ImapAppend {
         account.secret = c.secret.clone();
         account.auth = c.auth.clone();
         account.auth_explicit = true;
-        let password = secret::resolve(&c.secret).map_err(|e| self.fail(e.to_string(), false))?;
+        let password =
+            secret::resolve(&c.secret).map_err(|e| self.fail(e.to_string(), Failure::Local))?;
         let logged_in = connect_session(&account, password.as_deref())
-            .map_err(|e| self.fail(format!("{}: {e}", c.server.host), e.is_transient()))?;
+            .map_err(|e| self.fail(format!("{}: {e}", c.server.host), e.failure()))?;
         let mut session = logged_in.session;
         let folder = c.folder.clone();
         let listed = session
@@ -108,9 +105,12 @@ impl ImapAppend {
             .map(|names| names.iter().next().is_some())
             .unwrap_or(true);
         if !listed {
-            session
-                .create(&folder)
-                .map_err(|e| self.fail(format!("cannot create folder {folder}: {e}"), false))?;
+            session.create(&folder).map_err(|e| {
+                self.fail(
+                    format!("cannot create folder {folder}: {e}"),
+                    Failure::Local,
+                )
+            })?;
         }
         self.session = Some(session);
         Ok(())
@@ -135,13 +135,11 @@ impl Destination for ImapAppend {
             Ok(_) => Ok(DeliveryReport::all(&envelope.recipients)),
             Err(e @ (imap::Error::Io(_) | imap::Error::ConnectionLost | imap::Error::Bye(_))) => {
                 self.session = None;
-                Err(self.fail(format!("APPEND to {folder}: {e}"), true))
+                Err(self.fail(format!("APPEND to {folder}: {e}"), Failure::Temporary))
             }
             Err(e) => {
-                let text = e.to_string();
-                // A full mailbox clears up; a refused message does not.
-                let transient = text.contains("OVERQUOTA") || text.contains("LIMIT");
-                Err(self.fail(format!("APPEND to {folder}: {text}"), transient))
+                let failure = append_failure(&e);
+                Err(self.fail(format!("APPEND to {folder}: {e}"), failure))
             }
         }
     }
@@ -153,6 +151,27 @@ impl Destination for ImapAppend {
     }
 }
 
+/// What an APPEND error means (RFC 5530 response codes): `NO` for the
+/// message itself is a refusal; a full mailbox or a server limit clears
+/// up (temporary), as does a server that is unavailable for now; a
+/// server bug, a `BAD` (our command was wrong) or a reply we cannot parse
+/// is a local fault, never a refusal of the message.
+fn append_failure(e: &imap::Error) -> Failure {
+    let text = e.to_string();
+    let has = |code: &str| text.contains(code);
+    match e {
+        imap::Error::No(_)
+            if has("OVERQUOTA") || has("LIMIT") || has("INUSE") || has("UNAVAILABLE") =>
+        {
+            Failure::Temporary
+        }
+        imap::Error::No(_) if has("SERVERBUG") || has("NOPERM") || has("AUTHORIZATIONFAILED") => {
+            Failure::Local
+        }
+        imap::Error::No(_) => Failure::Refused,
+        _ => Failure::Local,
+    }
+}
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -18,11 +18,11 @@ use std::os::unix::net::UnixStream;
 
 use crate::codec;
 use crate::config::{LmtpConfig, LmtpTarget};
-use crate::error::{Error, Result};
+use crate::error::{Error, Failure, Result};
 use crate::message::Envelope;
 use crate::net;
 
-use super::{sender_of, DeliveryReport, Destination, Refusal};
+use super::{sender_of, DeliveryReport, Destination, EnvelopeCheck, Refusal};
 
 /// A server reply: the code and the text of every line.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -42,6 +42,16 @@ impl Reply {
     /// 4xx: try again later.
     pub fn is_transient(&self) -> bool {
         (400..500).contains(&self.code)
+    }
+
+    /// 4xx temporary, 5xx refused for good; any other code in an error
+    /// position is not the protocol (a local fault).
+    pub fn failure(&self) -> Failure {
+        match self.code {
+            400..=499 => Failure::Temporary,
+            500..=599 => Failure::Refused,
+            _ => Failure::Local,
+        }
     }
 }
 
@@ -263,16 +273,12 @@ impl Lmtp {
         }
     }
 
-    fn fail(&self, message: String, transient: bool) -> Error {
-        Error::Delivery {
-            destination: self.name.clone(),
-            message,
-            transient,
-        }
+    fn fail(&self, message: String, failure: Failure) -> Error {
+        Error::delivery(self.name.clone(), message, failure)
     }
 
     fn reply_error(&self, what: &str, reply: &Reply) -> Error {
-        self.fail(format!("{what}: {reply}"), reply.is_transient())
+        self.fail(format!("{what}: {reply}"), reply.failure())
     }
 
     /// A broken connection: forget it (a new one is made next time) and
@@ -280,7 +286,10 @@ impl Lmtp {
     fn broken(&mut self, what: &str, e: io::Error) -> Error {
         self.session = None;
         self.open = None;
-        self.fail(format!("{what} ({}): {e}", self.where_()), true)
+        self.fail(
+            format!("{what} ({}): {e}", self.where_()),
+            Failure::Temporary,
+        )
     }
 
     fn connect(&mut self) -> Result<()> {
@@ -288,17 +297,23 @@ impl Lmtp {
             return Ok(());
         }
         let conn = match &self.config.target {
-            LmtpTarget::Tcp(server) => {
-                Conn::Tcp(net::connect_tcp(server).map_err(|e| self.fail(e.to_string(), true))?)
-            }
+            LmtpTarget::Tcp(server) => Conn::Tcp(
+                net::connect_tcp(server)
+                    .map_err(|e| self.fail(e.to_string(), Failure::Temporary))?,
+            ),
             LmtpTarget::Socket(path) => {
                 let s = UnixStream::connect(path).map_err(|e| {
-                    self.fail(format!("connecting to {}: {e}", path.display()), true)
+                    self.fail(
+                        format!("connecting to {}: {e}", path.display()),
+                        Failure::Temporary,
+                    )
                 })?;
                 let t = Some(self.config.timeout);
                 s.set_read_timeout(t)
                     .and_then(|()| s.set_write_timeout(t))
-                    .map_err(|e| self.fail(format!("{}: {e}", path.display()), true))?;
+                    .map_err(|e| {
+                        self.fail(format!("{}: {e}", path.display()), Failure::Temporary)
+                    })?;
                 Conn::Unix(s)
             }
         };
@@ -335,6 +350,18 @@ impl Destination for Lmtp {
         super::deliver_in_two_steps(self, envelope, message)
     }
 
+    fn envelope_check(&mut self) -> Option<&mut dyn EnvelopeCheck> {
+        Some(self)
+    }
+
+    fn close(&mut self) {
+        if let Some(mut s) = self.session.take() {
+            let _ = s.command("QUIT");
+        }
+    }
+}
+
+impl EnvelopeCheck for Lmtp {
     fn begin(&mut self, envelope: &Envelope, size: u64) -> Result<DeliveryReport> {
         self.connect()?;
         let recipients = self.effective_recipients(envelope);
@@ -413,12 +440,6 @@ impl Destination for Lmtp {
     fn abandon(&mut self) {
         self.open = None;
         // The next `begin` sends RSET; nothing to do now.
-    }
-
-    fn close(&mut self) {
-        if let Some(mut s) = self.session.take() {
-            let _ = s.command("QUIT");
-        }
     }
 }
 

@@ -21,7 +21,9 @@ use std::path::{Path, PathBuf};
 use crate::error::{Error, Result};
 use crate::message::Envelope;
 
-use super::{expand_template, per_recipient, DeliveryReport, Destination};
+use super::{
+    expand_template, per_recipient, CrashRecovery, DeliveryReport, Destination, GroupCommit,
+};
 
 /// A Maildir destination.
 pub struct Maildir {
@@ -61,14 +63,7 @@ impl Maildir {
     }
 
     fn fail(&self, what: &str, e: io::Error) -> Error {
-        // A full disk or quota clears up; most other local errors do not.
-        let transient = matches!(e.raw_os_error(), Some(libc::ENOSPC) | Some(libc::EDQUOT))
-            || e.kind() == io::ErrorKind::Interrupted;
-        Error::Delivery {
-            destination: self.name.clone(),
-            message: format!("{what}: {e}"),
-            transient,
-        }
+        super::local_error(&self.name, what, &e)
     }
 
     fn ensure_dirs(&mut self, root: &Path) -> Result<()> {
@@ -129,6 +124,7 @@ fn holds(dir: &Path, base: &str) -> io::Result<bool> {
 }
 
 fn sync_dir(dir: &Path) -> io::Result<()> {
+    crate::fault::io("maildir-dirsync")?;
     File::open(dir)?.sync_all()
 }
 
@@ -166,8 +162,36 @@ impl Destination for Maildir {
         &self.name
     }
 
-    fn plan_name(&mut self) -> Option<String> {
-        Some(self.unique_base())
+    fn deliver(&mut self, envelope: &Envelope, message: &[u8]) -> Result<DeliveryReport> {
+        let report = self.deliver_copies(envelope, message);
+        self.next_base = None;
+        report
+    }
+
+    fn can_defer_sync(&self) -> bool {
+        true
+    }
+
+    fn group_commit(&mut self) -> Option<&mut dyn GroupCommit> {
+        Some(self)
+    }
+
+    fn crash_recovery(&mut self) -> Option<&mut dyn CrashRecovery> {
+        Some(self)
+    }
+
+    fn close(&mut self) {
+        // Written but never synced (the run ended on an error before its
+        // commit): not delivered, so not left lying in tmp/.
+        for f in self.unsynced.drain(..) {
+            let _ = fs::remove_file(&f.tmp);
+        }
+    }
+}
+
+impl CrashRecovery for Maildir {
+    fn plan_name(&mut self) -> String {
+        self.unique_base()
     }
 
     fn use_name(&mut self, base: &str) {
@@ -185,17 +209,9 @@ impl Destination for Maildir {
         }
         Ok(true)
     }
+}
 
-    fn deliver(&mut self, envelope: &Envelope, message: &[u8]) -> Result<DeliveryReport> {
-        let report = self.deliver_copies(envelope, message);
-        self.next_base = None;
-        report
-    }
-
-    fn can_defer_sync(&self) -> bool {
-        true
-    }
-
+impl GroupCommit for Maildir {
     fn defer_sync(&mut self) {
         self.deferred = true;
     }
@@ -207,16 +223,21 @@ impl Destination for Maildir {
         let files = std::mem::take(&mut self.unsynced);
         // 1. Every file's bytes on disk before any name in new/ points
         //    at them.
-        if let Err(e) = sync_data(&files) {
+        if let Err(e) = crate::fault::io("maildir-sync").and_then(|()| sync_data(&files)) {
             for f in &files {
                 let _ = fs::remove_file(&f.tmp);
             }
             return Err(self.fail("syncing the delivered messages", e));
         }
-        // 2. Into new/, then new/ itself.
+        // 2. Into new/, then new/ itself. A failure part way leaves some
+        //    names in new/: the caller commits nothing of the batch, and
+        //    the next run's crash recovery (the delivery intents)
+        //    recognises those instead of delivering them twice.
         let mut dirs: Vec<&Path> = Vec::new();
         for (i, f) in files.iter().enumerate() {
-            if let Err(e) = fs::rename(&f.tmp, &f.new) {
+            let renamed =
+                crate::fault::io("maildir-rename").and_then(|()| fs::rename(&f.tmp, &f.new));
+            if let Err(e) = renamed {
                 for rest in &files[i..] {
                     let _ = fs::remove_file(&rest.tmp);
                 }
@@ -232,14 +253,6 @@ impl Destination for Maildir {
             sync_dir(dir).map_err(|e| self.fail("syncing the new/ directory", e))?;
         }
         Ok(())
-    }
-
-    fn close(&mut self) {
-        // Written but never synced (the run ended on an error before its
-        // commit): not delivered, so not left lying in tmp/.
-        for f in self.unsynced.drain(..) {
-            let _ = fs::remove_file(&f.tmp);
-        }
     }
 }
 
@@ -287,8 +300,10 @@ impl Maildir {
             .create_new(true)
             .open(&tmp)
             .and_then(|mut f| {
+                crate::fault::io("maildir-write")?;
                 f.write_all(message)?;
                 if !deferred {
+                    crate::fault::io("maildir-sync")?;
                     f.sync_all()?;
                 }
                 Ok(f)
@@ -306,12 +321,17 @@ impl Maildir {
             return Ok(());
         }
         drop(file);
-        if let Err(e) = fs::rename(&tmp, &new) {
+        if let Err(e) = crate::fault::io("maildir-rename").and_then(|()| fs::rename(&tmp, &new)) {
             let _ = fs::remove_file(&tmp);
             return Err(self.fail(&format!("moving into {}", new.display()), e));
         }
         crate::fault::point("maildir-renamed");
-        sync_dir(&root.join("new")).map_err(|e| self.fail("syncing the new/ directory", e))?;
+        if let Err(e) = sync_dir(&root.join("new")) {
+            // Not known to be durable, so not delivered: take the name
+            // back, or a later retry (the spool) would deliver it twice.
+            let _ = fs::remove_file(&new);
+            return Err(self.fail("syncing the new/ directory", e));
+        }
         Ok(())
     }
 }

@@ -20,7 +20,7 @@ use std::path::{Path, PathBuf};
 use std::thread;
 use std::time::{Duration, Instant, SystemTime};
 
-use crate::error::{Error, Result};
+use crate::error::{Error, Failure, Result};
 use crate::message::Envelope;
 
 use super::{expand_template, local_error, per_recipient, DeliveryReport, Destination, Refusal};
@@ -67,15 +67,15 @@ impl Mbox {
             .map_err(|e| fail("cannot open", e))?;
         let _locks = Locks::acquire(&file, path, self.lock_timeout).map_err(|e| {
             if e.kind() == io::ErrorKind::WouldBlock {
-                Error::Delivery {
-                    destination: self.name.clone(),
-                    message: format!(
+                Error::delivery(
+                    self.name.clone(),
+                    format!(
                         "{} is locked by another program (waited {:?})",
                         path.display(),
                         self.lock_timeout
                     ),
-                    transient: true,
-                }
+                    Failure::Temporary,
+                )
             } else {
                 fail("cannot lock", e)
             }
@@ -90,7 +90,10 @@ impl Mbox {
             separator(envelope.sender.as_deref(), chrono::Local::now()).as_bytes(),
         );
         quote_into(message, &mut entry);
-        let written = file.write_all(&entry).and_then(|()| file.sync_data());
+        let written = crate::fault::io("mbox-write")
+            .and_then(|()| file.write_all(&entry))
+            .and_then(|()| crate::fault::io("mbox-sync"))
+            .and_then(|()| file.sync_data());
         if let Err(e) = written {
             let efbig = e.raw_os_error() == Some(libc::EFBIG);
             // Never leave half a message: cut back to where we started.
@@ -100,8 +103,10 @@ impl Mbox {
             // The mbox has grown past a file size limit (RLIMIT_FSIZE, the
             // file system's maximum): rotating it clears that up, and the
             // message is not at fault, so it is retried rather than refused.
-            if let Error::Delivery { transient, .. } = &mut error {
-                *transient |= efbig;
+            if let Error::Delivery { failure, .. } = &mut error {
+                if efbig {
+                    *failure = Failure::Temporary;
+                }
             }
             return Err(error);
         }

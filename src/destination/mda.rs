@@ -23,7 +23,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use crate::config::MdaConfig;
-use crate::error::{Error, Result};
+use crate::error::{Error, Failure, Result};
 use crate::message::Envelope;
 
 use super::{sender_of, DeliveryReport, Destination, Refusal};
@@ -49,12 +49,8 @@ impl Mda {
         }
     }
 
-    fn fail(&self, message: String, transient: bool) -> Error {
-        Error::Delivery {
-            destination: self.name.clone(),
-            message,
-            transient,
-        }
+    fn fail(&self, message: String, failure: Failure) -> Error {
+        Error::delivery(self.name.clone(), message, failure)
     }
 
     /// Runs the program once for `recipients`.
@@ -75,7 +71,8 @@ impl Mda {
             })
             .collect();
         let program = &args[0];
-        let mut child = Command::new(program)
+        let mut command = Command::new(program);
+        command
             .args(&args[1..])
             .env("MAILRETR_ACCOUNT", &envelope.account)
             .env("MAILRETR_FOLDER", &envelope.folder)
@@ -90,12 +87,13 @@ impl Mda {
             .stderr(Stdio::piped())
             // Its own process group, so a timeout kills its children too
             // (a shell script's `sleep` would hold stderr open otherwise).
-            .process_group(0)
-            .spawn()
+            .process_group(0);
+        let mut child = crate::fault::io("mda-spawn")
+            .and_then(|()| command.spawn())
             .map_err(|e| {
-                // A missing program may be an upgrade in progress, but
-                // more likely a typo: permanent, and reported.
-                self.fail(format!("cannot run {program}: {e}"), false)
+                // A missing program may be an upgrade in progress, or a
+                // typo: a local fault, reported, and the message kept.
+                self.fail(format!("cannot run {program}: {e}"), Failure::Local)
             })?;
         let mut stdin = child.stdin.take().expect("stdin is piped");
         let input = message.to_vec();
@@ -133,7 +131,9 @@ impl Mda {
                     break None;
                 }
                 Ok(None) => thread::sleep(Duration::from_millis(5)),
-                Err(e) => return Err(self.fail(format!("waiting for {program}: {e}"), true)),
+                Err(e) => {
+                    return Err(self.fail(format!("waiting for {program}: {e}"), Failure::Local))
+                }
             }
         };
         let _ = feeder.join();
@@ -152,16 +152,18 @@ impl Mda {
                     "{program} did not finish within {:?}; killed it{said}",
                     self.config.timeout
                 ),
-                true,
+                Failure::Temporary,
             )),
             Some(s) if s.success() => Ok(()),
             Some(s) => match s.code() {
-                Some(EX_TEMPFAIL) => Err(self.fail(
-                    format!("{program} exited with 75 (temporary failure){said}"),
-                    true,
+                Some(code) => Err(self.fail(
+                    format!("{program} exited with {code}{}{said}", exit_meaning(code)),
+                    exit_failure(code),
                 )),
-                Some(code) => Err(self.fail(format!("{program} exited with {code}{said}"), false)),
-                None => Err(self.fail(format!("{program} was killed by a signal{said}"), true)),
+                None => Err(self.fail(
+                    format!("{program} was killed by a signal{said}"),
+                    Failure::Local,
+                )),
             },
         }
     }
@@ -189,6 +191,30 @@ impl Destination for Mda {
             }
         }
         Ok(report)
+    }
+}
+
+/// What an MDA's exit status means for the message (sysexits.h): 75
+/// (EX_TEMPFAIL) is temporary; the codes that say the message or its
+/// recipient is refused (EX_DATAERR 65, EX_NOUSER 67, EX_NOHOST 68) are
+/// refusals; every other code, documented or not, is a local fault:
+/// nothing is deleted and the next run tries again.
+pub(crate) fn exit_failure(code: i32) -> Failure {
+    match code {
+        EX_TEMPFAIL => Failure::Temporary,
+        65 | 67 | 68 => Failure::Refused,
+        _ => Failure::Local,
+    }
+}
+
+/// A few words on a sysexits code, for the error line.
+fn exit_meaning(code: i32) -> &'static str {
+    match code {
+        EX_TEMPFAIL => " (temporary failure)",
+        65 => " (EX_DATAERR: message refused)",
+        67 => " (EX_NOUSER: no such user)",
+        68 => " (EX_NOHOST: no such host)",
+        _ => "",
     }
 }
 

@@ -30,7 +30,7 @@ pub mod mda;
 pub mod smtp;
 
 use crate::config::DestinationConfig;
-use crate::error::{Error, Result};
+use crate::error::{Error, Failure, Result};
 use crate::message::Envelope;
 
 /// One recipient a destination did not take, and why.
@@ -94,37 +94,19 @@ impl DeliveryReport {
 }
 
 /// A place that accepts messages. Object-safe: the fetch loop holds a
-/// `Vec<Box<dyn Destination>>`.
+/// `Vec<Box<dyn Destination>>`. Like lettre's `Transport::send_raw`, the
+/// core is one method, `deliver`; what only some destinations can do is
+/// an optional capability (`envelope_check`, `group_commit`,
+/// `crash_recovery`), each a small trait of its own.
 pub trait Destination: Send {
     /// The destination's name from the config.
     fn name(&self) -> &str;
 
     /// Stores one message (LF line endings) durably for the envelope's
-    /// recipients. `Err` means nobody got it; a report with refusals
-    /// means some did not.
+    /// recipients (unless `group_commit` deferred the sync). `Err` means
+    /// nobody got it; a report with refusals means some did not.
+    /// `Error::failure` says what each failure means for the message.
     fn deliver(&mut self, envelope: &Envelope, message: &[u8]) -> Result<DeliveryReport>;
-
-    /// Whether `begin` asks the server about the envelope before the body
-    /// is needed (SMTP, LMTP), which makes headers-first worthwhile.
-    fn checks_envelope(&self) -> bool {
-        false
-    }
-
-    /// Headers first, step one: opens a transaction for a message of
-    /// about `size` bytes and reports which recipients the server would
-    /// take. The default accepts everyone and does nothing.
-    fn begin(&mut self, envelope: &Envelope, _size: u64) -> Result<DeliveryReport> {
-        Ok(DeliveryReport::all(&self.recipients(envelope)))
-    }
-
-    /// Headers first, step two: sends the body for the transaction
-    /// `begin` opened. The default delivers the message whole.
-    fn finish(&mut self, envelope: &Envelope, message: &[u8]) -> Result<DeliveryReport> {
-        self.deliver(envelope, message)
-    }
-
-    /// Drops a transaction `begin` opened (SMTP/LMTP `RSET`).
-    fn abandon(&mut self) {}
 
     /// The recipients this destination delivers to for `envelope`: a
     /// fixed `recipient` from the config, or the envelope's.
@@ -133,48 +115,84 @@ pub trait Destination: Send {
     }
 
     /// Ends the run: closes connections politely (SMTP/LMTP `QUIT`, IMAP
-    /// `LOGOUT`). Errors here lose nothing and are ignored.
+    /// `LOGOUT`) and drops deliveries never synced. Errors here lose
+    /// nothing and are ignored.
     fn close(&mut self) {}
 
-    /// Group commit: whether the destination can defer its sync, so that
-    /// `deliver` may return before the message is durable and only `sync`
-    /// makes it so, for a whole batch at once. The default cannot: every
-    /// delivery is durable when `deliver` returns. Only destinations that
-    /// recognise their own earlier deliveries (`has_name`) should, so a
-    /// crash between a delivery and its commit still duplicates nothing.
-    fn can_defer_sync(&self) -> bool {
-        false
-    }
-
-    /// Group commit, step one: switches deferred sync on (only called
-    /// when `can_defer_sync`).
-    fn defer_sync(&mut self) {}
-
-    /// Group commit, step two: makes every delivery since the last call
-    /// durable. Nothing delivered may be committed as seen before this
-    /// returns `Ok`; after an `Err`, those deliveries did not happen.
-    fn sync(&mut self) -> Result<()> {
-        Ok(())
-    }
-
-    /// Crash recovery, step one: for destinations that store files under
-    /// names they choose (Maildir), the base name the next delivery will
-    /// use. The fetch loop commits it as a delivery intent before writing.
-    /// `None` (the default) means the destination cannot recognise an
-    /// earlier delivery of the same message.
-    fn plan_name(&mut self) -> Option<String> {
+    /// Headers first: the destination asks the server about the envelope
+    /// before it needs the body (SMTP, LMTP).
+    fn envelope_check(&mut self) -> Option<&mut dyn EnvelopeCheck> {
         None
     }
 
-    /// Crash recovery, step two: makes the next `deliver` use `base`.
-    fn use_name(&mut self, _base: &str) {}
-
-    /// Crash recovery, step three: whether a delivery under `base` exists
-    /// already (a run was killed after writing it and before its
-    /// seen-commit), also if a mail reader has moved it since.
-    fn has_name(&mut self, _envelope: &Envelope, _base: &str) -> Result<bool> {
-        Ok(false)
+    /// Group commit: the destination can defer its sync to one call per
+    /// batch (Maildir).
+    fn group_commit(&mut self) -> Option<&mut dyn GroupCommit> {
+        None
     }
+
+    /// Crash recovery: the destination stores files under names it
+    /// chooses and can recognise its own earlier delivery (Maildir,
+    /// directory).
+    fn crash_recovery(&mut self) -> Option<&mut dyn CrashRecovery> {
+        None
+    }
+
+    /// Whether `envelope_check` is offered (without needing `&mut`).
+    fn checks_envelope(&self) -> bool {
+        false
+    }
+
+    /// Whether `group_commit` is offered (without needing `&mut`).
+    fn can_defer_sync(&self) -> bool {
+        false
+    }
+}
+
+/// Headers first (SMTP, LMTP): delivery in two steps, so a message that
+/// would be refused costs only its header.
+pub trait EnvelopeCheck {
+    /// Opens a transaction for a message of about `size` bytes (MAIL
+    /// FROM with SIZE, RCPT TO for every recipient) and reports which
+    /// recipients the server would take.
+    fn begin(&mut self, envelope: &Envelope, size: u64) -> Result<DeliveryReport>;
+
+    /// Sends the body for the transaction `begin` opened.
+    fn finish(&mut self, envelope: &Envelope, message: &[u8]) -> Result<DeliveryReport>;
+
+    /// Drops a transaction `begin` opened (`RSET`).
+    fn abandon(&mut self);
+}
+
+/// Group commit: `deliver` may return before the message is durable, and
+/// only `sync` makes it so, for a whole batch at once. Only destinations
+/// that also offer `CrashRecovery` should, so a crash between a delivery
+/// and its commit duplicates nothing.
+pub trait GroupCommit {
+    /// Switches deferred sync on.
+    fn defer_sync(&mut self);
+
+    /// Makes every delivery since the last call durable. Nothing
+    /// delivered may be committed as seen before this returns `Ok`; after
+    /// an `Err`, none of those deliveries may be counted as done (some may
+    /// be visible, and crash recovery recognises them on the next run).
+    fn sync(&mut self) -> Result<()>;
+}
+
+/// Crash recovery for destinations that store files under names they
+/// choose: the run commits the name as a delivery intent before writing,
+/// and a run after a crash asks whether a file of that name exists.
+pub trait CrashRecovery {
+    /// The base name the next delivery will use.
+    fn plan_name(&mut self) -> String;
+
+    /// Makes the next `deliver` use `base`.
+    fn use_name(&mut self, base: &str);
+
+    /// Whether a delivery under `base` exists already (a run was killed
+    /// after writing it and before its seen-commit), also if a mail
+    /// reader has moved it since.
+    fn has_name(&mut self, envelope: &Envelope, base: &str) -> Result<bool>;
 }
 
 /// Builds a destination from its config. Nothing connects yet: network
@@ -206,7 +224,7 @@ pub fn open(
 /// `deliver` for destinations that check the envelope first (SMTP,
 /// LMTP): `begin`, then `finish` if anyone was accepted, else `abandon`.
 pub(crate) fn deliver_in_two_steps(
-    d: &mut dyn Destination,
+    d: &mut dyn EnvelopeCheck,
     envelope: &Envelope,
     message: &[u8],
 ) -> Result<DeliveryReport> {
@@ -300,16 +318,24 @@ pub fn per_recipient(template: &str) -> bool {
 }
 
 /// A local I/O failure as a delivery error: a full disk or quota clears
-/// up, most other local errors do not.
+/// up (temporary); every other local error (EACCES, EROFS, EIO, ENOTDIR,
+/// ...) is a local fault, never a refusal of the message.
 pub fn local_error(destination: &str, what: &str, e: &std::io::Error) -> Error {
-    let transient = matches!(
+    Error::delivery(destination, format!("{what}: {e}"), io_failure(e))
+}
+
+/// How a local I/O error counts (SPEC "What a failure does"): a full
+/// disk or quota, or an interrupted call, is temporary; anything else is
+/// a local fault.
+pub fn io_failure(e: &std::io::Error) -> Failure {
+    let temporary = matches!(
         e.raw_os_error(),
         Some(libc::ENOSPC) | Some(libc::EDQUOT) | Some(libc::EAGAIN) | Some(libc::EINTR)
     ) || e.kind() == std::io::ErrorKind::Interrupted;
-    Error::Delivery {
-        destination: destination.to_string(),
-        message: format!("{what}: {e}"),
-        transient,
+    if temporary {
+        Failure::Temporary
+    } else {
+        Failure::Local
     }
 }
 
@@ -350,11 +376,7 @@ mod tests {
         assert!(r.is_complete());
         r.refused.push(Refusal {
             recipient: "b@x".into(),
-            error: Error::Delivery {
-                destination: "d".into(),
-                message: "451".into(),
-                transient: true,
-            },
+            error: Error::delivery("d", "451", Failure::Temporary),
         });
         assert!(!r.is_complete());
         assert_eq!(r.transient().count(), 1);

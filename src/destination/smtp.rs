@@ -24,11 +24,11 @@ use lettre::transport::smtp::extension::{ClientId, Extension, MailBodyParameter,
 use sha2::{Digest, Sha256};
 
 use crate::config::{SmtpConfig, TlsMode};
-use crate::error::{Error, Result};
+use crate::error::{Error, Failure, Result};
 use crate::message::Envelope;
 use crate::secret;
 
-use super::{sender_of, DeliveryReport, Destination, Refusal};
+use super::{sender_of, DeliveryReport, Destination, EnvelopeCheck, Refusal};
 
 /// An open connection and what the server offers.
 struct Connection {
@@ -92,12 +92,8 @@ impl Smtp {
         }
     }
 
-    fn fail(&self, message: String, transient: bool) -> Error {
-        Error::Delivery {
-            destination: self.name.clone(),
-            message,
-            transient,
-        }
+    fn fail(&self, message: String, failure: Failure) -> Error {
+        Error::delivery(self.name.clone(), message, failure)
     }
 
     /// A lettre error: a reply code decides (4xx transient, 5xx
@@ -105,14 +101,14 @@ impl Smtp {
     /// connection is dropped and the failure counted as transient.
     fn smtp_error(&mut self, what: &str, e: lettre::transport::smtp::Error) -> Error {
         if e.is_transient() || e.is_permanent() {
-            return self.fail(format!("{what}: {e}"), e.is_transient());
+            return self.fail(format!("{what}: {e}"), reply_failure(&e));
         }
         if let Some(mut c) = self.connection.take() {
             c.conn.abort();
         }
         self.open = None;
         let server = format!("{}:{}", self.config.server.host, self.config.server.port);
-        self.fail(format!("{what} ({server}): {e}"), true)
+        self.fail(format!("{what} ({server}): {e}"), Failure::Temporary)
     }
 
     fn tls_parameters(&self) -> Result<TlsParameters> {
@@ -169,11 +165,7 @@ impl Smtp {
                 destination,
                 message,
                 ..
-            } => Error::Delivery {
-                destination,
-                message,
-                transient: true,
-            },
+            } => Error::delivery(destination, message, Failure::Temporary),
             other => other,
         })
     }
@@ -185,7 +177,7 @@ impl Smtp {
             TlsMode::None => None,
             _ => Some(
                 self.tls_parameters()
-                    .map_err(|e| self.fail(e.to_string(), false))?,
+                    .map_err(|e| self.fail(e.to_string(), Failure::Local))?,
             ),
         };
         let implicit = if server.tls == TlsMode::Implicit {
@@ -206,7 +198,7 @@ impl Smtp {
                 conn.abort();
                 return Err(self.fail(
                     "the server does not offer STARTTLS (tls = \"starttls\")".into(),
-                    false,
+                    Failure::Local,
                 ));
             }
             let params = tls.as_ref().expect("built for starttls");
@@ -217,7 +209,7 @@ impl Smtp {
         if server.tls != TlsMode::None {
             if let Err(e) = self.check_pin(&conn) {
                 conn.abort();
-                return Err(self.fail(e.to_string(), false));
+                return Err(self.fail(e.to_string(), Failure::Local));
             }
         }
         // lettre keeps no SIZE from its EHLO; ask once more and read it.
@@ -227,13 +219,18 @@ impl Smtp {
         };
         if let Some(user) = &self.config.user {
             let password = secret::resolve(&self.config.secret)
-                .map_err(|e| self.fail(e.to_string(), false))?
+                .map_err(|e| self.fail(e.to_string(), Failure::Local))?
                 .unwrap_or_default();
             let credentials = Credentials::new(user.clone(), password);
             if let Err(e) = conn.auth(&[Mechanism::Plain, Mechanism::Login], &credentials) {
-                let transient = e.is_transient();
+                // Our credentials, not the message: never a refusal.
+                let failure = if e.is_transient() {
+                    Failure::Temporary
+                } else {
+                    Failure::Local
+                };
                 conn.abort();
-                return Err(self.fail(format!("authentication as {user} failed: {e}"), transient));
+                return Err(self.fail(format!("authentication as {user} failed: {e}"), failure));
             }
         }
         self.connection = Some(Connection {
@@ -266,6 +263,18 @@ impl Destination for Smtp {
         super::deliver_in_two_steps(self, envelope, message)
     }
 
+    fn envelope_check(&mut self) -> Option<&mut dyn EnvelopeCheck> {
+        Some(self)
+    }
+
+    fn close(&mut self) {
+        if let Some(mut c) = self.connection.take() {
+            let _ = c.conn.quit();
+        }
+    }
+}
+
+impl EnvelopeCheck for Smtp {
     fn begin(&mut self, envelope: &Envelope, size: u64) -> Result<DeliveryReport> {
         self.connect()?;
         let recipients = self.effective_recipients(envelope);
@@ -275,11 +284,19 @@ impl Destination for Smtp {
         } else {
             match sender.parse::<Address>() {
                 Ok(a) => Some(a),
+                // The sender comes from the message's Return-Path: a bad
+                // one is no reason to refuse the message. The configured
+                // sender, else the null sender.
                 Err(e) => {
-                    let msg = format!("envelope sender {sender:?} is not an address: {e}");
-                    return Ok(DeliveryReport::none(&recipients, || {
-                        self.fail(msg.clone(), false)
-                    }));
+                    log::warn!(
+                        "{}: envelope sender {sender:?} is not an address ({e}); using {}",
+                        self.name,
+                        self.config.sender.as_deref().unwrap_or("<>")
+                    );
+                    self.config
+                        .sender
+                        .as_deref()
+                        .and_then(|s| s.parse::<Address>().ok())
                 }
             }
         };
@@ -309,9 +326,9 @@ impl Destination for Smtp {
             let what = format!("MAIL FROM:<{sender}>");
             if e.is_transient() || e.is_permanent() {
                 let msg = format!("{what}: {e}");
-                let transient = e.is_transient();
+                let failure = reply_failure(&e);
                 return Ok(DeliveryReport::none(&recipients, || {
-                    self.fail(msg.clone(), transient)
+                    self.fail(msg.clone(), failure)
                 }));
             }
             return Err(self.smtp_error(&what, e));
@@ -323,7 +340,10 @@ impl Destination for Smtp {
                 Err(e) => {
                     report.refused.push(Refusal {
                         recipient: r.clone(),
-                        error: self.fail(format!("recipient {r:?} is not an address: {e}"), false),
+                        error: self.fail(
+                            format!("recipient {r:?} is not an address: {e}"),
+                            Failure::Refused,
+                        ),
                     });
                     continue;
                 }
@@ -332,7 +352,7 @@ impl Destination for Smtp {
             match c.conn.command(Rcpt::new(address, vec![])) {
                 Ok(_) => report.accepted.push(r.clone()),
                 Err(e) if e.is_transient() || e.is_permanent() => {
-                    let error = self.fail(format!("RCPT TO:<{r}>: {e}"), e.is_transient());
+                    let error = self.fail(format!("RCPT TO:<{r}>: {e}"), reply_failure(&e));
                     report.refused.push(Refusal {
                         recipient: r.clone(),
                         error,
@@ -355,9 +375,9 @@ impl Destination for Smtp {
         if let Err(e) = c.conn.command(Data) {
             if e.is_transient() || e.is_permanent() {
                 let msg = format!("DATA: {e}");
-                let transient = e.is_transient();
+                let failure = reply_failure(&e);
                 return Ok(DeliveryReport::none(&accepted, || {
-                    self.fail(msg.clone(), transient)
+                    self.fail(msg.clone(), failure)
                 }));
             }
             return Err(self.smtp_error("DATA", e));
@@ -367,9 +387,9 @@ impl Destination for Smtp {
             Ok(_) => Ok(DeliveryReport::all(&accepted)),
             Err(e) if e.is_transient() || e.is_permanent() => {
                 let msg = format!("after DATA: {e}");
-                let transient = e.is_transient();
+                let failure = reply_failure(&e);
                 Ok(DeliveryReport::none(&accepted, || {
-                    self.fail(msg.clone(), transient)
+                    self.fail(msg.clone(), failure)
                 }))
             }
             // The connection broke after the data: the server may or may
@@ -382,11 +402,15 @@ impl Destination for Smtp {
         self.open = None;
         // RSET is sent before the next transaction.
     }
+}
 
-    fn close(&mut self) {
-        if let Some(mut c) = self.connection.take() {
-            let _ = c.conn.quit();
-        }
+/// A reply code's meaning (SPEC "What a failure does"): 4xx temporary,
+/// 5xx refused for good.
+fn reply_failure(e: &lettre::transport::smtp::Error) -> Failure {
+    if e.is_permanent() {
+        Failure::Refused
+    } else {
+        Failure::Temporary
     }
 }
 

@@ -36,6 +36,36 @@ pub struct Scan {
     /// Every stable id present in the folder, when the listing is complete
     /// (used to forget ids of messages that are gone).
     pub present: Option<Vec<String>>,
+    /// What the store should remember of the folder now (IMAP): the run
+    /// commits these; sources only read the seen-state.
+    pub updates: Vec<FolderUpdate>,
+}
+
+/// A change to what the state store remembers of an IMAP folder, returned
+/// by a source for the run to commit, in order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FolderUpdate {
+    /// The folder's UIDVALIDITY and how far it is dealt with; `last_uid`
+    /// never moves backwards for the same UIDVALIDITY.
+    State {
+        /// The folder's name in the config.
+        folder: String,
+        /// Its state.
+        state: FolderState,
+    },
+    /// The server renumbered the folder: carry the delivered messages
+    /// found again (`matches`, old UID to new) over to the new
+    /// UIDVALIDITY, and forget the rest of the old one.
+    Rekey {
+        /// The folder's name in the config.
+        folder: String,
+        /// The UIDVALIDITY the records were made under.
+        old_uidvalidity: u32,
+        /// The folder's UIDVALIDITY now.
+        new_uidvalidity: u32,
+        /// Old UID to new UID.
+        matches: Vec<(u32, u32)>,
+    },
 }
 
 /// What the state store remembers of an IMAP folder between runs.
@@ -63,23 +93,25 @@ pub struct SeenFingerprint {
 }
 
 /// The seen-state a source consults while listing, implemented by the
-/// state store. Sources ask for only what they need: POP3 only
-/// `is_seen`; IMAP works per folder and UIDVALIDITY with the rest. The
-/// IMAP methods have do-nothing defaults so that a test index can leave
-/// them out (the source then simply lists more).
+/// state store: read-only (what a source would change, it returns as
+/// `FolderUpdate`s for the run to commit). Sources ask for only what they
+/// need: POP3 `is_seen`/`seen_size`; IMAP works per folder and
+/// UIDVALIDITY with the rest. The IMAP methods have do-nothing defaults so
+/// that a test index can leave them out (the source then simply lists
+/// more).
 pub trait SeenIndex {
     /// Whether the message with this stable id in this folder was delivered.
     fn is_seen(&mut self, folder: &str, uid: &str) -> Result<bool>;
 
+    /// POP3: the size recorded when the message with this id was
+    /// delivered, if it was. The default knows no sizes (0).
+    fn seen_size(&mut self, folder: &str, uid: &str) -> Result<Option<u64>> {
+        Ok(self.is_seen(folder, uid)?.then_some(0))
+    }
+
     /// IMAP: the folder's recorded state, if it was scanned before.
     fn folder_state(&mut self, _folder: &str) -> Result<Option<FolderState>> {
         Ok(None)
-    }
-
-    /// IMAP: records the folder's state. `last_uid` never moves backwards
-    /// for the same UIDVALIDITY.
-    fn set_folder_state(&mut self, _folder: &str, _state: FolderState) -> Result<()> {
-        Ok(())
     }
 
     /// IMAP: which of `uids` were delivered under this UIDVALIDITY.
@@ -115,19 +147,6 @@ pub trait SeenIndex {
     ) -> Result<Vec<SeenFingerprint>> {
         Ok(Vec::new())
     }
-
-    /// IMAP: carries delivered messages over to a new UIDVALIDITY:
-    /// `matches` pairs old UIDs with new ones; everything else recorded
-    /// under the old UIDVALIDITY is forgotten. One transaction.
-    fn rekey(
-        &mut self,
-        _folder: &str,
-        _old_uidvalidity: u32,
-        _new_uidvalidity: u32,
-        _matches: &[(u32, u32)],
-    ) -> Result<()> {
-        Ok(())
-    }
 }
 
 /// A message and its header block (LF line endings), from
@@ -158,13 +177,13 @@ pub trait Source {
         Ok(())
     }
 
-    /// At the end of a run, after every commit: lets the source record
-    /// how far its folders are dealt with (IMAP: moves each folder's
-    /// last_uid past the UIDs at its start that are all delivered or
-    /// passed over, so the next run asks about fewer). Never moves past a
-    /// message still to fetch.
-    fn settle(&mut self, _seen: &mut dyn SeenIndex) -> Result<()> {
-        Ok(())
+    /// At the end of a run, after every commit: how far its folders are
+    /// dealt with now, for the run to record (IMAP: each folder's last_uid
+    /// moves past the UIDs at its start that are all delivered or passed
+    /// over, so the next run asks about fewer). Never past a message still
+    /// to fetch.
+    fn settle(&mut self) -> Vec<FolderUpdate> {
+        Vec::new()
     }
 
     /// Headers first: the header blocks (LF line endings) of `messages`,
@@ -184,4 +203,11 @@ pub trait Source {
     /// Ends the session politely, making deletions take effect. After an
     /// error the source still tries to commit deletions already asked for.
     fn finish(&mut self) -> Result<()>;
+
+    /// After `finish`: the messages whose deletion the server confirmed
+    /// (POP3: `DELE` answered `+OK` and `QUIT` completed). Their ids may be
+    /// handed out again for new mail, so the run forgets them.
+    fn confirmed_deletions(&mut self) -> Vec<RemoteMessage> {
+        Vec::new()
+    }
 }

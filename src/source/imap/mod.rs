@@ -42,7 +42,7 @@ use bodies::BodyReader;
 use folders::ChosenFolder;
 use transcript::{Tap, Traced};
 
-use super::{FolderState, MessageHeader, RemoteMessage, Scan, SeenIndex, Source};
+use super::{FolderState, FolderUpdate, MessageHeader, RemoteMessage, Scan, SeenIndex, Source};
 
 /// A fetch batch asks for at most this many bytes (by the server's sizes),
 /// but always for at least one message. With `PIPELINE` batches in
@@ -864,7 +864,8 @@ impl ImapSource {
     }
 
     /// After a UIDVALIDITY change: finds the messages delivered under the
-    /// old one among `listing` and carries their records over.
+    /// old one among `listing`; returns the update that carries their
+    /// records over, and their new UIDs.
     fn rematch_folder(
         &mut self,
         folder: &str,
@@ -872,7 +873,7 @@ impl ImapSource {
         old_uidvalidity: u32,
         new_uidvalidity: u32,
         listing: &[Listed],
-    ) -> Result<()> {
+    ) -> Result<(FolderUpdate, HashSet<u32>)> {
         let recorded = seen.seen_fingerprints(folder, old_uidvalidity)?;
         let sizes = rematch::interesting_sizes(&recorded);
         let worth: Vec<u32> = listing
@@ -898,14 +899,22 @@ impl ImapSource {
             })
             .collect();
         let pairs = rematch::rematch(&recorded, &candidates);
-        seen.rekey(folder, old_uidvalidity, new_uidvalidity, &pairs)?;
         log::warn!(
             "{}: {folder}: UIDVALIDITY changed from {old_uidvalidity} to {new_uidvalidity}; matched {} of {} messages delivered before, which will not be delivered again",
             self.label,
             pairs.len(),
             recorded.len()
         );
-        Ok(())
+        let found_again = pairs.iter().map(|(_, new)| *new).collect();
+        Ok((
+            FolderUpdate::Rekey {
+                folder: folder.to_string(),
+                old_uidvalidity,
+                new_uidvalidity,
+                matches: pairs,
+            },
+            found_again,
+        ))
     }
 
     /// Scans one folder against the seen-state.
@@ -952,14 +961,15 @@ impl ImapSource {
             Some(p) if p.uidvalidity == uidvalidity => p.last_uid,
             _ => 0,
         };
+        let mut updates = Vec::new();
         if prior.is_none() {
-            seen.set_folder_state(
-                folder,
-                FolderState {
+            updates.push(FolderUpdate::State {
+                folder: folder.to_string(),
+                state: FolderState {
                     uidvalidity,
                     last_uid: 0,
                 },
-            )?;
+            });
         }
 
         // What to ask about: everything above last_uid (unless UIDNEXT
@@ -1004,15 +1014,24 @@ impl ImapSource {
                 .collect()
         };
 
+        // Found again after a renumbering: delivered, though the store
+        // records them under the new UIDVALIDITY only once the run commits
+        // the update.
+        let mut found_again = HashSet::new();
         if let Some(prior) = renumbered {
-            self.rematch_folder(folder, seen, prior.uidvalidity, uidvalidity, &listing)?;
+            let (rekey, found) =
+                self.rematch_folder(folder, seen, prior.uidvalidity, uidvalidity, &listing)?;
+            updates.push(rekey);
+            found_again = found;
         }
 
         let uids: Vec<u32> = listing.iter().map(|l| l.uid).collect();
         let delivered = if fetch_all {
             HashSet::new()
         } else {
-            seen.seen_among(folder, uidvalidity, &uids)?
+            let mut delivered = seen.seen_among(folder, uidvalidity, &uids)?;
+            delivered.extend(found_again);
+            delivered
         };
         let remote = |uid: u32, size: u64| RemoteMessage {
             folder: folder.to_string(),
@@ -1061,14 +1080,15 @@ impl ImapSource {
             },
         );
         if new_last > last_uid {
-            seen.set_folder_state(
-                folder,
-                FolderState {
+            updates.push(FolderUpdate::State {
+                folder: folder.to_string(),
+                state: FolderState {
                     uidvalidity,
                     last_uid: new_last,
                 },
-            )?;
+            });
         }
+        scan.updates = updates;
 
         // Delivered on an earlier run but never deleted (the run ended
         // between the commit and the expunge): only worth a look when
@@ -1226,7 +1246,8 @@ impl Source for ImapSource {
         Ok(self.batch.pop_front())
     }
 
-    fn settle(&mut self, seen: &mut dyn SeenIndex) -> Result<()> {
+    fn settle(&mut self) -> Vec<FolderUpdate> {
+        let mut updates = Vec::new();
         for (folder, settle) in &self.settle {
             let mut last = settle.last_uid;
             for &(uid, dealt_with) in &settle.above {
@@ -1236,16 +1257,16 @@ impl Source for ImapSource {
                 last = uid;
             }
             if last > settle.last_uid {
-                seen.set_folder_state(
-                    folder,
-                    FolderState {
+                updates.push(FolderUpdate::State {
+                    folder: folder.clone(),
+                    state: FolderState {
                         uidvalidity: settle.uidvalidity,
                         last_uid: last,
                     },
-                )?;
+                });
             }
         }
-        Ok(())
+        updates
     }
 
     fn delivered(&mut self, message: &RemoteMessage) -> Result<()> {

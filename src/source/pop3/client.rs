@@ -117,25 +117,41 @@ fn truncate(s: &str, max: usize) -> &str {
     }
 }
 
-/// Lines of a multi-line reply such as LIST or UIDL: `number rest`.
-pub fn parse_listing(block: &[u8]) -> Result<Vec<(u32, String)>> {
-    let text = String::from_utf8_lossy(block);
-    text.lines()
-        .filter(|l| !l.trim().is_empty())
+/// Lines of a multi-line reply such as LIST or UIDL: `number rest`, the
+/// second token as the server sent its bytes (never converted lossily:
+/// two different UIDLs must not become one).
+pub fn parse_listing(block: &[u8]) -> Result<Vec<(u32, Vec<u8>)>> {
+    block
+        .split(|&b| b == b'\n')
+        .map(|l| l.strip_suffix(b"\r").unwrap_or(l))
+        .filter(|l| !l.iter().all(u8::is_ascii_whitespace))
         .map(|l| {
-            let mut parts = l.split_whitespace();
+            let bad = || {
+                let shown = String::from_utf8_lossy(&l[..l.len().min(80)]).into_owned();
+                Error::Protocol(format!("bad listing line {:?}", truncate(&shown, 80)))
+            };
+            let mut parts = l
+                .split(|b| b.is_ascii_whitespace())
+                .filter(|p| !p.is_empty());
             let n = parts
                 .next()
+                .and_then(|n| std::str::from_utf8(n).ok())
                 .and_then(|n| n.parse::<u32>().ok())
-                .ok_or_else(|| {
-                    Error::Protocol(format!("bad listing line {:?}", truncate(l, 80)))
-                })?;
-            let rest = parts.next().ok_or_else(|| {
-                Error::Protocol(format!("bad listing line {:?}", truncate(l, 80)))
-            })?;
-            Ok((n, rest.to_string()))
+                .ok_or_else(bad)?;
+            let rest = parts.next().ok_or_else(bad)?;
+            Ok((n, rest.to_vec()))
         })
         .collect()
+}
+
+/// A UIDL as RFC 1939 allows its characters: 0x21..=0x7E (the RFC's
+/// 70-character limit is not enforced, as some servers exceed it; 512 is).
+/// Anything else is not used as an id.
+pub fn valid_uidl(id: &[u8]) -> Option<String> {
+    if id.is_empty() || id.len() > 512 || !id.iter().all(|b| (0x21..=0x7e).contains(b)) {
+        return None;
+    }
+    String::from_utf8(id.to_vec()).ok()
 }
 
 /// The APOP digest: MD5 of the greeting's timestamp and the password.
@@ -588,7 +604,13 @@ mod tests {
     #[test]
     fn listing_parses() {
         let l = parse_listing(b"1 120\n2 4000\n").unwrap();
-        assert_eq!(l, vec![(1, "120".to_string()), (2, "4000".to_string())]);
+        assert_eq!(l, vec![(1, b"120".to_vec()), (2, b"4000".to_vec())]);
+        let l = parse_listing(b"1 a\xc3\xa9\r\n2  b\xff\r\n\r\n").unwrap();
+        assert_eq!(l, vec![(1, b"a\xc3\xa9".to_vec()), (2, b"b\xff".to_vec())]);
+        assert_eq!(valid_uidl(b"abc-1"), Some("abc-1".into()));
+        for bad in [&b""[..], b"a\xc3\xa9", b"a\x7f", &[b'x'; 513]] {
+            assert_eq!(valid_uidl(bad), None);
+        }
         assert!(parse_listing(b"x 1\n").is_err());
     }
 }

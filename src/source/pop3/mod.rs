@@ -10,7 +10,7 @@
 
 pub mod client;
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 
 use crate::config::{Account, AuthMech, TlsMode};
 use crate::error::{Error, Result};
@@ -39,6 +39,12 @@ pub struct Pop3Source {
     bytes_in_flight: u64,
     /// The first DELE failure, reported at `finish`.
     delete_error: Option<Error>,
+    /// The account's name, for log lines.
+    label: String,
+    /// Messages whose DELE the server answered `+OK`.
+    deleted: Vec<RemoteMessage>,
+    /// The same, once QUIT completed (the deletions took effect).
+    confirmed: Vec<RemoteMessage>,
 }
 
 /// Connects, secures and logs in.
@@ -92,6 +98,9 @@ pub fn connect(account: &Account, password: Option<&str>) -> Result<Pop3Source> 
         in_flight: VecDeque::new(),
         bytes_in_flight: 0,
         delete_error: None,
+        label: account.name.clone(),
+        deleted: Vec::new(),
+        confirmed: Vec::new(),
     })
 }
 
@@ -192,6 +201,10 @@ impl Pop3Source {
                 Ok(Some((msg, bytes)))
             }
             (Command::Retr(n), Status::Err(t)) => Err(Error::Server(format!("RETR {n}: -ERR {t}"))),
+            (Command::Dele(_), Status::Ok(_)) => {
+                self.deleted.extend(msg);
+                Ok(None)
+            }
             (Command::Dele(n), Status::Err(t)) => {
                 let e = Error::Server(format!("DELE {n}: -ERR {t}"));
                 log::warn!("{e}");
@@ -247,18 +260,27 @@ impl Source for Pop3Source {
             (list, read_listing(session, "UIDL")?)
         };
         let list = list.ok_or_else(|| Error::Server("LIST refused".into()))?;
-        let uids: std::collections::HashMap<u32, String> =
-            uidl.clone().unwrap_or_default().into_iter().collect();
+        let uids = usable_uidls(uidl.as_deref().unwrap_or_default(), &self.label);
         let mut scan = Scan {
-            present: uidl.map(|u| u.into_iter().map(|(_, id)| id).collect()),
+            // Every well-formed id, shared ones too: what was delivered
+            // under an id now shared is not forgotten.
+            present: uidl.as_ref().map(|u| {
+                u.iter()
+                    .filter_map(|(_, id)| client::valid_uidl(id))
+                    .collect()
+            }),
             ..Scan::default()
         };
         for (number, size) in list {
-            let size = size.parse::<u64>().map_err(|_| {
-                Error::Protocol(format!(
-                    "LIST gave a bad size {size:?} for message {number}"
-                ))
-            })?;
+            let size = std::str::from_utf8(&size)
+                .ok()
+                .and_then(|s| s.parse::<u64>().ok())
+                .ok_or_else(|| {
+                    Error::Protocol(format!(
+                        "LIST gave a bad size {:?} for message {number}",
+                        String::from_utf8_lossy(&size[..size.len().min(40)])
+                    ))
+                })?;
             let uid = uids.get(&number).cloned();
             let message = RemoteMessage {
                 folder: POP3_FOLDER.into(),
@@ -267,11 +289,27 @@ impl Source for Pop3Source {
                 size,
                 number,
             };
-            match uid {
-                Some(uid) if !fetch_all && seen.is_seen(POP3_FOLDER, &uid)? => {
+            let recorded = match &uid {
+                Some(uid) if !fetch_all => seen.seen_size(POP3_FOLDER, uid)?,
+                _ => None,
+            };
+            match recorded {
+                // Delivered before and still here: deleted unless kept.
+                Some(recorded) if recorded == size || recorded == 0 => {
                     scan.seen_on_server.push(message)
                 }
-                _ => scan.new.push(message),
+                // The id was seen, but for a message of another size: the
+                // server reused it (RFC 1939 allows that once a message is
+                // gone). A new message: fetched, never deleted unread.
+                Some(recorded) => {
+                    log::warn!(
+                        "{}: UIDL {} was delivered before as {recorded} bytes but is now {size}: fetched as a new message",
+                        self.label,
+                        message.uid.as_deref().unwrap_or("?")
+                    );
+                    scan.new.push(message)
+                }
+                None => scan.new.push(message),
             }
         }
         Ok(vec![scan])
@@ -344,8 +382,12 @@ impl Source for Pop3Source {
             .position(|(c, _)| !matches!(c, Command::Dele(_)))
             .unwrap_or(self.to_send.len());
         self.to_send
-            .insert(at, (Command::Dele(message.number), None));
+            .insert(at, (Command::Dele(message.number), Some(message.clone())));
         Ok(())
+    }
+
+    fn confirmed_deletions(&mut self) -> Vec<RemoteMessage> {
+        std::mem::take(&mut self.confirmed)
     }
 
     fn finish(&mut self) -> Result<()> {
@@ -359,6 +401,8 @@ impl Source for Pop3Source {
         self.drain()?;
         if let Some(session) = self.session.take() {
             session.quit()?;
+            // RFC 1939 section 6: the deletions took effect with QUIT.
+            self.confirmed = std::mem::take(&mut self.deleted);
         }
         match self.delete_error.take() {
             Some(e) => Err(e),
@@ -367,7 +411,39 @@ impl Source for Pop3Source {
     }
 }
 
-fn read_listing(session: &mut Pop3<Stream>, what: &str) -> Result<Option<Vec<(u32, String)>>> {
+/// A LIST or UIDL listing: message number and the token after it.
+type Listing = Vec<(u32, Vec<u8>)>;
+
+/// The UIDL listing's ids that can be trusted, by message number: an id
+/// with characters RFC 1939 does not allow, or one that two messages
+/// share, is not used (those messages count as having no UIDL, so they
+/// are never taken for something delivered before).
+fn usable_uidls(listing: &[(u32, Vec<u8>)], label: &str) -> HashMap<u32, String> {
+    let mut count: HashMap<&[u8], usize> = HashMap::new();
+    for (_, id) in listing {
+        *count.entry(id.as_slice()).or_default() += 1;
+    }
+    let mut uids = HashMap::new();
+    for (number, id) in listing {
+        if count[id.as_slice()] > 1 {
+            log::warn!(
+                "{label}: message {number} shares its UIDL with another: treated as having none"
+            );
+            continue;
+        }
+        match client::valid_uidl(id) {
+            Some(id) => {
+                uids.insert(*number, id);
+            }
+            None => log::warn!(
+                "{label}: message {number} has a UIDL with characters RFC 1939 does not allow: treated as having none"
+            ),
+        }
+    }
+    uids
+}
+
+fn read_listing(session: &mut Pop3<Stream>, what: &str) -> Result<Option<Listing>> {
     match session.read_status()? {
         Status::Err(t) => {
             log::debug!("{what}: -ERR {t}");

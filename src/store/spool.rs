@@ -7,7 +7,7 @@
 //! spool and marking it seen must be one atomic step (SPEC: "marking a
 //! message seen and putting it in the spool is one transaction"), and the
 //! server copy may be deleted right after. With the bytes as a blob in
-//! the same database, `commit_delivery` does both in one transaction, and
+//! the same database, `State::commit` does both in one transaction, and
 //! there is no window in which a spool file exists without its index row
 //! or the other way round. Messages are bounded by `max_size` in practice;
 //! SQLite handles blobs of tens of megabytes without trouble.
@@ -27,9 +27,9 @@ use std::time::Duration;
 
 use rusqlite::{params, OptionalExtension, Transaction};
 
-use crate::error::{Error, Result};
+use crate::error::{Error, Failure, Result};
 use crate::source::RemoteMessage;
-use crate::state::State;
+use crate::store::State;
 
 /// How long to wait between attempts, and when to give up.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -296,116 +296,6 @@ impl State {
             .map_err(state_err)
     }
 
-    /// Marks a message seen and spools what is still owed, in one
-    /// transaction: after this returns, the server copy may be deleted.
-    #[allow(clippy::too_many_arguments)]
-    pub fn commit_delivery(
-        &mut self,
-        account: &str,
-        message: &RemoteMessage,
-        message_id: Option<&str>,
-        header_hash: Option<&str>,
-        spooled: &[NewSpoolEntry],
-        now: i64,
-        policy: &RetryPolicy,
-    ) -> Result<Vec<i64>> {
-        let tx = self
-            .conn
-            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
-            .map_err(state_err)?;
-        crate::state::record_seen(&tx, account, message, message_id, header_hash, now)
-            .map_err(state_err)?;
-        let ids =
-            spool_in(&tx, account, message, message_id, spooled, now, policy).map_err(state_err)?;
-        tx.commit().map_err(state_err)?;
-        Ok(ids)
-    }
-
-    /// Marks a whole batch of delivered messages seen, in one transaction
-    /// (group commit: one disk sync for the batch instead of one per
-    /// message). Each entry is (message, Message-ID, header hash); none of
-    /// them owes a destination anything.
-    pub fn commit_deliveries(
-        &mut self,
-        account: &str,
-        messages: &[(&RemoteMessage, Option<&str>, Option<&str>)],
-        now: i64,
-        policy: &RetryPolicy,
-    ) -> Result<()> {
-        let tx = self
-            .conn
-            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
-            .map_err(state_err)?;
-        for (message, message_id, header_hash) in messages {
-            crate::state::record_seen(&tx, account, message, *message_id, *header_hash, now)
-                .map_err(state_err)?;
-            spool_in(&tx, account, message, *message_id, &[], now, policy).map_err(state_err)?;
-        }
-        tx.commit().map_err(state_err)?;
-        Ok(())
-    }
-
-    /// Records that a message was refused for good by a destination and
-    /// stays on the server (`on_refused = "keep"`), spooling whatever other
-    /// destinations still owe, in one transaction. It is not marked seen
-    /// (so it is not deleted), but it is never downloaded again.
-    #[allow(clippy::too_many_arguments)]
-    pub fn commit_refused(
-        &mut self,
-        account: &str,
-        message: &RemoteMessage,
-        message_id: Option<&str>,
-        reason: &str,
-        spooled: &[NewSpoolEntry],
-        now: i64,
-        policy: &RetryPolicy,
-    ) -> Result<Vec<i64>> {
-        let tx = self
-            .conn
-            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
-            .map_err(state_err)?;
-        if let Some(uid) = &message.uid {
-            tx.execute(
-                "INSERT OR REPLACE INTO refused (account, folder, uidvalidity, uid, refused_at, reason)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                params![
-                    account,
-                    message.folder,
-                    message.uidvalidity.unwrap_or(0),
-                    uid,
-                    now,
-                    reason
-                ],
-            )
-            .map_err(state_err)?;
-        }
-        let ids =
-            spool_in(&tx, account, message, message_id, spooled, now, policy).map_err(state_err)?;
-        tx.commit().map_err(state_err)?;
-        Ok(ids)
-    }
-
-    /// Whether a message was refused for good and left on the server.
-    pub fn is_refused(&self, account: &str, message: &RemoteMessage) -> Result<bool> {
-        let Some(uid) = &message.uid else {
-            return Ok(false);
-        };
-        self.conn
-            .prepare_cached(
-                "SELECT 1 FROM refused WHERE account = ?1 AND folder = ?2
-                 AND uidvalidity = ?3 AND uid = ?4",
-            )
-            .and_then(|mut s| {
-                s.exists(params![
-                    account,
-                    message.folder,
-                    message.uidvalidity.unwrap_or(0),
-                    uid
-                ])
-            })
-            .map_err(state_err)
-    }
-
     /// Replaces the recipients still owed by a spool entry (after a
     /// partial retry).
     pub fn spool_set_recipients(&mut self, id: i64, recipients: &[String]) -> Result<()> {
@@ -604,6 +494,17 @@ pub fn flush(
                 report.delivered += 1;
                 continue;
             }
+            // A local fault (a read-only disk, a broken MDA) is ours to
+            // fix: the entry is kept and retried, never bounced or expired.
+            Err(e) if e.failure() == Failure::Local => {
+                state.spool_retry_later(entry.summary.id, &e.to_string(), now, policy)?;
+                report.deferred += 1;
+                report.errors.push(format!(
+                    "spool entry {} for {} kept (a local fault, not the message): {e}",
+                    entry.summary.id, entry.summary.destination
+                ));
+                continue;
+            }
             Err(e) if e.is_transient() => {
                 let age =
                     Duration::from_secs(now.saturating_sub(entry.summary.created_at).max(0) as u64);
@@ -670,25 +571,23 @@ mod tests {
     }
 
     fn spool_one(state: &mut State, now: i64) -> i64 {
-        let rcpts = vec!["a@x".to_string()];
-        let ids = state
-            .commit_delivery(
-                "acct",
-                &remote("u1"),
-                Some("<m@x>"),
-                None,
-                &[NewSpoolEntry {
-                    destination: "relay",
-                    sender: Some("s@x"),
-                    recipients: &rcpts,
-                    message: b"Subject: x\n\nbody\n",
-                    error: "451 try later",
-                }],
-                now,
-                &policy(),
-            )
+        let outcome = crate::store::commit::Outcome {
+            message: remote("u1"),
+            message_id: Some("<m@x>".into()),
+            header_hash: None,
+            disposition: crate::store::commit::Disposition::Delivered,
+            owed: vec![crate::store::commit::Owed {
+                destination: "relay".into(),
+                recipients: vec!["a@x".to_string()],
+                error: "451 try later".into(),
+            }],
+            sender: Some("s@x".into()),
+            bytes: b"Subject: x\n\nbody\n".to_vec(),
+        };
+        state
+            .commit("acct", &[outcome], "c", now, &policy())
             .unwrap();
-        ids[0]
+        state.spool_list(Some("acct")).unwrap()[0].id
     }
 
     #[test]
@@ -717,11 +616,7 @@ mod tests {
     fn flush_follows_the_injected_clock() {
         let mut state = State::in_memory().unwrap();
         let id = spool_one(&mut state, 1000);
-        let fail = || Error::Delivery {
-            destination: "relay".into(),
-            message: "451 later".into(),
-            transient: true,
-        };
+        let fail = || Error::delivery("relay", "451 later", Failure::Temporary);
         let mut calls = 0;
         let mut never_bounce = |_: &SpoolEntry, _: &GiveUp| -> Result<()> { panic!("no bounce") };
         // Not due yet.
@@ -779,11 +674,7 @@ mod tests {
         let mut state = State::in_memory().unwrap();
         let id = spool_one(&mut state, 1000);
         let transient = |_: &SpoolEntry| -> Result<()> {
-            Err(Error::Delivery {
-                destination: "relay".into(),
-                message: "451".into(),
-                transient: true,
-            })
+            Err(Error::delivery("relay", "451", Failure::Temporary))
         };
         // Past max_age and the bounce fails: kept, marked expired.
         let r = flush(
@@ -812,13 +703,7 @@ mod tests {
             9000,
             Some(&[id]),
             &policy(),
-            &mut |_| {
-                Err(Error::Delivery {
-                    destination: "relay".into(),
-                    message: "550 no".into(),
-                    transient: false,
-                })
-            },
+            &mut |_| Err(Error::delivery("relay", "550 no", Failure::Refused)),
             &mut |e, why| {
                 bounced.push((e.summary.id, why.clone()));
                 Ok(())
@@ -856,9 +741,16 @@ mod tests {
             Some("123.mr.host,S=5"),
             "the first name is kept"
         );
-        state
-            .commit_delivery("acct", &remote("u1"), None, None, &[], 12, &policy())
-            .unwrap();
+        let done = crate::store::commit::Outcome {
+            message: remote("u1"),
+            message_id: None,
+            header_hash: None,
+            disposition: crate::store::commit::Disposition::Delivered,
+            owed: Vec::new(),
+            sender: None,
+            bytes: Vec::new(),
+        };
+        state.commit("acct", &[done], "c", 12, &policy()).unwrap();
         assert_eq!(
             state.intent("acct", "INBOX", 0, "u1", "home").unwrap(),
             None

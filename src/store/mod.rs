@@ -14,8 +14,11 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 
+pub mod commit;
+pub mod spool;
+
 use crate::error::{Error, Result};
-use crate::source::{FolderState, RemoteMessage, SeenFingerprint, SeenIndex};
+use crate::source::{FolderState, FolderUpdate, RemoteMessage, SeenFingerprint, SeenIndex};
 
 /// Schema changes, oldest first. Never edit one that has shipped; append.
 const MIGRATIONS: &[&str] = &[
@@ -62,7 +65,7 @@ const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (account, folder)
      ) WITHOUT ROWID;
      ALTER TABLE seen ADD COLUMN header_hash TEXT;",
-    // 3: the retry spool (see `crate::spool`); delivery intents, which
+    // 3: the retry spool (see `crate::store::spool`); delivery intents, which
     // let a run after a crash recognise a Maildir or directory delivery
     // that happened before its seen-commit; and messages a destination
     // refused for good that stay on the server (never downloaded again).
@@ -116,6 +119,13 @@ const MIGRATIONS: &[&str] = &[
         account  TEXT PRIMARY KEY,
         identity TEXT NOT NULL
      ) WITHOUT ROWID;",
+    // 5: refusals say what kind they are (a refusal by a destination, or
+    // a suspected mail loop) and under which delivery config they were
+    // made: a record from another config (or from before this migration,
+    // when local faults were recorded as refusals too) no longer keeps a
+    // message from being tried again.
+    "ALTER TABLE refused ADD COLUMN kind TEXT NOT NULL DEFAULT 'refused';
+     ALTER TABLE refused ADD COLUMN config TEXT;",
 ];
 
 /// Totals over the runs of an account the log keeps.
@@ -590,13 +600,127 @@ impl State {
     }
 
     /// A `SeenIndex` over this store for one account, caching each folder's
-    /// ids on first use.
-    pub fn seen_index<'a>(&'a mut self, account: &'a str) -> StateSeenIndex<'a> {
+    /// ids on first use. `fingerprint` is the account's delivery-config
+    /// digest: refusals recorded under another one are looked at again.
+    pub fn seen_index<'a>(
+        &'a mut self,
+        account: &'a str,
+        fingerprint: &'a str,
+    ) -> StateSeenIndex<'a> {
         StateSeenIndex {
             state: self,
             account,
+            fingerprint,
             cache: HashMap::new(),
         }
+    }
+
+    /// The sizes recorded for the ids delivered from an account's folder.
+    pub fn seen_sizes(
+        &self,
+        account: &str,
+        folder: &str,
+        uidvalidity: u32,
+    ) -> Result<HashMap<String, u64>> {
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "SELECT uid, size FROM seen WHERE account = ?1 AND folder = ?2 AND uidvalidity = ?3",
+            )
+            .map_err(|e| wrap(&self.path, e))?;
+        let rows = stmt
+            .query_map(params![account, folder, uidvalidity], |r| {
+                Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)? as u64))
+            })
+            .map_err(|e| wrap(&self.path, e))?;
+        rows.collect::<rusqlite::Result<_>>()
+            .map_err(|e| wrap(&self.path, e))
+    }
+
+    /// Records what a source learned of its folders (`FolderUpdate`s from
+    /// a scan or `settle`), in order.
+    pub fn apply_folder_updates(&mut self, account: &str, updates: &[FolderUpdate]) -> Result<()> {
+        for u in updates {
+            match u {
+                FolderUpdate::State { folder, state } => {
+                    self.set_folder_state(account, folder, *state)?
+                }
+                FolderUpdate::Rekey {
+                    folder,
+                    old_uidvalidity,
+                    new_uidvalidity,
+                    matches,
+                } => self.rekey(account, folder, *old_uidvalidity, *new_uidvalidity, matches)?,
+            }
+        }
+        Ok(())
+    }
+
+    /// Forgets that `messages` were delivered: the server confirmed their
+    /// deletion (a completed POP3 QUIT), so their ids may come back for
+    /// other mail. One transaction.
+    pub fn forget_seen(&mut self, account: &str, messages: &[RemoteMessage]) -> Result<()> {
+        let path = self.path.clone();
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(|e| wrap(&path, e))?;
+        {
+            let mut stmt = tx
+                .prepare_cached(
+                    "DELETE FROM seen WHERE account = ?1 AND folder = ?2 AND uidvalidity = ?3 AND uid = ?4",
+                )
+                .map_err(|e| wrap(&path, e))?;
+            for m in messages {
+                if let Some(uid) = &m.uid {
+                    stmt.execute(params![account, m.folder, m.uidvalidity.unwrap_or(0), uid])
+                        .map_err(|e| wrap(&path, e))?;
+                }
+            }
+        }
+        tx.commit().map_err(|e| wrap(&path, e))
+    }
+
+    /// UIDs recorded as refused (or as loops) under a delivery config
+    /// other than `fingerprint`, to be looked at again.
+    fn stale_refusals(
+        &self,
+        account: &str,
+        folder: &str,
+        uidvalidity: u32,
+        fingerprint: &str,
+    ) -> Result<Vec<u32>> {
+        self.refused_uids(account, folder, uidvalidity, fingerprint, false)
+    }
+
+    /// UIDs recorded as refused (or as loops) under `fingerprint`
+    /// (`current`), or under any other (`!current`).
+    fn refused_uids(
+        &self,
+        account: &str,
+        folder: &str,
+        uidvalidity: u32,
+        fingerprint: &str,
+        current: bool,
+    ) -> Result<Vec<u32>> {
+        let sql = if current {
+            "SELECT uid FROM refused WHERE account = ?1 AND folder = ?2 AND uidvalidity = ?3 AND config = ?4"
+        } else {
+            "SELECT uid FROM refused WHERE account = ?1 AND folder = ?2 AND uidvalidity = ?3 AND config IS NOT ?4"
+        };
+        let mut stmt = self
+            .conn
+            .prepare_cached(sql)
+            .map_err(|e| wrap(&self.path, e))?;
+        let rows = stmt
+            .query_map(params![account, folder, uidvalidity, fingerprint], |r| {
+                r.get::<_, String>(0)
+            })
+            .map_err(|e| wrap(&self.path, e))?;
+        let uids: Vec<String> = rows
+            .collect::<rusqlite::Result<_>>()
+            .map_err(|e| wrap(&self.path, e))?;
+        Ok(uids.iter().filter_map(|u| u.parse().ok()).collect())
     }
 
     /// An IMAP folder's recorded UIDVALIDITY and last UID.
@@ -776,24 +900,25 @@ impl State {
 pub struct StateSeenIndex<'a> {
     state: &'a mut State,
     account: &'a str,
-    cache: HashMap<String, HashSet<String>>,
+    fingerprint: &'a str,
+    cache: HashMap<String, HashMap<String, u64>>,
 }
 
 impl SeenIndex for StateSeenIndex<'_> {
     fn is_seen(&mut self, folder: &str, uid: &str) -> Result<bool> {
+        Ok(self.seen_size(folder, uid)?.is_some())
+    }
+
+    fn seen_size(&mut self, folder: &str, uid: &str) -> Result<Option<u64>> {
         if !self.cache.contains_key(folder) {
-            let uids = self.state.seen_uids(self.account, folder, 0)?;
-            self.cache.insert(folder.to_string(), uids);
+            let sizes = self.state.seen_sizes(self.account, folder, 0)?;
+            self.cache.insert(folder.to_string(), sizes);
         }
-        Ok(self.cache[folder].contains(uid))
+        Ok(self.cache[folder].get(uid).copied())
     }
 
     fn folder_state(&mut self, folder: &str) -> Result<Option<FolderState>> {
         self.state.folder_state(self.account, folder)
-    }
-
-    fn set_folder_state(&mut self, folder: &str, state: FolderState) -> Result<()> {
-        self.state.set_folder_state(self.account, folder, state)
     }
 
     fn seen_among(&mut self, folder: &str, uidvalidity: u32, uids: &[u32]) -> Result<HashSet<u32>> {
@@ -802,17 +927,33 @@ impl SeenIndex for StateSeenIndex<'_> {
     }
 
     fn oversized_uids(&mut self, folder: &str, uidvalidity: u32) -> Result<Vec<u32>> {
-        self.state.oversized_uids(self.account, folder, uidvalidity)
+        // Refusals under an older delivery config are looked at again the
+        // same way: by UID, below the folder's last_uid.
+        let mut uids = self
+            .state
+            .oversized_uids(self.account, folder, uidvalidity)?;
+        uids.extend(self.state.stale_refusals(
+            self.account,
+            folder,
+            uidvalidity,
+            self.fingerprint,
+        )?);
+        uids.sort_unstable();
+        uids.dedup();
+        Ok(uids)
     }
 
     fn passed_uids(&mut self, folder: &str, uidvalidity: u32) -> Result<Vec<u32>> {
         let mut uids = self
             .state
             .oversized_uids(self.account, folder, uidvalidity)?;
-        let refused: Vec<String> =
-            self.state
-                .uids_in("refused", self.account, folder, uidvalidity)?;
-        uids.extend(refused.iter().filter_map(|u| u.parse::<u32>().ok()));
+        uids.extend(self.state.refused_uids(
+            self.account,
+            folder,
+            uidvalidity,
+            self.fingerprint,
+            true,
+        )?);
         Ok(uids)
     }
 
@@ -823,22 +964,6 @@ impl SeenIndex for StateSeenIndex<'_> {
     ) -> Result<Vec<SeenFingerprint>> {
         self.state
             .seen_fingerprints(self.account, folder, uidvalidity)
-    }
-
-    fn rekey(
-        &mut self,
-        folder: &str,
-        old_uidvalidity: u32,
-        new_uidvalidity: u32,
-        matches: &[(u32, u32)],
-    ) -> Result<()> {
-        self.state.rekey(
-            self.account,
-            folder,
-            old_uidvalidity,
-            new_uidvalidity,
-            matches,
-        )
     }
 }
 
@@ -880,7 +1005,7 @@ mod tests {
         s.mark_seen("a", &msg("u2"), None, None).unwrap();
         s.mark_seen("b", &msg("u3"), None, None).unwrap();
         {
-            let mut idx = s.seen_index("a");
+            let mut idx = s.seen_index("a", "");
             assert!(idx.is_seen("INBOX", "u1").unwrap());
             assert!(!idx.is_seen("INBOX", "u3").unwrap());
         }

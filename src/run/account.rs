@@ -1,0 +1,777 @@
+//! One account's run: the source, the destinations, the batch waiting for
+//! its commit and the report, in one object (`AccountRun`). Its steps, in
+//! order: open the destinations, retry the spool, scan the server, pick
+//! what to fetch, then for each message download → deliver → decide
+//! (`decide`, which commits the batch when due), and at the end commit
+//! what is left, end the session and record how far the folders are
+//! dealt with.
+
+use std::collections::{HashMap, VecDeque};
+
+use crate::audit::{self, AuditLog};
+use crate::config::{Account, Config};
+use crate::destination::{self, DeliveryReport, Destination};
+use crate::error::{Error, Result};
+use crate::message::{self, Envelope, TraceInfo};
+use crate::progress::AccountProgress;
+use crate::retry;
+use crate::source::{self, RemoteMessage, Source};
+use crate::store::commit::{Disposition, Outcome};
+use crate::store::spool::{Intent, RetryPolicy};
+use crate::store::State;
+
+use super::batch::{Batch, Pending, BATCH_MESSAGES};
+use super::envelope::{self, Addressing};
+use super::verdict::{self, Attempt, Unopened, Verdict};
+use super::{AccountReport, FetchOptions};
+
+/// Room for the `Received:` header added after download, in the size
+/// announced to SMTP/LMTP before the body is known (headers first).
+const RECEIVED_ALLOWANCE: u64 = 512;
+
+/// One account's run, from the scan to the last commit.
+pub(crate) struct AccountRun<'a> {
+    pub(crate) config: &'a Config,
+    pub(crate) account: &'a Account,
+    pub(crate) state: &'a mut State,
+    pub(crate) report: &'a mut AccountReport,
+    pub(crate) audit: Option<&'a AuditLog>,
+    pub(crate) source: Box<dyn Source + 'a>,
+    pub(crate) destinations: Vec<Box<dyn Destination>>,
+    pub(crate) batch: Batch,
+    pub(crate) policy: RetryPolicy,
+    /// `delivery_fingerprint` of the account's delivery config.
+    pub(crate) fingerprint: String,
+    /// Leave mail on the server (config or `--keep`).
+    pub(crate) keep: bool,
+    /// The first refusal kept on the server: the run ends with it (exit
+    /// 10) so cron says so.
+    pub(crate) refused: Option<Error>,
+    /// The first local fault behind a spooled copy: the run ends with it.
+    pub(crate) faulted: Option<Error>,
+}
+
+/// Fetches one account with its lock held and its state open.
+pub(super) fn fetch_locked(
+    config: &Config,
+    account: &Account,
+    options: &FetchOptions,
+    state: &mut State,
+    report: &mut AccountReport,
+    audit: Option<&AuditLog>,
+) -> Result<()> {
+    let keep = options.keep || account.keep;
+    let destinations = account
+        .deliver_to
+        .iter()
+        .map(|name| destination::open(name, &config.destinations[name], &config.general.hostname))
+        .collect::<Result<Vec<_>>>()?;
+    let identity = format!(
+        "{}@{}",
+        account.user,
+        account.server.host.to_ascii_lowercase()
+    );
+    if let Some(old) = state.bind_identity(&account.name, &identity)? {
+        report.warnings.push(format!(
+            "now fetches from {identity} instead of {old}: what was seen in the old mailbox was forgotten"
+        ));
+    }
+    // The spool first: what was downloaded before is retried from here,
+    // never fetched again.
+    if !options.check {
+        report.flushed = retry::flush_account(config, &account.name, state, None, retry::now())?;
+        report
+            .warnings
+            .extend(report.flushed.errors.iter().cloned());
+    }
+    let source = super::connect(account, keep)?;
+    let mut run = AccountRun::new(
+        config,
+        account,
+        state,
+        report,
+        audit,
+        source,
+        destinations,
+        keep,
+    );
+    run.fetch(options)
+}
+
+impl<'a> AccountRun<'a> {
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn new(
+        config: &'a Config,
+        account: &'a Account,
+        state: &'a mut State,
+        report: &'a mut AccountReport,
+        audit: Option<&'a AuditLog>,
+        source: Box<dyn Source + 'a>,
+        destinations: Vec<Box<dyn Destination>>,
+        keep: bool,
+    ) -> AccountRun<'a> {
+        AccountRun {
+            config,
+            account,
+            state,
+            report,
+            audit,
+            source,
+            destinations,
+            batch: Batch::new(1),
+            policy: retry::policy(config),
+            fingerprint: envelope::delivery_fingerprint(config, account),
+            keep,
+            refused: None,
+            faulted: None,
+        }
+    }
+
+    /// The whole run on an open source: scan, fetch, deliver, commit,
+    /// end the session.
+    pub(crate) fn fetch(&mut self, options: &FetchOptions) -> Result<()> {
+        let fetch_all = options.fetch_all || self.account.fetch_all;
+        let scans = self.source.scan(
+            &mut self.state.seen_index(&self.account.name, &self.fingerprint),
+            fetch_all,
+        )?;
+        let updates: Vec<_> = scans
+            .iter()
+            .flat_map(|s| s.updates.iter().cloned())
+            .collect();
+        self.state
+            .apply_folder_updates(&self.account.name, &updates)?;
+        if self.keep
+            && scans
+                .iter()
+                .flat_map(|s| s.new.iter())
+                .any(|m| m.uid.is_none())
+        {
+            let _ = self.source.finish();
+            return Err(Error::Protocol(
+                "the server gives no unique ids (no UIDL), so with keep = true mailretr could not tell old mail from new; use keep = false".into(),
+            ));
+        }
+        let max_size = options.max_size.or(self.account.max_size);
+        let wanted = self.choose(&scans, max_size, fetch_all)?;
+        if options.check {
+            self.report.waiting = wanted.len() as u64;
+            return self.source.finish();
+        }
+        if !self.keep {
+            // Delivered on an earlier run that ended before its deletions
+            // took effect: finish the job.
+            for message in scans.iter().flat_map(|s| s.seen_on_server.iter()) {
+                self.source.delete(message)?;
+            }
+        }
+        let wanted = super::apply_limits(self.account, wanted, self.report);
+        let delivered = self.deliver_all(wanted);
+        // What was decided is committed even when a later message failed
+        // (unless a sync or commit failed: then nothing more is).
+        let committed = self.commit_batch();
+        let delivered = match (delivered, committed) {
+            (Ok(()), committed) => committed,
+            (Err(e), Ok(())) => Err(e),
+            (Err(e), Err(also)) => {
+                self.report.warnings.push(also.to_string());
+                Err(e)
+            }
+        };
+        // Always end the session: deletions asked for so far take effect
+        // even when a later message failed.
+        crate::fault::point("finish");
+        let finished = self.source.finish();
+        for d in self.destinations.iter_mut() {
+            d.close();
+        }
+        // What was committed moves the folders on, whatever else happened.
+        let settled = self.source.settle();
+        let settled = self
+            .state
+            .apply_folder_updates(&self.account.name, &settled);
+        delivered?;
+        finished?;
+        settled?;
+        // Deletions a completed QUIT confirmed: those ids may be reused by
+        // the server for new mail, so they are forgotten.
+        let confirmed = self.source.confirmed_deletions();
+        if !confirmed.is_empty() {
+            self.state.forget_seen(&self.account.name, &confirmed)?;
+        }
+        for scan in &scans {
+            if let (Some(present), Some(folder)) = (
+                &scan.present,
+                scan.new
+                    .first()
+                    .or(scan.seen_on_server.first())
+                    .map(|m| &m.folder),
+            ) {
+                // An empty listing may be a server hiccup: never forget on it.
+                if !present.is_empty() {
+                    self.state
+                        .forget_absent(&self.account.name, folder, 0, present)?;
+                }
+            }
+        }
+        if let Some(e) = self.faulted.take().or(self.refused.take()) {
+            return Err(e);
+        }
+        Ok(())
+    }
+
+    /// The new messages worth fetching: not over `max_size` (those are
+    /// reported once and left), not refused under the current delivery
+    /// config, not a suspected loop (reported every run and left).
+    fn choose(
+        &mut self,
+        scans: &[source::Scan],
+        max_size: Option<u64>,
+        fetch_all: bool,
+    ) -> Result<Vec<RemoteMessage>> {
+        let mut wanted = Vec::new();
+        for message in scans.iter().flat_map(|s| s.new.iter()) {
+            if let Some(max) = max_size.filter(|max| message.size > *max) {
+                if self.state.note_oversized(&self.account.name, message)? {
+                    self.report.warnings.push(format!(
+                        "{} is {} bytes, over max_size {max}; left on the server",
+                        describe(message),
+                        message.size
+                    ));
+                    super::audit_message(
+                        self.audit,
+                        self.account,
+                        message,
+                        None,
+                        audit::Outcome::Skipped,
+                        Some(&format!("over max_size {max}")),
+                    )?;
+                }
+                continue;
+            }
+            if !fetch_all {
+                match self
+                    .state
+                    .refused_record(&self.account.name, message, &self.fingerprint)?
+                {
+                    Some(r) if r.is_loop => {
+                        self.report.alerts.push(format!(
+                            "{}: suspected mail loop ({}); left on the server",
+                            describe(message),
+                            r.reason
+                        ));
+                        continue;
+                    }
+                    // Refused for good on an earlier run, left on the server.
+                    Some(_) => continue,
+                    None => {}
+                }
+            }
+            wanted.push(message.clone());
+        }
+        Ok(wanted)
+    }
+
+    /// Downloads and delivers `wanted`, deciding each message; returns at
+    /// the first error that ends the run (a local fault, a broken
+    /// connection, a failed commit). Messages decided before it stay
+    /// decided.
+    fn deliver_all(&mut self, wanted: Vec<RemoteMessage>) -> Result<()> {
+        let mut progress = AccountProgress::start(
+            &self.account.name,
+            wanted.len() as u64,
+            wanted.iter().map(|m| m.size).sum(),
+        );
+        // Headers first, when every destination checks the envelope
+        // (SMTP, LMTP): only headers now; each body is downloaded only once
+        // a destination has accepted a recipient.
+        let headers_first =
+            !self.destinations.is_empty() && self.destinations.iter().all(|d| d.checks_envelope());
+        let mut queue: VecDeque<RemoteMessage> = VecDeque::new();
+        let mut headers: HashMap<(String, u32), Vec<u8>> = HashMap::new();
+        let headers_first = headers_first
+            && match self.source.fetch_headers(&wanted)? {
+                Some(fetched) => {
+                    headers.extend(
+                        fetched
+                            .into_iter()
+                            .map(|(m, h)| ((m.folder.clone(), m.number), h)),
+                    );
+                    queue.extend(wanted.iter().cloned());
+                    true
+                }
+                None => false,
+            };
+        let mut plans = HashMap::new();
+        if !headers_first {
+            plans = self.plan_deliveries(&wanted)?;
+            self.source.retrieve(wanted)?;
+        }
+        // Group commit only where a crash inside a batch duplicates nothing.
+        let group =
+            !self.destinations.is_empty() && self.destinations.iter().all(|d| d.can_defer_sync());
+        if group {
+            for d in self.destinations.iter_mut() {
+                if let Some(g) = d.group_commit() {
+                    g.defer_sync();
+                }
+            }
+        }
+        self.batch = Batch::new(if group { BATCH_MESSAGES } else { 1 });
+        let mut bytes_saved = 0u64;
+        let mut deferred: Option<Error> = None;
+        // A stop (SIGINT/SIGTERM) is honoured between messages: the one in
+        // hand is decided and committed, then the session ends politely.
+        while !crate::signal::stop_requested() {
+            // 0. Headers first: route on the headers and open the
+            //    transactions before the body is downloaded; a refusal
+            //    costs only the headers.
+            let mut opened = None;
+            if headers_first {
+                let Some(next) = queue.pop_front() else {
+                    break;
+                };
+                if let Some(header) = headers.remove(&(next.folder.clone(), next.number)) {
+                    let Some(envelope) = self.envelope_or_leave(&next, &header, None)? else {
+                        continue;
+                    };
+                    match self.open_envelope(&next, &envelope, &header)? {
+                        Opened::Accepted(begun) => opened = Some((envelope, begun)),
+                        Opened::Deferred(e) => {
+                            deferred.get_or_insert(e);
+                            continue;
+                        }
+                        Opened::Decided => {
+                            bytes_saved += next.size;
+                            continue;
+                        }
+                    }
+                }
+                self.source.retrieve(vec![next])?;
+            }
+            // 1. Download.
+            let Some((remote, bytes)) = self.source.next_message()? else {
+                if opened.is_some() {
+                    // Gone from the server between its header and body.
+                    for d in self.destinations.iter_mut() {
+                        if let Some(c) = d.envelope_check() {
+                            c.abandon();
+                        }
+                    }
+                    continue;
+                }
+                break;
+            };
+            crate::fault::point("downloaded");
+            let (envelope, begun) = match opened {
+                Some((envelope, begun)) => (envelope, Some(begun)),
+                None => match self.envelope_or_leave(&remote, &bytes, Some(&bytes))? {
+                    Some(envelope) => (envelope, None),
+                    None => continue,
+                },
+            };
+            let plan = remote
+                .uid
+                .as_ref()
+                .and_then(|uid| plans.remove(&(remote.folder.clone(), uid.clone())));
+            let size = remote.size;
+            self.deliver_one(remote, bytes, envelope, begun, plan)?;
+            progress.message_done(size);
+        }
+        if bytes_saved > 0 {
+            log::info!(
+                "{}: headers first saved {bytes_saved} bytes of downloads",
+                self.account.name
+            );
+        }
+        match deferred {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+
+    /// The envelope of a message, or `None` when routing leaves it on the
+    /// server: a suspected loop (decided: recorded, reported, never
+    /// deleted) or nobody to deliver to (reported, left for the next run).
+    /// `body` is the whole message when it was downloaded.
+    fn envelope_or_leave(
+        &mut self,
+        message: &RemoteMessage,
+        header: &[u8],
+        body: Option<&[u8]>,
+    ) -> Result<Option<Envelope>> {
+        match envelope::addressing(self.config, self.account, &message.folder, header) {
+            Addressing::Deliver(e) => Ok(Some(e)),
+            Addressing::Nobody(why) => {
+                self.report
+                    .warnings
+                    .push(format!("{}: {why}; left on the server", describe(message)));
+                Ok(None)
+            }
+            Addressing::Loop(recipients) => {
+                let why = format!(
+                    "a Delivered-To below the delivering MTA's own already names {}",
+                    recipients.join(", ")
+                );
+                let outcome = Outcome {
+                    message: message.clone(),
+                    message_id: message::header_value(header, "Message-ID"),
+                    header_hash: Some(message::header_hash(header)),
+                    disposition: Disposition::Loop(why.clone()),
+                    owed: Vec::new(),
+                    sender: None,
+                    bytes: Vec::new(),
+                };
+                self.decide(Pending {
+                    outcome,
+                    counts: false,
+                    bytes: body.map_or(0, |b| b.len() as u64),
+                    warnings: Vec::new(),
+                    alert: Some(format!(
+                        "{}: suspected mail loop ({why}); left on the server",
+                        describe(message)
+                    )),
+                    audit: audit::Outcome::Looped,
+                    detail: Some(why),
+                })?;
+                Ok(None)
+            }
+        }
+    }
+
+    /// Headers first: asks every destination about the envelope.
+    fn open_envelope(
+        &mut self,
+        message: &RemoteMessage,
+        envelope: &Envelope,
+        header: &[u8],
+    ) -> Result<Opened> {
+        let size = message.size + RECEIVED_ALLOWANCE;
+        let begun: Vec<Result<DeliveryReport>> = self
+            .destinations
+            .iter_mut()
+            .map(|d| match d.envelope_check() {
+                Some(c) => c.begin(envelope, size),
+                None => Ok(DeliveryReport::all(&d.recipients(envelope))),
+            })
+            .collect();
+        if begun
+            .iter()
+            .any(|r| r.as_ref().is_ok_and(|r| !r.accepted.is_empty()))
+        {
+            return Ok(Opened::Accepted(begun));
+        }
+        for d in self.destinations.iter_mut() {
+            if let Some(c) = d.envelope_check() {
+                c.abandon();
+            }
+        }
+        let named = self.account.deliver_to.iter().cloned().zip(begun).collect();
+        let why = match verdict::judge_unopened(named) {
+            Unopened::Deferred(e) => {
+                self.report.warnings.push(format!(
+                    "{} deferred before download (left for the next run): {e}",
+                    describe(message)
+                ));
+                return Ok(Opened::Deferred(e));
+            }
+            Unopened::Local(e) => return Err(e),
+            Unopened::Refused(why) => why,
+        };
+        let (disposition, said) =
+            envelope::on_refused(self.config, self.account, envelope, header, &why);
+        let bounced = said.starts_with("bounced");
+        self.decide(Pending {
+            outcome: Outcome {
+                message: message.clone(),
+                message_id: message::header_value(header, "Message-ID"),
+                header_hash: Some(message::header_hash(header)),
+                disposition,
+                owed: Vec::new(),
+                sender: envelope.sender.clone(),
+                bytes: Vec::new(),
+            },
+            counts: false,
+            bytes: 0,
+            warnings: vec![format!(
+                "{} refused before download ({} bytes saved): {why}; {said}",
+                describe(message),
+                message.size
+            )],
+            alert: None,
+            audit: if bounced {
+                audit::Outcome::Bounced
+            } else {
+                audit::Outcome::Refused
+            },
+            detail: Some(why),
+        })?;
+        Ok(Opened::Decided)
+    }
+
+    /// Steps 2 and 3 for one downloaded message: deliver to every
+    /// destination, judge the results, decide.
+    fn deliver_one(
+        &mut self,
+        remote: RemoteMessage,
+        bytes: Vec<u8>,
+        envelope: Envelope,
+        begun: Option<Vec<Result<DeliveryReport>>>,
+        plan: Option<Vec<Option<Planned>>>,
+    ) -> Result<()> {
+        let message_id = message::header_value(&bytes, "Message-ID");
+        let header_hash = message::header_hash(&bytes);
+        let bytes = if self.account.add_received {
+            let trace = TraceInfo {
+                server: &self.account.server.host,
+                hostname: &self.config.general.hostname,
+                protocol: self.source.protocol_name(),
+                account: &self.account.name,
+                user: &self.account.user,
+            };
+            message::with_received(&bytes, &trace, chrono::Local::now())
+        } else {
+            bytes
+        };
+        let owed_to: Vec<Vec<String>> = self
+            .destinations
+            .iter()
+            .map(|d| d.recipients(&envelope))
+            .collect();
+        let results = fan_out(&mut self.destinations, &envelope, &bytes, begun, plan);
+        crate::fault::point("delivered");
+        let attempts = self
+            .account
+            .deliver_to
+            .iter()
+            .cloned()
+            .zip(owed_to)
+            .zip(results)
+            .map(|((destination, recipients), result)| Attempt {
+                destination,
+                recipients,
+                result,
+            })
+            .collect();
+        let (disposition, owed, warnings, audit_outcome, detail) = match verdict::judge(attempts) {
+            // Nobody took it and our side is at fault: nothing recorded,
+            // nothing deleted; the run stops here.
+            Verdict::Local(e) => return Err(e),
+            Verdict::Delivered { owed, .. } if owed.is_empty() => (
+                Disposition::Delivered,
+                owed,
+                Vec::new(),
+                audit::Outcome::Delivered,
+                None,
+            ),
+            Verdict::Delivered { owed, fault } => {
+                self.note_fault(fault);
+                let warnings = owed
+                    .iter()
+                    .map(|o| {
+                        format!(
+                            "{} spooled for {} (will be retried, not fetched again): {}",
+                            describe(&remote),
+                            o.destination,
+                            o.error
+                        )
+                    })
+                    .collect();
+                let detail = owed
+                    .iter()
+                    .map(|o| format!("{}: {}", o.destination, o.error))
+                    .collect::<Vec<_>>()
+                    .join("; ");
+                (
+                    Disposition::Delivered,
+                    owed,
+                    warnings,
+                    audit::Outcome::Spooled,
+                    Some(detail),
+                )
+            }
+            Verdict::Refused { why, owed, fault } => {
+                self.note_fault(fault);
+                let (disposition, said) =
+                    envelope::on_refused(self.config, self.account, &envelope, &bytes, &why);
+                let warning = format!("{} was refused: {why}; {said}", describe(&remote));
+                let outcome = if said.starts_with("bounced") {
+                    audit::Outcome::Bounced
+                } else {
+                    audit::Outcome::Refused
+                };
+                (disposition, owed, vec![warning], outcome, Some(why))
+            }
+        };
+        let delivered_bytes = bytes.len() as u64;
+        let counts = matches!(
+            disposition,
+            Disposition::Delivered | Disposition::Dropped(_)
+        );
+        let outcome = Outcome {
+            message: remote,
+            message_id,
+            header_hash: Some(header_hash),
+            disposition,
+            sender: envelope.sender.clone(),
+            bytes: if owed.is_empty() { Vec::new() } else { bytes },
+            owed,
+        };
+        self.decide(Pending {
+            outcome,
+            counts,
+            bytes: delivered_bytes,
+            warnings,
+            alert: None,
+            audit: audit_outcome,
+            detail,
+        })?;
+        Ok(())
+    }
+
+    /// A local fault behind a spooled copy: the run goes on (someone has
+    /// the message, so it is not fetched again) and ends with it.
+    fn note_fault(&mut self, fault: Option<Error>) {
+        if let Some(e) = fault {
+            self.faulted.get_or_insert(e);
+        }
+    }
+
+    /// Commits delivery intents for every message about to be fetched, at
+    /// every destination that can recognise its own earlier deliveries
+    /// (one transaction for the whole run), and returns them by (folder,
+    /// uid).
+    fn plan_deliveries(&mut self, wanted: &[RemoteMessage]) -> Result<Plans> {
+        let mut plans = HashMap::new();
+        let mut intents = Vec::new();
+        for message in wanted {
+            let Some(uid) = &message.uid else { continue };
+            let uidvalidity = message.uidvalidity.unwrap_or(0);
+            let mut per_destination = Vec::new();
+            for (d, dest_name) in self.destinations.iter_mut().zip(&self.account.deliver_to) {
+                let Some(recovery) = d.crash_recovery() else {
+                    per_destination.push(None);
+                    continue;
+                };
+                match self.state.intent(
+                    &self.account.name,
+                    &message.folder,
+                    uidvalidity,
+                    uid,
+                    dest_name,
+                )? {
+                    Some(name) => per_destination.push(Some(Planned {
+                        name,
+                        earlier: true,
+                    })),
+                    None => {
+                        let fresh = recovery.plan_name();
+                        intents.push(Intent {
+                            folder: message.folder.clone(),
+                            uidvalidity,
+                            uid: uid.clone(),
+                            destination: dest_name.clone(),
+                            name: fresh.clone(),
+                        });
+                        per_destination.push(Some(Planned {
+                            name: fresh,
+                            earlier: false,
+                        }));
+                    }
+                }
+            }
+            if per_destination.iter().any(Option::is_some) {
+                plans.insert((message.folder.clone(), uid.clone()), per_destination);
+            }
+        }
+        self.state
+            .record_intents(&self.account.name, &intents, retry::now())?;
+        Ok(plans)
+    }
+}
+
+/// What asking the destinations about an envelope came to.
+enum Opened {
+    /// Someone accepted a recipient: download the body.
+    Accepted(Vec<Result<DeliveryReport>>),
+    /// Failed for now everywhere: left for the next run.
+    Deferred(Error),
+    /// Refused for good: decided without downloading the body.
+    Decided,
+}
+
+/// "message UID in FOLDER", for report lines.
+fn describe(m: &RemoteMessage) -> String {
+    format!(
+        "message {} in {}",
+        m.uid.as_deref().unwrap_or("?"),
+        m.folder
+    )
+}
+
+/// Delivery intents by (folder, uid), one slot per destination.
+type Plans = HashMap<(String, String), Vec<Option<Planned>>>;
+
+/// A delivery intent for one message at one destination.
+struct Planned {
+    /// The base file name the destination will use.
+    name: String,
+    /// Whether an earlier run recorded it (and may have written the file).
+    earlier: bool,
+}
+
+/// Hands the message to every destination. With headers first, `begun`
+/// holds each destination's answer to the envelope: those that accepted
+/// someone get the body (`finish`), the others keep that answer.
+fn fan_out(
+    destinations: &mut [Box<dyn Destination>],
+    envelope: &Envelope,
+    bytes: &[u8],
+    begun: Option<Vec<Result<DeliveryReport>>>,
+    plan: Option<Vec<Option<Planned>>>,
+) -> Vec<Result<DeliveryReport>> {
+    let Some(begun) = begun else {
+        let plan = plan.unwrap_or_default();
+        return destinations
+            .iter_mut()
+            .enumerate()
+            .map(|(i, d)| {
+                if let Some(Some(planned)) = plan.get(i) {
+                    let recipients = d.recipients(envelope);
+                    let name = d.name().to_string();
+                    if let Some(recovery) = d.crash_recovery() {
+                        if planned.earlier && recovery.has_name(envelope, &planned.name)? {
+                            // Written by a run that ended before its commit.
+                            log::info!(
+                                "{name}: already delivered before a crash ({})",
+                                planned.name
+                            );
+                            return Ok(DeliveryReport::all(&recipients));
+                        }
+                        recovery.use_name(&planned.name);
+                    }
+                }
+                d.deliver(envelope, bytes)
+            })
+            .collect();
+    };
+    destinations
+        .iter_mut()
+        .zip(begun)
+        .map(|(d, began)| match (d.envelope_check(), began) {
+            (Some(c), Ok(mut report)) if !report.accepted.is_empty() => {
+                let done = c.finish(envelope, bytes)?;
+                report.accepted = done.accepted;
+                report.refused.extend(done.refused);
+                Ok(report)
+            }
+            (None, Ok(report)) if !report.accepted.is_empty() => d.deliver(envelope, bytes),
+            (check, other) => {
+                if let Some(c) = check {
+                    c.abandon();
+                }
+                other
+            }
+        })
+        .collect()
+}

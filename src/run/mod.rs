@@ -1,0 +1,323 @@
+//! The fetch run: every selected account, in a pool of threads, through
+//! the durable order that is mailretr's reason to exist:
+//!
+//! 1. download a message from the source;
+//! 2. deliver it to every destination (or owe it, in the spool), and
+//!    decide what became of it (`verdict`: one failure classifier);
+//!    then, for the batch of messages decided so far (`batch`):
+//!    2b. make every delivery durable (one sync per destination);
+//!    3. commit the batch's outcomes in the state store (one
+//!    transaction, `store::State::commit`);
+//!    4. only then ask the server to delete them.
+//!
+//! `account` holds one account's run (`AccountRun`), `batch` its commit,
+//! which is the only code that calls sync → commit → delete; `verdict`
+//! sorts a message's per-destination results; `envelope` routes and
+//! applies `on_refused`. A failure at any step leaves the message on the
+//! server; what was committed before a failure stays committed.
+
+mod account;
+mod batch;
+mod envelope;
+#[cfg(test)]
+mod tests;
+mod verdict;
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
+use std::thread;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use crate::audit::{self, AuditLog};
+use crate::config::{Account, Config, Protocol};
+use crate::error::{Error, Failure, Result};
+use crate::exit::ExitCode;
+use crate::lock::AccountLock;
+use crate::secret;
+use crate::source::{self, Source};
+use crate::store::commit::Outcome;
+use crate::store::{RunRecord, State};
+use crate::transcript;
+
+pub(crate) use account::AccountRun;
+
+/// Command-line choices that override or extend the config for one run.
+#[derive(Debug, Clone, Default)]
+pub struct FetchOptions {
+    /// `--keep`: leave mail on the server whatever the config says.
+    pub keep: bool,
+    /// `--all`: ignore the seen-state.
+    pub fetch_all: bool,
+    /// `--check`: only count new messages.
+    pub check: bool,
+    /// `--limit`: skip messages larger than this.
+    pub max_size: Option<u64>,
+    /// `--jobs`: accounts in parallel.
+    pub jobs: Option<usize>,
+}
+
+/// How one account's run went.
+#[derive(Debug)]
+pub struct AccountReport {
+    /// The account's name.
+    pub account: String,
+    /// Its exit code.
+    pub code: ExitCode,
+    /// Messages delivered.
+    pub messages: u64,
+    /// Bytes delivered.
+    pub bytes: u64,
+    /// With `--check`: new messages waiting.
+    pub waiting: u64,
+    /// The error that ended the run, if any.
+    pub error: Option<Error>,
+    /// Things worth telling the user that did not stop the run.
+    pub warnings: Vec<String>,
+    /// New messages left on the server because `fetch_limit` or
+    /// `max_bytes_per_run` ended the run (exit 13).
+    pub left_by_limit: u64,
+    /// Messages put in the retry spool this run (a destination failed for
+    /// now; the message is not downloaded again).
+    pub spooled: u64,
+    /// What retrying the spool did before new mail was fetched.
+    pub flushed: crate::store::spool::FlushReport,
+    /// Things the user must hear of even with `-q` (a suspected mail loop
+    /// left on the server).
+    pub alerts: Vec<String>,
+}
+
+impl AccountReport {
+    /// A report of nothing done yet.
+    pub fn empty(account: &str) -> AccountReport {
+        AccountReport {
+            account: account.to_string(),
+            code: ExitCode::NoMail,
+            messages: 0,
+            bytes: 0,
+            waiting: 0,
+            error: None,
+            warnings: Vec::new(),
+            left_by_limit: 0,
+            spooled: 0,
+            flushed: Default::default(),
+            alerts: Vec::new(),
+        }
+    }
+}
+
+/// Fetches every account in `accounts`, `jobs` at a time. `on_done` is
+/// called from the worker threads as each account finishes (for printing
+/// its lines as soon as they are known).
+pub fn run(
+    config: &Config,
+    accounts: &[&Account],
+    options: &FetchOptions,
+    on_done: &(dyn Fn(&AccountReport) + Sync),
+) -> Vec<AccountReport> {
+    let jobs = options
+        .jobs
+        .unwrap_or(config.general.jobs)
+        .clamp(1, accounts.len().max(1));
+    crate::net::prepare_tls(accounts.iter().map(|a| &a.server));
+    let next = AtomicUsize::new(0);
+    let reports: Mutex<Vec<Option<AccountReport>>> =
+        Mutex::new((0..accounts.len()).map(|_| None).collect());
+    thread::scope(|scope| {
+        for _ in 0..jobs {
+            scope.spawn(|| loop {
+                // After SIGINT/SIGTERM no new account is started.
+                if crate::signal::stop_requested() {
+                    break;
+                }
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                let Some(account) = accounts.get(i) else {
+                    break;
+                };
+                let report = fetch_account(config, account, options);
+                on_done(&report);
+                reports.lock().expect("no worker panics holding it")[i] = Some(report);
+            });
+        }
+    });
+    reports
+        .into_inner()
+        .expect("workers are done")
+        .into_iter()
+        .flatten()
+        .collect()
+}
+
+/// The merged exit code of several accounts (SPEC: 0 if any retrieved
+/// mail, otherwise the most serious failure).
+pub fn merged_exit_code(reports: &[AccountReport]) -> ExitCode {
+    reports
+        .iter()
+        .map(|r| r.code)
+        .reduce(ExitCode::merge)
+        .unwrap_or(ExitCode::NoMail)
+}
+
+/// Fetches one account, records the run and returns its report.
+pub fn fetch_account(config: &Config, account: &Account, options: &FetchOptions) -> AccountReport {
+    let started = Instant::now();
+    let started_at = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0);
+    let mut report = AccountReport::empty(&account.name);
+
+    let lock = AccountLock::acquire(&config.general.state_dir, &account.name);
+    let result = lock.and_then(|_lock| {
+        let mut state = State::open(&config.general.state_dir)?;
+        let result = open_logs(config, account).and_then(|(audit, _transcript)| {
+            account::fetch_locked(
+                config,
+                account,
+                options,
+                &mut state,
+                &mut report,
+                audit.as_ref(),
+            )
+        });
+        if !options.check {
+            let error = result.as_ref().err().map(|e| e.to_string());
+            let code = match &result {
+                Err(e) => e.exit_code(),
+                Ok(()) if report.left_by_limit > 0 => ExitCode::LimitReached,
+                Ok(()) if report.messages > 0 => ExitCode::Retrieved,
+                Ok(()) => ExitCode::NoMail,
+            };
+            let logged = state.record_run(&RunRecord {
+                account: account.name.clone(),
+                started_at,
+                duration: started.elapsed(),
+                exit_code: code.code(),
+                messages: report.messages,
+                bytes: report.bytes,
+                error,
+            });
+            if let Err(e) = logged {
+                report
+                    .warnings
+                    .push(format!("cannot write the run log: {e}"));
+            }
+        }
+        result
+    });
+    report.code = match &result {
+        Err(e) => e.exit_code(),
+        Ok(()) if options.check && report.waiting > 0 => ExitCode::Retrieved,
+        Ok(()) if !options.check && report.left_by_limit > 0 => ExitCode::LimitReached,
+        Ok(()) if !options.check && report.messages > 0 => ExitCode::Retrieved,
+        Ok(()) => ExitCode::NoMail,
+    };
+    report.error = result.err();
+    report
+}
+
+/// Opens the audit log and starts the account's transcript file, if the
+/// config asks for them. The transcript is recorded while the returned
+/// registration lives.
+fn open_logs(
+    config: &Config,
+    account: &Account,
+) -> Result<(Option<AuditLog>, Option<transcript::Registration>)> {
+    let audit = config
+        .general
+        .audit_log
+        .as_deref()
+        .map(AuditLog::open)
+        .transpose()?;
+    let transcript = account
+        .transcript
+        .as_deref()
+        .map(|path| transcript::record_to(&account.name, path))
+        .transpose()?;
+    Ok((audit, transcript))
+}
+
+/// Cuts the run's list of messages to `fetch_limit` messages and
+/// `max_bytes_per_run` bytes, noting in the report how many wait for the
+/// next run. A message is started while less than `max_bytes_per_run`
+/// has been fetched, so every run makes progress even when one message
+/// is larger than the limit.
+fn apply_limits(
+    account: &Account,
+    mut wanted: Vec<source::RemoteMessage>,
+    report: &mut AccountReport,
+) -> Vec<source::RemoteMessage> {
+    let mut bytes = 0u64;
+    let mut taken = 0usize;
+    for message in &wanted {
+        let count_reached = account.fetch_limit.is_some_and(|n| taken as u64 >= n);
+        let bytes_reached = account.max_bytes_per_run.is_some_and(|max| bytes >= max);
+        if count_reached || bytes_reached {
+            break;
+        }
+        bytes += message.size;
+        taken += 1;
+    }
+    report.left_by_limit = (wanted.len() - taken) as u64;
+    wanted.truncate(taken);
+    wanted
+}
+
+/// Opens the account's source: the protocol's client, connected, secured
+/// and logged in. `keep` is the run's effective setting (config or
+/// `--keep`): IMAP then neither deletes nor moves.
+fn connect(account: &Account, keep: bool) -> Result<Box<dyn Source>> {
+    let password = secret::resolve(&account.secret)?;
+    match account.protocol {
+        Protocol::Pop3 => Ok(Box::new(source::pop3::connect(
+            account,
+            password.as_deref(),
+        )?)),
+        Protocol::Imap => Ok(Box::new(source::imap::connect(
+            account,
+            password.as_deref(),
+            keep,
+        )?)),
+    }
+}
+
+/// Appends one audit line about `message`, when an audit log is set.
+fn audit_message(
+    audit: Option<&AuditLog>,
+    account: &Account,
+    message: &source::RemoteMessage,
+    message_id: Option<&str>,
+    outcome: audit::Outcome,
+    detail: Option<&str>,
+) -> Result<()> {
+    let Some(audit) = audit else {
+        return Ok(());
+    };
+    audit.record(&audit::Entry {
+        account: &account.name,
+        folder: &message.folder,
+        uid: message.uid.as_deref(),
+        size: message.size,
+        message_id,
+        destinations: &account.deliver_to,
+        outcome,
+        detail,
+    })
+}
+
+/// A failed commit of a batch that had to spool something means the
+/// spool could not take it (SPEC exit 10); other commit failures are what
+/// they are.
+fn cannot_spool(outcomes: &[Outcome], e: Error) -> Error {
+    let owed: Vec<&str> = outcomes
+        .iter()
+        .flat_map(|o| o.owed.iter().map(|w| w.destination.as_str()))
+        .collect();
+    if owed.is_empty() {
+        return e;
+    }
+    Error::delivery(
+        owed.join(", "),
+        format!("failed for now and could not be spooled: {e}"),
+        Failure::Local,
+    )
+}
