@@ -203,7 +203,7 @@ fn queue_command(cli: &Cli, command: &QueueCommand) -> anyhow::Result<ExitCode> 
                 let _lock =
                     mailretr::lock::AccountLock::acquire(&config.general.state_dir, account)?;
                 let report = retry::flush_account(&config, account, &mut state, Some(&only), now)?;
-                for e in &report.errors {
+                for e in report.errors.iter().chain(&report.local_faults) {
                     stderr_line(log::Level::Error, Some(account), e);
                 }
                 if report.delivered + report.bounced > 0 {

@@ -140,7 +140,7 @@ pub fn flush_spool_due(config: &Config) {
         };
         match crate::retry::flush_account(config, &account.name, &mut state, None, now) {
             Ok(report) => {
-                for e in &report.errors {
+                for e in report.errors.iter().chain(&report.local_faults) {
                     log::error!("account {}: {e}", account.name);
                 }
                 if report.delivered + report.bounced > 0 {

@@ -84,6 +84,15 @@ pub(super) fn fetch_locked(
             .warnings
             .extend(report.flushed.errors.iter().cloned());
     }
+    // A spooled copy that a local fault keeps from its destination: the
+    // run says so with its exit code (10), not only in a warning.
+    let spool_fault = report.flushed.local_faults.first().map(|f| {
+        let more = match report.flushed.local_faults.len() {
+            1 => String::new(),
+            n => format!(" (and {} more)", n - 1),
+        };
+        Error::delivery("spool", format!("{f}{more}"), crate::error::Failure::Local)
+    });
     let source = super::connect(account, keep)?;
     let mut run = AccountRun::new(
         config,
@@ -95,6 +104,7 @@ pub(super) fn fetch_locked(
         destinations,
         keep,
     );
+    run.faulted = spool_fault;
     run.fetch(options)
 }
 

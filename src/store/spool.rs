@@ -446,6 +446,9 @@ pub struct FlushReport {
     pub expired: u64,
     /// One line per problem, for the account's report.
     pub errors: Vec<String>,
+    /// Entries kept because of a local fault (ours to fix: permissions, a
+    /// read-only disk, a broken MDA): the run reports them as an error.
+    pub local_faults: Vec<String>,
 }
 
 /// Why a spool entry is being given up on.
@@ -499,7 +502,7 @@ pub fn flush(
             Err(e) if e.failure() == Failure::Local => {
                 state.spool_retry_later(entry.summary.id, &e.to_string(), now, policy)?;
                 report.deferred += 1;
-                report.errors.push(format!(
+                report.local_faults.push(format!(
                     "spool entry {} for {} kept (a local fault, not the message): {e}",
                     entry.summary.id, entry.summary.destination
                 ));

@@ -189,6 +189,16 @@ impl Env {
         run_command(cmd, stdin, timeout)
     }
 
+    /// Runs the binary with `args` as if `seconds` later (debug builds read
+    /// `MAILRETR_CLOCK_OFFSET` for the spool's clock): no test sleeps for
+    /// a backoff or an expiry.
+    pub fn run_later<S: AsRef<OsStr>>(&self, seconds: i64, args: &[S]) -> Output {
+        let mut cmd = self.cmd();
+        cmd.args(args)
+            .env("MAILRETR_CLOCK_OFFSET", seconds.to_string());
+        run_command(cmd, None, RUN_TIMEOUT)
+    }
+
     /// The messages in the maildir at `path` (files in `new/` and `cur/`),
     /// sorted by content. A missing maildir yields no messages.
     pub fn maildir_messages(&self, path: impl AsRef<Path>) -> Vec<Vec<u8>> {

@@ -7,7 +7,7 @@
 //! deleted undelivered; a run that a fault stopped does not exit 0 or 1;
 //! and the runs after the fault clears deliver the rest, once each.
 
-mod support;
+use crate::support;
 
 use std::collections::BTreeMap;
 use std::fs;

@@ -2,7 +2,7 @@
 //! Dovecot (tests/support) and, for what Dovecot will not do, scripted
 //! fake servers.
 
-mod support;
+use crate::support;
 
 use std::time::Duration;
 

@@ -5,7 +5,7 @@
 //! `--check`; `include`; fresh OAuth tokens per connection. Against the
 //! test Dovecot where it can, scripted fake servers where it cannot.
 
-mod support;
+use crate::support;
 
 use std::fs;
 

@@ -4,7 +4,7 @@
 //! failed destination; old entries bounce as RFC 3464 reports; a message
 //! with the null sender is reported to the postmaster instead.
 
-mod support;
+use crate::support;
 
 use std::fs;
 
@@ -169,8 +169,7 @@ fn partial_fan_out_retries_only_the_failed_destination() {
     // The next run retries the relay from the spool (its backoff is 1 s)
     // and leaves the Maildir alone.
     sink.set_tempfail(false);
-    std::thread::sleep(std::time::Duration::from_millis(1100));
-    env.run(&["fetch"]).expect_code(1);
+    env.run_later(2, &["fetch"]).expect_code(1);
     assert_eq!(sink.messages().len(), 1);
     assert_eq!(env.maildir_messages(&maildir).len(), 1);
     assert!(queue_ids(&env).is_empty());
@@ -224,8 +223,7 @@ fn old_entries_bounce_as_dsn_and_null_sender_goes_to_postmaster() {
     ));
     env.run(&["fetch"]).expect_success();
     assert_eq!(queue_ids(&env).len(), 2);
-    std::thread::sleep(std::time::Duration::from_millis(2200));
-    env.run(&["fetch"]).expect_code(1);
+    env.run_later(3, &["fetch"]).expect_code(1);
     assert!(queue_ids(&env).is_empty(), "both given up on");
 
     let mut got = caught(&bounces);

@@ -2,7 +2,7 @@
 //! Dovecot (tests/support) and, for the attacks Dovecot will not make,
 //! scripted fake servers.
 
-mod support;
+use crate::support;
 
 use std::fs;
 use std::path::Path;

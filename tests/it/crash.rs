@@ -5,7 +5,7 @@
 //! exactly once and the server must end up empty (delete mode) or
 //! untouched (keep mode).
 
-mod support;
+use crate::support;
 
 use std::process::Stdio;
 use std::thread;

@@ -3,7 +3,7 @@
 //! SQLite shared by parallel processes, and SIGTERM in the middle of a
 //! fetch losing nothing.
 
-mod support;
+use crate::support;
 
 use std::collections::HashSet;
 use std::path::PathBuf;

@@ -5,7 +5,7 @@
 //! `Env` runs the binary in isolation. They talk raw protocol over sockets
 //! so they do not depend on mailretr's own client code.
 
-mod support;
+use crate::support;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;

@@ -8,7 +8,7 @@
 //! back to its old bytes. Missing aiosmtpd is a loud failure
 //! (tests/run-all.sh installs it), never a skip.
 
-mod support;
+use crate::support;
 
 use std::fs;
 use std::process::Command;

@@ -6,7 +6,7 @@
 //! Timing is only ever waited on generously ("within N seconds"); the
 //! delivery latency is printed (run with `--nocapture`), not asserted.
 
-mod support;
+use crate::support;
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};

@@ -5,7 +5,7 @@
 //! headers-first measured on the wire. Missing aiosmtpd or procmail is a
 //! loud failure (tests/run-all.sh installs them), never a skip.
 
-mod support;
+use crate::support;
 
 use std::fs;
 use std::io::Read;

@@ -1,0 +1,22 @@
+//! mailretr's integration tests: one binary, so one real Dovecot (started
+//! on first use by `support::Dovecot::shared`) serves every test, and the
+//! binary is built and linked once. Each module runs the real `mailretr`
+//! binary against real servers from `tests/support` (Dovecot, aiosmtpd,
+//! procmail) and, for what a real server will not do, scripted fakes.
+
+#[path = "../support/mod.rs"]
+mod support;
+
+mod crash;
+mod destinations;
+mod destinations_tls;
+mod docs;
+mod faults;
+mod harness_smoke;
+mod imap;
+mod operability;
+mod parallel;
+mod pop3;
+mod routing;
+mod spool;
+mod watch;
