@@ -152,17 +152,15 @@ pub fn write_dot_block<W: Write + ?Sized>(w: &mut W, data: &[u8]) -> io::Result<
     w.write_all(b".\r\n")
 }
 
-/// A scripted peer for the protocol clients' unit tests: reads play
-/// back what the server says, writes are recorded.
-#[cfg(test)]
+/// A scripted peer for the protocol clients' unit tests and the fuzz
+/// targets: reads play back what the server says, writes are recorded.
 #[derive(Debug)]
-pub(crate) struct Script {
+pub struct Script {
     input: std::io::Cursor<Vec<u8>>,
     /// Everything the client wrote.
     pub written: Vec<u8>,
 }
 
-#[cfg(test)]
 impl Script {
     /// A peer that will say `server_says`, then reach end of stream.
     pub fn new(server_says: impl AsRef<[u8]>) -> Script {
@@ -173,14 +171,12 @@ impl Script {
     }
 }
 
-#[cfg(test)]
 impl std::io::Read for Script {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         self.input.read(buf)
     }
 }
 
-#[cfg(test)]
 impl Write for Script {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         self.written.extend_from_slice(buf);

@@ -15,6 +15,8 @@ pub mod destination;
 pub mod error;
 pub mod exit;
 pub mod fault;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod lock;
 pub mod message;
 pub mod net;

@@ -22,6 +22,8 @@ static LOG_FORMAT: OnceLock<LogFormat> = OnceLock::new();
 /// or with `--log-format json` an object with `time`, `level`,
 /// `account` (when the message concerns one) and `message`.
 fn stderr_line(level: log::Level, account: Option<&str>, message: &str) {
+    // Server and header text can hold terminal escapes: never raw.
+    let message = &mailretr::message::escape(message);
     let line = match LOG_FORMAT.get().copied().unwrap_or(LogFormat::Text) {
         LogFormat::Text => match account {
             Some(a) => format!("mailretr: account {a}: {message}\n"),
@@ -70,8 +72,37 @@ impl log::Log for StderrLogger {
     fn flush(&self) {}
 }
 
+/// No core dump (it would hold every password and spooled message) and
+/// no ptrace by other processes of the same user.
+fn harden_process() {
+    // SAFETY: setrlimit(2) and prctl(2) with valid arguments; failure is
+    // harmless and ignored.
+    unsafe {
+        let none = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        libc::setrlimit(libc::RLIMIT_CORE, &none);
+        #[cfg(target_os = "linux")]
+        libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0);
+    }
+}
+
 fn main() {
-    let cli = Cli::parse();
+    harden_process();
+    // A usage error exits 5 like any command-line error (SPEC), never
+    // clap's default 2, which means "network error" here.
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            std::process::exit(if e.use_stderr() {
+                ExitCode::Config.code()
+            } else {
+                0
+            });
+        }
+    };
     let _ = LOG_FORMAT.set(cli.log_format);
     // Progress bars only for a person watching a terminal: not on a pipe,
     // not under cron, not mixed into a transcript or JSON lines.
@@ -288,10 +319,14 @@ fn fetch_command(cli: &Cli, args: &FetchArgs) -> anyhow::Result<ExitCode> {
             load_config(cli)?
         }
         [url] if args.accounts.len() == 1 => {
-            let to = args
-                .to
-                .as_deref()
-                .ok_or_else(|| Error::Config(format!("fetching {url} needs --to MAILDIR")))?;
+            let to = args.to.as_deref().ok_or_else(|| {
+                Error::Config(format!(
+                    "fetching {} needs --to MAILDIR",
+                    config::redact_url(url)
+                ))
+            })?;
+            // Checked (a password in the URL refused) before one is asked for.
+            config::from_url(url, to, None, args.keep)?;
             let password = ad_hoc_password(url)?;
             let mut config = config::from_url(url, to, password, args.keep)?;
             if let Some(path) = &cli.config {

@@ -123,7 +123,88 @@ pub fn return_path(message: &[u8]) -> Option<String> {
         .next()
         .unwrap_or("")
         .trim();
-    Some(inner.to_string())
+    // Header data: only a valid RFC 5321 path (or the null sender) is an
+    // envelope sender; anything else falls back to the destination's
+    // configured `sender`, else `<>` (never a refusal of the message).
+    if inner.is_empty() || is_smtp_address(inner) {
+        Some(inner.to_string())
+    } else {
+        log::warn!(
+            "Return-Path {:?} is not a valid address; using the configured sender",
+            crate::message::escape(inner)
+        );
+        None
+    }
+}
+
+/// Whether `address` may stand in an SMTP/LMTP `MAIL FROM:<...>` or
+/// `RCPT TO:<...>` (RFC 5321 section 4.1.2, with RFC 6531 UTF-8): a local
+/// part (dot-atom or quoted string) `@` a domain (labels of letters,
+/// digits and hyphens, or an address literal in brackets), at most 254
+/// bytes; no spaces, controls, angle brackets or parameters. Addresses
+/// read from headers are checked with this once, where the envelope is
+/// built, so no header can inject a command or an ESMTP parameter.
+pub fn is_smtp_address(address: &str) -> bool {
+    if address.len() > 254 {
+        return false;
+    }
+    let Some((local, domain)) = address.rsplit_once('@') else {
+        return false;
+    };
+    let atext =
+        |c: char| c.is_ascii_alphanumeric() || "!#$%&'*+-/=?^_`{|}~".contains(c) || !c.is_ascii();
+    let local_ok = if let Some(q) = local.strip_prefix('"').and_then(|l| l.strip_suffix('"')) {
+        // A quoted string: no controls, `"` and `\` only escaped.
+        let mut chars = q.chars();
+        let mut ok = true;
+        while let Some(c) = chars.next() {
+            match c {
+                '\\' => ok &= chars.next().is_some_and(|n| !n.is_control()),
+                '"' => ok = false,
+                c if c.is_control() => ok = false,
+                _ => {}
+            }
+        }
+        ok
+    } else {
+        !local.is_empty()
+            && local
+                .split('.')
+                .all(|a| !a.is_empty() && a.chars().all(atext))
+    };
+    if !local_ok || local.len() > 64 {
+        return false;
+    }
+    if let Some(literal) = domain.strip_prefix('[').and_then(|d| d.strip_suffix(']')) {
+        return !literal.is_empty()
+            && literal
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || ".:-".contains(c));
+    }
+    !domain.is_empty()
+        && domain.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+                && label
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || !c.is_ascii())
+        })
+}
+
+/// Server or header text made safe for a terminal and a log line:
+/// control characters (escape sequences among them) become `\xNN`.
+pub fn escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        if c.is_control() {
+            out.push_str(&format!("\\x{:02x}", c as u32));
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 /// What goes into the `Received:` header.
@@ -168,6 +249,49 @@ pub fn with_received(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn smtp_addresses_are_paths_and_nothing_else() {
+        for good in [
+            "jaco@kroon.co.za",
+            "a.b+c@sub.example.org",
+            "\"a b\"@example.org",
+            "x@[127.0.0.1]",
+            "jürgen@bücher.example",
+        ] {
+            assert!(is_smtp_address(good), "{good}");
+        }
+        for bad in [
+            "",
+            "no-at",
+            "a@b>c@kroon.co.za",
+            "attacker@evil.example NOTIFY=SUCCESS ORCPT=rfc822;x@y\rRSET",
+            "a b@example.org",
+            "-oQ/tmp/x@kroon.co.za\n",
+            "a@",
+            "@b",
+            "a..b@example.org",
+            "a@-b.example",
+            "a@b\u{1b}[31m.example",
+            "a@exa mple.org",
+        ] {
+            assert!(!is_smtp_address(bad), "{bad:?}");
+        }
+        assert_eq!(escape("a\u{1b}[31mb\n"), "a\\x1b[31mb\\x0a");
+    }
+
+    #[test]
+    fn a_bad_return_path_is_no_sender() {
+        assert_eq!(
+            return_path(b"Return-Path: <a@b.example NOTIFY=SUCCESS>\n\nx"),
+            None
+        );
+        assert_eq!(return_path(b"Return-Path: <>\n\nx"), Some(String::new()));
+        assert_eq!(
+            return_path(b"Return-Path: <a@b.example>\n\nx"),
+            Some("a@b.example".into())
+        );
+    }
 
     const MSG: &[u8] = b"Return-Path: <bounce@example.org>\nSubject: a\n  folded\nMessage-ID: <1@x>\n\nReturn-Path: <not@header>\n";
 

@@ -9,6 +9,7 @@ use std::io::{self, Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::time::Duration;
 
 use native_tls::{Certificate, TlsConnector};
 use sha2::{Digest, Sha256};
@@ -26,6 +27,22 @@ pub enum Stream {
 }
 
 impl Stream {
+    /// Makes reads wait at most `READ_SLICE` at a time (the session
+    /// deadline, `pace_session`, keeps the server's `timeout` as the real
+    /// one). Call once the connection is set up (after any TLS handshake,
+    /// which reads the socket directly).
+    pub fn slice_reads(&self) -> io::Result<()> {
+        if !PACE.with(|p| p.borrow().active) {
+            return Ok(());
+        }
+        let tcp = match self {
+            Stream::Plain(tcp) => tcp,
+            Stream::Tls(tls) => &tls.tcp,
+        };
+        let current = tcp.read_timeout()?.unwrap_or(READ_SLICE);
+        tcp.set_read_timeout(Some(current.min(READ_SLICE)))
+    }
+
     /// Whether the connection is encrypted.
     pub fn is_tls(&self) -> bool {
         matches!(self, Stream::Tls(_))
@@ -77,15 +94,16 @@ pub enum StreamHandle {
 
 impl Read for StreamHandle {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        match self {
+        paced(buf, |buf| match self {
             StreamHandle::Plain(s) => s.read(buf),
             StreamHandle::Tls(s) => s.lock().unwrap_or_else(|e| e.into_inner()).read(buf),
-        }
+        })
     }
 }
 
 impl Write for StreamHandle {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        pace_reset();
         match self {
             StreamHandle::Plain(s) => s.write(buf),
             StreamHandle::Tls(s) => s.lock().unwrap_or_else(|e| e.into_inner()).write(buf),
@@ -101,15 +119,16 @@ impl Write for StreamHandle {
 
 impl Read for Stream {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        match self {
+        paced(buf, |buf| match self {
             Stream::Plain(s) => s.read(buf),
             Stream::Tls(s) => s.lock().read(buf),
-        }
+        })
     }
 }
 
 impl Write for Stream {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        pace_reset();
         match self {
             Stream::Plain(s) => s.write(buf),
             Stream::Tls(s) => s.lock().write(buf),
@@ -119,6 +138,128 @@ impl Write for Stream {
         match self {
             Stream::Plain(s) => s.flush(),
             Stream::Tls(s) => s.lock().flush(),
+        }
+    }
+}
+
+/// The session deadline of a fetch (see `pace_session`): reads that have
+/// waited longer than the server's `timeout` in all since the last command
+/// must have brought at least this many bytes a second, or the session
+/// ends (a server trickling a byte at a time cannot hold a run, and the
+/// account's lock, for ever).
+pub const MIN_RATE: u64 = 256;
+
+/// How long a read waits in one go before it looks at the clock and the
+/// stop flag again (fetch sessions only).
+pub const READ_SLICE: Duration = Duration::from_secs(1);
+
+/// After SIGINT/SIGTERM, how long a read may still wait for the message
+/// in hand before it gives up (the message stays on the server).
+pub const STOP_GRACE: Duration = Duration::from_secs(3);
+
+/// The pace of the current thread's fetch session.
+#[derive(Debug, Default)]
+struct Pace {
+    active: bool,
+    timeout: Duration,
+    /// Time spent waiting in reads, and bytes they brought, since the
+    /// last write.
+    waited: Duration,
+    bytes: u64,
+}
+
+thread_local! {
+    static PACE: std::cell::RefCell<Pace> = std::cell::RefCell::new(Pace::default());
+}
+
+/// Ends the session deadline of the current thread when dropped.
+#[derive(Debug)]
+pub struct PaceGuard(());
+
+impl Drop for PaceGuard {
+    fn drop(&mut self) {
+        PACE.with(|p| *p.borrow_mut() = Pace::default());
+    }
+}
+
+/// Puts the source connections this thread reads (until the guard is
+/// dropped) under the session deadline: `MIN_RATE` after `timeout` of
+/// waiting, and SIGINT/SIGTERM within `STOP_GRACE` plus `READ_SLICE`
+/// even inside a read. Call `Stream::slice_reads` on each connection too.
+pub fn pace_session(timeout: Duration) -> PaceGuard {
+    PACE.with(|p| {
+        *p.borrow_mut() = Pace {
+            active: true,
+            timeout,
+            ..Pace::default()
+        }
+    });
+    PaceGuard(())
+}
+
+fn pace_reset() {
+    PACE.with(|p| {
+        let mut p = p.borrow_mut();
+        p.waited = Duration::ZERO;
+        p.bytes = 0;
+    });
+}
+
+/// One read under the session deadline (a plain read outside a fetch
+/// session).
+fn paced(
+    buf: &mut [u8],
+    mut read: impl FnMut(&mut [u8]) -> io::Result<usize>,
+) -> io::Result<usize> {
+    let (active, timeout) = PACE.with(|p| {
+        let p = p.borrow();
+        (p.active, p.timeout)
+    });
+    if !active {
+        return read(buf);
+    }
+    let mut this_call = Duration::ZERO;
+    loop {
+        if crate::signal::stop_age().is_some_and(|age| age >= STOP_GRACE) {
+            return Err(io::Error::other(
+                "stopped by a signal while waiting for the server",
+            ));
+        }
+        let started = std::time::Instant::now();
+        let result = read(buf);
+        let took = started.elapsed();
+        this_call += took;
+        let (waited, bytes) = PACE.with(|p| {
+            let mut p = p.borrow_mut();
+            p.waited += took;
+            if let Ok(n) = &result {
+                p.bytes += *n as u64;
+            }
+            (p.waited, p.bytes)
+        });
+        match result {
+            Ok(n) => {
+                let ms = waited.as_millis().max(1) as u64;
+                if waited > timeout && bytes.saturating_mul(1000) / ms < MIN_RATE {
+                    return Err(io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        format!(
+                            "the server sent {bytes} bytes in {}s of waiting (less than {MIN_RATE} bytes a second)",
+                            waited.as_secs()
+                        ),
+                    ));
+                }
+                return Ok(n);
+            }
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) && this_call < timeout =>
+            {
+                continue
+            }
+            Err(e) => return Err(e),
         }
     }
 }
@@ -178,10 +319,24 @@ pub fn tls_handshake(server: &ServerConfig, tcp: TcpStream) -> Result<Stream> {
         .get_ref()
         .try_clone()
         .map_err(|e| Error::net(format!("connecting to {}", server.host), e))?;
-    Ok(Stream::Tls(Box::new(TlsConn {
+    let stream = Stream::Tls(Box::new(TlsConn {
         tls: Arc::new(Mutex::new(tls)),
         tcp,
-    })))
+    }));
+    stream
+        .slice_reads()
+        .map_err(|e| Error::net(format!("connecting to {}", server.host), e))?;
+    Ok(stream)
+}
+
+/// A plain connection (`tls = "none"`), its reads sliced for the session
+/// deadline when there is one.
+pub fn plain(server: &ServerConfig, tcp: TcpStream) -> Result<Stream> {
+    let stream = Stream::Plain(tcp);
+    stream
+        .slice_reads()
+        .map_err(|e| Error::net(format!("connecting to {}", server.host), e))?;
+    Ok(stream)
 }
 
 /// The connector for a server's trust settings, built once per process

@@ -83,6 +83,15 @@ pub fn route(headers: &[u8], multidrop: &Multidrop) -> Routing {
         .map(|a| a.to_ascii_lowercase())
         .collect();
     for address in addresses {
+        // Header data: only a valid RFC 5321 address can become a
+        // recipient (no command or ESMTP parameter can be injected).
+        if !message::is_smtp_address(&address) {
+            log::warn!(
+                "multidrop: {:?} is not a valid address; not a recipient",
+                message::escape(&address)
+            );
+            continue;
+        }
         let lower = address.to_ascii_lowercase();
         let Some((local, domain)) = lower.rsplit_once('@') else {
             continue;

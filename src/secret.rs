@@ -3,50 +3,109 @@
 //! manager or an expiring token is asked each time. No secret is ever
 //! put into an error message.
 
+use std::io::Read;
+use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
+use std::thread;
+use std::time::{Duration, Instant};
 
 use crate::config::Secret;
 use crate::error::{Error, Result};
 
+/// A password or token in memory: wiped when dropped, so it is not left
+/// behind for a core dump or a swapped-out page to keep.
+pub type Password = zeroize::Zeroizing<String>;
+
 /// Returns the password, running `password_command` if that is where it
 /// comes from.
-pub fn resolve(secret: &Secret) -> Result<Option<String>> {
+pub fn resolve(secret: &Secret) -> Result<Option<Password>> {
     match secret {
-        Secret::Literal(p) => Ok(Some(p.clone())),
+        Secret::Literal(p) => Ok(Some(Password::new(p.clone()))),
         Secret::None => Ok(None),
         Secret::Command(cmd) => run_command(cmd).map(Some),
     }
 }
 
-/// Runs `sh -c command` and returns the first line of its output.
-pub fn run_command(command: &str) -> Result<String> {
-    let output = Command::new("/bin/sh")
+/// How long `password_command` (and `oauth2_token_command`) may take:
+/// a hung helper must not hold the account's lock for ever.
+pub const COMMAND_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Most output kept from such a command.
+const OUTPUT_KEPT: usize = 64 * 1024;
+
+/// Runs `sh -c command` and returns the first line of its output; killed
+/// (with its process group) after `COMMAND_TIMEOUT`.
+pub fn run_command(command: &str) -> Result<Password> {
+    run_command_within(command, COMMAND_TIMEOUT)
+}
+
+fn run_command_within(command: &str, timeout: Duration) -> Result<Password> {
+    let mut child = Command::new("/bin/sh")
         .arg("-c")
         .arg(command)
         .stdin(Stdio::null())
         .stderr(Stdio::piped())
         .stdout(Stdio::piped())
-        .output()
+        .process_group(0)
+        .spawn()
         .map_err(|e| Error::Auth(format!("cannot run password_command: {e}")))?;
-    if !output.status.success() {
-        let stderr = String::from_utf8_lossy(&output.stderr);
+    let collect = |mut pipe: Box<dyn Read + Send>| {
+        thread::spawn(move || {
+            let mut kept = Vec::new();
+            let mut chunk = [0u8; 4096];
+            while let Ok(n) = pipe.read(&mut chunk) {
+                if n == 0 {
+                    break;
+                }
+                if kept.len() < OUTPUT_KEPT {
+                    kept.extend_from_slice(&chunk[..n.min(OUTPUT_KEPT - kept.len())]);
+                }
+            }
+            kept
+        })
+    };
+    let stdout = collect(Box::new(child.stdout.take().expect("piped")));
+    let stderr = collect(Box::new(child.stderr.take().expect("piped")));
+    let deadline = Instant::now() + timeout;
+    let status = loop {
+        match child.try_wait() {
+            Ok(Some(status)) => break status,
+            Ok(None) if Instant::now() >= deadline => {
+                // SAFETY: kill(2) on the process group we created.
+                unsafe {
+                    libc::kill(-(child.id() as i32), libc::SIGKILL);
+                }
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(Error::Auth(format!(
+                    "password_command did not finish within {}s; killed it",
+                    timeout.as_secs()
+                )));
+            }
+            Ok(None) => thread::sleep(Duration::from_millis(5)),
+            Err(e) => return Err(Error::Auth(format!("waiting for password_command: {e}"))),
+        }
+    };
+    let stdout = zeroize::Zeroizing::new(stdout.join().unwrap_or_default());
+    let stderr = stderr.join().unwrap_or_default();
+    if !status.success() {
+        let stderr = String::from_utf8_lossy(&stderr);
         let first = stderr.lines().next().unwrap_or("").trim();
         return Err(Error::Auth(format!(
-            "password_command failed ({}){}",
-            output.status,
+            "password_command failed ({status}){}",
             if first.is_empty() {
                 String::new()
             } else {
-                format!(": {first}")
+                format!(": {}", crate::message::escape(first))
             }
         )));
     }
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let line = stdout.lines().next().unwrap_or("").trim_end_matches('\r');
+    let first = stdout.split(|&b| b == b'\n').next().unwrap_or_default();
+    let line = first.strip_suffix(b"\r").unwrap_or(first);
     if line.is_empty() {
         return Err(Error::Auth("password_command printed nothing".into()));
     }
-    Ok(line.to_string())
+    Ok(Password::new(String::from_utf8_lossy(line).into_owned()))
 }
 
 #[cfg(test)]
@@ -55,7 +114,10 @@ mod tests {
 
     #[test]
     fn first_line_of_output() {
-        assert_eq!(run_command("printf 'pw1\\nother\\n'").unwrap(), "pw1");
+        assert_eq!(
+            run_command("printf 'pw1\\nother\\n'").unwrap().as_str(),
+            "pw1"
+        );
     }
 
     #[test]
@@ -65,5 +127,13 @@ mod tests {
         assert!(!e.to_string().contains("leaked"), "{e}");
         assert!(e.to_string().contains("why"), "{e}");
         assert!(run_command("true").is_err());
+    }
+
+    #[test]
+    fn a_hung_command_is_killed_after_its_timeout() {
+        let started = Instant::now();
+        let e = run_command_within("sleep 30; echo late", Duration::from_millis(300)).unwrap_err();
+        assert!(e.to_string().contains("did not finish"), "{e}");
+        assert!(started.elapsed() < Duration::from_secs(5));
     }
 }

@@ -47,6 +47,14 @@ pub fn stop_requested() -> bool {
     STOP.load(Ordering::SeqCst)
 }
 
+/// How long ago a stop was first noticed (by this or an earlier call),
+/// if one was asked for. Reads waiting on a slow server poll it, so a
+/// stop is honoured within a few seconds even inside a read.
+pub fn stop_age() -> Option<std::time::Duration> {
+    static NOTICED: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+    stop_requested().then(|| NOTICED.get_or_init(std::time::Instant::now).elapsed())
+}
+
 /// Asks every running fetch and watch to stop, as SIGTERM would.
 pub fn request_stop() {
     STOP.store(true, Ordering::SeqCst);

@@ -367,7 +367,16 @@ fn watch_account(config: &Config, index: usize, stop: &StopFlag) {
 
     while !stop.is_set() {
         if !discovered && Instant::now() >= discover_at {
-            match discover(account) {
+            // A panic (a bug) while finding folders costs a retry, not
+            // the account's watcher.
+            let found =
+                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| discover(account)))
+                    .unwrap_or_else(|_| {
+                        Err(Error::Internal(
+                            "internal error while finding folders".into(),
+                        ))
+                    });
+            match found {
                 Ok(found) => {
                     discovered = true;
                     discover_backoff.reset();
@@ -450,7 +459,7 @@ enum Fetched {
 /// One fetch of the whole account, the way `mailretr fetch` does it.
 fn fetch_now(config: &Config, account: &Account) -> Fetched {
     let name = &account.name;
-    let report = run::fetch_account(config, account, &FetchOptions::default());
+    let report = run::fetch_account_guarded(config, account, &FetchOptions::default());
     for w in &report.warnings {
         log::warn!("account {name}: {w}");
     }
@@ -484,7 +493,7 @@ struct Found {
 
 fn discover(account: &Account) -> Result<Found> {
     let password = secret::resolve(&account.secret)?;
-    let mut source = imap_source::connect(account, password.as_deref(), true)?;
+    let mut source = imap_source::connect(account, password.as_deref().map(String::as_str), true)?;
     let folders = source.chosen_folders();
     let idle = source.has_capability("IDLE");
     let _ = source.finish();
@@ -626,7 +635,7 @@ fn idle_session(
         caps,
         socket,
         ..
-    } = imap_source::connect_session(account, password.as_deref())?;
+    } = imap_source::connect_session(account, password.as_deref().map(String::as_str))?;
     drop(password);
     {
         let mut slot = slot.lock().unwrap_or_else(|e| e.into_inner());
@@ -708,22 +717,8 @@ fn idle_session(
     Ok(())
 }
 
-fn imap_error(context: &str, e: imap::Error) -> Error {
-    match e {
-        imap::Error::Io(io) => Error::net(format!("IMAP {context}"), io),
-        imap::Error::ConnectionLost => Error::net(
-            format!("IMAP {context}"),
-            std::io::Error::new(
-                std::io::ErrorKind::UnexpectedEof,
-                "connection closed by server",
-            ),
-        ),
-        imap::Error::Tls(e) => Error::Tls(e.to_string()),
-        imap::Error::No(no) => Error::Server(format!("{context}: NO {no}")),
-        imap::Error::Bye(bye) => Error::Server(format!("{context}: server said BYE: {bye}")),
-        other => Error::Protocol(format!("{context}: {other}")),
-    }
-}
+/// The one mapping of the `imap` crate's errors, shared with the source.
+use crate::source::imap::imap_error;
 
 /// The `imap` crate sets the read timeout that bounds an IDLE through
 /// this (RFC 2177's 29 minutes, or `idle_renew`).

@@ -10,7 +10,7 @@ mod raw;
 use std::collections::BTreeMap;
 use std::fmt;
 use std::fs;
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -403,12 +403,39 @@ pub fn system_hostname() -> String {
 
 /// Reads, checks and validates a config file.
 ///
-/// A file that holds a password and is readable by group or others is
-/// refused, as fetchmail does, with the `chmod` that fixes it.
+/// A file (the main one or an included one) that group or others may
+/// write, or that someone other than the user (or root) owns, is refused
+/// whatever it holds: its `password_command`, `oauth2_token_command` and
+/// MDA commands run as the user. A file that holds a password and is
+/// readable by group or others is refused too, as fetchmail does. Each
+/// refusal says how to fix it.
 pub fn load(path: &Path) -> Result<Config> {
     let text = fs::read_to_string(path)
         .map_err(|e| Error::Config(format!("{}: cannot read config: {e}", path.display())))?;
-    let (config, with_password) = parse_with_files(&text, path)?;
+    let (config, with_password, all) = parse_with_files(&text, path)?;
+    // SAFETY: geteuid(2) has no preconditions.
+    let me = unsafe { libc::geteuid() };
+    for path in &all {
+        let meta =
+            fs::metadata(path).map_err(|e| Error::Config(format!("{}: {e}", path.display())))?;
+        let mode = meta.permissions().mode();
+        if mode & 0o022 != 0 {
+            return Err(Error::UnsafePermissions(format!(
+                "{}: others may write it (mode {:03o}), and the commands it names run as you; fix with: chmod go-w {}",
+                path.display(),
+                mode & 0o777,
+                path.display()
+            )));
+        }
+        if meta.uid() != me && meta.uid() != 0 {
+            return Err(Error::UnsafePermissions(format!(
+                "{}: owned by uid {}, not by you (uid {me}), and the commands it names would run as you; fix with: chown {me} {}",
+                path.display(),
+                meta.uid(),
+                path.display()
+            )));
+        }
+    }
     for path in &with_password {
         let path = path.as_path();
         let mode = fs::metadata(path)
@@ -430,12 +457,12 @@ pub fn load(path: &Path) -> Result<Config> {
 /// Parses and validates config text; `path` is used in messages and to
 /// find the files named by `include`.
 pub fn parse(text: &str, path: &Path) -> Result<Config> {
-    parse_with_files(text, path).map(|(config, _)| config)
+    parse_with_files(text, path).map(|(config, _, _)| config)
 }
 
 /// `parse`, also returning every file read (the main one or an included
 /// one) that holds a `password`, for the permission check.
-fn parse_with_files(text: &str, path: &Path) -> Result<(Config, Vec<PathBuf>)> {
+fn parse_with_files(text: &str, path: &Path) -> Result<(Config, Vec<PathBuf>, Vec<PathBuf>)> {
     let ctx = Ctx { text, path };
     let raw: RawConfig = toml::from_str(text).map_err(|e| ctx.toml_error(&e))?;
     let files = match &raw.include {
@@ -469,7 +496,10 @@ fn parse_with_files(text: &str, path: &Path) -> Result<(Config, Vec<PathBuf>)> {
         }
     }
     let config = validate(raw, &ctx, &included, Some(path.to_path_buf()))?;
-    Ok((config, with_password))
+    let all = std::iter::once(path.to_path_buf())
+        .chain(files.iter().map(|(p, _)| p.clone()))
+        .collect();
+    Ok((config, with_password, all))
 }
 
 /// Where errors point: the file's text (to turn byte spans into lines) and name.
@@ -1013,8 +1043,33 @@ pub fn parse_fingerprint(s: &str) -> Option<Vec<u8>> {
 ///
 /// `pop3s`/`imaps` use implicit TLS; `pop3`/`imap` require STARTTLS. The
 /// password is given by the caller (from `MAILRETR_PASSWORD` or a prompt).
+/// `url` with any password in its user-info replaced by `***`, for
+/// messages (a URL that does not parse is redacted the same way).
+pub fn redact_url(url: &str) -> String {
+    let Some(start) = url.find("://").map(|i| i + 3) else {
+        return url.to_string();
+    };
+    let Some(at) = url[start..].rfind('@').map(|i| start + i) else {
+        return url.to_string();
+    };
+    match url[start..at].find(':') {
+        Some(colon) => format!("{}:***{}", &url[..start + colon], &url[at..]),
+        None => url.to_string(),
+    }
+}
+
 pub fn from_url(url: &str, to: &str, password: Option<String>, keep: bool) -> Result<Config> {
-    let parsed = url::Url::parse(url).map_err(|e| Error::Config(format!("{url}: {e}")))?;
+    let parsed = url::Url::parse(url);
+    // From here on, only the redacted text is spoken of.
+    let shown = redact_url(url);
+    let url = shown.as_str();
+    let parsed = parsed.map_err(|e| Error::Config(format!("{url}: {e}")))?;
+    if parsed.password().is_some() {
+        return Err(Error::Config(format!(
+            "{url}: a password in the URL would be visible to every user in the process list; \
+             leave it out and set MAILRETR_PASSWORD, or type it when asked on a terminal"
+        )));
+    }
     let (protocol, tls) = match parsed.scheme() {
         "pop3s" => (Protocol::Pop3, TlsMode::Implicit),
         "pop3" => (Protocol::Pop3, TlsMode::Starttls),
@@ -1127,6 +1182,21 @@ fn percent_decode(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_password_in_a_url_is_refused_and_never_echoed() {
+        let e = from_url("pop3s://me:hunter2@pop.example.com", "/tmp/M", None, false).unwrap_err();
+        let text = e.to_string();
+        assert!(!text.contains("hunter2"), "{text}");
+        assert!(text.contains("MAILRETR_PASSWORD"), "{text}");
+        assert_eq!(
+            redact_url("imaps://me:p%40ss@h.example/INBOX"),
+            "imaps://me:***@h.example/INBOX"
+        );
+        assert_eq!(redact_url("pop3s://me@h"), "pop3s://me@h");
+        let e = from_url("pop3s://me:hunter2@[bad", "/tmp/M", None, false).unwrap_err();
+        assert!(!e.to_string().contains("hunter2"), "{e}");
+    }
 
     fn parse_str(text: &str) -> Result<Config> {
         parse(text, Path::new("test.toml"))

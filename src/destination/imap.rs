@@ -96,7 +96,7 @@ impl ImapAppend {
         account.auth_explicit = true;
         let password =
             secret::resolve(&c.secret).map_err(|e| self.fail(e.to_string(), Failure::Local))?;
-        let logged_in = connect_session(&account, password.as_deref())
+        let logged_in = connect_session(&account, password.as_deref().map(String::as_str))
             .map_err(|e| self.fail(format!("{}: {e}", c.server.host), e.failure()))?;
         let mut session = logged_in.session;
         let folder = c.folder.clone();

@@ -182,6 +182,22 @@ impl Destination for Mda {
         }
         let mut report = DeliveryReport::default();
         for r in &envelope.recipients {
+            // `%U` becomes an argument: a recipient (which may come from a
+            // header) that could pass for an option or split into words
+            // is refused, never substituted.
+            if !argument_safe(r) {
+                report.refused.push(Refusal {
+                    recipient: r.clone(),
+                    error: self.fail(
+                        format!(
+                            "recipient {:?} cannot be passed as %U",
+                            crate::message::escape(r)
+                        ),
+                        Failure::Refused,
+                    ),
+                });
+                continue;
+            }
             match self.run(envelope, std::slice::from_ref(r), Some(r), message) {
                 Ok(()) => report.accepted.push(r.clone()),
                 Err(error) => report.refused.push(Refusal {
@@ -192,6 +208,14 @@ impl Destination for Mda {
         }
         Ok(report)
     }
+}
+
+/// Whether `value` may replace `%U` in an MDA's arguments: not empty, not
+/// starting with `-` (an option), no whitespace or control characters.
+pub(crate) fn argument_safe(value: &str) -> bool {
+    !value.is_empty()
+        && !value.starts_with('-')
+        && !value.chars().any(|c| c.is_whitespace() || c.is_control())
 }
 
 /// What an MDA's exit status means for the message (sysexits.h): 75

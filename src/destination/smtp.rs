@@ -221,7 +221,7 @@ impl Smtp {
             let password = secret::resolve(&self.config.secret)
                 .map_err(|e| self.fail(e.to_string(), Failure::Local))?
                 .unwrap_or_default();
-            let credentials = Credentials::new(user.clone(), password);
+            let credentials = Credentials::new(user.clone(), password.to_string());
             if let Err(e) = conn.auth(&[Mechanism::Plain, Mechanism::Login], &credentials) {
                 // Our credentials, not the message: never a refusal.
                 let failure = if e.is_transient() {

@@ -25,6 +25,10 @@ use super::envelope::{self, Addressing};
 use super::verdict::{self, Attempt, Unopened, Verdict};
 use super::{AccountReport, FetchOptions};
 
+/// Headers first: the headers of this many messages are fetched at once
+/// (and kept in memory until their messages are done).
+const HEADERS_AT_ONCE: usize = 64;
+
 /// Room for the `Received:` header added after download, in the size
 /// announced to SMTP/LMTP before the body is known (headers first).
 const RECEIVED_ALLOWANCE: u64 = 512;
@@ -297,17 +301,22 @@ impl<'a> AccountRun<'a> {
         // a destination has accepted a recipient.
         let headers_first =
             !self.destinations.is_empty() && self.destinations.iter().all(|d| d.checks_envelope());
+        // Headers come HEADERS_AT_ONCE messages at a time, so what is kept
+        // in memory is bounded whatever the server sends.
         let mut queue: VecDeque<RemoteMessage> = VecDeque::new();
         let mut headers: HashMap<(String, u32), Vec<u8>> = HashMap::new();
+        let mut rest: VecDeque<RemoteMessage> = VecDeque::new();
+        let first_chunk = &wanted[..wanted.len().min(HEADERS_AT_ONCE)];
         let headers_first = headers_first
-            && match self.source.fetch_headers(&wanted)? {
+            && match self.source.fetch_headers(first_chunk)? {
                 Some(fetched) => {
                     headers.extend(
                         fetched
                             .into_iter()
                             .map(|(m, h)| ((m.folder.clone(), m.number), h)),
                     );
-                    queue.extend(wanted.iter().cloned());
+                    queue.extend(first_chunk.iter().cloned());
+                    rest.extend(wanted[first_chunk.len()..].iter().cloned());
                     true
                 }
                 None => false,
@@ -338,6 +347,20 @@ impl<'a> AccountRun<'a> {
             //    costs only the headers.
             let mut opened = None;
             if headers_first {
+                if queue.is_empty() && !rest.is_empty() {
+                    let chunk: Vec<RemoteMessage> =
+                        rest.drain(..rest.len().min(HEADERS_AT_ONCE)).collect();
+                    // A source that cannot give these headers now: they
+                    // are downloaded whole.
+                    if let Some(fetched) = self.source.fetch_headers(&chunk)? {
+                        headers.extend(
+                            fetched
+                                .into_iter()
+                                .map(|(m, h)| ((m.folder.clone(), m.number), h)),
+                        );
+                    }
+                    queue.extend(chunk);
+                }
                 let Some(next) = queue.pop_front() else {
                     break;
                 };

@@ -119,6 +119,7 @@ pub fn run(
         .unwrap_or(config.general.jobs)
         .clamp(1, accounts.len().max(1));
     crate::net::prepare_tls(accounts.iter().map(|a| &a.server));
+    State::warn_if_lost(&config.general.state_dir);
     let next = AtomicUsize::new(0);
     let reports: Mutex<Vec<Option<AccountReport>>> =
         Mutex::new((0..accounts.len()).map(|_| None).collect());
@@ -133,7 +134,7 @@ pub fn run(
                 let Some(account) = accounts.get(i) else {
                     break;
                 };
-                let report = fetch_account(config, account, options);
+                let report = fetch_account_guarded(config, account, options);
                 on_done(&report);
                 reports.lock().expect("no worker panics holding it")[i] = Some(report);
             });
@@ -157,8 +158,37 @@ pub fn merged_exit_code(reports: &[AccountReport]) -> ExitCode {
         .unwrap_or(ExitCode::NoMail)
 }
 
+/// `fetch_account`, with a panic (a bug) caught: one account's bug is
+/// that account's error (exit 23), never a dead process or, in `watch`, a
+/// dead watcher. Locks and the state connection are released as the
+/// stack unwinds; nothing after the panic is committed or deleted.
+pub fn fetch_account_guarded(
+    config: &Config,
+    account: &Account,
+    options: &FetchOptions,
+) -> AccountReport {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        fetch_account(config, account, options)
+    }))
+    .unwrap_or_else(|panic| {
+        let what = panic
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| panic.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "a panic".into());
+        let mut report = AccountReport::empty(&account.name);
+        report.code = ExitCode::Internal;
+        report.error = Some(Error::Internal(format!(
+            "internal error (a bug; please report it): {what}"
+        )));
+        report
+    })
+}
+
 /// Fetches one account, records the run and returns its report.
 pub fn fetch_account(config: &Config, account: &Account, options: &FetchOptions) -> AccountReport {
+    // The session deadline for this account's source connection.
+    let _pace = crate::net::pace_session(account.server.timeout);
     let started = Instant::now();
     let started_at = SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -270,11 +300,11 @@ fn connect(account: &Account, keep: bool) -> Result<Box<dyn Source>> {
     match account.protocol {
         Protocol::Pop3 => Ok(Box::new(source::pop3::connect(
             account,
-            password.as_deref(),
+            password.as_deref().map(String::as_str),
         )?)),
         Protocol::Imap => Ok(Box::new(source::imap::connect(
             account,
-            password.as_deref(),
+            password.as_deref().map(String::as_str),
             keep,
         )?)),
     }

@@ -185,8 +185,17 @@ pub struct RunRecord {
 const OPEN_BUSY_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Whether an SQLite error text means another connection holds a lock.
-fn is_busy(message: &str) -> bool {
-    message.contains("database is locked") || message.contains("database is busy")
+/// Why opening the database failed: SQLite's own error (whose code
+/// tells busy from damaged from the rest), or a schema from the future.
+enum SetupError {
+    Sqlite(rusqlite::Error),
+    Newer(String),
+}
+
+impl From<rusqlite::Error> for SetupError {
+    fn from(e: rusqlite::Error) -> SetupError {
+        SetupError::Sqlite(e)
+    }
 }
 
 fn wrap(path: &Path, e: rusqlite::Error) -> Error {
@@ -255,11 +264,33 @@ impl State {
             path: path.display().to_string(),
             message,
         };
+        let existed = path.exists();
         DirBuilder::new()
             .recursive(true)
             .mode(0o700)
             .create(dir)
             .map_err(|e| err(format!("cannot create {}: {e}", dir.display())))?;
+        if let Ok(meta) = std::fs::metadata(dir) {
+            use std::os::unix::fs::PermissionsExt;
+            if meta.permissions().mode() & 0o077 != 0 {
+                log::warn!(
+                    "{} is accessible by others (mode {:03o}); it holds spooled mail: chmod 700 {}",
+                    dir.display(),
+                    meta.permissions().mode() & 0o777,
+                    dir.display()
+                );
+            }
+        }
+        // Spooled bodies live in it: created 0600 (SQLite gives its WAL
+        // and shared-memory files the database's mode).
+        if !existed {
+            use std::os::unix::fs::OpenOptionsExt;
+            let _ = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&path);
+        }
         // Switching a new database to WAL and migrating it take locks that
         // SQLite may refuse at once (without waiting in the busy handler)
         // while another process does the same: retry for a while.
@@ -270,26 +301,50 @@ impl State {
                 conn,
                 path: path.clone(),
             };
-            match state.setup() {
+            let failed = match state.setup() {
                 Ok(()) => return Ok(state),
-                Err(Error::State { message, .. })
-                    if is_busy(&message) && std::time::Instant::now() < deadline =>
+                Err(SetupError::Newer(message)) => return Err(err(message)),
+                Err(SetupError::Sqlite(e)) => e,
+            };
+            let code = failed.sqlite_error_code();
+            let message = failed.to_string();
+            match code {
+                Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked)
+                    if std::time::Instant::now() < deadline =>
                 {
                     std::thread::sleep(Duration::from_millis(25));
                 }
-                Err(Error::State { message, .. }) if is_busy(&message) => {
+                Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked) => {
                     return Err(err(format!(
                         "{message}: another process kept it busy for {}s",
                         OPEN_BUSY_TIMEOUT.as_secs()
                     )))
                 }
-                Err(Error::State { message, .. }) => {
+                // Only a damaged file gets the advice to move it aside
+                // (never a full disk or a permission: following it then
+                // would only lose the spool).
+                Some(rusqlite::ErrorCode::NotADatabase | rusqlite::ErrorCode::DatabaseCorrupt) => {
                     return Err(err(format!(
-                        "{message} (if the file is damaged, move it aside; mailretr would then fetch everything again)"
+                        "{message} (the file is damaged; moving it aside makes mailretr fetch everything again \
+                         and loses the retry spool it holds: `mailretr queue list` shows what is in it)"
                     )))
                 }
-                Err(other) => return Err(other),
+                _ => return Err(err(message)),
             }
+        }
+    }
+
+    /// Warns when `state.db` is missing but `locks/` exists beside it: the
+    /// state was lost or moved (every message on the servers now counts as
+    /// new, and the retry spool is gone). Call before any lock is taken.
+    pub fn warn_if_lost(dir: &Path) {
+        let path = dir.join("state.db");
+        if !path.exists() && dir.join("locks").is_dir() {
+            log::warn!(
+                "{} is missing but {} exists: the state was lost or moved, so every message on the servers counts as new (and the retry spool is gone)",
+                path.display(),
+                dir.join("locks").display()
+            );
         }
     }
 
@@ -299,40 +354,39 @@ impl State {
             conn: Connection::open_in_memory()?,
             path: PathBuf::from(":memory:"),
         };
-        state.setup()?;
-        Ok(state)
+        match state.setup() {
+            Ok(()) => Ok(state),
+            Err(SetupError::Sqlite(e)) => Err(e.into()),
+            Err(SetupError::Newer(message)) => Err(Error::State {
+                path: ":memory:".into(),
+                message,
+            }),
+        }
     }
 
-    fn setup(&mut self) -> Result<()> {
-        self.conn
-            .busy_timeout(Duration::from_secs(30))
-            .map_err(|e| wrap(&self.path, e))?;
+    fn setup(&mut self) -> std::result::Result<(), SetupError> {
+        self.conn.busy_timeout(Duration::from_secs(30))?;
         let mode: String = self
             .conn
-            .query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))
-            .map_err(|e| wrap(&self.path, e))?;
+            .query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))?;
         if !mode.eq_ignore_ascii_case("wal") && self.path != Path::new(":memory:") {
             log::debug!("state database journal mode is {mode}, not WAL");
         }
         self.conn
-            .execute_batch("PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON;")
-            .map_err(|e| wrap(&self.path, e))?;
+            .execute_batch("PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON;")?;
         self.migrate()
     }
 
-    fn migrate(&mut self) -> Result<()> {
+    fn migrate(&mut self) -> std::result::Result<(), SetupError> {
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Exclusive)?;
         let version: usize = tx.query_row("PRAGMA user_version", [], |r| r.get(0))?;
         if version > MIGRATIONS.len() {
-            return Err(Error::State {
-                path: String::new(),
-                message: format!(
-                    "schema version {version} is newer than this mailretr knows ({}); upgrade mailretr",
-                    MIGRATIONS.len()
-                ),
-            });
+            return Err(SetupError::Newer(format!(
+                "schema version {version} is newer than this mailretr knows ({}); upgrade mailretr",
+                MIGRATIONS.len()
+            )));
         }
         for (i, sql) in MIGRATIONS.iter().enumerate().skip(version) {
             tx.execute_batch(sql)?;
@@ -1141,6 +1195,7 @@ mod tests {
         std::fs::write(dir.path().join("state.db"), vec![0x55u8; 8192]).unwrap();
         let e = State::open(dir.path()).err().unwrap();
         assert!(e.to_string().contains("state.db"), "{e}");
-        assert!(e.to_string().contains("move it aside"), "{e}");
+        assert!(e.to_string().contains("damaged"), "{e}");
+        assert!(e.to_string().contains("retry spool"), "{e}");
     }
 }

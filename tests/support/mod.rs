@@ -199,6 +199,37 @@ impl Env {
         run_command(cmd, None, RUN_TIMEOUT)
     }
 
+    /// Runs the binary with `args` under `/usr/bin/time` and returns its
+    /// output and its peak memory (maximum resident set size) in KiB.
+    pub fn run_measured<S: AsRef<OsStr>>(&self, args: &[S]) -> (Output, u64) {
+        let time = Path::new("/usr/bin/time");
+        assert!(
+            time.is_file(),
+            "/usr/bin/time is missing (the memory bounds are measured with it): apt-get install time"
+        );
+        let report = self.path(format!("rss-{}", std::process::id()));
+        let mut cmd = self.cmd();
+        let program = cmd.get_program().to_owned();
+        let mut timed = Command::new(time);
+        timed
+            .env_clear()
+            .envs(cmd.get_envs().filter_map(|(k, v)| v.map(|v| (k, v))))
+            .current_dir(self.root())
+            .arg("-f")
+            .arg("%M")
+            .arg("-o")
+            .arg(&report)
+            .arg(program)
+            .args(args);
+        let _ = &mut cmd;
+        let out = run_command(timed, None, RUN_TIMEOUT);
+        let kib = fs::read_to_string(&report)
+            .ok()
+            .and_then(|t| t.lines().last().and_then(|l| l.trim().parse().ok()))
+            .unwrap_or_else(|| panic!("no peak memory from /usr/bin/time: {}", out.stderr));
+        (out, kib)
+    }
+
     /// The messages in the maildir at `path` (files in `new/` and `cur/`),
     /// sorted by content. A missing maildir yields no messages.
     pub fn maildir_messages(&self, path: impl AsRef<Path>) -> Vec<Vec<u8>> {

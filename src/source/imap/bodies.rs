@@ -72,8 +72,8 @@ struct InFlight {
 }
 
 /// Sends body fetches and reads their answers (see the module docs).
-pub struct BodyReader {
-    io: StreamHandle,
+pub struct BodyReader<S = StreamHandle> {
+    io: S,
     label: String,
     trace: bool,
     buf: Box<[u8]>,
@@ -83,9 +83,9 @@ pub struct BodyReader {
     in_flight: VecDeque<InFlight>,
 }
 
-impl BodyReader {
+impl<S: Read + Write> BodyReader<S> {
     /// A reader on `io`, a second handle on the session's connection.
-    pub fn new(io: StreamHandle, label: &str) -> BodyReader {
+    pub fn new(io: S, label: &str) -> BodyReader<S> {
         BodyReader {
             io,
             label: label.to_string(),
@@ -205,7 +205,7 @@ impl BodyReader {
                     // SELECT's answer (or the one sent ahead).
                     let text = String::from_utf8_lossy(rest).into_owned();
                     self.trace_line(&format!("* {text}"));
-                    if text.len() >= 3 && text[..3].eq_ignore_ascii_case("BYE") {
+                    if rest.len() >= 3 && rest[..3].eq_ignore_ascii_case(b"BYE") {
                         return Err(Error::Server(format!("SELECT: server said BYE: {text}")));
                     }
                     if select.len() < MAX_SELECT_ANSWER {
@@ -240,7 +240,11 @@ impl BodyReader {
                 continue;
             }
             if t == select_tag && selected.is_none() {
-                most = (super::parse_select(&select).exists as usize).saturating_add(LISTING_SLACK);
+                // EXISTS is the server's word: capped, so a hostile one
+                // cannot make the listing unbounded.
+                most = (super::parse_select(&select).exists as usize)
+                    .min(crate::source::pop3::MAX_LISTED)
+                    .saturating_add(LISTING_SLACK);
                 selected = Some(match status.as_str() {
                     "OK" => Ok(()),
                     "NO" => Err(Error::Server(format!("SELECT {mailbox}: NO {info}"))),
@@ -449,7 +453,22 @@ impl BodyReader {
     /// connection), a quoted string or NIL. Line endings become LF.
     fn body_value(&mut self, seg: &mut Segment) -> Result<Vec<u8>> {
         if let Some(n) = seg.literal() {
-            let mut body = Vec::with_capacity(usize::try_from(n).unwrap_or(0).min(1 << 30));
+            // Bounded by what was announced (RFC822.SIZE), as for POP3:
+            // twice the largest size asked for, plus 64 KiB.
+            let most = self
+                .in_flight
+                .iter()
+                .flat_map(|f| f.messages.iter().flatten())
+                .map(|m| m.size)
+                .max()
+                .unwrap_or(0);
+            let limit = most.saturating_mul(2).saturating_add(64 * 1024);
+            if n > limit {
+                return Err(Error::Protocol(format!(
+                    "UID FETCH: a {n}-byte body for messages announced at {most} bytes at most"
+                )));
+            }
+            let mut body = Vec::with_capacity(usize::try_from(n).unwrap_or(0).min(1 << 20));
             self.read_literal(n, Some(&mut body))?;
             *seg = Segment {
                 line: self.read_line()?,

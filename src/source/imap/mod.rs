@@ -66,7 +66,7 @@ const FLUSH_AFTER: usize = 1000;
 pub const BATCH_MESSAGES: usize = 1000;
 
 /// Headers are fetched this many messages at a time.
-const HEADER_BATCH: usize = 200;
+const HEADER_BATCH: usize = 50;
 
 /// The connection the `imap` crate talks over.
 pub type Conn = Traced<Stream>;
@@ -250,7 +250,7 @@ pub fn connect_session(account: &Account, password: Option<&str>) -> Result<Logg
         .map_err(|e| Error::net(format!("connecting to {}", server.host), e))?;
     let stream = match server.tls {
         TlsMode::Implicit => net::tls_handshake(server, tcp)?,
-        TlsMode::None => Stream::Plain(tcp),
+        TlsMode::None => net::plain(server, tcp)?,
         TlsMode::Starttls => {
             let tcp = starttls::negotiate(Traced::new(tcp, label))?.into_inner();
             net::tls_handshake(server, tcp)?
@@ -294,7 +294,7 @@ pub fn connect_session(account: &Account, password: Option<&str>) -> Result<Logg
     )?;
     let credential = match (&account.oauth2_token_command, mech.uses_token()) {
         (Some(command), true) => secret::run_command(command)?,
-        _ => password.unwrap_or_default().to_string(),
+        _ => secret::Password::new(password.unwrap_or_default().to_string()),
     };
     // The tagged OK of LOGIN / AUTHENTICATE usually says what the server
     // offers once logged in (RFC 3501 7.1); the crate drops that line.
@@ -468,7 +468,7 @@ fn login_error(mech: AuthMech, e: imap::Error) -> Error {
 
 /// Maps the `imap` crate's errors onto ours: connection trouble is a
 /// network error, `NO` a server error, `BAD` and garbage protocol errors.
-fn imap_error(context: &str, e: imap::Error) -> Error {
+pub(crate) fn imap_error(context: &str, e: imap::Error) -> Error {
     match e {
         imap::Error::Io(io) => match io.kind() {
             io::ErrorKind::InvalidData => Error::Protocol(format!("{context}: {io}")),

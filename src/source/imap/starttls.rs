@@ -143,9 +143,16 @@ fn greeting_capabilities(greeting: &str) -> Option<Vec<String>> {
     )
 }
 
+/// `s` without `prefix` (compared byte-wise, ASCII case-insensitively),
+/// if it starts with it. Byte-wise, so that server text with multibyte
+/// characters cannot make a slice end inside one (a panic).
 fn strip_prefix_ci<'a>(s: &'a str, prefix: &str) -> Option<&'a str> {
-    (s.len() >= prefix.len() && s[..prefix.len()].eq_ignore_ascii_case(prefix))
-        .then(|| &s[prefix.len()..])
+    let head = s.as_bytes().get(..prefix.len())?;
+    if !head.eq_ignore_ascii_case(prefix.as_bytes()) {
+        return None;
+    }
+    // The prefix is ASCII and matched, so its end is a char boundary.
+    s.get(prefix.len()..)
 }
 
 fn shorten(s: &str) -> &str {

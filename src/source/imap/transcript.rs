@@ -15,6 +15,17 @@ use crate::transcript;
 /// Longest server line shown in full; the rest is cut.
 const SHOWN: usize = 300;
 
+/// Longest run of server bytes without a line feed that the `imap` crate
+/// is let read: a hostile server's endless line is a protocol error, not
+/// memory. (Message bodies do not come through here; header literals
+/// have line breaks.)
+pub const MAX_SERVER_LINE: usize = 1 << 20;
+
+/// Most bytes the server may send in answer to one command (everything
+/// read between two writes): endless untagged responses are a protocol
+/// error, not memory.
+pub const MAX_ANSWER: u64 = 8 << 20;
+
 /// A stream that logs the lines passing through it.
 #[derive(Debug)]
 pub struct Traced<S> {
@@ -44,6 +55,9 @@ pub struct Traced<S> {
     skip: u64,
     /// After a literal: whether the rest of its line is removed.
     continues: Option<bool>,
+    /// Server bytes since the last line feed, and since the last write.
+    since_newline: usize,
+    since_write: u64,
 }
 
 /// Most input kept by `Tap::start_capture`.
@@ -132,6 +146,8 @@ impl<S> Traced<S> {
             pass: 0,
             skip: 0,
             continues: None,
+            since_newline: 0,
+            since_write: 0,
         }
     }
 
@@ -261,10 +277,36 @@ pub fn redact(line: &str) -> String {
     line.to_string()
 }
 
+impl<S> Traced<S> {
+    /// Counts what the server sent against `MAX_SERVER_LINE` and
+    /// `MAX_ANSWER`.
+    fn bound(&mut self, data: &[u8]) -> io::Result<()> {
+        self.since_write += data.len() as u64;
+        match data.iter().rposition(|&b| b == b'\n') {
+            Some(i) => self.since_newline = data.len() - i - 1,
+            None => self.since_newline += data.len(),
+        }
+        if self.since_newline > MAX_SERVER_LINE {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("server line longer than {MAX_SERVER_LINE} bytes"),
+            ));
+        }
+        if self.since_write > MAX_ANSWER {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("server answer longer than {MAX_ANSWER} bytes"),
+            ));
+        }
+        Ok(())
+    }
+}
+
 impl<S: Read> Traced<S> {
     /// Reads from the connection, tracing and capturing what comes.
     fn read_raw(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         let n = self.inner.read(buf)?;
+        self.bound(&buf[..n])?;
         if self.enabled {
             self.saw_input(&buf[..n]);
         }
@@ -395,6 +437,7 @@ impl<S: Write> Write for Traced<S> {
             }
         }
         let n = self.inner.write(buf)?;
+        self.since_write = 0;
         if self.enabled {
             self.saw_output(&buf[..n]);
         }

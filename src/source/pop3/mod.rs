@@ -26,6 +26,14 @@ pub const POP3_FOLDER: &str = "INBOX";
 /// being read (one message is always allowed, whatever its size).
 pub const MAX_BYTES_IN_FLIGHT: u64 = 4 * 1024 * 1024;
 
+/// The largest header block `TOP n 0` may bring.
+pub const MAX_HEADER: usize = 1 << 20;
+
+/// Most messages a LIST or UIDL listing may name, and most bytes it may
+/// take: a mailbox beyond these is a hostile server's, not memory.
+pub const MAX_LISTED: usize = 1_000_000;
+const MAX_LISTING_BYTES: usize = 32 << 20;
+
 /// A logged-in POP3 session acting as a `Source`.
 pub struct Pop3Source {
     session: Option<Pop3<Stream>>,
@@ -57,7 +65,7 @@ pub fn connect(account: &Account, password: Option<&str>) -> Result<Pop3Source> 
             Pop3::connect(net::tls_handshake(server, tcp)?, label)?,
             "POP3S",
         ),
-        TlsMode::None => (Pop3::connect(Stream::Plain(tcp), label)?, "POP3"),
+        TlsMode::None => (Pop3::connect(net::plain(server, tcp)?, label)?, "POP3"),
         TlsMode::Starttls => {
             let mut plain = Pop3::connect(Stream::Plain(tcp), label)?;
             let caps = plain.capa()?;
@@ -117,7 +125,13 @@ fn choose_mech(
     }
     let offered = |m: &AuthMech| match m {
         AuthMech::User => caps.has("USER") || !caps.answered,
-        AuthMech::Apop => client::apop_timestamp(greeting).is_some(),
+        // After STLS the timestamp comes from the plaintext greeting,
+        // which anyone on the path can forge to force APOP (and a failed
+        // login, or a lockout): only when `auth` names APOP.
+        AuthMech::Apop => {
+            client::apop_timestamp(greeting).is_some()
+                && (account.server.tls != TlsMode::Starttls || account.auth_explicit)
+        }
         AuthMech::Plain => caps.sasl.contains("PLAIN"),
         AuthMech::Login => caps.sasl.contains("LOGIN"),
         AuthMech::CramMd5 => caps.sasl.contains("CRAM-MD5"),
@@ -195,7 +209,8 @@ impl Pop3Source {
                 // Servers' sizes are close but not always exact; allow for
                 // that, but never without bound.
                 let max = (msg.size as usize).saturating_mul(2) + 64 * 1024;
-                let mut bytes = Vec::with_capacity(msg.size as usize + 1024);
+                // Never an allocation sized by the server's number alone.
+                let mut bytes = Vec::with_capacity((msg.size as usize).min(1 << 20) + 1024);
                 self.session()?.read_block(&mut bytes, max)?;
                 strip_added_newline(&mut bytes, msg.size);
                 Ok(Some((msg, bytes)))
@@ -318,9 +333,23 @@ impl Source for Pop3Source {
     /// `TOP n 0` for each message, pipelined when the server allows.
     /// Must be called before `retrieve` (nothing may be in flight).
     fn fetch_headers(&mut self, messages: &[RemoteMessage]) -> Result<Option<Vec<MessageHeader>>> {
-        if (self.caps.answered && !self.caps.has("TOP")) || !self.in_flight.is_empty() {
+        if self.caps.answered && !self.caps.has("TOP") {
             return Ok(None);
         }
+        // Deletions asked for since the last headers go out first, and
+        // their answers are read, so the TOP answers come in order.
+        if self
+            .to_send
+            .iter()
+            .any(|(c, _)| !matches!(c, Command::Dele(_)))
+        {
+            return Ok(None);
+        }
+        while !self.to_send.is_empty() {
+            self.fill_window()?;
+            self.drain()?;
+        }
+        self.drain()?;
         let depth = if self.pipelining() { self.depth } else { 1 };
         let mut out = Vec::with_capacity(messages.len());
         let mut refused = 0usize;
@@ -334,7 +363,7 @@ impl Source for Pop3Source {
                         let mut header = Vec::new();
                         // A header block is small; a server sending more
                         // than this for TOP n 0 is not answering TOP.
-                        session.read_block(&mut header, 4 * 1024 * 1024)?;
+                        session.read_block(&mut header, MAX_HEADER)?;
                         let len = crate::message::header_block(&header).len();
                         header.truncate(len);
                         out.push((m.clone(), header));
@@ -451,7 +480,13 @@ fn read_listing(session: &mut Pop3<Stream>, what: &str) -> Result<Option<Listing
         }
         Status::Ok(_) => {
             let mut block = Vec::new();
-            session.read_block(&mut block, 64 * 1024 * 1024)?;
+            session.read_block(&mut block, MAX_LISTING_BYTES)?;
+            let lines = block.iter().filter(|&&b| b == b'\n').count();
+            if lines > MAX_LISTED {
+                return Err(Error::Protocol(format!(
+                    "{what} names {lines} messages, more than {MAX_LISTED}"
+                )));
+            }
             client::parse_listing(&block).map(Some)
         }
     }
