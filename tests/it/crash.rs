@@ -14,10 +14,12 @@ use std::time::Duration;
 use support::corpus;
 use support::dovecot::{Dovecot, User};
 use support::slowlink::SlowLink;
-use support::{strip_received, Env};
+use support::{strip_received, AccountBuilder, ConfigBuilder, Env};
 
 const KILLED: i32 = 128 + 9;
 
+/// One account on the shared Dovecot, reached through `port`, delivering
+/// to `Maildir`.
 fn config(
     env: &Env,
     dovecot: &Dovecot,
@@ -25,31 +27,11 @@ fn config(
     protocol: &str,
     port: u16,
     keep: bool,
-) -> String {
-    format!(
-        r#"[general]
-state_dir = "{state}"
-hostname = "crash.test"
-[[account]]
-name = "acct"
-protocol = "{protocol}"
-host = "localhost"
-port = {port}
-ca_file = "{ca}"
-user = "{user}"
-password = "{password}"
-keep = {keep}
-deliver_to = ["home"]
-[destination.home]
-type = "maildir"
-path = "{maildir}"
-"#,
-        state = env.path("state").display(),
-        ca = dovecot.cert_pem.display(),
-        user = user.name,
-        password = user.password,
-        maildir = env.path("Maildir").display(),
-    )
+) -> ConfigBuilder {
+    let account = AccountBuilder::dovecot("acct", protocol, dovecot, user)
+        .port(port)
+        .keep(keep);
+    ConfigBuilder::single(env, account).hostname("crash.test")
 }
 
 fn fill(dovecot: &Dovecot, user: &User, n: usize, seed: u64) -> Vec<Vec<u8>> {
@@ -139,7 +121,7 @@ fn sigkill_at_each_durable_step_loses_and_duplicates_nothing() {
                 } else {
                     dovecot.imaps
                 };
-                env.write_config(&config(&env, dovecot, &user, protocol, port, keep));
+                config(&env, dovecot, &user, protocol, port, keep).write(&env);
                 let out = env
                     .cmd()
                     .arg("fetch")
@@ -186,7 +168,7 @@ fn sigkill_at_random_moments_through_a_slow_link() {
         };
         let link = SlowLink::start(target, Duration::from_millis(10));
         let env = Env::new();
-        env.write_config(&config(&env, dovecot, &user, protocol, link.port(), keep));
+        config(&env, dovecot, &user, protocol, link.port(), keep).write(&env);
         let mut kills = 0;
         for _ in 0..6 {
             let mut child = env
@@ -224,17 +206,15 @@ fn sigkill_with_a_directory_destination_duplicates_nothing() {
         let originals = fill(dovecot, &user, 6, 17);
         let env = Env::new();
         let files = env.path("files");
-        let text = config(&env, dovecot, &user, "pop3", dovecot.pop3s, false).replace(
-            &format!(
-                "type = \"maildir\"\npath = \"{}\"",
-                env.path("Maildir").display()
-            ),
-            &format!(
-                "type = \"directory\"\npath = \"{}\"\nfilename = \"%A-%I.eml\"",
-                files.display()
-            ),
-        );
-        env.write_config(&text);
+        config(&env, dovecot, &user, "pop3", dovecot.pop3s, false)
+            .destination(
+                "home",
+                &format!(
+                    "type = \"directory\"\npath = \"{}\"\nfilename = \"%A-%I.eml\"",
+                    files.display()
+                ),
+            )
+            .write(&env);
         let out = env
             .cmd()
             .arg("fetch")

@@ -18,36 +18,23 @@ use support::dovecot::{Dovecot, User};
 use support::fake::{FakeServer, Step};
 use support::proxy::CountingProxy;
 use support::{delivered, sorted};
-use support::{strip_received, Env};
+use support::{strip_received, AccountBuilder, ConfigBuilder, Env};
 
 use support::smtpsink::{SmtpSink, PYTHON};
 
-/// `[general]` and one POP3 account on the shared Dovecot, without a
-/// `Received:` header so bytes compare exactly.
-fn account(env: &Env, dovecot: &Dovecot, user: &User, deliver_to: &str, extra: &str) -> String {
-    format!(
-        r#"[general]
-state_dir = "{state}"
-hostname = "test.example"
-add_received = false
+/// The POP3S account `acct` on the shared Dovecot, delivering to
+/// `deliver_to`.
+fn pop3s(dovecot: &Dovecot, user: &User, deliver_to: &[&str]) -> AccountBuilder {
+    AccountBuilder::dovecot_pop3s("acct", dovecot, user).deliver_to(deliver_to)
+}
 
-[[account]]
-name = "acct"
-protocol = "pop3"
-host = "localhost"
-port = {port}
-ca_file = "{ca}"
-user = "{user}"
-password = "{password}"
-deliver_to = [{deliver_to}]
-{extra}
-"#,
-        state = env.path("state").display(),
-        port = dovecot.pop3s,
-        ca = dovecot.cert_pem.display(),
-        user = user.name,
-        password = user.password,
-    )
+/// `[general]` without a `Received:` header, so bytes compare exactly,
+/// and `account`.
+fn config(env: &Env, account: AccountBuilder) -> ConfigBuilder {
+    ConfigBuilder::new(env)
+        .hostname("test.example")
+        .general("add_received = false")
+        .account(account)
 }
 
 /// What SMTP and LMTP make of a message: a final line break is added
@@ -161,42 +148,33 @@ fn fan_out_to_lmtp_mbox_procmail_and_directory_is_byte_exact() {
         format!("DEFAULT={}/\n", env.path("procmail-md").display()),
     )
     .unwrap();
-    let config = format!(
-        r#"{account}
-[destination.lmtp]
-type = "lmtp"
-host = "127.0.0.1"
-port = {lmtp}
-recipient = "{rcpt}"
-
-[destination.mbox]
-type = "mbox"
-path = "{mbox}"
-
-[destination.procmail]
-type = "mda"
-command = ["{procmail}", "-m", "{rc}"]
-
-[destination.files]
-type = "directory"
-path = "{dir}"
-filename = "%A-%I.eml"
-"#,
-        account = account(
-            &env,
-            dovecot,
-            &source,
-            r#""lmtp", "mbox", "procmail", "files""#,
-            ""
-        ),
-        lmtp = dovecot.lmtp,
-        rcpt = target.address(),
-        mbox = env.path("mbox").display(),
-        procmail = procmail(),
-        rc = rc.display(),
-        dir = env.path("files").display(),
-    );
-    env.write_config(&config);
+    let account = pop3s(dovecot, &source, &["lmtp", "mbox", "procmail", "files"]);
+    config(&env, account)
+        .destination(
+            "lmtp",
+            &format!(
+                "type = \"lmtp\"\nhost = \"127.0.0.1\"\nport = {}\nrecipient = \"{}\"",
+                dovecot.lmtp,
+                target.address()
+            ),
+        )
+        .mbox("mbox", env.path("mbox"))
+        .destination(
+            "procmail",
+            &format!(
+                "type = \"mda\"\ncommand = [\"{}\", \"-m\", \"{}\"]",
+                procmail(),
+                rc.display()
+            ),
+        )
+        .destination(
+            "files",
+            &format!(
+                "type = \"directory\"\npath = \"{}\"\nfilename = \"%A-%I.eml\"",
+                env.path("files").display()
+            ),
+        )
+        .write(&env);
     let started = Instant::now();
     let out = env.run(&["fetch"]);
     out.expect_success();
@@ -242,27 +220,22 @@ fn smtp_to_aiosmtpd_and_lmtp_socket_are_byte_exact() {
     }
     let env = Env::new();
     let sink = SmtpSink::start(&env.path("smtp"));
-    let config = format!(
-        r#"{account}
-[destination.relay]
-type = "smtp"
-host = "127.0.0.1"
-port = {port}
-tls = "none"
-recipient = "jaco@kroon.co.za"
-sender = "fetch@example.org"
-
-[destination.dovecot]
-type = "lmtp"
-socket = "{socket}"
-recipient = "{rcpt}"
-"#,
-        account = account(&env, dovecot, &source, r#""relay", "dovecot""#, ""),
-        port = sink.port,
-        socket = dovecot.lmtp_socket.display(),
-        rcpt = target.address(),
-    );
-    env.write_config(&config);
+    config(&env, pop3s(dovecot, &source, &["relay", "dovecot"]))
+        .smtp(
+            "relay",
+            sink.port,
+            "jaco@kroon.co.za",
+            "tls = \"none\"\nsender = \"fetch@example.org\"",
+        )
+        .destination(
+            "dovecot",
+            &format!(
+                "type = \"lmtp\"\nsocket = \"{}\"\nrecipient = \"{}\"",
+                dovecot.lmtp_socket.display(),
+                target.address()
+            ),
+        )
+        .write(&env);
     env.run(&["fetch"]).expect_success();
     let transported = sorted(originals.iter().map(|m| as_transported(m)).collect());
     same(&sorted(sink.messages()), &transported, "smtp");
@@ -294,23 +267,18 @@ fn imap_append_to_another_server_keeps_bytes_and_date() {
         originals.push(bytes);
     }
     let env = Env::new();
-    env.write_config(&format!(
-        r#"{account}
-[destination.archive]
-type = "imap"
-host = "localhost"
-port = {port}
-ca_file = "{ca}"
-user = "{user}"
-password = "{password}"
-folder = "Archive/Fetched"
-"#,
-        account = account(&env, dovecot, &source, r#""archive""#, ""),
-        port = dovecot.imaps,
-        ca = dovecot.cert_pem.display(),
-        user = target.name,
-        password = target.password,
-    ));
+    config(&env, pop3s(dovecot, &source, &["archive"]))
+        .destination(
+            "archive",
+            &format!(
+                "type = \"imap\"\nhost = \"localhost\"\nport = {}\nca_file = \"{}\"\nuser = \"{}\"\npassword = \"{}\"\nfolder = \"Archive/Fetched\"",
+                dovecot.imaps,
+                dovecot.cert_pem.display(),
+                target.name,
+                target.password
+            ),
+        )
+        .write(&env);
     env.run(&["fetch"]).expect_success();
     same(
         &dovecot.messages(&target, "Archive/Fetched"),
@@ -348,18 +316,9 @@ fn smtp_open() -> Vec<Step> {
     ]
 }
 
-fn smtp_config(env: &Env, dovecot: &Dovecot, user: &User, port: u16, extra: &str) -> String {
-    format!(
-        r#"{account}
-[destination.relay]
-type = "smtp"
-host = "127.0.0.1"
-port = {port}
-tls = "none"
-recipient = "jaco@kroon.co.za"
-"#,
-        account = account(env, dovecot, user, r#""relay""#, extra),
-    )
+/// `account` and `relay`, SMTP in clear on `port`.
+fn smtp_config(env: &Env, account: AccountBuilder, port: u16) -> ConfigBuilder {
+    config(env, account).smtp("relay", port, "jaco@kroon.co.za", "tls = \"none\"")
 }
 
 #[test]
@@ -380,14 +339,10 @@ fn headers_first_550_at_rcpt_for_4mb_transfers_only_kilobytes() {
     ]);
     let smtp = FakeServer::start(script);
     let env = Env::new();
-    let config = smtp_config(&env, dovecot, &user, smtp.port(), "").replace(
-        &format!("port = {}\nca_file", dovecot.pop3s),
-        &format!(
-            "port = {}\ntls = \"none\"\nallow_plaintext = true\nca_file",
-            proxy.port()
-        ),
-    );
-    env.write_config(&config);
+    let account = pop3s(dovecot, &user, &["relay"])
+        .port(proxy.port())
+        .plaintext();
+    smtp_config(&env, account.clone(), smtp.port()).write(&env);
     let out = env.run(&["fetch"]);
     out.expect_code(10);
     smtp.assert_no_errors();
@@ -420,14 +375,8 @@ fn headers_first_550_at_rcpt_for_4mb_transfers_only_kilobytes() {
         Step::Close,
     ]);
     let smtp2 = FakeServer::start(script);
-    env.write_config(
-        &config
-            .replace(
-                &format!("port = {}\ntls = \"none\"\n", smtp.port()),
-                &format!("port = {}\ntls = \"none\"\n", smtp2.port()),
-            )
-            .replace("deliver_to", "on_refused = \"delete\"\ndeliver_to"),
-    );
+    let account = account.line("on_refused = \"delete\"");
+    smtp_config(&env, account, smtp2.port()).write(&env);
     let out = env.run(&["fetch", "--all"]);
     smtp2.assert_no_errors();
     assert!(out.stderr.contains("deleted"), "{}", out.stderr);
@@ -467,14 +416,10 @@ fn imap_message_deferred_before_download_is_fetched_next_run() {
     ]);
     let smtp = FakeServer::start(script);
     let env = Env::new();
-    // smtp_config's POP3 account, pointed at IMAPS instead.
+    // The same account and relay, over IMAPS.
     let imap = |port: u16| {
-        let config = smtp_config(&env, dovecot, &user, port, "")
-            .replace("protocol = \"pop3\"", "protocol = \"imap\"")
-            .replace(
-                &format!("port = {}\n", dovecot.pop3s),
-                &format!("port = {}\n", dovecot.imaps),
-            );
+        let account = AccountBuilder::dovecot_imaps("acct", dovecot, &user).deliver_to(&["relay"]);
+        let config = smtp_config(&env, account, port).build();
         assert!(config.contains(&format!(
             "protocol = \"imap\"\nhost = \"localhost\"\nport = {}\n",
             dovecot.imaps
@@ -533,7 +478,7 @@ fn smtp_4xx_and_5xx_at_mail_rcpt_and_after_data_and_a_dropped_connection() {
     ]);
     let smtp = FakeServer::start(script);
     let env = Env::new();
-    env.write_config(&smtp_config(&env, dovecot, &user, smtp.port(), ""));
+    smtp_config(&env, pop3s(dovecot, &user, &["relay"]), smtp.port()).write(&env);
     let out = env.run(&["fetch"]);
     out.expect_code(10);
     smtp.assert_no_errors();
@@ -561,7 +506,7 @@ fn smtp_4xx_and_5xx_at_mail_rcpt_and_after_data_and_a_dropped_connection() {
         Step::Close,
     ]);
     let smtp = FakeServer::start(script);
-    env.write_config(&smtp_config(&env, dovecot, &user, smtp.port(), ""));
+    smtp_config(&env, pop3s(dovecot, &user, &["relay"]), smtp.port()).write(&env);
     let out = env.run(&["fetch"]);
     out.expect_code(10);
     smtp.assert_no_errors();
@@ -592,7 +537,7 @@ fn smtp_4xx_and_5xx_at_mail_rcpt_and_after_data_and_a_dropped_connection() {
         Step::Close,
     ]);
     let smtp = FakeServer::start(script);
-    env.write_config(&smtp_config(&env, dovecot, &user, smtp.port(), ""));
+    smtp_config(&env, pop3s(dovecot, &user, &["relay"]), smtp.port()).write(&env);
     let out = env.run(&["fetch", "--all"]);
     out.expect_code(0);
     assert!(out.stderr.contains("disk full"), "{}", out.stderr);
@@ -613,7 +558,7 @@ fn smtp_4xx_and_5xx_at_mail_rcpt_and_after_data_and_a_dropped_connection() {
     ]);
     let smtp = FakeServer::start(script);
     let env = Env::new();
-    env.write_config(&smtp_config(&env, dovecot, &user, smtp.port(), ""));
+    smtp_config(&env, pop3s(dovecot, &user, &["relay"]), smtp.port()).write(&env);
     let out = env.run(&["fetch"]);
     out.expect_code(0);
     assert!(dovecot.messages(&user, "INBOX").is_empty());
@@ -632,14 +577,17 @@ fn mda_exit_75_is_temporary_67_a_refusal_and_1_a_local_fault() {
     dovecot.add_message(&user, "INBOX", b"Subject: a\n\nx\n");
     let env = Env::new();
     let with = |code: u8| {
-        format!(
-            "{}\n[destination.filter]\ntype = \"mda\"\ncommand = [\"/bin/sh\", \"-c\", \"cat >/dev/null; echo exit {code} >&2; exit {code}\"]\n",
-            account(&env, dovecot, &user, r#""filter""#, "")
-        )
+        config(&env, pop3s(dovecot, &user, &["filter"]))
+            .destination(
+                "filter",
+                &format!(
+                    "type = \"mda\"\ncommand = [\"/bin/sh\", \"-c\", \"cat >/dev/null; echo exit {code} >&2; exit {code}\"]"
+                ),
+            )
     };
     // 75: a temporary failure. The message goes into the spool, is
     // marked seen and leaves the server: it is never downloaded again.
-    env.write_config(&with(75));
+    with(75).write(&env);
     let out = env.run(&["fetch"]);
     out.expect_code(0);
     assert!(out.stderr.contains("temporary failure"), "{}", out.stderr);
@@ -653,7 +601,7 @@ fn mda_exit_75_is_temporary_67_a_refusal_and_1_a_local_fault() {
         list.stdout
     );
     // The filter recovers: a flush delivers it and empties the spool.
-    env.write_config(&with(0));
+    with(0).write(&env);
     env.run(&["queue", "flush"]).expect_success();
     assert!(env
         .run(&["queue", "list"])
@@ -664,7 +612,7 @@ fn mda_exit_75_is_temporary_67_a_refusal_and_1_a_local_fault() {
     // stays on the server, nothing is recorded, and every run tries again
     // and says so.
     dovecot.add_message(&user, "INBOX", b"Subject: b\n\ny\n");
-    env.write_config(&with(1));
+    with(1).write(&env);
     for _ in 0..2 {
         let out = env.run(&["fetch"]);
         out.expect_code(10);
@@ -680,7 +628,7 @@ fn mda_exit_75_is_temporary_67_a_refusal_and_1_a_local_fault() {
     // 67 (EX_NOUSER): refused for good. With the default on_refused =
     // "keep" it stays on the server, reported, and is not downloaded
     // again.
-    env.write_config(&with(67));
+    with(67).write(&env);
     let out = env.run(&["fetch"]);
     out.expect_code(10);
     assert!(
@@ -694,7 +642,7 @@ fn mda_exit_75_is_temporary_67_a_refusal_and_1_a_local_fault() {
     env.run(&["fetch"]).expect_code(1);
     // A changed delivery config asks for it again (the refusal may have
     // been the old config's fault); now the filter takes it.
-    env.write_config(&with(0));
+    with(0).write(&env);
     env.run(&["fetch"]).expect_success();
     assert!(dovecot.messages(&user, "INBOX").is_empty());
 }
@@ -732,11 +680,9 @@ fcntl.lockf(f, fcntl.LOCK_UN)
     let mut holder = holder;
     let mut buf = [0u8; 7];
     holder.stdout.take().unwrap().read_exact(&mut buf).unwrap();
-    env.write_config(&format!(
-        "{}\n[destination.mbox]\ntype = \"mbox\"\npath = \"{}\"\n",
-        account(&env, dovecot, &user, r#""mbox""#, ""),
-        mbox.display()
-    ));
+    config(&env, pop3s(dovecot, &user, &["mbox"]))
+        .mbox("mbox", &mbox)
+        .write(&env);
     let started = Instant::now();
     env.run(&["fetch"]).expect_success();
     assert!(
@@ -772,17 +718,18 @@ fn multidrop_routes_by_envelope_header_with_aliases_and_stops_a_loop() {
         dovecot.add_message(&user, "INBOX", m);
     }
     let env = Env::new();
-    env.write_config(&format!(
-        "{}\n[destination.files]\ntype = \"directory\"\npath = \"{}/%U\"\n",
-        account(
-            &env,
-            dovecot,
-            &user,
-            r#""files""#,
-            r#"multidrop = { envelope_header = "X-Original-To", local_domains = ["kroon.co.za"], aliases = { sales = "anna@kroon.co.za", jaco = "jaco@kroon.co.za" } }"#
-        ),
-        env.path("files").display()
-    ));
+    let account = pop3s(dovecot, &user, &["files"]).line(
+        r#"multidrop = { envelope_header = "X-Original-To", local_domains = ["kroon.co.za"], aliases = { sales = "anna@kroon.co.za", jaco = "jaco@kroon.co.za" } }"#,
+    );
+    config(&env, account)
+        .destination(
+            "files",
+            &format!(
+                "type = \"directory\"\npath = \"{}/%U\"",
+                env.path("files").display()
+            ),
+        )
+        .write(&env);
     let out = env.run(&["-q", "fetch"]);
     out.expect_success();
     // Reported even with -q.
@@ -836,17 +783,12 @@ fn a_local_fault_for_one_recipient_spools_that_copy_and_loses_none() {
     let root = env.path("mail");
     fs::create_dir_all(&root).unwrap();
     fs::write(root.join("bob@kroon.co.za"), b"not a directory").unwrap();
-    env.write_config(&format!(
-        "{}\n[destination.home]\ntype = \"maildir\"\npath = \"{}/%U\"\n",
-        account(
-            &env,
-            dovecot,
-            &user,
-            r#""home""#,
-            r#"multidrop = { envelope_header = "X-Original-To", local_domains = ["kroon.co.za"] }"#
-        ),
-        root.display()
-    ));
+    let account = pop3s(dovecot, &user, &["home"]).line(
+        r#"multidrop = { envelope_header = "X-Original-To", local_domains = ["kroon.co.za"] }"#,
+    );
+    config(&env, account)
+        .maildir("home", format!("{}/%U", root.display()))
+        .write(&env);
     let out = env.run(&["fetch"]);
     out.expect_code(10);
     assert!(out.stderr.contains("account "), "{}", out.stderr);

@@ -16,44 +16,23 @@ use std::process::Command;
 use support::dovecot::{Dovecot, User};
 use support::fake::{FakeServer, Step};
 use support::smtpd::{Options, Smtpd, Tls};
-use support::{Env, TestCert};
+use support::{AccountBuilder, ConfigBuilder, Env, TestCert};
 
 const PASSWORD: &str = "s3cret-Pa55word";
 
-/// `[general]` and one POP3 account on the shared Dovecot, delivering to
-/// `deliver_to`, with `extra` lines in the account.
-fn account(env: &Env, dovecot: &Dovecot, user: &User, deliver_to: &str, extra: &str) -> String {
-    format!(
-        r#"[general]
-state_dir = "{state}"
-hostname = "test.example"
-add_received = false
-
-[[account]]
-name = "acct"
-protocol = "pop3"
-host = "localhost"
-port = {port}
-ca_file = "{ca}"
-user = "{user}"
-password = "{password}"
-deliver_to = [{deliver_to}]
-{extra}
-"#,
-        state = env.path("state").display(),
-        port = dovecot.pop3s,
-        ca = dovecot.cert_pem.display(),
-        user = user.name,
-        password = user.password,
-    )
+/// The POP3S account `acct` on the shared Dovecot, delivering to
+/// `deliver_to`.
+fn pop3s(dovecot: &Dovecot, user: &User, deliver_to: &[&str]) -> AccountBuilder {
+    AccountBuilder::dovecot_pop3s("acct", dovecot, user).deliver_to(deliver_to)
 }
 
-/// An `[destination.relay]` SMTP table on 127.0.0.1:`port` with `extra`
-/// keys.
-fn relay(port: u16, extra: &str) -> String {
-    format!(
-        "\n[destination.relay]\ntype = \"smtp\"\nhost = \"127.0.0.1\"\nport = {port}\nrecipient = \"jaco@kroon.co.za\"\n{extra}\n"
-    )
+/// `[general]` without `Received:` headers and `account`; add the relay
+/// with `.smtp("relay", port, "jaco@kroon.co.za", extra)`.
+fn config(env: &Env, account: AccountBuilder) -> ConfigBuilder {
+    ConfigBuilder::new(env)
+        .hostname("test.example")
+        .general("add_received = false")
+        .account(account)
 }
 
 fn message(n: usize) -> Vec<u8> {
@@ -95,23 +74,19 @@ fn starttls_with_ca_file_and_auth_plain_keeps_the_password_out_of_logs() {
         },
     );
     let transcript = env.path("transcript.log");
-    env.write_config(&format!(
-        "{}{}",
-        account(
-            &env,
-            dovecot,
-            &user,
-            r#""relay""#,
-            &format!("transcript = \"{}\"", transcript.display())
-        ),
-        relay(
+    let account = pop3s(dovecot, &user, &["relay"])
+        .line(&format!("transcript = \"{}\"", transcript.display()));
+    config(&env, account)
+        .smtp(
+            "relay",
             smtpd.port,
+            "jaco@kroon.co.za",
             &format!(
                 "tls = \"starttls\"\nca_file = \"{}\"\nuser = \"relayuser\"\npassword = \"{PASSWORD}\"",
                 cert.cert_pem.display()
-            )
+            ),
         )
-    ));
+        .write(&env);
     let out = env.run(&["-vv", "fetch"]);
     out.expect_success();
     assert_eq!(smtpd.messages(), vec![message(1), message(2)]);
@@ -151,24 +126,20 @@ fn implicit_tls_with_auth_login_from_password_command() {
     let secret = env.path("secret");
     fs::write(&secret, format!("{PASSWORD}\nsecond line\n")).unwrap();
     let transcript = env.path("transcript.log");
-    env.write_config(&format!(
-        "{}{}",
-        account(
-            &env,
-            dovecot,
-            &user,
-            r#""relay""#,
-            &format!("transcript = \"{}\"", transcript.display())
-        ),
-        relay(
+    let account = pop3s(dovecot, &user, &["relay"])
+        .line(&format!("transcript = \"{}\"", transcript.display()));
+    config(&env, account)
+        .smtp(
+            "relay",
             smtpd.port,
+            "jaco@kroon.co.za",
             &format!(
                 "tls = \"implicit\"\nca_file = \"{}\"\nuser = \"relayuser\"\npassword_command = \"cat {}\"",
                 cert.cert_pem.display(),
                 secret.display()
-            )
+            ),
         )
-    ));
+        .write(&env);
     let out = env.run(&["-vv", "fetch"]);
     out.expect_success();
     assert_eq!(smtpd.messages(), vec![message(1)]);
@@ -202,23 +173,20 @@ fn a_wrong_smtp_password_defers_and_never_refuses_the_message() {
             ..Options::default()
         },
     );
-    env.write_config(&format!(
-        "{}{}",
-        account(
-            &env,
-            dovecot,
-            &user,
-            r#""relay""#,
-            "on_refused = \"delete\""
+    config(
+        &env,
+        pop3s(dovecot, &user, &["relay"]).line("on_refused = \"delete\""),
+    )
+    .smtp(
+        "relay",
+        smtpd.port,
+        "jaco@kroon.co.za",
+        &format!(
+            "tls = \"implicit\"\nca_file = \"{}\"\nuser = \"relayuser\"\npassword = \"wrong\"",
+            TestCert::shared().cert_pem.display()
         ),
-        relay(
-            smtpd.port,
-            &format!(
-                "tls = \"implicit\"\nca_file = \"{}\"\nuser = \"relayuser\"\npassword = \"wrong\"",
-                TestCert::shared().cert_pem.display()
-            )
-        )
-    ));
+    )
+    .write(&env);
     let out = env.run(&["fetch"]);
     out.expect_code(10);
     assert!(out.stderr.contains("authentication"), "{}", out.stderr);
@@ -241,18 +209,17 @@ fn a_fingerprint_pin_replaces_the_ca_and_a_wrong_one_loses_nothing() {
         },
     );
     let maildir = env.path("Maildir");
-    let config = |user: &User, deliver_to: &str, pin: &str| {
-        format!(
-            "{}{}\n[destination.md]\ntype = \"maildir\"\npath = \"{}\"\n",
-            account(&env, dovecot, user, deliver_to, "on_refused = \"delete\""),
-            relay(
+    let pinned = |user: &User, deliver_to: &[&str], pin: &str| {
+        config(&env, pop3s(dovecot, user, deliver_to).line("on_refused = \"delete\""))
+            .smtp(
+                "relay",
                 smtpd.port,
+                "jaco@kroon.co.za",
                 &format!(
                     "tls = \"implicit\"\nfingerprint = \"{pin}\"\nuser = \"relayuser\"\npassword = \"{PASSWORD}\""
-                )
-            ),
-            maildir.display()
-        )
+                ),
+            )
+            .maildir("md", &maildir)
     };
     let wrong = format!("sha256:{}", ["00"; 32].join(":"));
 
@@ -260,7 +227,7 @@ fn a_fingerprint_pin_replaces_the_ca_and_a_wrong_one_loses_nothing() {
     // download; nothing is sent after the handshake (no AUTH), and the
     // message stays on the server even with on_refused = "delete".
     let user = user_with(dovecot, 1);
-    env.write_config(&config(&user, r#""relay""#, &wrong));
+    pinned(&user, &["relay"], &wrong).write(&env);
     let out = env.run(&["fetch"]);
     out.expect_code(10);
     assert!(
@@ -284,7 +251,7 @@ fn a_fingerprint_pin_replaces_the_ca_and_a_wrong_one_loses_nothing() {
         .to_string();
 
     // The right pin (no ca_file: the pin alone is trusted) delivers.
-    env.write_config(&config(&user, r#""relay""#, &actual));
+    pinned(&user, &["relay"], &actual).write(&env);
     env.run(&["fetch"]).expect_success();
     assert_eq!(smtpd.messages(), vec![message(1)]);
     assert!(dovecot.messages(&user, "INBOX").is_empty());
@@ -292,7 +259,7 @@ fn a_fingerprint_pin_replaces_the_ca_and_a_wrong_one_loses_nothing() {
     // Fan-out (maildir + smtp, the body is downloaded): a wrong pin is a
     // temporary failure, so the SMTP copy is spooled, never refused.
     let user = user_with(dovecot, 1);
-    env.write_config(&config(&user, r#""md", "relay""#, &wrong));
+    pinned(&user, &["md", "relay"], &wrong).write(&env);
     let out = env.run(&["fetch"]);
     out.expect_success();
     assert!(out.stderr.contains("spooled for relay"), "{}", out.stderr);
@@ -306,7 +273,7 @@ fn a_fingerprint_pin_replaces_the_ca_and_a_wrong_one_loses_nothing() {
     assert!(list.stdout.contains("<m1@test>"), "{}", list.stdout);
     assert_eq!(smtpd.messages().len(), 1, "nothing more reached the relay");
     // ... and the right pin delivers it from there.
-    env.write_config(&config(&user, r#""md", "relay""#, &actual));
+    pinned(&user, &["md", "relay"], &actual).write(&env);
     env.run(&["queue", "flush"]).expect_success();
     assert_eq!(smtpd.messages(), vec![message(1), message(1)]);
     assert!(env
@@ -334,17 +301,12 @@ fn a_server_that_strips_starttls_gets_no_credentials_and_no_mail() {
         "tls = \"starttls\"\nca_file = \"{}\"\nuser = \"relayuser\"\npassword = \"{PASSWORD}\"",
         TestCert::shared().cert_pem.display()
     );
-    env.write_config(&format!(
-        "{}{}",
-        account(
-            &env,
-            dovecot,
-            &user,
-            r#""relay""#,
-            "on_refused = \"bounce\""
-        ),
-        relay(smtpd.port, &relay_keys)
-    ));
+    config(
+        &env,
+        pop3s(dovecot, &user, &["relay"]).line("on_refused = \"bounce\""),
+    )
+    .smtp("relay", smtpd.port, "jaco@kroon.co.za", &relay_keys)
+    .write(&env);
     let out = env.run(&["fetch"]);
     out.expect_code(10);
     assert!(out.stderr.contains("STARTTLS"), "{}", out.stderr);
@@ -366,17 +328,12 @@ fn a_server_that_strips_starttls_gets_no_credentials_and_no_mail() {
         Step::line("221 bye"),
         Step::ExpectClose,
     ]);
-    env.write_config(&format!(
-        "{}{}",
-        account(
-            &env,
-            dovecot,
-            &user,
-            r#""relay""#,
-            "on_refused = \"delete\""
-        ),
-        relay(server.port(), &relay_keys)
-    ));
+    config(
+        &env,
+        pop3s(dovecot, &user, &["relay"]).line("on_refused = \"delete\""),
+    )
+    .smtp("relay", server.port(), "jaco@kroon.co.za", &relay_keys)
+    .write(&env);
     let out = env.run(&["fetch"]);
     out.expect_code(10);
     server.assert_no_errors();
@@ -397,11 +354,9 @@ fn one_smtp_connection_carries_a_whole_run() {
     let user = user_with(dovecot, 3);
     let env = Env::new();
     let smtpd = Smtpd::start(&env.path("smtpd"), Options::default());
-    env.write_config(&format!(
-        "{}{}",
-        account(&env, dovecot, &user, r#""relay""#, ""),
-        relay(smtpd.port, "tls = \"none\"")
-    ));
+    config(&env, pop3s(dovecot, &user, &["relay"]))
+        .smtp("relay", smtpd.port, "jaco@kroon.co.za", "tls = \"none\"")
+        .write(&env);
     env.run(&["fetch"]).expect_success();
     assert_eq!(smtpd.messages(), vec![message(1), message(2), message(3)]);
     assert_eq!(smtpd.connections(), 1, "one connection for three messages");
@@ -438,21 +393,13 @@ fn a_message_refused_at_rcpt_is_bounced_with_its_headers_and_deleted() {
             ..Options::default()
         },
     );
-    env.write_config(&format!(
-        "{}{}",
-        account(
-            &env,
-            dovecot,
-            &user,
-            r#""relay""#,
-            "on_refused = \"bounce\""
-        )
-        .replace(
-            "add_received = false",
-            "add_received = false\nbounce_from = \"MAILER-DAEMON@test.example\""
-        ),
-        relay(smtpd.port, "tls = \"none\"").replace("jaco@kroon.co.za", "nobody@kroon.co.za")
-    ));
+    config(
+        &env,
+        pop3s(dovecot, &user, &["relay"]).line("on_refused = \"bounce\""),
+    )
+    .general("bounce_from = \"MAILER-DAEMON@test.example\"")
+    .smtp("relay", smtpd.port, "nobody@kroon.co.za", "tls = \"none\"")
+    .write(&env);
     let out = env.run(&["fetch"]);
     assert!(
         out.code == 0 || out.code == 1,
@@ -552,11 +499,9 @@ fn a_failed_mbox_append_leaves_the_file_as_it_was_and_spools_the_message() {
     before.extend_from_slice(b"\n");
     assert!((before.len() as u64) < LIMIT_KB * 1024);
     fs::write(&mbox, &before).unwrap();
-    env.write_config(&format!(
-        "{}\n[destination.mbox]\ntype = \"mbox\"\npath = \"{}\"\n",
-        account(&env, dovecot, &user, r#""mbox""#, ""),
-        mbox.display()
-    ));
+    config(&env, pop3s(dovecot, &user, &["mbox"]))
+        .mbox("mbox", &mbox)
+        .write(&env);
     // bash: ignore SIGXFSZ (so a write past the limit fails with EFBIG
     // instead of killing the process), set the limit, run mailretr.
     let base = env.cmd();

@@ -14,7 +14,7 @@ use std::fs;
 use std::path::Path;
 
 use support::dovecot::{Dovecot, User};
-use support::Env;
+use support::{AccountBuilder, ConfigBuilder, Env};
 
 const MESSAGES: usize = 5;
 
@@ -26,6 +26,8 @@ enum Mode {
     Single,
 }
 
+/// One account on the shared Dovecot delivering to `home`, a Maildir, and
+/// in [`Mode::Single`] also to `box`, an mbox.
 fn config(
     env: &Env,
     dovecot: &Dovecot,
@@ -33,47 +35,20 @@ fn config(
     protocol: &str,
     keep: bool,
     mode: Mode,
-) -> String {
-    let port = if protocol == "pop3" {
-        dovecot.pop3s
-    } else {
-        dovecot.imaps
+) -> ConfigBuilder {
+    let deliver_to: &[&str] = match mode {
+        Mode::Group => &["home"],
+        Mode::Single => &["home", "box"],
     };
-    let (deliver_to, mbox) = match mode {
-        Mode::Group => ("[\"home\"]", String::new()),
-        Mode::Single => (
-            "[\"home\", \"box\"]",
-            format!(
-                "[destination.box]\ntype = \"mbox\"\npath = \"{}\"\n",
-                env.path("mbox").display()
-            ),
-        ),
-    };
-    format!(
-        r#"[general]
-state_dir = "{state}"
-hostname = "fault.test"
-[[account]]
-name = "acct"
-protocol = "{protocol}"
-host = "localhost"
-port = {port}
-ca_file = "{ca}"
-user = "{user}"
-password = "{password}"
-keep = {keep}
-on_refused = "delete"
-deliver_to = {deliver_to}
-[destination.home]
-type = "maildir"
-path = "{maildir}"
-{mbox}"#,
-        state = env.path("state").display(),
-        ca = dovecot.cert_pem.display(),
-        user = user.name,
-        password = user.password,
-        maildir = env.path("Maildir").display(),
-    )
+    let account = AccountBuilder::dovecot("acct", protocol, dovecot, user)
+        .keep(keep)
+        .line("on_refused = \"delete\"")
+        .deliver_to(deliver_to);
+    let config = ConfigBuilder::single(env, account).hostname("fault.test");
+    match mode {
+        Mode::Group => config,
+        Mode::Single => config.mbox("box", env.path("mbox")),
+    }
 }
 
 fn message(i: usize) -> Vec<u8> {
@@ -280,7 +255,7 @@ fn io_faults_at_each_durable_step_lose_and_duplicate_nothing() {
                     dovecot.add_message(&user, "INBOX", &message(i));
                 }
                 let env = Env::new();
-                env.write_config(&config(&env, dovecot, &user, protocol, keep, mode));
+                config(&env, dovecot, &user, protocol, keep, mode).write(&env);
                 let out = env
                     .cmd()
                     .arg("fetch")
@@ -349,7 +324,7 @@ fn a_local_fault_under_on_refused_delete_deletes_nothing() {
         }
         let env = Env::new();
         fs::write(env.path("Maildir"), "a file, not a directory").unwrap();
-        env.write_config(&config(&env, dovecot, &user, protocol, false, Mode::Group));
+        config(&env, dovecot, &user, protocol, false, Mode::Group).write(&env);
         let out = env.run(&["-q", "fetch"]);
         assert!(out.code != 0 && out.code != 1, "{what}: {out:?}");
         assert!(
@@ -393,18 +368,12 @@ fn a_broken_mda_is_a_local_fault_not_a_refusal() {
             dovecot.add_message(&user, "INBOX", &message(i));
         }
         let env = Env::new();
-        let base = config(&env, dovecot, &user, "pop3", false, Mode::Group);
-        let maildir_block = format!(
-            "[destination.home]\ntype = \"maildir\"\npath = \"{}\"\n",
-            env.path("Maildir").display()
-        );
         let mda = |command: &str| {
-            base.replace(
-                &maildir_block,
-                &format!("[destination.home]\ntype = \"mda\"\ncommand = {command}\n"),
-            )
+            config(&env, dovecot, &user, "pop3", false, Mode::Group)
+                .destination("home", &format!("type = \"mda\"\ncommand = {command}"))
+                .write(&env)
         };
-        env.write_config(&mda(&command));
+        mda(&command);
         let mut cmd = env.cmd();
         cmd.arg("fetch");
         if case == "spawn EACCES" {
@@ -428,7 +397,7 @@ fn a_broken_mda_is_a_local_fault_not_a_refusal() {
             "[\"/bin/sh\", \"-c\", \"mkdir -p {dir}/new {dir}/cur {dir}/tmp && cat > {dir}/new/$$.$(date +%s%N)\"]",
             dir = env.path("Maildir").display()
         );
-        env.write_config(&mda(&deliver));
+        mda(&deliver);
         let out = env.run(&["fetch"]);
         assert_eq!(out.code, 0, "{what}: after the fix: {}", out.stderr);
         check(&env, dovecot, &user, false, Mode::Group, &what, true);
@@ -486,12 +455,9 @@ fn a_real_full_then_read_only_file_system_loses_nothing() {
         dovecot.add_message(&user, "INBOX", &m);
     }
     let maildir = fs_dir.join("Maildir");
-    env.write_config(
-        &config(&env, dovecot, &user, "pop3", false, Mode::Group).replace(
-            &env.path("Maildir").display().to_string(),
-            &maildir.display().to_string(),
-        ),
-    );
+    config(&env, dovecot, &user, "pop3", false, Mode::Group)
+        .maildir("home", &maildir)
+        .write(&env);
     let what = "tmpfs";
     let check_here = |final_check: bool, what: &str| {
         let server = on_server(dovecot, &user);

@@ -12,60 +12,23 @@ use std::time::{Duration, Instant};
 
 use crate::support::dovecot::Dovecot;
 use crate::support::fake::{FakeServer, Step};
-use crate::support::{delivered, Env};
+use crate::support::{delivered, AccountBuilder, ConfigBuilder, Env};
 
 /// Peak memory any hostile case may cost (KiB): a fixed budget, whatever
 /// the server sends.
 const MEMORY_BOUND_KIB: u64 = 100 * 1024;
 
-fn imap_config(env: &Env, server: &FakeServer) -> String {
-    format!(
-        r#"[general]
-state_dir = "{state}"
-[[account]]
-name = "hostile"
-protocol = "imap"
-host = "localhost"
-port = {port}
-ca_file = "{ca}"
-user = "u"
-password = "topsecret"
-timeout = "5s"
-deliver_to = ["home"]
-[destination.home]
-type = "maildir"
-path = "{maildir}"
-"#,
-        port = server.port(),
-        ca = server.cert().cert_pem.display(),
-        state = env.path("state").display(),
-        maildir = env.path("Maildir").display(),
-    )
+/// The account `hostile` for a fake IMAP server (implicit TLS), trusting
+/// its certificate.
+fn imap(server: &FakeServer) -> AccountBuilder {
+    AccountBuilder::fake("hostile", "imap", server.port()).ca_file(&server.cert().cert_pem)
 }
 
-fn pop3_config(env: &Env, port: u16, extra: &str) -> String {
-    format!(
-        r#"[general]
-state_dir = "{state}"
-[[account]]
-name = "hostile"
-protocol = "pop3"
-host = "localhost"
-port = {port}
-tls = "none"
-allow_plaintext = true
-user = "u"
-password = "topsecret"
-timeout = "3s"
-deliver_to = ["home"]
-{extra}
-[destination.home]
-type = "maildir"
-path = "{maildir}"
-"#,
-        state = env.path("state").display(),
-        maildir = env.path("Maildir").display(),
-    )
+/// The account `hostile` for a fake POP3 server in clear on `port`.
+fn pop3(port: u16) -> AccountBuilder {
+    AccountBuilder::fake("hostile", "pop3", port)
+        .plaintext()
+        .timeout("3s")
 }
 
 fn imap_login() -> Vec<Step> {
@@ -154,7 +117,7 @@ fn hostile_imap_servers_cost_bounded_memory_and_delete_nothing() {
     ] {
         let server = FakeServer::start(script);
         let env = Env::new();
-        env.write_config(&imap_config(&env, &server));
+        ConfigBuilder::single(&env, imap(&server)).write(&env);
         let started = Instant::now();
         let (out, kib) = env.run_measured(&["fetch"]);
         assert_eq!(out.code, code, "{what}: {}", out.stderr);
@@ -193,7 +156,7 @@ fn hostile_pop3_servers_cost_bounded_memory_and_delete_nothing() {
     ]);
     let server = FakeServer::start(huge);
     let env = Env::new();
-    env.write_config(&pop3_config(&env, server.port(), ""));
+    ConfigBuilder::single(&env, pop3(server.port())).write(&env);
     let (out, kib) = env.run_measured(&["fetch"]);
     assert_eq!(out.code, 0, "absurd LIST size: {}", out.stderr);
     bounded("absurd LIST size", kib);
@@ -219,7 +182,7 @@ fn hostile_pop3_servers_cost_bounded_memory_and_delete_nothing() {
     ];
     let server = FakeServer::start(long);
     let env = Env::new();
-    env.write_config(&pop3_config(&env, server.port(), ""));
+    ConfigBuilder::single(&env, pop3(server.port())).write(&env);
     let (out, kib) = env.run_measured(&["fetch"]);
     assert_eq!(out.code, 4, "a million-message LIST: {}", out.stderr);
     assert!(out.stderr.contains("more than"), "{}", out.stderr);
@@ -238,11 +201,10 @@ fn hostile_pop3_servers_cost_bounded_memory_and_delete_nothing() {
     ]);
     let server = FakeServer::start(big_top);
     let env = Env::new();
-    let relay = "[destination.relay]\ntype = \"smtp\"\nhost = \"127.0.0.1\"\nport = 9\ntls = \"none\"\nrecipient = \"a@example.org\"\n";
-    let text = pop3_config(&env, server.port(), "")
-        .replace("deliver_to = [\"home\"]", "deliver_to = [\"relay\"]")
-        + relay;
-    env.write_config(&text);
+    let account = pop3(server.port()).deliver_to(&["relay"]);
+    ConfigBuilder::single(&env, account)
+        .smtp("relay", 9, "a@example.org", "tls = \"none\"")
+        .write(&env);
     let (out, kib) = env.run_measured(&["fetch"]);
     assert_eq!(out.code, 4, "a 2 MiB TOP answer: {}", out.stderr);
     bounded("a 2 MiB TOP answer", kib);
@@ -266,7 +228,7 @@ fn a_trickling_server_cannot_hold_a_run_and_sigterm_is_honoured() {
     };
     let server = FakeServer::start_many(vec![trickle(), trickle()]);
     let env = Env::new();
-    env.write_config(&pop3_config(&env, server.port(), ""));
+    ConfigBuilder::single(&env, pop3(server.port())).write(&env);
     let started = Instant::now();
     let out = env.run(&["fetch"]);
     let took = started.elapsed();
@@ -316,32 +278,18 @@ fn headers_cannot_inject_into_lmtp_or_an_mda() {
         b"Return-Path: <attacker@evil.example NOTIFY=SUCCESS ORCPT=rfc822;x@y\rRSET>\nSubject: inject\n\nbody\n",
     );
     let env = Env::new();
-    env.write_config(&format!(
-        r#"[general]
-state_dir = "{state}"
-[[account]]
-name = "hostile"
-protocol = "pop3"
-host = "localhost"
-port = {port}
-ca_file = "{ca}"
-user = "{user}"
-password = "{password}"
-deliver_to = ["lmtp"]
-[destination.lmtp]
-type = "lmtp"
-host = "127.0.0.1"
-port = {lmtp}
-recipient = "{rcpt}"
-"#,
-        state = env.path("state").display(),
-        port = dovecot.pop3s,
-        ca = dovecot.cert_pem.display(),
-        user = source.name,
-        password = source.password,
-        lmtp = dovecot.lmtp,
-        rcpt = target.address(),
-    ));
+    let account = AccountBuilder::dovecot_pop3s("hostile", dovecot, &source).deliver_to(&["lmtp"]);
+    ConfigBuilder::new(&env)
+        .account(account)
+        .destination(
+            "lmtp",
+            &format!(
+                "type = \"lmtp\"\nhost = \"127.0.0.1\"\nport = {}\nrecipient = \"{}\"",
+                dovecot.lmtp,
+                target.address()
+            ),
+        )
+        .write(&env);
     let out = env.run(&["fetch"]);
     assert_eq!(out.code, 0, "{}", out.stderr);
     let got = dovecot.messages(&target, "INBOX");
@@ -359,30 +307,22 @@ recipient = "{rcpt}"
     );
     let env = Env::new();
     let log = env.path("mda.log");
-    env.write_config(&format!(
-        r#"[general]
-state_dir = "{state}"
-[[account]]
-name = "hostile"
-protocol = "pop3"
-host = "localhost"
-port = {port}
-ca_file = "{ca}"
-user = "{user}"
-password = "{password}"
-deliver_to = ["mda"]
-multidrop = {{ envelope_header = "X-Original-To", local_domains = ["kroon.co.za"] }}
-[destination.mda]
-type = "mda"
-command = ["/bin/sh", "-c", "cat > /dev/null; echo \"$1\" >> {log}", "sh", "%U"]
-"#,
-        state = env.path("state").display(),
-        port = dovecot.pop3s,
-        ca = dovecot.cert_pem.display(),
-        user = user.name,
-        password = user.password,
-        log = log.display(),
-    ));
+    let account = AccountBuilder::dovecot_pop3s("hostile", dovecot, &user)
+        .line(
+            r#"multidrop = { envelope_header = "X-Original-To", local_domains = ["kroon.co.za"] }"#,
+        )
+        .deliver_to(&["mda"]);
+    ConfigBuilder::new(&env)
+        .account(account)
+        .destination(
+            "mda",
+            &format!(
+                r#"type = "mda"
+command = ["/bin/sh", "-c", "cat > /dev/null; echo \"$1\" >> {}", "sh", "%U"]"#,
+                log.display()
+            ),
+        )
+        .write(&env);
     let out = env.run(&["fetch"]);
     assert_eq!(out.code, 10, "{}", out.stderr);
     assert!(
@@ -439,7 +379,7 @@ fn local_files_and_messages_are_safe() {
         Step::ExpectClose,
     ]);
     let env = Env::new();
-    env.write_config(&pop3_config(&env, server.port(), ""));
+    ConfigBuilder::single(&env, pop3(server.port())).write(&env);
     let out = env.run(&["fetch"]);
     assert_eq!(out.code, 3, "{}", out.stderr);
     assert!(out.stderr.contains("gotcha"), "{}", out.stderr);
@@ -454,15 +394,7 @@ fn local_files_and_messages_are_safe() {
     let user = dovecot.new_user();
     dovecot.add_message(&user, "INBOX", b"Subject: mode\n\nx\n");
     let env = Env::new();
-    env.write_config(&format!(
-        "[general]\nstate_dir = \"{}\"\n[[account]]\nname = \"a\"\nprotocol = \"pop3\"\nhost = \"localhost\"\nport = {}\nca_file = \"{}\"\nuser = \"{}\"\npassword = \"{}\"\ndeliver_to = [\"home\"]\n[destination.home]\ntype = \"maildir\"\npath = \"{}\"\n",
-        env.path("state").display(),
-        dovecot.pop3s,
-        dovecot.cert_pem.display(),
-        user.name,
-        user.password,
-        env.path("Maildir").display()
-    ));
+    ConfigBuilder::single(&env, AccountBuilder::dovecot_pop3s("a", dovecot, &user)).write(&env);
     env.run(&["fetch"]).expect_success();
     let mode = |p: &std::path::Path| fs::metadata(p).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode(&env.path("state/state.db")), 0o600);
@@ -490,13 +422,11 @@ fn an_injected_apop_timestamp_before_stls_is_not_used() {
         Step::ExpectClose,
     ]);
     let env = Env::new();
-    env.write_config(&pop3_config(&env, server.port(), "").replace(
-        "tls = \"none\"\nallow_plaintext = true",
-        &format!(
-            "tls = \"starttls\"\nca_file = \"{}\"",
-            server.cert().cert_pem.display()
-        ),
-    ));
+    let account = AccountBuilder::fake("hostile", "pop3", server.port())
+        .tls("starttls")
+        .ca_file(&server.cert().cert_pem)
+        .timeout("3s");
+    ConfigBuilder::single(&env, account).write(&env);
     let out = env.run(&["fetch"]);
     assert_eq!(out.code, 3, "{}", out.stderr);
     assert!(
@@ -515,10 +445,12 @@ fn state_database_trouble_is_explained() {
     let env = Env::new();
     let state = env.path("state");
     fs::create_dir_all(state.join("locks")).unwrap();
-    env.write_config(&format!(
-        "[general]\nstate_dir = \"{}\"\n[[account]]\nname = \"a\"\nprotocol = \"pop3\"\nhost = \"127.0.0.1\"\nport = 9\nuser = \"u\"\npassword = \"p\"\n",
-        state.display()
-    ));
+    let account = AccountBuilder::new("a", "pop3", "127.0.0.1")
+        .port(9)
+        .user("u")
+        .password("p")
+        .deliver_to(&[]);
+    ConfigBuilder::new(&env).account(account).write(&env);
     let out = env.run(&["fetch"]);
     assert!(out.stderr.contains("is missing but"), "{}", out.stderr);
     fs::write(state.join("state.db"), vec![b'x'; 8192]).unwrap();
@@ -528,5 +460,64 @@ fn state_database_trouble_is_explained() {
         out.stderr.contains("damaged") && out.stderr.contains("spool"),
         "{}",
         out.stderr
+    );
+}
+
+/// Multibyte text where the pre-TLS STARTTLS reader looks for an ASCII
+/// prefix (reachable by anyone on the path, before TLS) is no panic: the
+/// server simply offers no STARTTLS (exit 2), and no credentials go out.
+#[test]
+fn multibyte_text_before_starttls_is_no_panic() {
+    let server = FakeServer::start(vec![
+        Step::send("* OK [C\u{e9}\u{e9}\u{e9}\u{e9}\u{e9}\u{e9} IMAP4rev1] hi\r\n"),
+        Step::expect("s1 CAPABILITY"),
+        Step::send("* CAPA\u{e9}\u{e9}\u{e9}\u{e9}\u{e9}\u{e9} IMAP4rev1\r\ns1 OK\r\n"),
+        Step::ExpectClose,
+    ]);
+    let env = Env::new();
+    ConfigBuilder::single(&env, imap(&server).tls("starttls")).write(&env);
+    let out = env.run(&["fetch"]);
+    assert_eq!(out.code, 2, "{}", out.stderr);
+    assert!(!out.stderr.contains("panicked"), "{}", out.stderr);
+    let sent = server.transcript();
+    assert!(
+        !sent.contains("topsecret") && !sent.contains("AUTHENTICATE"),
+        "{sent}"
+    );
+}
+
+/// A Return-Path that is not an address makes the SMTP destination use
+/// its configured `sender`, never refuse the message (a header must not
+/// decide `on_refused`).
+#[test]
+fn an_invalid_return_path_is_not_a_refusal_for_smtp() {
+    let dovecot = Dovecot::shared();
+    let user = dovecot.new_user();
+    dovecot.add_message(
+        &user,
+        "INBOX",
+        b"Return-Path: <not an address>\nSubject: bad sender\n\nbody\n",
+    );
+    let env = Env::new();
+    let sink = crate::support::smtpsink::SmtpSink::start(&env.path("smtp"));
+    let account = AccountBuilder::dovecot_pop3s("hostile", dovecot, &user)
+        .line("on_refused = \"delete\"")
+        .deliver_to(&["relay"]);
+    ConfigBuilder::new(&env)
+        .account(account)
+        .smtp(
+            "relay",
+            sink.port,
+            "jaco@example.org",
+            "tls = \"none\"\nsender = \"fetch@example.org\"",
+        )
+        .write(&env);
+    let out = env.run(&["fetch"]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert_eq!(sink.messages().len(), 1, "{}", out.stderr);
+    assert!(
+        sink.envelope(1).starts_with("fetch@example.org\n"),
+        "{}",
+        sink.envelope(1)
     );
 }

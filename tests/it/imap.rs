@@ -9,37 +9,16 @@ use std::path::Path;
 
 use support::corpus;
 use support::{delivered, sorted};
-use support::{Dovecot, Env, FakeServer, Step, TestCert, User};
+use support::{AccountBuilder, ConfigBuilder, Dovecot, Env, FakeServer, Step, TestCert, User};
 
-/// A config for one IMAPS account delivering to `Maildir` in `env`.
-fn imap_config(env: &Env, dovecot: &Dovecot, user: &User, extra: &str) -> String {
-    format!(
-        r#"[general]
-state_dir = "{state}"
-hostname = "test.example"
+/// The IMAPS account `acct` on the shared Dovecot.
+fn imaps(dovecot: &Dovecot, user: &User) -> AccountBuilder {
+    AccountBuilder::dovecot_imaps("acct", dovecot, user)
+}
 
-[[account]]
-name = "acct"
-protocol = "imap"
-host = "localhost"
-port = {port}
-ca_file = "{ca}"
-user = "{user}"
-password = "{password}"
-deliver_to = ["home"]
-{extra}
-
-[destination.home]
-type = "maildir"
-path = "{maildir}"
-"#,
-        state = env.path("state").display(),
-        port = dovecot.imaps,
-        ca = dovecot.cert_pem.display(),
-        user = user.name,
-        password = user.password,
-        maildir = env.path("Maildir").display(),
-    )
+/// `account` delivering to `Maildir` in `env`, as `test.example`.
+fn config(env: &Env, account: AccountBuilder) -> ConfigBuilder {
+    ConfigBuilder::single(env, account).hostname("test.example")
 }
 
 fn delivered_home(env: &Env) -> Vec<Vec<u8>> {
@@ -75,12 +54,11 @@ fn two_folders_awkward_corpus_byte_exact_and_rerun_finds_nothing() {
     originals.push(big);
 
     let env = Env::new();
-    env.write_config(&imap_config(
+    config(
         &env,
-        dovecot,
-        &user,
-        "folders = [\"INBOX\", \"Lists/*\"]",
-    ));
+        imaps(dovecot, &user).line(r#"folders = ["INBOX", "Lists/*"]"#),
+    )
+    .write(&env);
     let out = env.run(&["fetch"]);
     out.expect_success();
     assert_eq!(out.stderr, "", "quiet on success");
@@ -116,12 +94,11 @@ fn patterns_exclusions_and_keep_never_fetch_twice() {
         }
     }
     let env = Env::new();
-    env.write_config(&imap_config(
-        &env,
-        dovecot,
-        &user,
-        "keep = true\nadd_received = false\nfolders = [\"INBOX\", \"Lists/*\", \"!Lists/spam\"]",
-    ));
+    let account = imaps(dovecot, &user)
+        .keep(true)
+        .line("add_received = false")
+        .line(r#"folders = ["INBOX", "Lists/*", "!Lists/spam"]"#);
+    config(&env, account).write(&env);
     env.run(&["fetch"]).expect_success();
     let got = delivered_home(&env);
     assert_eq!(got.len(), 2 + 3 + 1, "INBOX, Lists/rust, Lists/deep/x");
@@ -157,12 +134,13 @@ fn uidvalidity_reset_redelivers_nothing() {
     dovecot.add_message(&user, "Lists/rust", b"Subject: twin\n\nsame\n");
     dovecot.add_message(&user, "Lists/rust", b"Subject: twin\n\nsame\n");
     let env = Env::new();
-    env.write_config(&imap_config(
+    config(
         &env,
-        dovecot,
-        &user,
-        "keep = true\nfolders = [\"Lists/rust\"]",
-    ));
+        imaps(dovecot, &user)
+            .keep(true)
+            .line(r#"folders = ["Lists/rust"]"#),
+    )
+    .write(&env);
     env.run(&["fetch"]).expect_success();
     assert_eq!(delivered_home(&env).len(), 7);
 
@@ -204,7 +182,7 @@ fn delete_expunges_only_delivered_mail() {
         dovecot.add_message(&user, "INBOX", &message(i, "gone"));
     }
     let env = Env::new();
-    env.write_config(&imap_config(&env, dovecot, &user, ""));
+    config(&env, imaps(dovecot, &user)).write(&env);
     let out = env.run(&["-vv", "fetch"]);
     out.expect_success();
     assert!(dovecot.messages(&user, "INBOX").is_empty());
@@ -227,7 +205,7 @@ fn maildir_deliveries_are_committed_in_batches() {
         dovecot.add_message(&user, "INBOX", &message(i, "batch"));
     }
     let env = Env::new();
-    env.write_config(&imap_config(&env, dovecot, &user, ""));
+    config(&env, imaps(dovecot, &user)).write(&env);
     let out = env.run(&["-vv", "fetch"]);
     out.expect_success();
     let commits: Vec<usize> = out
@@ -261,12 +239,13 @@ fn move_to_moves_delivered_mail() {
     }
     dovecot.add_message(&user, "Archive", &message(9, "archived-before"));
     let env = Env::new();
-    env.write_config(&imap_config(
+    config(
         &env,
-        dovecot,
-        &user,
-        "move_to = \"Archive\"\nfolders = [\"*\"]",
-    ));
+        imaps(dovecot, &user)
+            .line("move_to = \"Archive\"")
+            .line(r#"folders = ["*"]"#),
+    )
+    .write(&env);
     env.run(&["fetch"]).expect_success();
     assert_eq!(delivered_home(&env).len(), 3);
     assert!(dovecot.messages(&user, "INBOX").is_empty());
@@ -282,7 +261,7 @@ fn max_size_leaves_big_messages_and_says_so_once() {
     dovecot.add_message(&user, "INBOX", &corpus::big(300_000));
     dovecot.add_message(&user, "INBOX", b"Subject: small too\n\nbody\n");
     let env = Env::new();
-    env.write_config(&imap_config(&env, dovecot, &user, "max_size = \"100KB\""));
+    config(&env, imaps(dovecot, &user).line("max_size = \"100KB\"")).write(&env);
     let out = env.run(&["fetch"]);
     out.expect_success();
     assert!(out.stderr.contains("over max_size"), "{}", out.stderr);
@@ -305,17 +284,14 @@ fn the_listing_keeps_only_what_the_scan_asks_about() {
     let user = dovecot.new_user();
     dovecot.add_message(&user, "INBOX", &corpus::big(300_000));
     let env = Env::new();
-    let config = imap_config(
-        &env,
-        dovecot,
-        &user,
-        "keep = true\nmax_size = \"100KB\"\nonly_unseen = true",
-    );
-    env.write_config(&config);
+    let account = imaps(dovecot, &user)
+        .keep(true)
+        .line("max_size = \"100KB\"");
+    config(&env, account.clone().line("only_unseen = true")).write(&env);
     env.run(&["fetch"]).expect_code(1);
     add_seen_messages(dovecot, &user, 1..2);
     env.run(&["fetch"]).expect_code(1);
-    env.write_config(&config.replace("only_unseen = true", ""));
+    config(&env, account).write(&env);
     let out = env.run(&["-vv", "fetch"]);
     out.expect_code(1);
     assert!(
@@ -335,11 +311,10 @@ fn wrong_password_exits_3_and_changes_nothing() {
     dovecot.add_message(&user, "INBOX", b"Subject: x\n\nbody\n");
     let env = Env::new();
     for auth in ["login", "plain", "scram-sha-256"] {
-        let config = imap_config(&env, dovecot, &user, &format!("auth = [\"{auth}\"]")).replace(
-            &format!("password = \"{}\"", user.password),
-            "password = \"wrong-pw\"",
-        );
-        env.write_config(&config);
+        let account = imaps(dovecot, &user)
+            .line(&format!("auth = [\"{auth}\"]"))
+            .password("wrong-pw");
+        config(&env, account).write(&env);
         let out = env.run(&["-vv", "fetch"]);
         out.expect_code(3);
         assert!(out.stderr.contains("account acct"), "{}", out.stderr);
@@ -356,11 +331,11 @@ fn starttls_against_dovecot_with_every_password_mechanism() {
     for auth in ["login", "plain", "cram-md5", "scram-sha-256"] {
         dovecot.add_message(&user, "INBOX", b"Subject: x\n\nbody\n");
         let env = Env::new();
-        let config = imap_config(&env, dovecot, &user, &format!("auth = [\"{auth}\"]")).replace(
-            &format!("port = {}", dovecot.imaps),
-            &format!("port = {}\ntls = \"starttls\"", dovecot.imap),
-        );
-        env.write_config(&config);
+        let account = imaps(dovecot, &user)
+            .port(dovecot.imap)
+            .tls("starttls")
+            .line(&format!("auth = [\"{auth}\"]"));
+        config(&env, account).write(&env);
         let out = env.run(&["-vv", "fetch"]);
         out.expect_success();
         assert!(out.stderr.contains("C: s2 STARTTLS"), "{}", out.stderr);
@@ -380,12 +355,13 @@ fn only_unseen_and_mark_seen() {
     dovecot.add_message(&user, "INBOX", &message(1, "unread"));
     add_seen_messages(dovecot, &user, 1..3);
     let env = Env::new();
-    env.write_config(&imap_config(
+    config(
         &env,
-        dovecot,
-        &user,
-        "keep = true\nonly_unseen = true\nmark_seen = true",
-    ));
+        imaps(dovecot, &user)
+            .keep(true)
+            .line("only_unseen = true\nmark_seen = true"),
+    )
+    .write(&env);
     env.run(&["fetch"]).expect_success();
     let got = delivered_home(&env);
     assert_eq!(got.len(), 1);
@@ -437,8 +413,8 @@ fn no_new_mail_in_a_huge_folder_costs_a_bounded_number_of_commands() {
     dovecot.add_message(&user, "INBOX", &message(0, "first"));
     add_seen_messages(dovecot, &user, 1..20_000);
     let env = Env::new();
-    let config = imap_config(&env, dovecot, &user, "keep = true\nonly_unseen = true");
-    env.write_config(&config);
+    let account = imaps(dovecot, &user).keep(true);
+    config(&env, account.clone().line("only_unseen = true")).write(&env);
     env.run(&["fetch"]).expect_success();
     assert_eq!(delivered_home(&env).len(), 1);
 
@@ -460,7 +436,7 @@ fn no_new_mail_in_a_huge_folder_costs_a_bounded_number_of_commands() {
     );
 
     // One new message costs one more listing and one fetch, not 20,000.
-    env.write_config(&config.replace("only_unseen = true", ""));
+    config(&env, account).write(&env);
     dovecot.add_message(&user, "INBOX", &message(1, "new"));
     let out = env.run(&["-vv", "fetch"]);
     out.expect_success();
@@ -471,31 +447,11 @@ fn no_new_mail_in_a_huge_folder_costs_a_bounded_number_of_commands() {
 
 // ---- scripted servers: what Dovecot will not do ----
 
-/// A config pointing at a fake IMAP server on `port`.
-fn fake_config(env: &Env, server: &FakeServer, tls: &str) -> String {
-    format!(
-        r#"[general]
-state_dir = "{state}"
-[[account]]
-name = "fake"
-protocol = "imap"
-host = "localhost"
-port = {port}
-tls = "{tls}"
-ca_file = "{ca}"
-user = "u"
-password = "topsecret"
-timeout = "5s"
-deliver_to = ["home"]
-[destination.home]
-type = "maildir"
-path = "{maildir}"
-"#,
-        port = server.port(),
-        ca = server.cert().cert_pem.display(),
-        state = env.path("state").display(),
-        maildir = env.path("Maildir").display(),
-    )
+/// The account `fake` for a fake IMAP server, trusting its certificate.
+fn fake(server: &FakeServer, tls: &str) -> AccountBuilder {
+    AccountBuilder::fake("fake", "imap", server.port())
+        .tls(tls)
+        .ca_file(&server.cert().cert_pem)
 }
 
 fn assert_no_credentials(server: &FakeServer) {
@@ -554,7 +510,7 @@ fn starttls_stripped_refused_preauth_or_injected_sends_no_credentials() {
     for (what, script) in scripts {
         let server = FakeServer::start(script);
         let env = Env::new();
-        env.write_config(&fake_config(&env, &server, "starttls"));
+        ConfigBuilder::single(&env, fake(&server, "starttls")).write(&env);
         let out = env.run(&["fetch"]);
         assert_eq!(out.code, 2, "{what}: {}", out.stderr);
         assert!(
@@ -589,7 +545,7 @@ fn nothing_learned_before_tls_is_trusted() {
         Step::ExpectClose,
     ]);
     let env = Env::new();
-    env.write_config(&fake_config(&env, &server, "starttls"));
+    ConfigBuilder::single(&env, fake(&server, "starttls")).write(&env);
     let out = env.run(&["fetch"]);
     assert_eq!(out.code, 3, "{}", out.stderr);
     server.assert_no_errors();
@@ -642,9 +598,7 @@ fn pipelined_select_and_listing_read_an_awkward_answer() {
     ]);
     let server = FakeServer::start(script);
     let env = Env::new();
-    env.write_config(
-        &fake_config(&env, &server, "implicit").replace("deliver_to", "keep = true\ndeliver_to"),
-    );
+    ConfigBuilder::single(&env, fake(&server, "implicit").keep(true)).write(&env);
     let out = env.run(&["fetch"]);
     out.expect_success();
     server.assert_no_errors();
@@ -670,7 +624,7 @@ fn endless_size_listing_is_a_bounded_protocol_error() {
     ]);
     let server = FakeServer::start(script);
     let env = Env::new();
-    env.write_config(&fake_config(&env, &server, "implicit"));
+    ConfigBuilder::single(&env, fake(&server, "implicit")).write(&env);
     let out = env.run(&["fetch"]);
     assert_eq!(out.code, 4, "{}", out.stderr);
     assert_eq!(out.stderr.lines().count(), 1, "{}", out.stderr);
@@ -698,7 +652,7 @@ fn pipelined_select_refused_is_an_error() {
     ]);
     let server = FakeServer::start(script);
     let env = Env::new();
-    env.write_config(&fake_config(&env, &server, "implicit"));
+    ConfigBuilder::single(&env, fake(&server, "implicit")).write(&env);
     let out = env.run(&["fetch"]);
     assert!(out.code != 0 && out.code != 1, "{}", out.stderr);
     assert_eq!(out.stderr.lines().count(), 1, "{}", out.stderr);
@@ -727,11 +681,8 @@ fn xoauth2_uses_the_token_command() {
         Step::ExpectClose,
     ]);
     let env = Env::new();
-    let config = fake_config(&env, &server, "implicit").replace(
-        "password = \"topsecret\"",
-        "oauth2_token_command = \"echo tok-123\"",
-    );
-    env.write_config(&config);
+    let account = fake(&server, "implicit").oauth2_token_command("echo tok-123");
+    ConfigBuilder::single(&env, account).write(&env);
     let out = env.run(&["-vv", "fetch"]);
     assert_eq!(out.code, 3, "{}", out.stderr);
     assert!(
@@ -743,10 +694,10 @@ fn xoauth2_uses_the_token_command() {
 
     let server = FakeServer::start(support::fake::imap_empty_session("XOAUTH2", &token_ir));
     let env = Env::new();
-    env.write_config(&fake_config(&env, &server, "implicit").replace(
-        "password = \"topsecret\"",
-        "oauth2_token_command = \"echo tok-123\"\nauth = [\"xoauth2\"]",
-    ));
+    let account = fake(&server, "implicit")
+        .oauth2_token_command("echo tok-123")
+        .line("auth = [\"xoauth2\"]");
+    ConfigBuilder::single(&env, account).write(&env);
     let out = env.run(&["fetch"]);
     assert_eq!(out.code, 1, "{}", out.stderr);
     server.assert_no_errors();
@@ -760,7 +711,7 @@ fn certificates_are_verified_unless_pinned() {
     let wrong = TestCert::generate_with(&env.path("."), "wrong.example", "DNS:wrong.example");
     let server =
         FakeServer::start_many_with_cert(vec![vec![Step::StartTls, Step::ExpectClose]], &wrong);
-    env.write_config(&fake_config(&env, &server, "implicit"));
+    ConfigBuilder::single(&env, fake(&server, "implicit")).write(&env);
     let out = env.run(&["fetch"]);
     assert_eq!(out.code, 2, "{}", out.stderr);
     assert!(out.stderr.contains("TLS"), "{}", out.stderr);
@@ -769,16 +720,14 @@ fn certificates_are_verified_unless_pinned() {
     let dovecot = Dovecot::shared();
     let user = dovecot.new_user();
     dovecot.add_message(&user, "INBOX", b"Subject: x\n\nbody\n");
-    let base = imap_config(&env, dovecot, &user, "");
-    let no_ca = base.replace(
-        &format!("ca_file = \"{}\"\n", dovecot.cert_pem.display()),
-        "",
-    );
+    let pinned = |pin: &str| {
+        let account = imaps(dovecot, &user)
+            .no_ca_file()
+            .line(&format!("fingerprint = \"{pin}\""));
+        config(&env, account)
+    };
     let pin = format!("sha256:{}", ["00"; 32].join(":"));
-    env.write_config(&no_ca.replace(
-        "deliver_to",
-        &format!("fingerprint = \"{pin}\"\ndeliver_to"),
-    ));
+    pinned(&pin).write(&env);
     let out = env.run(&["fetch"]);
     assert_eq!(out.code, 2, "{}", out.stderr);
     let actual = out
@@ -788,10 +737,7 @@ fn certificates_are_verified_unless_pinned() {
         .expect("a mismatch shows the fingerprint")
         .trim()
         .to_string();
-    env.write_config(&no_ca.replace(
-        "deliver_to",
-        &format!("fingerprint = \"{actual}\"\ndeliver_to"),
-    ));
+    pinned(&actual).write(&env);
     env.run(&["fetch"]).expect_success();
 }
 
@@ -854,27 +800,8 @@ fn scram_liar_imap() -> (u16, std::thread::JoinHandle<Vec<String>>) {
 fn scram_server_with_a_wrong_signature_is_not_trusted() {
     let (port, server) = scram_liar_imap();
     let env = Env::new();
-    env.write_config(&format!(
-        r#"[general]
-state_dir = "{state}"
-[[account]]
-name = "fake"
-protocol = "imap"
-host = "localhost"
-port = {port}
-tls = "none"
-allow_plaintext = true
-user = "u"
-password = "topsecret"
-timeout = "5s"
-deliver_to = ["home"]
-[destination.home]
-type = "maildir"
-path = "{maildir}"
-"#,
-        state = env.path("state").display(),
-        maildir = env.path("Maildir").display(),
-    ));
+    let account = AccountBuilder::fake("fake", "imap", port).plaintext();
+    ConfigBuilder::single(&env, account).write(&env);
     let out = env.run(&["-vv", "fetch"]);
     out.expect_code(3);
     assert!(out.stderr.contains("signature"), "{}", out.stderr);

@@ -11,44 +11,22 @@ use std::fs;
 
 use support::dovecot::{Dovecot, User};
 use support::fake::{FakeServer, Step};
-use support::Env;
+use support::{AccountBuilder, ConfigBuilder, Env};
 
-/// A config for one account `acct` on the shared Dovecot delivering to
-/// `Maildir` in the environment, with `extra` account keys and
-/// `general` keys.
-fn config(env: &Env, dovecot: &Dovecot, user: &User, protocol: &str, extra: &str) -> String {
-    let port = match protocol {
-        "pop3" => dovecot.pop3s,
-        _ => dovecot.imaps,
-    };
-    format!(
-        r#"[general]
-state_dir = "{state}"
-hostname = "test.example"
-audit_log = "{audit}"
+/// The account `acct` on the shared Dovecot.
+fn acct(dovecot: &Dovecot, user: &User, protocol: &str) -> AccountBuilder {
+    AccountBuilder::dovecot("acct", protocol, dovecot, user)
+}
 
-[[account]]
-name = "acct"
-protocol = "{protocol}"
-host = "localhost"
-port = {port}
-ca_file = "{ca}"
-user = "{user}"
-password = "{password}"
-deliver_to = ["home"]
-{extra}
-
-[destination.home]
-type = "maildir"
-path = "{maildir}"
-"#,
-        state = env.path("state").display(),
-        audit = env.path("audit.log").display(),
-        ca = dovecot.cert_pem.display(),
-        user = user.name,
-        password = user.password,
-        maildir = env.path("Maildir").display(),
-    )
+/// `account` delivering to `Maildir` in the environment, with an audit
+/// log.
+fn config(env: &Env, account: AccountBuilder) -> ConfigBuilder {
+    ConfigBuilder::single(env, account)
+        .hostname("test.example")
+        .general(&format!(
+            "audit_log = \"{}\"",
+            env.path("audit.log").display()
+        ))
 }
 
 fn message(n: usize) -> Vec<u8> {
@@ -77,7 +55,8 @@ fn quiet_success_then_status_and_audit() {
         dovecot.add_message(&user, "INBOX", &message(n));
     }
     let env = Env::new();
-    env.write_config(&config(&env, dovecot, &user, "pop3", ""));
+    let account = acct(dovecot, &user, "pop3");
+    config(&env, account.clone()).write(&env);
 
     let out = env.run(&["status", "--json"]);
     out.expect_success();
@@ -133,11 +112,7 @@ fn quiet_success_then_status_and_audit() {
     assert_eq!(v["accounts"][0]["recent"]["messages"], 3);
 
     // A failing run: the status keeps the error with its time.
-    let text = fs::read_to_string(env.config_path()).unwrap();
-    env.write_config(&text.replace(
-        &format!("password = \"{}\"", user.password),
-        "password = \"wrong-password\"",
-    ));
+    config(&env, account.password("wrong-password")).write(&env);
     let out = env.run(&["fetch"]);
     out.expect_code(3);
     assert_eq!(out.stderr.lines().count(), 1, "{}", out.stderr);
@@ -186,29 +161,10 @@ fn partial_run_is_reported_as_partial() {
         Step::Close,
     ]);
     let env = Env::new();
-    env.write_config(&format!(
-        r#"[general]
-state_dir = "{state}"
-audit_log = "audit.log"
-[[account]]
-name = "fake"
-protocol = "pop3"
-host = "localhost"
-port = {port}
-tls = "none"
-allow_plaintext = true
-user = "u"
-password = "topsecret"
-timeout = "5s"
-deliver_to = ["home"]
-[destination.home]
-type = "maildir"
-path = "{maildir}"
-"#,
-        port = server.port(),
-        state = env.path("state").display(),
-        maildir = env.path("Maildir").display(),
-    ));
+    let account = AccountBuilder::fake("fake", "pop3", server.port()).plaintext();
+    ConfigBuilder::single(&env, account)
+        .general("audit_log = \"audit.log\"")
+        .write(&env);
     let out = env.run(&["--log-format", "json", "fetch"]);
     out.expect_code(2);
     // One JSON line naming the account.
@@ -245,7 +201,11 @@ fn max_size_is_audited_as_skipped_once() {
     big.push(b'\n');
     dovecot.add_message(&user, "INBOX", &big);
     let env = Env::new();
-    env.write_config(&config(&env, dovecot, &user, "imap", "max_size = \"2KB\""));
+    config(
+        &env,
+        acct(dovecot, &user, "imap").line("max_size = \"2KB\""),
+    )
+    .write(&env);
     let out = env.run(&["fetch"]);
     out.expect_success();
     assert!(out.stderr.contains("over max_size"), "{}", out.stderr);
@@ -277,7 +237,7 @@ fn fetch_limit_and_max_bytes_per_run_exit_13_until_done() {
             dovecot.add_message(&user, "INBOX", &message(n));
         }
         let env = Env::new();
-        env.write_config(&config(&env, dovecot, &user, protocol, extra));
+        config(&env, acct(dovecot, &user, protocol).line(extra)).write(&env);
         let mut counts = Vec::new();
         let mut codes = Vec::new();
         for _ in 0..4 {
@@ -302,7 +262,7 @@ fn fetch_limit_and_max_bytes_per_run_exit_13_until_done() {
         dovecot.add_message(&user, "INBOX", &message(n));
     }
     let env = Env::new();
-    env.write_config(&config(&env, dovecot, &user, "pop3", "fetch_limit = 1"));
+    config(&env, acct(dovecot, &user, "pop3").line("fetch_limit = 1")).write(&env);
     let out = env.run(&["-v", "fetch"]);
     out.expect_code(13);
     assert!(out.stderr.contains("2 more left"), "{}", out.stderr);
@@ -317,7 +277,7 @@ fn check_counts_without_downloading() {
     for protocol in ["pop3", "imap"] {
         let user = dovecot.new_user();
         let env = Env::new();
-        env.write_config(&config(&env, dovecot, &user, protocol, ""));
+        config(&env, acct(dovecot, &user, protocol)).write(&env);
         let out = env.run(&["fetch", "--check"]);
         out.expect_code(1);
         assert_eq!(out.stdout, "acct: 0 new messages\n");
@@ -363,8 +323,10 @@ fn transcripts_redact_every_password_mechanism() {
         let user = dovecot.new_user();
         dovecot.add_message(&user, "INBOX", &message(1));
         let env = Env::new();
-        let extra = format!("auth = [\"{mech}\"]\ntranscript = \"{protocol}.transcript\"");
-        env.write_config(&config(&env, dovecot, &user, protocol, &extra));
+        let account = acct(dovecot, &user, protocol)
+            .line(&format!("auth = [\"{mech}\"]"))
+            .line(&format!("transcript = \"{protocol}.transcript\""));
+        config(&env, account).write(&env);
         let out = env.run(&["-vv", "fetch"]);
         out.expect_success();
         let file = fs::read_to_string(
@@ -421,28 +383,16 @@ fn oauth_tokens_are_redacted_and_fresh_per_connection() {
         "n=$(($(cat {c}) + 1)); echo $n > {c}; echo tok-$n",
         c = counter.display()
     );
-    let write_config = |mech: &str| {
-        env.write_config(&format!(
-            r#"[general]
-state_dir = "{state}"
-[[account]]
-name = "oauth"
-protocol = "imap"
-host = "localhost"
-port = {port}
-ca_file = "{ca}"
-user = "u"
-oauth2_token_command = "{command}"
-auth = ["{mech}"]
-timeout = "5s"
-transcript = "oauth.transcript"
-"#,
-            port = server.port(),
-            ca = server.cert().cert_pem.display(),
-            state = env.path("state").display(),
-        ))
+    let write_config = |server: &FakeServer, mech: &str| {
+        let account = AccountBuilder::fake("oauth", "imap", server.port())
+            .ca_file(&server.cert().cert_pem)
+            .oauth2_token_command(&command)
+            .line(&format!("auth = [\"{mech}\"]"))
+            .line("transcript = \"oauth.transcript\"")
+            .deliver_to(&[]);
+        ConfigBuilder::new(&env).account(account).write(&env)
     };
-    write_config("xoauth2");
+    write_config(&server, "xoauth2");
     for _ in 0..2 {
         let out = env.run(&["-vv", "fetch"]);
         out.expect_code(1);
@@ -468,11 +418,7 @@ transcript = "oauth.transcript"
         Step::line("a1 NO [AUTHENTICATIONFAILED] invalid token"),
         Step::ExpectClose,
     ]);
-    let text = fs::read_to_string(env.config_path()).unwrap();
-    env.write_config(&text.replace("xoauth2", "oauthbearer").replace(
-        &format!("port = {}", server.port()),
-        &format!("port = {}", server2.port()),
-    ));
+    write_config(&server2, "oauthbearer");
     let out = env.run(&["-vv", "fetch"]);
     out.expect_code(3);
     assert!(out.stderr.contains("account oauth"), "{}", out.stderr);
@@ -493,11 +439,9 @@ fn password_command_failure_names_the_account_and_leaks_nothing() {
     let dovecot = Dovecot::shared();
     let user = dovecot.new_user();
     let env = Env::new();
-    let text = config(&env, dovecot, &user, "pop3", "").replace(
-        &format!("password = \"{}\"", user.password),
-        "password_command = \"echo s3cr3t-output; echo vault is locked >&2; exit 1\"",
-    );
-    env.write_config(&text);
+    let account = acct(dovecot, &user, "pop3")
+        .password_command("echo s3cr3t-output; echo vault is locked >&2; exit 1");
+    config(&env, account).write(&env);
     let out = env.run(&["fetch"]);
     out.expect_code(3);
     assert_eq!(out.stderr.lines().count(), 1, "{}", out.stderr);
@@ -517,9 +461,8 @@ fn include_merges_account_files_and_reports_duplicates_by_file_and_line() {
     let other = dovecot.new_user();
     dovecot.add_message(&other, "INBOX", &message(2));
     let env = Env::new();
-    let main = config(&env, dovecot, &user, "pop3", "");
-    let main = format!("include = [\"conf.d/*.toml\"]\n{main}");
-    env.write_config(&main);
+    let main = config(&env, acct(dovecot, &user, "pop3")).build();
+    env.write_config(&format!("include = [\"conf.d/*.toml\"]\n{main}"));
     let conf_d = env.config_path().with_file_name("conf.d");
     fs::create_dir(&conf_d).unwrap();
     let write = |name: &str, text: &str| {

@@ -11,44 +11,23 @@ use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
 use support::delivered;
-use support::{Dovecot, Env, User};
+use support::{AccountBuilder, ConfigBuilder, Dovecot, Env, User};
 
-/// One IMAPS account section delivering to its own maildir under `env`.
-/// `secret` is a whole `password = ...` or `password_command = ...` line.
-fn account(env: &Env, dovecot: &Dovecot, name: &str, user: &User, secret: &str) -> String {
-    format!(
-        r#"
-[[account]]
-name = "{name}"
-protocol = "imap"
-host = "localhost"
-port = {port}
-ca_file = "{ca}"
-user = "{user}"
-{secret}
-add_received = false
-deliver_to = ["{name}"]
-
-[destination.{name}]
-type = "maildir"
-path = "{maildir}"
-"#,
-        port = dovecot.imaps,
-        ca = dovecot.cert_pem.display(),
-        user = user.name,
-        maildir = maildir(env, name).display(),
-    )
+/// An IMAPS account `name` on the shared Dovecot, without `Received:`
+/// headers.
+fn imap(dovecot: &Dovecot, name: &str, user: &User) -> AccountBuilder {
+    AccountBuilder::dovecot_imaps(name, dovecot, user).line("add_received = false")
 }
 
-fn password(user: &User) -> String {
-    format!("password = \"{}\"", user.password)
+/// `[general]`, no accounts yet.
+fn general(env: &Env) -> ConfigBuilder {
+    ConfigBuilder::new(env).hostname("test.example")
 }
 
-fn general(env: &Env) -> String {
-    format!(
-        "[general]\nstate_dir = \"{}\"\nhostname = \"test.example\"\n",
-        env.path("state").display()
-    )
+/// Adds `account`, delivering to its own Maildir under `env`.
+fn add_account(config: ConfigBuilder, env: &Env, account: AccountBuilder) -> ConfigBuilder {
+    let path = maildir(env, account.name());
+    config.account_to_maildir(account, path)
 }
 
 fn maildir(env: &Env, name: &str) -> PathBuf {
@@ -127,15 +106,14 @@ fn four_accounts_in_one_jobs_4_run_are_all_delivered() {
             dovecot.add_message(&user, "INBOX", m);
         }
         msgs.sort();
-        let secret = if i == 2 {
-            format!("password_command = \"sleep 1; echo {}\"", user.password)
-        } else {
-            password(&user)
-        };
-        config.push_str(&account(&env, dovecot, &name, &user, &secret));
+        let mut account = imap(dovecot, &name, &user);
+        if i == 2 {
+            account = account.password_command(&format!("sleep 1; echo {}", user.password));
+        }
+        config = add_account(config, &env, account);
         expected.push((name, msgs));
     }
-    env.write_config(&config);
+    config.write(&env);
     let out = env.run(&["-v", "fetch", "--jobs", "4"]);
     out.expect_success();
     for (name, msgs) in &expected {
@@ -168,16 +146,10 @@ fn a_second_process_on_a_busy_account_exits_8_and_a_stale_lock_is_taken_over() {
     dovecot.add_message(&slow_user, "INBOX", &message(&slow_user, 1, 100));
     dovecot.add_message(&free_user, "INBOX", &message(&free_user, 1, 100));
     // The password command holds the first run inside the account's lock.
-    let slow_secret = format!(
-        "password_command = \"sleep 3; echo {}\"",
-        slow_user.password
-    );
-    env.write_config(&format!(
-        "{}{}{}",
-        general(&env),
-        account(&env, dovecot, "slow", &slow_user, &slow_secret),
-        account(&env, dovecot, "free", &free_user, &password(&free_user)),
-    ));
+    let slow = imap(dovecot, "slow", &slow_user)
+        .password_command(&format!("sleep 3; echo {}", slow_user.password));
+    let config = add_account(general(&env), &env, slow);
+    add_account(config, &env, imap(dovecot, "free", &free_user)).write(&env);
 
     let first = spawn(&env, &["fetch", "slow"]);
     let first_pid = first.id();
@@ -227,16 +199,10 @@ fn parallel_processes_share_the_state_database_safely() {
         msgs.sort();
         let name = format!("p{i}");
         // keep: the seen-state alone must stop a second delivery.
-        config.push_str(&account(
-            &env,
-            dovecot,
-            &name,
-            &user,
-            &format!("{}\nkeep = true", password(&user)),
-        ));
+        config = add_account(config, &env, imap(dovecot, &name, &user).keep(true));
         expected.push((name, msgs));
     }
-    env.write_config(&config);
+    config.write(&env);
     // Three processes, two accounts each in two threads, one database.
     let runs: Vec<Child> = (0..3)
         .map(|p| {
@@ -271,11 +237,7 @@ fn sigterm_during_a_fetch_finishes_the_message_in_hand_and_loses_nothing() {
         dovecot.add_message(&user, "INBOX", m);
     }
     originals.sort();
-    env.write_config(&format!(
-        "{}{}",
-        general(&env),
-        account(&env, dovecot, "big", &user, &password(&user))
-    ));
+    add_account(general(&env), &env, imap(dovecot, "big", &user)).write(&env);
     let run = spawn(&env, &["fetch"]);
     let new = maildir(&env, "big").join("new");
     let deadline = Instant::now() + Duration::from_secs(60);

@@ -10,37 +10,16 @@ use support::corpus;
 use support::dovecot::{Dovecot, User};
 use support::fake::{FakeServer, Step};
 use support::{delivered, sorted};
-use support::{strip_received, Env};
+use support::{strip_received, AccountBuilder, ConfigBuilder, Env};
 
-/// A config for one POP3S account delivering to `maildir`.
-fn pop3_config(env: &Env, dovecot: &Dovecot, user: &User, extra: &str) -> String {
-    format!(
-        r#"[general]
-state_dir = "{state}"
-hostname = "test.example"
+/// The POP3S account `acct` on the shared Dovecot.
+fn pop3s(dovecot: &Dovecot, user: &User) -> AccountBuilder {
+    AccountBuilder::dovecot_pop3s("acct", dovecot, user)
+}
 
-[[account]]
-name = "acct"
-protocol = "pop3"
-host = "localhost"
-port = {port}
-ca_file = "{ca}"
-user = "{user}"
-password = "{password}"
-deliver_to = ["home"]
-{extra}
-
-[destination.home]
-type = "maildir"
-path = "{maildir}"
-"#,
-        state = env.path("state").display(),
-        port = dovecot.pop3s,
-        ca = dovecot.cert_pem.display(),
-        user = user.name,
-        password = user.password,
-        maildir = env.path("Maildir").display(),
-    )
+/// `account` delivering to `Maildir` in `env`, as `test.example`.
+fn config(env: &Env, account: AccountBuilder) -> ConfigBuilder {
+    ConfigBuilder::single(env, account).hostname("test.example")
 }
 
 fn delivered_home(env: &Env) -> Vec<Vec<u8>> {
@@ -64,7 +43,7 @@ fn delivers_awkward_corpus_byte_exact_and_rerun_finds_nothing() {
     originals.push(big);
 
     let env = Env::new();
-    env.write_config(&pop3_config(&env, dovecot, &user, ""));
+    config(&env, pop3s(dovecot, &user)).write(&env);
     let out = env.run(&["fetch"]);
     assert_eq!(out.code, 0, "{}", out.stderr);
     assert_eq!(out.stderr, "", "quiet on success");
@@ -99,12 +78,13 @@ fn keep_mode_never_fetches_twice_and_fetch_all_does() {
         dovecot.add_message(&user, "INBOX", &m);
     }
     let env = Env::new();
-    env.write_config(&pop3_config(
+    config(
         &env,
-        dovecot,
-        &user,
-        "keep = true\nadd_received = false",
-    ));
+        pop3s(dovecot, &user)
+            .keep(true)
+            .line("add_received = false"),
+    )
+    .write(&env);
     assert_eq!(env.run(&["fetch"]).code, 0);
     assert_eq!(env.maildir_messages(env.path("Maildir")).len(), 5);
     assert_eq!(
@@ -149,7 +129,7 @@ fn keep_mode_never_fetches_twice_and_fetch_all_does() {
     );
 
     // Switching to delete mode removes what was delivered, and only that.
-    env.write_config(&pop3_config(&env, dovecot, &user, "keep = false"));
+    config(&env, pop3s(dovecot, &user).keep(false)).write(&env);
     assert_eq!(env.run(&["fetch"]).code, 0);
     assert_eq!(env.maildir_messages(env.path("Maildir")).len(), 13);
     assert!(dovecot.messages(&user, "INBOX").is_empty());
@@ -161,11 +141,7 @@ fn wrong_password_exits_3_and_changes_nothing() {
     let user = dovecot.new_user();
     dovecot.add_message(&user, "INBOX", b"Subject: x\n\nbody\n");
     let env = Env::new();
-    let config = pop3_config(&env, dovecot, &user, "").replace(
-        &format!("password = \"{}\"", user.password),
-        "password = \"wrong\"",
-    );
-    env.write_config(&config);
+    config(&env, pop3s(dovecot, &user).password("wrong")).write(&env);
     let out = env.run(&["fetch"]);
     assert_eq!(out.code, 3, "{}", out.stderr);
     assert!(out.stderr.contains("account acct"), "{}", out.stderr);
@@ -186,15 +162,12 @@ fn every_auth_mechanism_works_against_dovecot() {
         let user = dovecot.new_user();
         dovecot.add_message(&user, "INBOX", b"Subject: auth\n\nbody\n");
         let env = Env::new();
-        let config = pop3_config(&env, dovecot, &user, &format!("auth = [\"{mech}\"]"));
-        env.write_config(&config.replace(
-            &format!("password = \"{}\"", user.password),
-            "password = \"not-the-password\"",
-        ));
+        let account = pop3s(dovecot, &user).line(&format!("auth = [\"{mech}\"]"));
+        config(&env, account.clone().password("not-the-password")).write(&env);
         let out = env.run(&["-vv", "fetch"]);
         assert_eq!(out.code, 3, "{mech} with a wrong password: {}", out.stderr);
         assert_eq!(dovecot.messages(&user, "INBOX").len(), 1, "{mech}");
-        env.write_config(&config);
+        config(&env, account).write(&env);
         let out = env.run(&["-vv", "fetch"]);
         assert_eq!(out.code, 0, "{mech}: {}", out.stderr);
         assert!(
@@ -227,13 +200,10 @@ fn password_command_is_used_and_its_failure_is_an_auth_error() {
     let user = dovecot.new_user();
     dovecot.add_message(&user, "INBOX", b"Subject: x\n\nbody\n");
     let env = Env::new();
-    let config = pop3_config(&env, dovecot, &user, "").replace(
-        &format!("password = \"{}\"", user.password),
-        &format!("password_command = \"echo {}\"", user.password),
-    );
-    env.write_config(&config);
+    let command = format!("echo {}", user.password);
+    config(&env, pop3s(dovecot, &user).password_command(&command)).write(&env);
     assert_eq!(env.run(&["fetch"]).code, 0);
-    env.write_config(&config.replace(&format!("echo {}", user.password), "exit 1"));
+    config(&env, pop3s(dovecot, &user).password_command("exit 1")).write(&env);
     let out = env.run(&["fetch"]);
     assert_eq!(out.code, 3, "{}", out.stderr);
     assert!(out.stderr.contains("password_command"), "{}", out.stderr);
@@ -245,26 +215,19 @@ fn starttls_against_dovecot_and_plaintext_needs_consent() {
     let user = dovecot.new_user();
     dovecot.add_message(&user, "INBOX", b"Subject: x\n\nbody\n");
     let env = Env::new();
-    let base = pop3_config(&env, dovecot, &user, "");
-    let starttls = base.replace(
-        &format!("port = {}", dovecot.pop3s),
-        &format!("port = {}\ntls = \"starttls\"", dovecot.pop3),
-    );
-    env.write_config(&starttls);
+    let base = pop3s(dovecot, &user).port(dovecot.pop3);
+    config(&env, base.clone().tls("starttls")).write(&env);
     let out = env.run(&["-vv", "fetch"]);
     assert_eq!(out.code, 0, "{}", out.stderr);
     assert!(out.stderr.contains("C: STLS"), "{}", out.stderr);
 
-    let plain = base.replace(
-        &format!("port = {}", dovecot.pop3s),
-        &format!("port = {}\ntls = \"none\"", dovecot.pop3),
-    );
-    env.write_config(&plain);
+    let plain = base.tls("none");
+    config(&env, plain.clone()).write(&env);
     let out = env.run(&["fetch"]);
     assert_eq!(out.code, 5, "{}", out.stderr);
     assert!(out.stderr.contains("allow_plaintext"), "{}", out.stderr);
     assert!(out.stderr.contains("config.toml:"), "{}", out.stderr);
-    env.write_config(&plain.replace("tls = \"none\"", "tls = \"none\"\nallow_plaintext = true"));
+    config(&env, plain.allow_plaintext()).write(&env);
     assert_eq!(env.run(&["fetch"]).code, 1);
 }
 
@@ -274,22 +237,21 @@ fn certificates_are_verified_unless_pinned() {
     let user = dovecot.new_user();
     dovecot.add_message(&user, "INBOX", b"Subject: x\n\nbody\n");
     let env = Env::new();
-    let base = pop3_config(&env, dovecot, &user, "");
-    let no_ca = base.replace(
-        &format!("ca_file = \"{}\"\n", dovecot.cert_pem.display()),
-        "",
-    );
-    env.write_config(&no_ca);
+    let no_ca = pop3s(dovecot, &user).no_ca_file();
+    config(&env, no_ca.clone()).write(&env);
     let out = env.run(&["fetch"]);
     assert_eq!(out.code, 2, "untrusted certificate: {}", out.stderr);
     assert!(out.stderr.contains("TLS"), "{}", out.stderr);
 
     // A wrong pin fails and shows the real fingerprint; the right one works.
     let wrong = format!("sha256:{}", ["00"; 32].join(":"));
-    env.write_config(&no_ca.replace(
-        "deliver_to",
-        &format!("fingerprint = \"{wrong}\"\ndeliver_to"),
-    ));
+    let pinned = |pin: &str| {
+        config(
+            &env,
+            no_ca.clone().line(&format!("fingerprint = \"{pin}\"")),
+        )
+    };
+    pinned(&wrong).write(&env);
     let out = env.run(&["fetch"]);
     assert_eq!(out.code, 2, "{}", out.stderr);
     let actual = out
@@ -299,10 +261,7 @@ fn certificates_are_verified_unless_pinned() {
         .expect("mismatch shows the fingerprint")
         .trim()
         .to_string();
-    env.write_config(&no_ca.replace(
-        "deliver_to",
-        &format!("fingerprint = \"{actual}\"\ndeliver_to"),
-    ));
+    pinned(&actual).write(&env);
     let out = env.run(&["fetch"]);
     assert_eq!(out.code, 0, "{}", out.stderr);
 }
@@ -346,7 +305,7 @@ fn max_size_leaves_big_messages_and_says_so_once() {
     dovecot.add_message(&user, "INBOX", b"Subject: small\n\nbody\n");
     dovecot.add_message(&user, "INBOX", &corpus::big(300_000));
     let env = Env::new();
-    env.write_config(&pop3_config(&env, dovecot, &user, "max_size = \"100KB\""));
+    config(&env, pop3s(dovecot, &user).line("max_size = \"100KB\"")).write(&env);
     let out = env.run(&["fetch"]);
     assert_eq!(out.code, 0, "{}", out.stderr);
     assert!(out.stderr.contains("over max_size"), "{}", out.stderr);
@@ -418,7 +377,7 @@ fn a_held_account_lock_exits_8() {
     let dovecot = Dovecot::shared();
     let user = dovecot.new_user();
     let env = Env::new();
-    env.write_config(&pop3_config(&env, dovecot, &user, ""));
+    config(&env, pop3s(dovecot, &user)).write(&env);
     let locks = env.path("state").join("locks");
     std::fs::create_dir_all(&locks).unwrap();
     let lock = std::fs::File::create(locks.join("acct.lock")).unwrap();
@@ -432,29 +391,11 @@ fn a_held_account_lock_exits_8() {
 
 // ---- scripted servers: what Dovecot will not do ----
 
-/// A config pointing at a fake server on `port` with the given TLS mode.
-fn fake_config(env: &Env, port: u16, tls: &str) -> String {
-    format!(
-        r#"[general]
-state_dir = "{state}"
-[[account]]
-name = "fake"
-protocol = "pop3"
-host = "localhost"
-port = {port}
-tls = "{tls}"
-allow_plaintext = true
-user = "u"
-password = "topsecret"
-timeout = "5s"
-deliver_to = ["home"]
-[destination.home]
-type = "maildir"
-path = "{maildir}"
-"#,
-        state = env.path("state").display(),
-        maildir = env.path("Maildir").display(),
-    )
+/// The account `fake` for a fake server on `port` with the given TLS mode.
+fn fake(port: u16, tls: &str) -> AccountBuilder {
+    AccountBuilder::fake("fake", "pop3", port)
+        .tls(tls)
+        .allow_plaintext()
 }
 
 fn assert_no_credentials(server: &FakeServer) {
@@ -503,7 +444,7 @@ fn starttls_missing_refused_or_injected_sends_no_credentials() {
     for (what, script) in scripts {
         let server = FakeServer::start(script);
         let env = Env::new();
-        env.write_config(&fake_config(&env, server.port(), "starttls"));
+        ConfigBuilder::single(&env, fake(server.port(), "starttls")).write(&env);
         let out = env.run(&["fetch"]);
         assert_eq!(out.code, 2, "{what}: {}", out.stderr);
         assert!(
@@ -556,7 +497,7 @@ fn dropped_connection_mid_message_loses_nothing() {
     ]);
     let server = FakeServer::start(script);
     let env = Env::new();
-    env.write_config(&fake_config(&env, server.port(), "none"));
+    ConfigBuilder::single(&env, fake(server.port(), "none")).write(&env);
     let out = env.run(&["fetch"]);
     assert_eq!(out.code, 2, "{}", out.stderr);
     assert!(out.stderr.contains("account fake"), "{}", out.stderr);
@@ -579,7 +520,7 @@ fn endless_line_is_a_bounded_protocol_error() {
     ]);
     let server = FakeServer::start(script);
     let env = Env::new();
-    env.write_config(&fake_config(&env, server.port(), "none"));
+    ConfigBuilder::single(&env, fake(server.port(), "none")).write(&env);
     let out = env.run(&["fetch"]);
     assert_eq!(out.code, 4, "{}", out.stderr);
     assert!(out.stderr.contains("longer than"), "{}", out.stderr);
@@ -604,7 +545,7 @@ fn refused_dele_is_reported_and_retried_next_run() {
     ]);
     let server = FakeServer::start(script);
     let env = Env::new();
-    env.write_config(&fake_config(&env, server.port(), "none"));
+    ConfigBuilder::single(&env, fake(server.port(), "none")).write(&env);
     let out = env.run(&["fetch"]);
     assert_eq!(out.code, 7, "{}", out.stderr);
     assert!(out.stderr.contains("DELE 1"), "{}", out.stderr);
@@ -620,7 +561,7 @@ fn refused_dele_is_reported_and_retried_next_run() {
         Step::Send(b"+OK bye\r\n".to_vec()),
     ]);
     let server = FakeServer::start(next);
-    env.write_config(&fake_config(&env, server.port(), "none"));
+    ConfigBuilder::single(&env, fake(server.port(), "none")).write(&env);
     let out = env.run(&["fetch"]);
     assert_eq!(out.code, 1, "{}", out.stderr);
     assert_eq!(env.maildir_messages(env.path("Maildir")).len(), 2);
@@ -636,10 +577,7 @@ fn no_uidl_works_in_delete_mode_and_is_refused_in_keep_mode() {
     ]);
     let server = FakeServer::start(script);
     let env = Env::new();
-    env.write_config(
-        &(fake_config(&env, server.port(), "none")
-            .replace("deliver_to", "keep = true\ndeliver_to")),
-    );
+    ConfigBuilder::single(&env, fake(server.port(), "none").keep(true)).write(&env);
     let out = env.run(&["fetch"]);
     assert_eq!(out.code, 4, "{}", out.stderr);
     assert!(out.stderr.contains("UIDL"), "{}", out.stderr);
@@ -659,7 +597,7 @@ fn no_uidl_works_in_delete_mode_and_is_refused_in_keep_mode() {
         Step::Send(b"+OK bye\r\n".to_vec()),
     ]);
     let server = FakeServer::start(script);
-    env.write_config(&fake_config(&env, server.port(), "none"));
+    ConfigBuilder::single(&env, fake(server.port(), "none")).write(&env);
     let out = env.run(&["fetch"]);
     assert_eq!(out.code, 0, "{}", out.stderr);
     assert_eq!(env.maildir_messages(env.path("Maildir")).len(), 2);
@@ -726,7 +664,7 @@ fn scram_liar_pop3() -> (u16, std::thread::JoinHandle<Vec<String>>) {
 fn scram_server_with_a_wrong_signature_is_not_trusted() {
     let (port, server) = scram_liar_pop3();
     let env = Env::new();
-    env.write_config(&fake_config(&env, port, "none"));
+    ConfigBuilder::single(&env, fake(port, "none")).write(&env);
     let out = env.run(&["-vv", "fetch"]);
     assert_eq!(out.code, 3, "{}", out.stderr);
     assert!(out.stderr.contains("signature"), "{}", out.stderr);
@@ -776,7 +714,7 @@ fn a_reused_uidl_after_a_completed_quit_is_a_new_message() {
     second.extend(dele_and_quit(&[1]));
     for script in [first, second] {
         let server = FakeServer::start(script);
-        env.write_config(&fake_config(&env, server.port(), "none"));
+        ConfigBuilder::single(&env, fake(server.port(), "none")).write(&env);
         let out = env.run(&["fetch"]);
         assert_eq!(out.code, 0, "{}", out.stderr);
         assert!(server.settle(Duration::from_secs(10)));
@@ -802,7 +740,7 @@ fn a_seen_uidl_with_another_size_is_fetched_not_deleted() {
         Step::Close,
     ]);
     let server = FakeServer::start(first);
-    env.write_config(&fake_config(&env, server.port(), "none"));
+    ConfigBuilder::single(&env, fake(server.port(), "none")).write(&env);
     let out = env.run(&["fetch"]);
     assert_ne!(out.code, 1, "{}", out.stderr);
     assert_eq!(env.maildir_messages(env.path("Maildir")).len(), 1);
@@ -811,7 +749,7 @@ fn a_seen_uidl_with_another_size_is_fetched_not_deleted() {
     second.extend(retr(1, "another message under the same id"));
     second.extend(dele_and_quit(&[1]));
     let server = FakeServer::start(second);
-    env.write_config(&fake_config(&env, server.port(), "none"));
+    ConfigBuilder::single(&env, fake(server.port(), "none")).write(&env);
     let out = env.run(&["fetch"]);
     assert_eq!(out.code, 0, "{}", out.stderr);
     assert!(server.settle(Duration::from_secs(10)));
@@ -846,10 +784,8 @@ fn shared_or_malformed_uidls_are_not_ids() {
         second.extend(dele_and_quit(&[1]));
         for (i, script) in [first, second].into_iter().enumerate() {
             let server = FakeServer::start(script);
-            env.write_config(
-                &fake_config(&env, server.port(), "none")
-                    .replace("deliver_to", "fetch_limit = 1\ndeliver_to"),
-            );
+            let account = fake(server.port(), "none").line("fetch_limit = 1");
+            ConfigBuilder::single(&env, account).write(&env);
             let out = env.run(&["fetch"]);
             assert!(
                 out.code == 0 || out.code == 13,

@@ -8,7 +8,7 @@ use std::fs;
 use std::path::Path;
 
 use crate::support::dovecot::Dovecot;
-use crate::support::Env;
+use crate::support::{AccountBuilder, ConfigBuilder, Env};
 
 fn fixture(name: &str) -> Vec<u8> {
     let path = Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -58,31 +58,17 @@ fn messages_as_mtas_write_them_route_and_only_a_real_loop_stays() {
     }
     let env = Env::new();
     let files = env.path("files");
-    env.write_config(&format!(
-        r#"[general]
-state_dir = "{state}"
-add_received = false
-[[account]]
-name = "domain"
-protocol = "pop3"
-host = "localhost"
-port = {port}
-ca_file = "{ca}"
-user = "{user}"
-password = "{password}"
-deliver_to = ["files"]
-multidrop = {{ local_domains = ["kroon.co.za"] }}
-[destination.files]
-type = "directory"
-path = "{files}/%U"
-"#,
-        state = env.path("state").display(),
-        port = dovecot.pop3s,
-        ca = dovecot.cert_pem.display(),
-        user = user.name,
-        password = user.password,
-        files = files.display(),
-    ));
+    let account = AccountBuilder::dovecot_pop3s("domain", dovecot, &user)
+        .line(r#"multidrop = { local_domains = ["kroon.co.za"] }"#)
+        .deliver_to(&["files"]);
+    ConfigBuilder::new(&env)
+        .general("add_received = false")
+        .account(account)
+        .destination(
+            "files",
+            &format!("type = \"directory\"\npath = \"{}/%U\"", files.display()),
+        )
+        .write(&env);
     let out = env.run(&["-q", "fetch"]);
     assert_eq!(out.code, 0, "{}", out.stderr);
     // The real loop is reported even with -q; nothing else is a loop.

@@ -13,48 +13,25 @@ use support::dovecot::{Dovecot, User};
 use support::proxy::CountingProxy;
 use support::smtpsink::SmtpSink;
 use support::sorted;
-use support::Env;
+use support::{AccountBuilder, ConfigBuilder, Env};
 
-/// One POP3 account (plain, through `port`) delivering to `deliver_to`,
-/// plus `extra` tables.
-fn config(
-    env: &Env,
-    user: &User,
-    port: u16,
-    deliver_to: &str,
-    general: &str,
-    extra: &str,
-) -> String {
-    format!(
-        r#"[general]
-state_dir = "{state}"
-hostname = "spool.test"
-{general}
-
-[[account]]
-name = "acct"
-protocol = "pop3"
-host = "127.0.0.1"
-port = {port}
-tls = "none"
-allow_plaintext = true
-user = "{user}"
-password = "{password}"
-add_received = false
-deliver_to = [{deliver_to}]
-
-{extra}
-"#,
-        state = env.path("state").display(),
-        user = user.name,
-        password = user.password,
-    )
+/// One POP3 account (plain, through `port`) delivering to `deliver_to`;
+/// add the destinations.
+fn config(env: &Env, user: &User, port: u16, deliver_to: &[&str]) -> ConfigBuilder {
+    let account = AccountBuilder::new("acct", "pop3", "127.0.0.1")
+        .port(port)
+        .plaintext()
+        .login(user)
+        .line("add_received = false")
+        .deliver_to(deliver_to);
+    ConfigBuilder::new(env)
+        .hostname("spool.test")
+        .account(account)
 }
 
-fn relay(port: u16) -> String {
-    format!(
-        "[destination.relay]\ntype = \"smtp\"\nhost = \"127.0.0.1\"\nport = {port}\ntls = \"none\"\nrecipient = \"jaco@example.org\"\n"
-    )
+/// Adds `relay`, an SMTP destination in clear on `port`.
+fn relay(config: ConfigBuilder, port: u16) -> ConfigBuilder {
+    config.smtp("relay", port, "jaco@example.org", "tls = \"none\"")
 }
 
 fn queue_ids(env: &Env) -> Vec<i64> {
@@ -82,14 +59,7 @@ fn a_relay_failing_after_data_costs_the_mailbox_once() {
     let sink = SmtpSink::start(&env.path("smtp"));
     sink.set_tempfail(true);
     let proxy = CountingProxy::start(dovecot.pop3);
-    env.write_config(&config(
-        &env,
-        &user,
-        proxy.port(),
-        "\"relay\"",
-        "",
-        &relay(sink.port),
-    ));
+    relay(config(&env, &user, proxy.port(), &["relay"]), sink.port).write(&env);
 
     // Three runs, as cron would do while the relay is down.
     let out = env.run(&["fetch"]);
@@ -145,19 +115,13 @@ fn partial_fan_out_retries_only_the_failed_destination() {
     let sink = SmtpSink::start(&env.path("smtp"));
     sink.set_tempfail(true);
     let maildir = env.path("Maildir");
-    let extra = format!(
-        "{}\n[destination.home]\ntype = \"maildir\"\npath = \"{}\"\n",
-        relay(sink.port),
-        maildir.display()
-    );
-    env.write_config(&config(
-        &env,
-        &user,
-        dovecot.pop3,
-        "\"home\", \"relay\"",
-        "retry_delay = \"1s\"\nretry_max_delay = \"1s\"",
-        &extra,
-    ));
+    relay(
+        config(&env, &user, dovecot.pop3, &["home", "relay"]),
+        sink.port,
+    )
+    .maildir("home", &maildir)
+    .general("retry_delay = \"1s\"\nretry_max_delay = \"1s\"")
+    .write(&env);
     env.run(&["fetch"]).expect_success();
     assert_eq!(env.maildir_messages(&maildir).len(), 1);
     let out = env.run(&["queue", "list", "--json"]);
@@ -180,12 +144,16 @@ fn partial_fan_out_retries_only_the_failed_destination() {
     );
 }
 
-/// An MDA that keeps each bounce and its envelope under `dir`.
-fn bounce_catcher(dir: &std::path::Path) -> String {
+/// Adds `bounces`, an MDA that keeps each bounce and its envelope under
+/// `dir`.
+fn bounce_catcher(config: ConfigBuilder, dir: &std::path::Path) -> ConfigBuilder {
     fs::create_dir_all(dir).unwrap();
-    format!(
-        "[destination.bounces]\ntype = \"mda\"\ncommand = [\"/bin/sh\", \"-c\", \"cat > {d}/$$.eml; printf '%s|%s' \\\"$MAILRETR_SENDER\\\" \\\"$MAILRETR_RECIPIENT\\\" > {d}/$$.env\"]\n",
-        d = dir.display()
+    config.destination(
+        "bounces",
+        &format!(
+            "type = \"mda\"\ncommand = [\"/bin/sh\", \"-c\", \"cat > {d}/$$.eml; printf '%s|%s' \\\"$MAILRETR_SENDER\\\" \\\"$MAILRETR_RECIPIENT\\\" > {d}/$$.env\"]",
+            d = dir.display()
+        ),
     )
 }
 
@@ -211,16 +179,9 @@ fn old_entries_bounce_as_dsn_and_null_sender_goes_to_postmaster() {
     let sink = SmtpSink::start(&env.path("smtp"));
     sink.set_tempfail(true);
     let bounces = env.path("bounces");
-    let extra = format!("{}\n{}", relay(sink.port), bounce_catcher(&bounces));
     let general = "retry_delay = \"1s\"\nretry_max_delay = \"1s\"\nspool_max_age = \"2s\"\nbounce_via = \"bounces\"\npostmaster = \"postmaster@example.org\"\nbounce_from = \"MAILER-DAEMON@spool.test\"";
-    env.write_config(&config(
-        &env,
-        &user,
-        dovecot.pop3,
-        "\"relay\"",
-        general,
-        &extra,
-    ));
+    let config = relay(config(&env, &user, dovecot.pop3, &["relay"]), sink.port);
+    bounce_catcher(config.general(general), &bounces).write(&env);
     env.run(&["fetch"]).expect_success();
     assert_eq!(queue_ids(&env).len(), 2);
     env.run_later(3, &["fetch"]).expect_code(1);
@@ -298,14 +259,7 @@ fn queue_delete_needs_yes_without_a_terminal() {
     let env = Env::new();
     let sink = SmtpSink::start(&env.path("smtp"));
     sink.set_tempfail(true);
-    env.write_config(&config(
-        &env,
-        &user,
-        dovecot.pop3,
-        "\"relay\"",
-        "",
-        &relay(sink.port),
-    ));
+    relay(config(&env, &user, dovecot.pop3, &["relay"]), sink.port).write(&env);
     env.run(&["fetch"]).expect_success();
     let ids = queue_ids(&env);
     assert_eq!(ids.len(), 1);
@@ -325,11 +279,9 @@ fn a_damaged_state_database_is_an_error_not_a_refetch() {
     dovecot.add_message(&user, "INBOX", b"Subject: keep me\n\nx\n");
     let env = Env::new();
     let maildir = env.path("Maildir");
-    let extra = format!(
-        "[destination.home]\ntype = \"maildir\"\npath = \"{}\"\n",
-        maildir.display()
-    );
-    env.write_config(&config(&env, &user, dovecot.pop3, "\"home\"", "", &extra));
+    config(&env, &user, dovecot.pop3, &["home"])
+        .maildir("home", &maildir)
+        .write(&env);
     fs::create_dir_all(env.path("state")).unwrap();
     fs::write(env.path("state").join("state.db"), vec![0x42u8; 16384]).unwrap();
     let out = env.run(&["fetch"]);

@@ -15,70 +15,32 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use support::delivered;
-use support::{Dovecot, Env, User};
+use support::{AccountBuilder, ConfigBuilder, Dovecot, Env, User};
 
 /// How long any single expected event may take before the test fails.
 const PATIENCE: Duration = Duration::from_secs(30);
 
-fn imap_account(env: &Env, dovecot: &Dovecot, name: &str, user: &User, extra: &str) -> String {
-    format!(
-        r#"
-[[account]]
-name = "{name}"
-protocol = "imap"
-host = "localhost"
-port = {port}
-ca_file = "{ca}"
-user = "{user}"
-password = "{password}"
-add_received = false
-deliver_to = ["{name}"]
-{extra}
-
-[destination.{name}]
-type = "maildir"
-path = "{maildir}"
-"#,
-        port = dovecot.imaps,
-        ca = dovecot.cert_pem.display(),
-        user = user.name,
-        password = user.password,
-        maildir = maildir(env, name).display(),
-    )
+/// An IMAPS account `name` on `dovecot`, without `Received:` headers.
+fn imap(dovecot: &Dovecot, name: &str, user: &User) -> AccountBuilder {
+    AccountBuilder::dovecot_imaps(name, dovecot, user).line("add_received = false")
 }
 
-fn pop3_account(env: &Env, dovecot: &Dovecot, name: &str, user: &User) -> String {
-    format!(
-        r#"
-[[account]]
-name = "{name}"
-protocol = "pop3"
-host = "localhost"
-port = {port}
-ca_file = "{ca}"
-user = "{user}"
-password = "{password}"
-add_received = false
-deliver_to = ["{name}"]
-
-[destination.{name}]
-type = "maildir"
-path = "{maildir}"
-"#,
-        port = dovecot.pop3s,
-        ca = dovecot.cert_pem.display(),
-        user = user.name,
-        password = user.password,
-        maildir = maildir(env, name).display(),
-    )
+/// A POP3S account `name` on `dovecot`, without `Received:` headers.
+fn pop3(dovecot: &Dovecot, name: &str, user: &User) -> AccountBuilder {
+    AccountBuilder::dovecot_pop3s(name, dovecot, user).line("add_received = false")
 }
 
-/// `[general]` with short watch intervals, so the tests are quick.
-fn general(env: &Env) -> String {
-    format!(
-        "[general]\nstate_dir = \"{}\"\nhostname = \"test.example\"\nidle_renew = \"5s\"\npoll_interval = \"1s\"\n",
-        env.path("state").display()
-    )
+/// `[general]` with short watch intervals, so the tests are quick, and
+/// each account delivering to its own Maildir.
+fn config(env: &Env, accounts: Vec<AccountBuilder>) -> ConfigBuilder {
+    let mut config = ConfigBuilder::new(env)
+        .hostname("test.example")
+        .general("idle_renew = \"5s\"\npoll_interval = \"1s\"");
+    for account in accounts {
+        let path = maildir(env, account.name());
+        config = config.account_to_maildir(account, path);
+    }
+    config
 }
 
 fn maildir(env: &Env, name: &str) -> PathBuf {
@@ -204,11 +166,7 @@ fn lmtp_mail_is_delivered_within_seconds_and_sigterm_exits_0() {
     let user = dovecot.new_user();
     // Waiting before watch starts: the catch-up fetch takes it.
     dovecot.add_message(&user, "INBOX", &message("early", 0));
-    env.write_config(&format!(
-        "{}{}",
-        general(&env),
-        imap_account(&env, dovecot, "a", &user, "")
-    ));
+    config(&env, vec![imap(dovecot, "a", &user)]).write(&env);
     let watch = Watch::start(&env, &[]);
     let inbox = maildir(&env, "a");
     wait_until(&watch, "catch-up", || has_subject(&inbox, "early 0"));
@@ -247,11 +205,7 @@ fn a_dovecot_restart_is_survived_and_mail_from_the_outage_caught_up() {
     let dovecot = Dovecot::start();
     let env = Env::new();
     let user = dovecot.new_user();
-    env.write_config(&format!(
-        "{}{}",
-        general(&env),
-        imap_account(&env, &dovecot, "r", &user, "")
-    ));
+    config(&env, vec![imap(&dovecot, "r", &user)]).write(&env);
     let watch = Watch::start(&env, &[]);
     let inbox = maildir(&env, "r");
     watch.wait_for_log("account r: INBOX: connected, idling", 1);
@@ -289,19 +243,12 @@ fn sighup_reload_adds_an_account_and_keeps_the_others_connected() {
     let env = Env::new();
     let first = dovecot.new_user();
     let second = dovecot.new_user();
-    let one = format!(
-        "{}{}",
-        general(&env),
-        imap_account(&env, dovecot, "one", &first, "")
-    );
-    env.write_config(&one);
+    config(&env, vec![imap(dovecot, "one", &first)]).write(&env);
     let watch = Watch::start(&env, &[]);
     watch.wait_for_log("account one: INBOX: connected, idling", 1);
 
-    env.write_config(&format!(
-        "{one}{}",
-        imap_account(&env, dovecot, "two", &second, "")
-    ));
+    let both = vec![imap(dovecot, "one", &first), imap(dovecot, "two", &second)];
+    config(&env, both).write(&env);
     watch.signal(libc::SIGHUP);
     watch.wait_for_log("config reloaded: 1 accounts kept, 1 started", 1);
     watch.wait_for_log("account two: INBOX: connected, idling", 1);
@@ -335,18 +282,10 @@ fn pop3_and_folders_over_the_idle_limit_are_polled() {
     let imap_user = dovecot.new_user();
     // Create the second folder before watch looks for folders.
     dovecot.add_message(&imap_user, "Other", &message("other", 0));
-    env.write_config(&format!(
-        "{}{}{}",
-        general(&env),
-        pop3_account(&env, dovecot, "pop", &pop_user),
-        imap_account(
-            &env,
-            dovecot,
-            "imap",
-            &imap_user,
-            "folders = [\"INBOX\", \"Other\"]\nmax_idle_connections = 1"
-        )
-    ));
+    let two_folders = imap(dovecot, "imap", &imap_user)
+        .line(r#"folders = ["INBOX", "Other"]"#)
+        .line("max_idle_connections = 1");
+    config(&env, vec![pop3(dovecot, "pop", &pop_user), two_folders]).write(&env);
     let watch = Watch::start(&env, &[]);
     watch.wait_for_log("account imap: INBOX: connected, idling", 1);
     watch.wait_for_log("1 folders over max_idle_connections = 1", 1);

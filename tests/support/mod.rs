@@ -1,13 +1,15 @@
 //! Support library for mailretr's integration tests: a real throwaway
 //! Dovecot ([`dovecot`]), a scripted fake server for hostile or broken
-//! peers ([`fake`]), deterministic test messages ([`corpus`]), and [`Env`],
+//! peers ([`fake`]), deterministic test messages ([`corpus`]), [`Env`],
 //! which runs the real `mailretr` binary with its own HOME and XDG
-//! directories so tests never touch the user's files or each other's.
+//! directories so tests never touch the user's files or each other's, and
+//! [`ConfigBuilder`], which writes its `config.toml` ([`config`]).
 //!
 //! Use it from a test file in `tests/` with `mod support;`.
 
 #![allow(dead_code)]
 
+pub mod config;
 pub mod corpus;
 pub mod dovecot;
 pub mod fake;
@@ -16,6 +18,8 @@ pub mod slowlink;
 pub mod smtpd;
 pub mod smtpsink;
 
+#[allow(unused_imports)]
+pub use config::{AccountBuilder, ConfigBuilder};
 #[allow(unused_imports)]
 pub use dovecot::{Dovecot, User};
 #[allow(unused_imports)]
