@@ -94,6 +94,8 @@ pub fn line(label: &str, side: Side, text: &str) {
     log::trace!("{label}: {mark}: {text}");
     if let Some(file) = file_for(label) {
         let stamp = chrono::Local::now().format("%Y-%m-%dT%H:%M:%S%.3f%:z");
+        // Server text with terminal escapes is escaped in the file too.
+        let text = crate::message::escape(text);
         let _ = (&*file).write_all(format!("{stamp} {mark}: {text}\n").as_bytes());
     }
 }
