@@ -20,7 +20,7 @@ pub type Password = zeroize::Zeroizing<String>;
 /// comes from.
 pub fn resolve(secret: &Secret) -> Result<Option<Password>> {
     match secret {
-        Secret::Literal(p) => Ok(Some(Password::new(p.clone()))),
+        Secret::Literal(p) => Ok(Some(p.clone())),
         Secret::None => Ok(None),
         Secret::Command(cmd) => run_command(cmd).map(Some),
     }

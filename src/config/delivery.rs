@@ -355,7 +355,7 @@ pub(super) fn validate_destination(
                 &key("password_command"),
                 "give either password or password_command, not both",
             )),
-            (Some(p), None) => Ok(Secret::Literal(p.get_ref().clone())),
+            (Some(p), None) => Ok(Secret::Literal(p.get_ref().clone().into())),
             (None, Some(c)) => Ok(Secret::Command(c.get_ref().clone())),
             (None, None) => Ok(Secret::None),
         }

@@ -139,8 +139,9 @@ impl fmt::Display for AuthMech {
 /// made, so a `password_command` runs fresh each time.
 #[derive(Clone, PartialEq, Eq)]
 pub enum Secret {
-    /// Written in the config file (or given in `MAILRETR_PASSWORD`).
-    Literal(String),
+    /// Written in the config file (or given in `MAILRETR_PASSWORD`);
+    /// wiped from memory when the config is dropped.
+    Literal(zeroize::Zeroizing<String>),
     /// The first line of this shell command's output.
     Command(String),
     /// No password configured.
@@ -809,7 +810,7 @@ fn validate_account(
                 "give either password or password_command, not both",
             ))
         }
-        (Some(p), None) => Secret::Literal(p.get_ref().clone()),
+        (Some(p), None) => Secret::Literal(p.get_ref().clone().into()),
         (None, Some(c)) => Secret::Command(c.get_ref().clone()),
         (None, None) => Secret::None,
     };
@@ -1136,7 +1137,9 @@ pub fn from_url(url: &str, to: &str, password: Option<String>, keep: bool) -> Re
                 timeout: Duration::from_secs(60),
             },
             user,
-            secret: password.map(Secret::Literal).unwrap_or(Secret::None),
+            secret: password
+                .map(|p| Secret::Literal(p.into()))
+                .unwrap_or(Secret::None),
             auth: AuthMech::DEFAULT_ORDER.to_vec(),
             auth_explicit: false,
             folders,
