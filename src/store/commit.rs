@@ -259,16 +259,7 @@ impl State {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn msg(uid: &str) -> RemoteMessage {
-        RemoteMessage {
-            folder: "INBOX".into(),
-            uid: Some(uid.into()),
-            uidvalidity: None,
-            size: 10,
-            number: 1,
-        }
-    }
+    use crate::store::tests::msg;
 
     fn outcome(uid: &str, disposition: Disposition) -> Outcome {
         Outcome {

@@ -735,18 +735,6 @@ impl State {
         tx.commit().map_err(|e| wrap(&path, e))
     }
 
-    /// UIDs recorded as refused (or as loops) under a delivery config
-    /// other than `fingerprint`, to be looked at again.
-    fn stale_refusals(
-        &self,
-        account: &str,
-        folder: &str,
-        uidvalidity: u32,
-        fingerprint: &str,
-    ) -> Result<Vec<u32>> {
-        self.refused_uids(account, folder, uidvalidity, fingerprint, false)
-    }
-
     /// UIDs recorded as refused (or as loops) under `fingerprint`
     /// (`current`), or under any other (`!current`).
     fn refused_uids(
@@ -950,6 +938,31 @@ impl State {
     }
 }
 
+impl StateSeenIndex<'_> {
+    /// The oversized UIDs of a folder and those refused under the current
+    /// delivery config (`current`) or under another one.
+    fn oversized_and_refused(
+        &self,
+        folder: &str,
+        uidvalidity: u32,
+        current: bool,
+    ) -> Result<Vec<u32>> {
+        let mut uids = self
+            .state
+            .oversized_uids(self.account, folder, uidvalidity)?;
+        uids.extend(self.state.refused_uids(
+            self.account,
+            folder,
+            uidvalidity,
+            self.fingerprint,
+            current,
+        )?);
+        uids.sort_unstable();
+        uids.dedup();
+        Ok(uids)
+    }
+}
+
 /// The state store seen through the `SeenIndex` a source consults.
 pub struct StateSeenIndex<'a> {
     state: &'a mut State,
@@ -983,32 +996,11 @@ impl SeenIndex for StateSeenIndex<'_> {
     fn oversized_uids(&mut self, folder: &str, uidvalidity: u32) -> Result<Vec<u32>> {
         // Refusals under an older delivery config are looked at again the
         // same way: by UID, below the folder's last_uid.
-        let mut uids = self
-            .state
-            .oversized_uids(self.account, folder, uidvalidity)?;
-        uids.extend(self.state.stale_refusals(
-            self.account,
-            folder,
-            uidvalidity,
-            self.fingerprint,
-        )?);
-        uids.sort_unstable();
-        uids.dedup();
-        Ok(uids)
+        self.oversized_and_refused(folder, uidvalidity, false)
     }
 
     fn passed_uids(&mut self, folder: &str, uidvalidity: u32) -> Result<Vec<u32>> {
-        let mut uids = self
-            .state
-            .oversized_uids(self.account, folder, uidvalidity)?;
-        uids.extend(self.state.refused_uids(
-            self.account,
-            folder,
-            uidvalidity,
-            self.fingerprint,
-            true,
-        )?);
-        Ok(uids)
+        self.oversized_and_refused(folder, uidvalidity, true)
     }
 
     fn seen_fingerprints(
@@ -1025,7 +1017,9 @@ impl SeenIndex for StateSeenIndex<'_> {
 mod tests {
     use super::*;
 
-    fn msg(uid: &str) -> RemoteMessage {
+    /// A POP3 message in INBOX with this UIDL (shared by the store's
+    /// tests).
+    pub(crate) fn msg(uid: &str) -> RemoteMessage {
         RemoteMessage {
             folder: "INBOX".into(),
             uid: Some(uid.into()),
