@@ -326,9 +326,10 @@ fn fetch_command(cli: &Cli, args: &FetchArgs) -> anyhow::Result<ExitCode> {
                 ))
             })?;
             // Checked (a password in the URL refused) before one is asked for.
-            config::from_url(url, to, None, args.keep)?;
-            let password = ad_hoc_password(url)?;
-            let mut config = config::from_url(url, to, password, args.keep)?;
+            let mut config = config::from_url(url, to, args.keep)?;
+            config.accounts[0].secret = ad_hoc_password(url)?
+                .map(|p| Secret::Literal(p.into()))
+                .unwrap_or(Secret::None);
             if let Some(path) = &cli.config {
                 // A config file may still provide [general] (state_dir, hostname).
                 config.general = config::load(path)?.general;

@@ -1039,11 +1039,6 @@ pub fn parse_fingerprint(s: &str) -> Option<Vec<u8>> {
         .collect()
 }
 
-/// Builds the config for an ad-hoc run such as
-/// `mailretr fetch pop3s://me@pop.example.com --to ~/Maildir`.
-///
-/// `pop3s`/`imaps` use implicit TLS; `pop3`/`imap` require STARTTLS. The
-/// password is given by the caller (from `MAILRETR_PASSWORD` or a prompt).
 /// `url` with any password in its user-info replaced by `***`, for
 /// messages (a URL that does not parse is redacted the same way).
 pub fn redact_url(url: &str) -> String {
@@ -1059,7 +1054,13 @@ pub fn redact_url(url: &str) -> String {
     }
 }
 
-pub fn from_url(url: &str, to: &str, password: Option<String>, keep: bool) -> Result<Config> {
+/// Builds the config for an ad-hoc run such as
+/// `mailretr fetch pop3s://me@pop.example.com --to ~/Maildir`.
+///
+/// `pop3s`/`imaps` use implicit TLS; `pop3`/`imap` require STARTTLS. The
+/// password is set by the caller (from `MAILRETR_PASSWORD` or a prompt);
+/// one in the URL is refused, and never echoed.
+pub fn from_url(url: &str, to: &str, keep: bool) -> Result<Config> {
     let parsed = url::Url::parse(url);
     // From here on, only the redacted text is spoken of.
     let shown = redact_url(url);
@@ -1137,9 +1138,9 @@ pub fn from_url(url: &str, to: &str, password: Option<String>, keep: bool) -> Re
                 timeout: Duration::from_secs(60),
             },
             user,
-            secret: password
-                .map(|p| Secret::Literal(p.into()))
-                .unwrap_or(Secret::None),
+            // Set by the caller (MAILRETR_PASSWORD or a prompt), never
+            // from the URL.
+            secret: Secret::None,
             auth: AuthMech::DEFAULT_ORDER.to_vec(),
             auth_explicit: false,
             folders,
@@ -1188,7 +1189,7 @@ mod tests {
 
     #[test]
     fn a_password_in_a_url_is_refused_and_never_echoed() {
-        let e = from_url("pop3s://me:hunter2@pop.example.com", "/tmp/M", None, false).unwrap_err();
+        let e = from_url("pop3s://me:hunter2@pop.example.com", "/tmp/M", false).unwrap_err();
         let text = e.to_string();
         assert!(!text.contains("hunter2"), "{text}");
         assert!(text.contains("MAILRETR_PASSWORD"), "{text}");
@@ -1197,7 +1198,7 @@ mod tests {
             "imaps://me:***@h.example/INBOX"
         );
         assert_eq!(redact_url("pop3s://me@h"), "pop3s://me@h");
-        let e = from_url("pop3s://me:hunter2@[bad", "/tmp/M", None, false).unwrap_err();
+        let e = from_url("pop3s://me:hunter2@[bad", "/tmp/M", false).unwrap_err();
         assert!(!e.to_string().contains("hunter2"), "{e}");
     }
 
@@ -1352,15 +1353,15 @@ path = "/tmp/Maildir"
 
     #[test]
     fn url_accounts() {
-        let c = from_url("pop3s://me%40x@pop.example.com", "/tmp/M", None, true).unwrap();
+        let c = from_url("pop3s://me%40x@pop.example.com", "/tmp/M", true).unwrap();
         let a = &c.accounts[0];
         assert_eq!(a.user, "me@x");
         assert_eq!(a.server.port, 995);
         assert!(a.keep);
-        let c = from_url("imap://me@h:1143/Lists%2Fx", "/tmp/M", None, false).unwrap();
+        let c = from_url("imap://me@h:1143/Lists%2Fx", "/tmp/M", false).unwrap();
         assert_eq!(c.accounts[0].server.tls, TlsMode::Starttls);
         assert_eq!(c.accounts[0].folders, vec!["Lists/x"]);
-        assert!(from_url("http://me@h", "/tmp/M", None, false).is_err());
-        assert!(from_url("pop3s://h", "/tmp/M", None, false).is_err());
+        assert!(from_url("http://me@h", "/tmp/M", false).is_err());
+        assert!(from_url("pop3s://h", "/tmp/M", false).is_err());
     }
 }

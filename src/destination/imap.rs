@@ -84,7 +84,7 @@ impl ImapAppend {
             "x",
             c.server.host.trim_matches(|ch| ch == '[' || ch == ']')
         );
-        let mut account = config::from_url(&url, "/", None, true)
+        let mut account = config::from_url(&url, "/", true)
             .map_err(|e| self.fail(e.to_string(), Failure::Local))?
             .accounts
             .remove(0);

@@ -338,10 +338,6 @@ impl Destination for Lmtp {
         &self.name
     }
 
-    fn checks_envelope(&self) -> bool {
-        true
-    }
-
     fn recipients(&self, envelope: &Envelope) -> Vec<String> {
         self.effective_recipients(envelope)
     }

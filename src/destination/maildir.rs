@@ -168,10 +168,6 @@ impl Destination for Maildir {
         report
     }
 
-    fn can_defer_sync(&self) -> bool {
-        true
-    }
-
     fn group_commit(&mut self) -> Option<&mut dyn GroupCommit> {
         Some(self)
     }
@@ -371,7 +367,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path().join("Mail");
         let mut md = Maildir::new("home", root.clone(), "h");
-        assert!(md.can_defer_sync());
+        assert!(md.group_commit().is_some());
         md.defer_sync();
         md.deliver(&Envelope::default(), b"Subject: x\n\n1\n")
             .unwrap();

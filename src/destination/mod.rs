@@ -6,15 +6,14 @@
 //!
 //! Results are per destination and, where the protocol says so, per
 //! recipient: `deliver` returns `Err` when the message as a whole failed
-//! (`Error::is_transient` says whether trying again later could help), or
-//! a `DeliveryReport` listing the recipients that took it and those that
-//! refused it, each refusal with its own transient-or-permanent error
-//! (LMTP answers once per recipient after DATA; SMTP refuses single
-//! recipients at RCPT TO). The retry spool keeps exactly the refusals
-//! that were transient.
+//! (`Error::failure` says whether it was temporary, refused for good, or a
+//! local fault), or a `DeliveryReport` listing the recipients that took
+//! it and those that did not, each with its own error (LMTP answers once
+//! per recipient after DATA; SMTP refuses single recipients at RCPT TO).
+//! `crate::run::verdict` decides from these what becomes of the message.
 //!
 //! Headers first: a destination that checks the envelope before it takes
-//! the body (SMTP, LMTP: `checks_envelope`) splits delivery in two.
+//! the body (SMTP, LMTP: `envelope_check`) splits delivery in two.
 //! `begin` opens the transaction (MAIL FROM with SIZE, RCPT TO for every
 //! recipient) and reports who was accepted; only if anyone was does the
 //! fetch loop download the body and call `finish`; otherwise it calls
@@ -87,9 +86,10 @@ impl DeliveryReport {
         self.refused.iter().filter(|r| r.error.is_transient())
     }
 
-    /// The refusals that will not.
+    /// The refusals for good (a local fault is neither: see
+    /// `Error::failure`).
     pub fn permanent(&self) -> impl Iterator<Item = &Refusal> {
-        self.refused.iter().filter(|r| !r.error.is_transient())
+        self.refused.iter().filter(|r| r.error.is_refusal())
     }
 }
 
@@ -136,16 +136,6 @@ pub trait Destination: Send {
     /// directory).
     fn crash_recovery(&mut self) -> Option<&mut dyn CrashRecovery> {
         None
-    }
-
-    /// Whether `envelope_check` is offered (without needing `&mut`).
-    fn checks_envelope(&self) -> bool {
-        false
-    }
-
-    /// Whether `group_commit` is offered (without needing `&mut`).
-    fn can_defer_sync(&self) -> bool {
-        false
     }
 }
 

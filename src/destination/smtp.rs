@@ -251,10 +251,6 @@ impl Destination for Smtp {
         &self.name
     }
 
-    fn checks_envelope(&self) -> bool {
-        true
-    }
-
     fn recipients(&self, envelope: &Envelope) -> Vec<String> {
         self.effective_recipients(envelope)
     }

@@ -299,8 +299,11 @@ impl<'a> AccountRun<'a> {
         // Headers first, when every destination checks the envelope
         // (SMTP, LMTP): only headers now; each body is downloaded only once
         // a destination has accepted a recipient.
-        let headers_first =
-            !self.destinations.is_empty() && self.destinations.iter().all(|d| d.checks_envelope());
+        let headers_first = !self.destinations.is_empty()
+            && self
+                .destinations
+                .iter_mut()
+                .all(|d| d.envelope_check().is_some());
         // Headers come HEADERS_AT_ONCE messages at a time, so what is kept
         // in memory is bounded whatever the server sends.
         let mut queue: VecDeque<RemoteMessage> = VecDeque::new();
@@ -327,8 +330,11 @@ impl<'a> AccountRun<'a> {
             self.source.retrieve(wanted)?;
         }
         // Group commit only where a crash inside a batch duplicates nothing.
-        let group =
-            !self.destinations.is_empty() && self.destinations.iter().all(|d| d.can_defer_sync());
+        let group = !self.destinations.is_empty()
+            && self
+                .destinations
+                .iter_mut()
+                .all(|d| d.group_commit().is_some());
         if group {
             for d in self.destinations.iter_mut() {
                 if let Some(g) = d.group_commit() {
@@ -511,15 +517,13 @@ impl<'a> AccountRun<'a> {
             Unopened::Local(e) => return Err(e),
             Unopened::Refused(why) => why,
         };
-        let (disposition, said) =
-            envelope::on_refused(self.config, self.account, envelope, header, &why);
-        let bounced = said.starts_with("bounced");
+        let refusal = envelope::on_refused(self.config, self.account, envelope, header, &why);
         self.decide(Pending {
             outcome: Outcome {
                 message: message.clone(),
                 message_id: message::header_value(header, "Message-ID"),
                 header_hash: Some(message::header_hash(header)),
-                disposition,
+                disposition: refusal.disposition,
                 owed: Vec::new(),
                 sender: envelope.sender.clone(),
                 bytes: Vec::new(),
@@ -527,16 +531,13 @@ impl<'a> AccountRun<'a> {
             counts: false,
             bytes: 0,
             warnings: vec![format!(
-                "{} refused before download ({} bytes saved): {why}; {said}",
+                "{} refused before download ({} bytes saved): {why}; {}",
                 describe(message),
-                message.size
+                message.size,
+                refusal.said
             )],
             alert: None,
-            audit: if bounced {
-                audit::Outcome::Bounced
-            } else {
-                audit::Outcome::Refused
-            },
+            audit: refusal.audit,
             detail: Some(why),
         })?;
         Ok(Opened::Decided)
@@ -625,15 +626,16 @@ impl<'a> AccountRun<'a> {
             }
             Verdict::Refused { why, owed, fault } => {
                 self.note_fault(fault);
-                let (disposition, said) =
+                let refusal =
                     envelope::on_refused(self.config, self.account, &envelope, &bytes, &why);
-                let warning = format!("{} was refused: {why}; {said}", describe(&remote));
-                let outcome = if said.starts_with("bounced") {
-                    audit::Outcome::Bounced
-                } else {
-                    audit::Outcome::Refused
-                };
-                (disposition, owed, vec![warning], outcome, Some(why))
+                let warning = format!("{} was refused: {why}; {}", describe(&remote), refusal.said);
+                (
+                    refusal.disposition,
+                    owed,
+                    vec![warning],
+                    refusal.audit,
+                    Some(why),
+                )
             }
         };
         let delivered_bytes = bytes.len() as u64;

@@ -1,6 +1,7 @@
 //! Whom a message is for (its envelope, from the account's routing), and
 //! what `on_refused` makes of a message refused for good.
 
+use crate::audit;
 use crate::config::{Account, Config, OnRefused};
 use crate::message::{self, Envelope};
 use crate::retry;
@@ -71,6 +72,16 @@ pub(crate) fn addressing(
     })
 }
 
+/// What `on_refused` made of a message refused for good.
+pub(crate) struct Disposed {
+    /// What is committed.
+    pub disposition: Disposition,
+    /// The words for it, for the report.
+    pub said: String,
+    /// What the audit log says of it.
+    pub audit: audit::Outcome,
+}
+
 /// How a message refused for good is disposed of, and the words for it.
 pub(crate) fn on_refused(
     config: &Config,
@@ -78,24 +89,33 @@ pub(crate) fn on_refused(
     envelope: &Envelope,
     headers: &[u8],
     why: &str,
-) -> (Disposition, String) {
+) -> Disposed {
+    let refusal = |disposition, said: String, audit| Disposed {
+        disposition,
+        said,
+        audit,
+    };
     match account.on_refused {
-        OnRefused::Keep => (
+        OnRefused::Keep => refusal(
             Disposition::RefusedKept(why.to_string()),
             "left on the server".into(),
+            audit::Outcome::Refused,
         ),
-        OnRefused::Delete => (
+        OnRefused::Delete => refusal(
             Disposition::Dropped(why.to_string()),
             "deleted (on_refused = \"delete\")".into(),
+            audit::Outcome::Refused,
         ),
         OnRefused::Bounce => match bounce(config, account, envelope, headers, why) {
-            Ok(()) => (
+            Ok(()) => refusal(
                 Disposition::Dropped(why.to_string()),
                 "bounced to the sender and deleted".into(),
+                audit::Outcome::Bounced,
             ),
-            Err(e) => (
+            Err(e) => refusal(
                 Disposition::RefusedKept(why.to_string()),
                 format!("left on the server (the bounce could not be sent: {e})"),
+                audit::Outcome::Refused,
             ),
         },
     }

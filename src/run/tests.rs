@@ -127,10 +127,6 @@ impl Destination for RecordingDestination {
         Ok(DeliveryReport::all(&envelope.recipients))
     }
 
-    fn can_defer_sync(&self) -> bool {
-        self.group
-    }
-
     fn group_commit(&mut self) -> Option<&mut dyn GroupCommit> {
         if self.group {
             Some(self)

@@ -12,7 +12,7 @@ use crate::error::{Error, Result};
 use crate::source::RemoteMessage;
 
 use super::spool::{spool_in, NewSpoolEntry, RetryPolicy};
-use super::{record_seen, State};
+use super::{record_seen, wrap, State};
 
 /// What a destination still owes for a message: put in the retry spool
 /// by the commit.
@@ -133,11 +133,8 @@ impl State {
         now: i64,
         policy: &RetryPolicy,
     ) -> Result<()> {
-        let path = self.path.display().to_string();
-        let err = |e: rusqlite::Error| Error::State {
-            path: path.clone(),
-            message: e.to_string(),
-        };
+        let path = self.path.clone();
+        let err = |e: rusqlite::Error| wrap(&path, e);
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
@@ -203,7 +200,7 @@ impl State {
             .map_err(err)?;
         }
         crate::fault::io("state-commit").map_err(|e| Error::State {
-            path: path.clone(),
+            path: path.display().to_string(),
             message: format!("commit: {e}"),
         })?;
         tx.commit().map_err(err)?;
@@ -249,10 +246,7 @@ impl State {
                 )
                 .optional()
             })
-            .map_err(|e| Error::State {
-                path: self.path.display().to_string(),
-                message: e.to_string(),
-            })
+            .map_err(|e| wrap(&self.path, e))
     }
 }
 

@@ -184,7 +184,6 @@ pub struct RunRecord {
 /// How long opening the database waits for other processes.
 const OPEN_BUSY_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// Whether an SQLite error text means another connection holds a lock.
 /// Why opening the database failed: SQLite's own error (whose code
 /// tells busy from damaged from the rest), or a schema from the future.
 enum SetupError {
@@ -198,7 +197,7 @@ impl From<rusqlite::Error> for SetupError {
     }
 }
 
-fn wrap(path: &Path, e: rusqlite::Error) -> Error {
+pub(crate) fn wrap(path: &Path, e: rusqlite::Error) -> Error {
     Error::State {
         path: path.display().to_string(),
         message: e.to_string(),
@@ -514,20 +513,37 @@ impl State {
         if gone.is_empty() {
             return Ok(0);
         }
+        self.delete_seen(
+            account,
+            gone.iter().map(|uid| (folder, uidvalidity, uid.as_str())),
+        )?;
+        Ok(gone.len())
+    }
+
+    /// Deletes seen records by (folder, uidvalidity, uid), in one
+    /// transaction.
+    fn delete_seen<'k>(
+        &mut self,
+        account: &str,
+        keys: impl Iterator<Item = (&'k str, u32, &'k str)>,
+    ) -> Result<()> {
+        let path = self.path.clone();
         let tx = self
             .conn
-            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
-            .map_err(|e| wrap(&self.path, e))?;
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(|e| wrap(&path, e))?;
         {
-            let mut stmt = tx.prepare_cached(
-                "DELETE FROM seen WHERE account = ?1 AND folder = ?2 AND uidvalidity = ?3 AND uid = ?4",
-            )?;
-            for uid in &gone {
-                stmt.execute(params![account, folder, uidvalidity, uid])?;
+            let mut stmt = tx
+                .prepare_cached(
+                    "DELETE FROM seen WHERE account = ?1 AND folder = ?2 AND uidvalidity = ?3 AND uid = ?4",
+                )
+                .map_err(|e| wrap(&path, e))?;
+            for (folder, uidvalidity, uid) in keys {
+                stmt.execute(params![account, folder, uidvalidity, uid])
+                    .map_err(|e| wrap(&path, e))?;
             }
         }
-        tx.commit()?;
-        Ok(gone.len())
+        tx.commit().map_err(|e| wrap(&path, e))
     }
 
     /// Notes that a message is over `max_size`. Returns true the first time,
@@ -589,17 +605,7 @@ impl State {
                 "SELECT account, started_at, duration_ms, exit_code, messages, bytes, error
                  FROM runs WHERE account = ?1 ORDER BY id DESC LIMIT 1",
                 params![account],
-                |r| {
-                    Ok(RunRecord {
-                        account: r.get(0)?,
-                        started_at: r.get(1)?,
-                        duration: Duration::from_millis(r.get::<_, i64>(2)? as u64),
-                        exit_code: r.get(3)?,
-                        messages: r.get::<_, i64>(4)? as u64,
-                        bytes: r.get::<_, i64>(5)? as u64,
-                        error: r.get(6)?,
-                    })
-                },
+                run_from_row,
             )
             .optional()
             .map_err(|e| wrap(&self.path, e))
@@ -714,25 +720,13 @@ impl State {
     /// deletion (a completed POP3 QUIT), so their ids may come back for
     /// other mail. One transaction.
     pub fn forget_seen(&mut self, account: &str, messages: &[RemoteMessage]) -> Result<()> {
-        let path = self.path.clone();
-        let tx = self
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)
-            .map_err(|e| wrap(&path, e))?;
-        {
-            let mut stmt = tx
-                .prepare_cached(
-                    "DELETE FROM seen WHERE account = ?1 AND folder = ?2 AND uidvalidity = ?3 AND uid = ?4",
-                )
-                .map_err(|e| wrap(&path, e))?;
-            for m in messages {
-                if let Some(uid) = &m.uid {
-                    stmt.execute(params![account, m.folder, m.uidvalidity.unwrap_or(0), uid])
-                        .map_err(|e| wrap(&path, e))?;
-                }
-            }
-        }
-        tx.commit().map_err(|e| wrap(&path, e))
+        self.delete_seen(
+            account,
+            messages.iter().filter_map(|m| {
+                let uid = m.uid.as_deref()?;
+                Some((m.folder.as_str(), m.uidvalidity.unwrap_or(0), uid))
+            }),
+        )
     }
 
     /// UIDs recorded as refused (or as loops) under `fingerprint`
