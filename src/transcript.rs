@@ -105,10 +105,17 @@ pub fn client(label: &str, text: &str) {
     line(label, Side::Client, text);
 }
 
-/// Records a server line. SASL challenges (`+ base64`) are shown as
-/// `+ <redacted>`: SCRAM's carry the salt and the server's proof, which
-/// would let a reader of the transcript test password guesses offline.
+/// Records a server line as it is.
 pub fn server(label: &str, text: &str) {
+    line(label, Side::Server, text);
+}
+
+/// Records a server line of a SASL exchange. Challenges (`+ base64`)
+/// are shown as `+ <redacted>`: SCRAM's carry the salt and the server's
+/// proof, which would let a reader of the transcript test password
+/// guesses offline. Other continuations (`+ idling`, `+ Ready for
+/// literal data`) go through `server` and are shown.
+pub fn sasl_challenge(label: &str, text: &str) {
     match text.strip_prefix('+') {
         Some(rest) if !rest.starts_with("OK") && !rest.trim().is_empty() => {
             line(label, Side::Server, "+ <redacted>")

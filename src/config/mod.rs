@@ -114,6 +114,17 @@ impl AuthMech {
     /// names no `auth`: the token mechanisms first.
     pub const OAUTH_ORDER: [AuthMech; 2] = [AuthMech::OAuthBearer, AuthMech::XOAuth2];
 
+    /// Whether a successful exchange proves that the server knows the
+    /// password (SCRAM's server signature).
+    pub fn proves_server(self) -> bool {
+        self == AuthMech::ScramSha256
+    }
+
+    /// Whether the password itself goes over the connection.
+    pub fn sends_password(self) -> bool {
+        matches!(self, AuthMech::Plain | AuthMech::Login | AuthMech::User)
+    }
+
     /// Whether this mechanism sends an OAuth 2.0 token rather than a password.
     pub fn uses_token(self) -> bool {
         matches!(self, AuthMech::XOAuth2 | AuthMech::OAuthBearer)

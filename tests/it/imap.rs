@@ -542,6 +542,9 @@ fn nothing_learned_before_tls_is_trusted() {
         Step::line("+ "),
         Step::ExpectAny,
         Step::line("a2 NO [AUTHENTICATIONFAILED] Authentication failed."),
+        // The next mechanism allowed (over TLS, LOGIN may follow).
+        Step::expect("a3 LOGIN "),
+        Step::line("a3 NO [AUTHENTICATIONFAILED] Authentication failed."),
         Step::ExpectClose,
     ]);
     let env = Env::new();
@@ -678,6 +681,8 @@ fn xoauth2_uses_the_token_command() {
         Step::line("+ eyJzdGF0dXMiOiI0MDEifQ=="),
         Step::expect("AQ=="),
         Step::line("a1 NO [AUTHENTICATIONFAILED] invalid token"),
+        Step::expect("a2 AUTHENTICATE XOAUTH2 "),
+        Step::line("a2 NO [AUTHENTICATIONFAILED] invalid token"),
         Step::ExpectClose,
     ]);
     let env = Env::new();

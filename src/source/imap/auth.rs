@@ -27,12 +27,24 @@ pub struct Offered {
 
 /// Picks the first mechanism in `order` that the server offers and that
 /// there is a credential for.
+#[cfg(test)]
 pub fn choose(
     order: &[AuthMech],
     offered: &Offered,
     have_password: bool,
     have_token: bool,
 ) -> Result<AuthMech> {
+    Ok(candidates(order, offered, have_password, have_token)?[0])
+}
+
+/// The mechanisms to try, in `order`: those the server offers and that
+/// there is a credential for. Never empty.
+pub fn candidates(
+    order: &[AuthMech],
+    offered: &Offered,
+    have_password: bool,
+    have_token: bool,
+) -> Result<Vec<AuthMech>> {
     if !have_password && !have_token {
         return Err(Error::Auth(
             "no password or oauth2_token_command configured".into(),
@@ -48,8 +60,9 @@ pub fn choose(
         AuthMech::Login => have_password && !offered.login_disabled,
         AuthMech::Apop | AuthMech::User => false,
     };
-    order.iter().copied().find(usable).ok_or_else(|| {
-        Error::Auth(format!(
+    let found: Vec<AuthMech> = order.iter().copied().filter(usable).collect();
+    if found.is_empty() {
+        return Err(Error::Auth(format!(
             "the server offers none of the allowed mechanisms ({}){}",
             order
                 .iter()
@@ -62,8 +75,78 @@ pub fn choose(
             } else {
                 ""
             }
-        ))
-    })
+        )));
+    }
+    Ok(found)
+}
+
+/// The mechanisms tried on one login, for the fallback rule and the final
+/// error (shared by IMAP and POP3). A mechanism the server turned down
+/// with a plain authentication error gives way to the next; after one
+/// that would have proved the server (SCRAM), nothing sends the password
+/// itself over a connection without TLS.
+#[derive(Debug)]
+pub struct Attempts {
+    label: String,
+    failures: Vec<(AuthMech, Error)>,
+}
+
+impl Attempts {
+    /// No attempt yet, for the account `label`.
+    pub fn new(label: &str) -> Attempts {
+        Attempts {
+            label: label.to_string(),
+            failures: Vec::new(),
+        }
+    }
+
+    /// Whether `mech` may be tried after the failures so far.
+    pub fn may_try(&self, mech: AuthMech, encrypted: bool) -> bool {
+        let proved = self.failures.iter().any(|(m, _)| m.proves_server());
+        let allowed = encrypted || !proved || !mech.sends_password();
+        if !allowed {
+            log::info!(
+                "{}: not falling back to {mech}: it would send the password without TLS",
+                self.label
+            );
+        } else if let Some((last, _)) = self.failures.last() {
+            log::info!("{}: {last} failed; trying {mech}", self.label);
+        }
+        allowed
+    }
+
+    /// Records that `mech` failed with `error` (an authentication error).
+    pub fn failed(&mut self, mech: AuthMech, error: Error) {
+        log::info!("{}: {error}", self.label);
+        self.failures.push((mech, error));
+    }
+
+    /// The error that ends the login: the one failure as it is, or what
+    /// each mechanism tried answered.
+    pub fn error(mut self) -> Error {
+        if self.failures.len() == 1 {
+            return self.failures.pop().expect("one failure").1;
+        }
+        let tried = self
+            .failures
+            .iter()
+            .map(|(mech, e)| {
+                let text = e.to_string();
+                let text = text
+                    .strip_prefix("authentication failed: ")
+                    .unwrap_or(&text);
+                let text = text
+                    .strip_prefix(&format!("{mech}: "))
+                    .unwrap_or(text)
+                    .to_string();
+                format!("{mech} ({text})")
+            })
+            .collect::<Vec<_>>();
+        if tried.is_empty() {
+            return Error::Auth("no mechanism could be tried".into());
+        }
+        Error::Auth(format!("tried {}", tried.join(", ")))
+    }
 }
 
 /// The first message a mechanism sends (the SASL initial response).
@@ -263,6 +346,35 @@ mod tests {
         assert_eq!(choose(&oauth, &o, false, true).unwrap(), AuthMech::XOAuth2);
         assert!(choose(&oauth, &offered(&["PLAIN"], false), false, true).is_err());
         assert!(choose(&order, &o, false, false).is_err());
+    }
+
+    #[test]
+    fn fallback_never_sends_the_password_in_clear_after_scram() {
+        let mut a = Attempts::new("t");
+        assert!(a.may_try(AuthMech::ScramSha256, false));
+        a.failed(
+            AuthMech::ScramSha256,
+            Error::Auth("scram-sha-256: NO bad".into()),
+        );
+        assert!(a.may_try(AuthMech::CramMd5, false));
+        assert!(!a.may_try(AuthMech::Login, false));
+        assert!(!a.may_try(AuthMech::Plain, false));
+        assert!(a.may_try(AuthMech::Login, true));
+        a.failed(
+            AuthMech::Login,
+            Error::Auth("login: NO [AUTHENTICATIONFAILED] no".into()),
+        );
+        let text = a.error().to_string();
+        assert_eq!(
+            text,
+            "authentication failed: tried scram-sha-256 (NO bad), login (NO [AUTHENTICATIONFAILED] no)"
+        );
+        let mut one = Attempts::new("t");
+        one.failed(AuthMech::Login, Error::Auth("login: NO x".into()));
+        assert_eq!(
+            one.error().to_string(),
+            "authentication failed: login: NO x"
+        );
     }
 
     #[test]

@@ -271,6 +271,72 @@ impl<S: Read + Write> BodyReader<S> {
         }
     }
 
+    /// One command whose answer the `imap` crate's parser cannot read
+    /// (`NAMESPACE`: imap-proto 0.16 rejects every answer), sent after
+    /// `ahead` (whose answer is skipped). Returns the untagged lines of
+    /// the answer (at most 64 KiB; literals skipped).
+    pub fn command(&mut self, ahead: Option<(String, Vec<u8>)>, command: &str) -> Result<Vec<u8>> {
+        if !self.is_idle() {
+            return Err(Error::Internal(format!("{command} with fetches in flight")));
+        }
+        let tag = self.new_tag();
+        let mut bytes = Vec::new();
+        let ahead_tag = ahead.map(|(tag, command)| {
+            if self.trace {
+                transcript::client(&self.label, String::from_utf8_lossy(&command).trim_end());
+            }
+            bytes.extend_from_slice(&command);
+            tag
+        });
+        let line = format!("{tag} {command}");
+        if self.trace {
+            transcript::client(&self.label, &line);
+        }
+        bytes.extend_from_slice(line.as_bytes());
+        bytes.extend_from_slice(b"\r\n");
+        self.io
+            .write_all(&bytes)
+            .and_then(|()| self.io.flush())
+            .map_err(net_error)?;
+        let mut answer = Vec::new();
+        loop {
+            let line = self.read_line()?;
+            let text = String::from_utf8_lossy(&line).into_owned();
+            self.trace_line(&text);
+            if let Some(rest) = line.strip_prefix(b"* ") {
+                if rest.len() >= 3 && rest[..3].eq_ignore_ascii_case(b"BYE") {
+                    return Err(Error::Server(format!("{command}: server said BYE: {text}")));
+                }
+                if answer.len() < MAX_SELECT_ANSWER {
+                    answer.extend_from_slice(&line);
+                    answer.extend_from_slice(b"\r\n");
+                }
+                self.skip_rest(Segment {
+                    line: rest.to_vec(),
+                    i: 0,
+                })?;
+                continue;
+            }
+            let mut words = text.splitn(3, ' ');
+            let (t, status) = (words.next().unwrap_or(""), words.next().unwrap_or(""));
+            let info = words.next().unwrap_or("");
+            if ahead_tag.as_deref() == Some(t) {
+                continue;
+            }
+            if t != tag {
+                return Err(Error::Protocol(format!(
+                    "{command}: expected the completion of {tag}, got {:?}",
+                    text.chars().take(80).collect::<String>()
+                )));
+            }
+            return match status.to_ascii_uppercase().as_str() {
+                "OK" => Ok(answer),
+                "NO" => Err(Error::Server(format!("{command}: NO {info}"))),
+                other => Err(Error::Protocol(format!("{command}: {other} {info}"))),
+            };
+        }
+    }
+
     /// One untagged line of a size listing: `n FETCH (UID u RFC822.SIZE s
     /// [FLAGS (...)])` gives `Some`; anything else is read and ignored.
     fn listed(&mut self, line: Vec<u8>) -> Result<Option<Listing>> {

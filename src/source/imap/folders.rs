@@ -22,12 +22,88 @@ pub struct ListedFolder {
     pub noselect: bool,
     /// `\Junk` or `\Trash` (RFC 6154): fetched only when named exactly.
     pub junk_or_trash: bool,
+    /// The name is UTF-8 as it is (`ENABLE UTF8=ACCEPT`, RFC 6855), not
+    /// modified UTF-7.
+    pub utf8: bool,
 }
 
 impl ListedFolder {
     /// The config-style name: decoded, with `/` between levels.
     pub fn config_name(&self) -> String {
+        if self.utf8 {
+            let slashed = match self.delimiter {
+                Some(d) if d != '/' => self.server_name.replace(d, "/"),
+                _ => self.server_name.clone(),
+            };
+            return normalize_inbox(&slashed, '/');
+        }
         config_name(&self.server_name, self.delimiter)
+    }
+
+    /// The config-style name relative to the personal namespace's
+    /// `prefix` (config-style, as `Namespace::prefix`): `Archive` for
+    /// Courier's `INBOX.Archive`. The full name when it is outside.
+    pub fn relative_name(&self, prefix: &str) -> String {
+        let config = self.config_name();
+        match config.strip_prefix(prefix) {
+            Some(rest) if !prefix.is_empty() && !rest.is_empty() => rest.to_string(),
+            _ => config,
+        }
+    }
+}
+
+/// The personal namespace (RFC 2342) as far as folder names go.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Namespace {
+    /// Its prefix, config-style: `INBOX/` for Courier's `INBOX.` and
+    /// Cyrus's without `altnamespace`; empty for Dovecot's default.
+    pub prefix: String,
+}
+
+/// The first personal namespace in a `NAMESPACE` answer
+/// (`* NAMESPACE (("INBOX." ".")) NIL NIL`); the default (no prefix) when
+/// there is none or it cannot be read.
+pub fn parse_namespace(data: &[u8]) -> Namespace {
+    let text = String::from_utf8_lossy(data);
+    let Some(line) = text
+        .split('\n')
+        .find(|l| l.len() > 12 && l[..12].eq_ignore_ascii_case("* NAMESPACE "))
+    else {
+        return Namespace::default();
+    };
+    let rest = line[12..].trim_start();
+    let Some(rest) = rest.strip_prefix("((") else {
+        return Namespace::default();
+    };
+    let mut quoted = Vec::new();
+    let mut chars = rest.chars();
+    // The prefix and the delimiter: two quoted strings (or NIL).
+    while quoted.len() < 2 {
+        match chars.next() {
+            Some('"') => {
+                let mut s = String::new();
+                while let Some(c) = chars.next() {
+                    match c {
+                        '\\' => s.extend(chars.next()),
+                        '"' => break,
+                        c => s.push(c),
+                    }
+                }
+                quoted.push(Some(s));
+            }
+            Some('N' | 'n') => {
+                chars.next();
+                chars.next();
+                quoted.push(None);
+            }
+            Some(' ') => {}
+            _ => return Namespace::default(),
+        }
+    }
+    let prefix = quoted[0].clone().unwrap_or_default();
+    let delimiter = quoted[1].as_ref().and_then(|d| d.chars().next());
+    Namespace {
+        prefix: config_name(&prefix, delimiter),
     }
 }
 
@@ -43,6 +119,9 @@ pub struct ChosenFolder {
 /// The result of matching the patterns against a listing.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct Selection {
+    /// Whether any pattern matched any listed folder (chosen or not):
+    /// when none did, `folders` is most likely a typo.
+    pub matched_any: bool,
     /// Folders to fetch, in the order of the patterns that chose them.
     pub folders: Vec<ChosenFolder>,
     /// Exact names from the config that no listed folder has (worth a
@@ -124,12 +203,19 @@ pub fn wildcard_match(pattern: &str, name: &str, delimiter: char) -> bool {
     reach[n.len()]
 }
 
-/// Whether `pattern` (as written in the config) names this folder, by its
-/// config-style name or by the server's own spelling.
-fn matches(pattern: &str, folder: &ListedFolder, config: &str) -> bool {
+/// Whether `pattern` (as written in the config) names this folder: by
+/// its config-style name, by that name relative to the personal
+/// namespace (`Archive` for `INBOX.Archive` on Courier), or by the
+/// server's own spelling.
+fn matches(pattern: &str, folder: &ListedFolder, config: &str, prefix: &str) -> bool {
     let pattern_slash = normalize_inbox(pattern, '/');
     if wildcard_match(&pattern_slash, config, '/') {
         return true;
+    }
+    if let Some(relative) = config.strip_prefix(prefix).filter(|_| !prefix.is_empty()) {
+        if !relative.is_empty() && wildcard_match(pattern.trim(), relative, '/') {
+            return true;
+        }
     }
     let delimiter = folder.delimiter.unwrap_or('/');
     let pattern_server = normalize_inbox(pattern, delimiter);
@@ -141,7 +227,13 @@ fn matches(pattern: &str, folder: &ListedFolder, config: &str) -> bool {
 /// `!` pattern, selectable, and not `\Junk` or `\Trash` unless named
 /// exactly. `never` (the `move_to` folder, config-style) is never chosen:
 /// fetching it would bring moved mail back.
-pub fn choose(patterns: &[String], listed: &[ListedFolder], never: Option<&str>) -> Selection {
+pub fn choose(
+    patterns: &[String],
+    listed: &[ListedFolder],
+    never: Option<&str>,
+    namespace: &Namespace,
+) -> Selection {
+    let prefix = namespace.prefix.as_str();
     let (excludes, includes): (Vec<&str>, Vec<&str>) = patterns
         .iter()
         .map(|p| p.trim())
@@ -154,11 +246,12 @@ pub fn choose(patterns: &[String], listed: &[ListedFolder], never: Option<&str>)
         let mut found = false;
         for folder in listed {
             let config = folder.config_name();
-            if !matches(pattern, folder, &config) {
+            if !matches(pattern, folder, &config, prefix) {
                 continue;
             }
             found = true;
-            let excluded = excludes.iter().any(|x| matches(x, folder, &config));
+            selection.matched_any = true;
+            let excluded = excludes.iter().any(|x| matches(x, folder, &config, prefix));
             if folder.noselect
                 || excluded
                 || (folder.junk_or_trash && !exact)
@@ -270,6 +363,7 @@ fn parse_list_line(rest: &[u8]) -> (Option<ListedFolder>, Option<usize>) {
             delimiter,
             noselect: has("\\noselect") || has("\\nonexistent"),
             junk_or_trash: has("\\junk") || has("\\trash"),
+            utf8: false,
         }),
         literal,
     )
@@ -347,6 +441,7 @@ mod tests {
             delimiter: Some(delim),
             noselect: false,
             junk_or_trash: false,
+            utf8: false,
         }
     }
 
@@ -381,12 +476,22 @@ mod tests {
             folder("Lists.deep.x", '.'),
             folder("Other", '.'),
         ];
-        let s = choose(&pats(&["INBOX", "Lists/*", "!Lists/spam"]), &listed, None);
+        let s = choose(
+            &pats(&["INBOX", "Lists/*", "!Lists/spam"]),
+            &listed,
+            None,
+            &Namespace::default(),
+        );
         assert_eq!(names(&s), ["INBOX", "Lists/rust", "Lists/deep/x"]);
         assert!(s.missing.is_empty());
         assert_eq!(s.folders[1].server_name, "Lists.rust");
         // The server's own spelling works too, and % stops at a level.
-        let s = choose(&pats(&["Lists.%", "!Lists.spam"]), &listed, None);
+        let s = choose(
+            &pats(&["Lists.%", "!Lists.spam"]),
+            &listed,
+            None,
+            &Namespace::default(),
+        );
         assert_eq!(names(&s), ["Lists/rust"]);
     }
 
@@ -402,19 +507,79 @@ mod tests {
         listed[1].junk_or_trash = true;
         listed[2].junk_or_trash = true;
         listed[4].noselect = true;
-        let s = choose(&pats(&["*"]), &listed, Some("Archive"));
+        let s = choose(
+            &pats(&["*"]),
+            &listed,
+            Some("Archive"),
+            &Namespace::default(),
+        );
         assert_eq!(names(&s), ["INBOX"]);
-        let s = choose(&pats(&["*", "Junk"]), &listed, None);
+        let s = choose(&pats(&["*", "Junk"]), &listed, None, &Namespace::default());
         assert_eq!(names(&s), ["INBOX", "Archive", "Junk"]);
     }
 
     #[test]
     fn inbox_is_case_insensitive_and_missing_names_are_reported() {
         let listed = vec![folder("inbox", '/'), folder("INBOX/sub", '/')];
-        let s = choose(&pats(&["Inbox", "Nope", "INBOX/*"]), &listed, None);
+        let s = choose(
+            &pats(&["Inbox", "Nope", "INBOX/*"]),
+            &listed,
+            None,
+            &Namespace::default(),
+        );
         assert_eq!(names(&s), ["INBOX", "INBOX/sub"]);
         assert_eq!(s.missing, ["Nope"]);
         assert_eq!(s.folders[0].server_name, "inbox");
+    }
+
+    /// Courier (and Cyrus without `altnamespace`) keep folders under
+    /// `INBOX.`: the man page's patterns name them relative to it, and the
+    /// full names still work.
+    #[test]
+    fn folders_are_named_relative_to_the_personal_namespace() {
+        let ns = parse_namespace(
+            b"* NAMESPACE ((\"INBOX.\" \".\")) NIL ((\"#shared.\" \".\"))\r\na1 OK\r\n",
+        );
+        assert_eq!(ns.prefix, "INBOX/");
+        let listed = vec![
+            folder("INBOX", '.'),
+            folder("INBOX.Lists.a", '.'),
+            folder("INBOX.Lists.spam", '.'),
+            folder("INBOX.Spam", '.'),
+            folder("INBOX.Archive", '.'),
+        ];
+        let s = choose(
+            &pats(&["INBOX", "Lists/*", "!Lists/spam"]),
+            &listed,
+            None,
+            &ns,
+        );
+        assert_eq!(names(&s), ["INBOX", "INBOX/Lists/a"]);
+        let s = choose(&pats(&["*", "!Spam"]), &listed, None, &ns);
+        assert_eq!(
+            names(&s),
+            [
+                "INBOX",
+                "INBOX/Lists/a",
+                "INBOX/Lists/spam",
+                "INBOX/Archive"
+            ]
+        );
+        let s = choose(&pats(&["INBOX/Archive", "Archive"]), &listed, None, &ns);
+        assert_eq!(names(&s), ["INBOX/Archive"]);
+        assert!(s.missing.is_empty());
+        assert_eq!(listed[4].relative_name(&ns.prefix), "Archive");
+        assert_eq!(listed[0].relative_name(&ns.prefix), "INBOX");
+        let s = choose(&pats(&["Achive"]), &listed, None, &ns);
+        assert!(!s.matched_any && s.folders.is_empty());
+        // Dovecot's default namespace has no prefix; garbage is no prefix.
+        let dovecot = parse_namespace(b"* NAMESPACE ((\"\" \"/\")) NIL NIL\r\n");
+        assert_eq!(dovecot, Namespace::default());
+        assert_eq!(
+            parse_namespace(b"* NAMESPACE NIL NIL NIL\r\n"),
+            Namespace::default()
+        );
+        assert_eq!(parse_namespace(b"* NAMESPACE ((\"x"), Namespace::default());
     }
 
     #[test]

@@ -94,6 +94,9 @@ const KNOWN_CAPABILITIES: &[&str] = &[
     "UIDPLUS",
     "MOVE",
     "IDLE",
+    "NAMESPACE",
+    "ENABLE",
+    "UTF8=ACCEPT",
 ];
 
 /// What the account asks of the server beyond fetching.
@@ -149,6 +152,8 @@ pub struct ImapSource {
     label: String,
     protocol_name: &'static str,
     caps: HashSet<String>,
+    /// Folder names are UTF-8 (`ENABLE UTF8=ACCEPT`), not modified UTF-7.
+    utf8: bool,
     options: Options,
     /// The server's name for `move_to`, once the listing resolved it.
     move_to_server: Option<String>,
@@ -192,6 +197,7 @@ pub fn connect(account: &Account, password: Option<&str>, keep: bool) -> Result<
         stream,
         socket,
         tap,
+        utf8,
     } = connect_session(account, password)?;
     Ok(ImapSource {
         session: Some(session),
@@ -216,6 +222,7 @@ pub fn connect(account: &Account, password: Option<&str>, keep: bool) -> Result<
         tap,
         settle: HashMap::new(),
         committed: HashSet::new(),
+        utf8,
     })
 }
 
@@ -236,6 +243,9 @@ pub struct LoggedIn {
     pub stream: StreamHandle,
     /// The tap on the session's stream.
     pub tap: std::sync::Arc<std::sync::Mutex<Tap>>,
+    /// `ENABLE UTF8=ACCEPT` took effect (RFC 6855): folder names are
+    /// UTF-8, and messages come as they are.
+    pub utf8: bool,
 }
 
 /// Connects, secures and logs in, with the TLS and authentication rules
@@ -286,53 +296,37 @@ pub fn connect_session(account: &Account, password: Option<&str>) -> Result<Logg
             .collect(),
         login_disabled: caps.contains("LOGINDISABLED"),
     };
-    let mech = auth::choose(
+    let candidates = auth::candidates(
         &account.auth,
         &offered,
         password.is_some(),
         account.oauth2_token_command.is_some(),
     )?;
-    let credential = match (&account.oauth2_token_command, mech.uses_token()) {
-        (Some(command), true) => secret::run_command(command)?,
-        _ => secret::Password::new(password.unwrap_or_default().to_string()),
-    };
-    // The tagged OK of LOGIN / AUTHENTICATE usually says what the server
-    // offers once logged in (RFC 3501 7.1); the crate drops that line.
-    lock_tap(&tap).start_capture();
-    let mut session = match mech {
-        AuthMech::Login => client
-            .login(&account.user, &credential)
-            .map_err(|(e, _)| login_error(mech, e))?,
-        _ => {
-            let sasl = if mech == AuthMech::ScramSha256 {
-                auth::Sasl::scram(&account.user, &credential, caps.contains("SASL-IR"))?
-            } else {
-                let initial = auth::initial_response(
-                    mech,
-                    &account.user,
-                    &credential,
-                    &server.host,
-                    server.port,
-                );
-                let inline = caps.contains("SASL-IR") && !initial.is_empty();
-                auth::Sasl::new(mech, &account.user, &credential, initial, inline)
-            };
-            let command = if sasl.inline() {
-                format!("{} {}", auth::sasl_name(mech), sasl.initial_base64())
-            } else {
-                auth::sasl_name(mech).to_string()
-            };
-            let session = client.authenticate(command, &sasl).map_err(|(e, _)| {
-                // An error of our own (a bad SCRAM server message) says
-                // more than the server's NO that follows it.
-                sasl.failure().unwrap_or_else(|| login_error(mech, e))
-            })?;
-            // SCRAM: the server must have proved it knows the password.
-            sasl.outcome()?;
-            session
+    let encrypted = server.tls != TlsMode::None;
+    let mut tried = auth::Attempts::new(&account.name);
+    let mut client = Some(client);
+    let mut logged_in = None;
+    for mech in candidates {
+        if !tried.may_try(mech, encrypted) {
+            continue;
         }
-    };
-    drop(credential);
+        let Some(c) = client.take() else { break };
+        match log_in(c, mech, account, password, &caps, &tap) {
+            Ok(session) => {
+                logged_in = Some(session);
+                break;
+            }
+            // Only a plain "no" to the credentials moves on to the next
+            // mechanism, on the same connection (RFC 3501 allows another
+            // try after a failed one).
+            Err((e @ Error::Auth(_), Some(back))) => {
+                tried.failed(mech, e);
+                client = Some(*back);
+            }
+            Err((e, _)) => return Err(e),
+        }
+    }
+    let mut session = logged_in.ok_or_else(|| tried.error())?;
     let answer = lock_tap(&tap).take_capture();
 
     // Servers say more once logged in (UIDPLUS, MOVE, ...): in the tagged
@@ -354,6 +348,22 @@ pub fn connect_session(account: &Account, password: Option<&str>) -> Result<Logg
         );
         lock_tap(&tap).send_ahead(ID_TAG, "ID", &id);
     }
+    // Without it a server may hand out a downgraded stand-in for a
+    // message with UTF-8 header fields (RFC 6855 section 5, RFC 6857).
+    let utf8 = caps.contains("UTF8=ACCEPT") && caps.contains("ENABLE") && {
+        match session.run("ENABLE UTF8=ACCEPT") {
+            Ok((data, _)) => String::from_utf8_lossy(&data)
+                .to_ascii_uppercase()
+                .contains("* ENABLED UTF8=ACCEPT"),
+            Err(e) => {
+                log::warn!(
+                    "{label}: ENABLE UTF8=ACCEPT failed: {}",
+                    imap_error("ENABLE", e)
+                );
+                false
+            }
+        }
+    };
     let _ = session.take_all_unsolicited();
     Ok(LoggedIn {
         session,
@@ -362,7 +372,63 @@ pub fn connect_session(account: &Account, password: Option<&str>) -> Result<Logg
         socket,
         stream: handle,
         tap,
+        utf8,
     })
+}
+
+/// A failed login attempt: the error, and the client when the connection
+/// is still usable for another attempt.
+type LoginFailed = (Error, Option<Box<Client<Conn>>>);
+
+/// One login attempt with `mech`. On failure the client comes back when
+/// the connection is still usable for another attempt.
+fn log_in(
+    client: Client<Conn>,
+    mech: AuthMech,
+    account: &Account,
+    password: Option<&str>,
+    caps: &HashSet<String>,
+    tap: &std::sync::Mutex<Tap>,
+) -> std::result::Result<Session<Conn>, LoginFailed> {
+    let server = &account.server;
+    let credential = match (&account.oauth2_token_command, mech.uses_token()) {
+        (Some(command), true) => secret::run_command(command).map_err(|e| (e, None))?,
+        _ => secret::Password::new(password.unwrap_or_default().to_string()),
+    };
+    // The tagged OK of LOGIN / AUTHENTICATE usually says what the server
+    // offers once logged in (RFC 3501 7.1); the crate drops that line.
+    lock_tap(tap).start_capture();
+    if mech == AuthMech::Login {
+        return client
+            .login(&account.user, &credential)
+            .map_err(|(e, c)| (login_error(mech, e), Some(Box::new(c))));
+    }
+    let sasl = if mech == AuthMech::ScramSha256 {
+        auth::Sasl::scram(&account.user, &credential, caps.contains("SASL-IR"))
+            .map_err(|e| (e, None))?
+    } else {
+        let initial =
+            auth::initial_response(mech, &account.user, &credential, &server.host, server.port);
+        let inline = caps.contains("SASL-IR") && !initial.is_empty();
+        auth::Sasl::new(mech, &account.user, &credential, initial, inline)
+    };
+    let command = if sasl.inline() {
+        format!("{} {}", auth::sasl_name(mech), sasl.initial_base64())
+    } else {
+        auth::sasl_name(mech).to_string()
+    };
+    match client.authenticate(command, &sasl) {
+        // SCRAM: the server must have proved it knows the password; if it
+        // did not, nothing of this connection is trusted.
+        Ok(session) => sasl.outcome().map(|()| session).map_err(|e| (e, None)),
+        Err((e, c)) => match sasl.failure() {
+            // An error of our own (a bad SCRAM server message) says more
+            // than the server's NO that follows it, and is no reason to
+            // trust a weaker mechanism with the password.
+            Some(ours) => Err((ours, None)),
+            None => Err((login_error(mech, e), Some(Box::new(c)))),
+        },
+    }
 }
 
 /// Reads the greeting of a connection that is already what it will be
@@ -466,6 +532,9 @@ fn login_error(mech: AuthMech, e: imap::Error) -> Error {
     }
 }
 
+/// The text the `imap` crate gives a `BYE`, `NO` or `BAD` that had none.
+const NO_EXPLANATION: &str = "no explanation given";
+
 /// Maps the `imap` crate's errors onto ours: connection trouble is a
 /// network error, `NO` a server error, `BAD` and garbage protocol errors.
 pub(crate) fn imap_error(context: &str, e: imap::Error) -> Error {
@@ -480,6 +549,16 @@ pub(crate) fn imap_error(context: &str, e: imap::Error) -> Error {
         ),
         imap::Error::Tls(e) => Error::Tls(e.to_string()),
         imap::Error::No(no) => Error::Server(format!("{context}: NO {no}")),
+        // The crate reports a line its parser rejects as a BYE without
+        // text or code: name the line instead.
+        imap::Error::Bye(bye) if bye.code.is_none() && bye.information == NO_EXPLANATION => {
+            match transcript::unparsed_line() {
+                Some(line) => Error::Protocol(format!(
+                    "{context}: the server sent a line that is not IMAP: {line}"
+                )),
+                None => Error::Server(format!("{context}: server said BYE")),
+            }
+        }
         imap::Error::Bye(bye) => Error::Server(format!("{context}: server said BYE: {bye}")),
         imap::Error::Bad(bad) => Error::Protocol(format!("{context}: BAD {bad}")),
         other => Error::Protocol(format!("{context}: {other}")),
@@ -659,8 +738,18 @@ impl ImapSource {
                 config_name: "INBOX".into(),
             }]);
         }
+        let namespace = if self.caps.contains("NAMESPACE") {
+            self.quiesce()?;
+            let ahead = lock_tap(&self.tap).take_ahead();
+            folders::parse_namespace(&self.bodies.command(ahead, "NAMESPACE")?)
+        } else {
+            folders::Namespace::default()
+        };
         let (data, ok) = self.with_session("LIST", |s| s.run("LIST \"\" \"*\""))?;
-        let listed = folders::parse_list(&data[..ok]);
+        let mut listed = folders::parse_list(&data[..ok]);
+        for folder in &mut listed {
+            folder.utf8 = self.utf8;
+        }
         let delimiter = listed
             .iter()
             .find(|f| f.server_name.eq_ignore_ascii_case("INBOX"))
@@ -680,7 +769,32 @@ impl ImapSource {
             self.move_to_server = Some(found.server_name.clone());
             move_to_config = Some(found.config_name());
         }
-        let selection = folders::choose(&self.options.patterns, &listed, move_to_config.as_deref());
+        let selection = folders::choose(
+            &self.options.patterns,
+            &listed,
+            move_to_config.as_deref(),
+            &namespace,
+        );
+        if !selection.matched_any {
+            // Most likely a typo: an error cron reports, not "no mail".
+            let mut names: Vec<String> = listed
+                .iter()
+                .filter(|f| !f.noselect)
+                .map(|f| f.relative_name(&namespace.prefix))
+                .collect();
+            let more = names.len().saturating_sub(30);
+            names.truncate(30);
+            return Err(Error::Config(format!(
+                "no folder on the server matches `folders` ({}); the server has: {}{}",
+                self.options.patterns.join(", "),
+                names.join(", "),
+                if more > 0 {
+                    format!(" and {more} more")
+                } else {
+                    String::new()
+                }
+            )));
+        }
         for missing in &selection.missing {
             log::warn!(
                 "{}: folder {missing:?} is not on the server (delimiter {:?}); skipped",
@@ -689,7 +803,10 @@ impl ImapSource {
             );
         }
         if selection.folders.is_empty() {
-            log::warn!("{}: no folder on the server matches `folders`", self.label);
+            log::warn!(
+                "{}: every folder matching `folders` is excluded or cannot be selected",
+                self.label
+            );
         }
         Ok(selection.folders)
     }

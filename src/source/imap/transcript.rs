@@ -58,6 +58,11 @@ pub struct Traced<S> {
     /// Server bytes since the last line feed, and since the last write.
     since_newline: usize,
     since_write: u64,
+    /// An `AUTHENTICATE` is under way: the server's `+` lines are SASL
+    /// challenges, redacted, until a tagged line ends it.
+    in_sasl: bool,
+    /// Server lines mended for the `imap` crate (see `Mend`).
+    mend: Mend,
 }
 
 /// Most input kept by `Tap::start_capture`.
@@ -148,6 +153,8 @@ impl<S> Traced<S> {
             continues: None,
             since_newline: 0,
             since_write: 0,
+            in_sasl: false,
+            mend: Mend::default(),
         }
     }
 
@@ -209,10 +216,15 @@ impl<S> Traced<S> {
                     line.pop();
                 }
                 let literal = if cut { None } else { literal_length(&line) };
-                transcript::server(
-                    &self.label,
-                    &format!("{line}{}", if cut { " [...]" } else { "" }),
-                );
+                let shown = format!("{line}{}", if cut { " [...]" } else { "" });
+                if self.in_sasl && line.starts_with('+') {
+                    transcript::sasl_challenge(&self.label, &shown);
+                } else {
+                    if !line.starts_with(['*', '+']) {
+                        self.in_sasl = false;
+                    }
+                    transcript::server(&self.label, &shown);
+                }
                 if let Some(n) = literal {
                     self.in_literal = n;
                     self.literal_total = n;
@@ -231,6 +243,9 @@ impl<S> Traced<S> {
             while line.ends_with(['\r', '\n']) {
                 line.pop();
             }
+            if is_authenticate(&line) {
+                self.in_sasl = true;
+            }
             transcript::client(&self.label, &redact(&line));
             self.out_line.clear();
             data = &data[i + 1..];
@@ -246,6 +261,15 @@ fn literal_length(line: &str) -> Option<u64> {
     let inner = line.strip_suffix('}')?;
     let open = inner.rfind('{')?;
     inner[open + 1..].trim_end_matches('+').parse().ok()
+}
+
+/// Whether a client line is a tagged `AUTHENTICATE` command.
+fn is_authenticate(line: &str) -> bool {
+    let mut words = line.splitn(3, ' ');
+    words.next();
+    words
+        .next()
+        .is_some_and(|w| w.eq_ignore_ascii_case("AUTHENTICATE"))
 }
 
 /// A client line as the transcript shows it. Tagged commands are shown
@@ -417,11 +441,193 @@ fn starts_with_ignore_case(line: &[u8], prefix: &str) -> bool {
 
 impl<S: Read> Read for Traced<S> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        if self.tap.is_none() {
-            return self.read_raw(buf);
+        loop {
+            if let Some(n) = self.mend.serve(buf) {
+                return Ok(n);
+            }
+            let mut chunk = [0u8; 8192];
+            let n = if self.tap.is_none() {
+                self.read_raw(&mut chunk)?
+            } else {
+                self.read_tapped(&mut chunk)?
+            };
+            if n == 0 {
+                // The end of the connection: what is left goes as it is.
+                return Ok(self.mend.flush(buf));
+            }
+            self.mend.feed(&chunk[..n]);
         }
-        self.read_tapped(buf)
     }
+}
+
+/// Longest server line kept for diagnosing a line the `imap` crate
+/// cannot parse.
+const KEPT_LINE: usize = 1024;
+
+/// Server lines kept, newest last, per thread (a connection is used on
+/// one thread): the `imap` crate reports a line it cannot parse as a
+/// `BYE` without text, and `unparsed_line` finds the line.
+const KEPT_LINES: usize = 8;
+
+thread_local! {
+    static RECENT: std::cell::RefCell<std::collections::VecDeque<KeptLine>> =
+        const { std::cell::RefCell::new(std::collections::VecDeque::new()) };
+}
+
+/// A server line kept for diagnosis.
+#[derive(Debug, Clone)]
+struct KeptLine {
+    bytes: Vec<u8>,
+    /// The line follows a literal (it is the rest of a response, which
+    /// does not parse on its own).
+    after_literal: bool,
+    /// Longer than `KEPT_LINE`: only its start is kept.
+    cut: bool,
+}
+
+/// The newest recent server line on this thread that the IMAP grammar
+/// rejects, escaped and cut for an error message.
+pub fn unparsed_line() -> Option<String> {
+    RECENT.with(|recent| {
+        recent.borrow().iter().rev().find_map(|line| {
+            if line.after_literal {
+                return None;
+            }
+            let bad = line.cut
+                || match imap_proto::parser::parse_response(&line.bytes) {
+                    Ok(_) => false,
+                    Err(e) => !e.is_incomplete(),
+                };
+            bad.then(|| shown_line(&line.bytes, line.cut))
+        })
+    })
+}
+
+/// A server line for an error message: without its line end, escaped,
+/// at most 120 characters.
+fn shown_line(bytes: &[u8], cut: bool) -> String {
+    let text = String::from_utf8_lossy(bytes);
+    let text = text.trim_end_matches(['\r', '\n']);
+    let mut shown: String = crate::message::escape(text).chars().take(120).collect();
+    if cut || shown.len() < text.len() {
+        shown.push_str("...");
+    }
+    format!("{shown:?}")
+}
+
+fn keep_line(line: &[u8], after_literal: bool) {
+    RECENT.with(|recent| {
+        let mut recent = recent.borrow_mut();
+        if recent.len() == KEPT_LINES {
+            recent.pop_front();
+        }
+        recent.push_back(KeptLine {
+            bytes: line[..line.len().min(KEPT_LINE)].to_vec(),
+            after_literal,
+            cut: line.len() > KEPT_LINE,
+        });
+    });
+}
+
+/// Mends what real servers get wrong in ways that are unambiguous,
+/// before the `imap` crate parses it (its parser turns any line it
+/// cannot read into a `BYE` without text): a line ending in a bare LF
+/// gets its CR, and GNU Mailutils' `* n EXPUNGED` is read as `EXPUNGE`.
+/// Literals pass untouched. Lines are passed on whole.
+#[derive(Debug, Default)]
+struct Mend {
+    /// The server line being read.
+    line: Vec<u8>,
+    /// Bytes of a literal still to pass untouched.
+    literal: u64,
+    /// The line being read follows a literal.
+    after_literal: bool,
+    /// Mended bytes ready for the reader.
+    out: Vec<u8>,
+    out_pos: usize,
+}
+
+impl Mend {
+    /// Copies ready bytes into `buf`; `None` when there are none.
+    fn serve(&mut self, buf: &mut [u8]) -> Option<usize> {
+        if self.out_pos == self.out.len() || buf.is_empty() {
+            return None;
+        }
+        let n = (self.out.len() - self.out_pos).min(buf.len());
+        buf[..n].copy_from_slice(&self.out[self.out_pos..self.out_pos + n]);
+        self.out_pos += n;
+        if self.out_pos == self.out.len() {
+            self.out.clear();
+            self.out_pos = 0;
+        }
+        Some(n)
+    }
+
+    /// At the end of the input: the unfinished line, as it is.
+    fn flush(&mut self, buf: &mut [u8]) -> usize {
+        self.out.append(&mut self.line);
+        self.serve(buf).unwrap_or(0)
+    }
+
+    fn feed(&mut self, mut data: &[u8]) {
+        while !data.is_empty() {
+            if self.literal > 0 {
+                let k = self.literal.min(data.len() as u64) as usize;
+                self.out.extend_from_slice(&data[..k]);
+                self.literal -= k as u64;
+                if self.literal == 0 {
+                    self.after_literal = true;
+                }
+                data = &data[k..];
+                continue;
+            }
+            match data.iter().position(|&b| b == b'\n') {
+                Some(i) => {
+                    self.line.extend_from_slice(&data[..=i]);
+                    data = &data[i + 1..];
+                    self.finish_line();
+                }
+                None => {
+                    self.line.extend_from_slice(data);
+                    return;
+                }
+            }
+        }
+    }
+
+    fn finish_line(&mut self) {
+        let mut line = std::mem::take(&mut self.line);
+        if !line.ends_with(b"\r\n") {
+            line.pop();
+            line.extend_from_slice(b"\r\n");
+        }
+        if !self.after_literal {
+            if let Some(fixed) = mend_expunged(&line) {
+                line = fixed;
+            }
+        }
+        keep_line(&line, self.after_literal);
+        self.after_literal = false;
+        let text = String::from_utf8_lossy(&line[..line.len() - 2]);
+        if let Some(n) = literal_length(&text) {
+            self.literal = n;
+            self.after_literal = n == 0;
+        }
+        self.out.extend_from_slice(&line);
+    }
+}
+
+/// `* 12 EXPUNGED` (GNU Mailutils imap4d) as `* 12 EXPUNGE`.
+fn mend_expunged(line: &[u8]) -> Option<Vec<u8>> {
+    let rest = line.strip_prefix(b"* ")?;
+    let digits = rest.iter().take_while(|b| b.is_ascii_digit()).count();
+    let word = rest[digits..].strip_prefix(b" ")?;
+    if digits == 0 || !word.eq_ignore_ascii_case(b"EXPUNGED\r\n") {
+        return None;
+    }
+    let mut fixed = line[..2 + digits].to_vec();
+    fixed.extend_from_slice(b" EXPUNGE\r\n");
+    Some(fixed)
 }
 
 impl<S: Write> Write for Traced<S> {
@@ -477,5 +683,62 @@ mod tests {
         t.saw_input(b"c\n)\r\n");
         assert_eq!(t.in_literal, 0);
         assert!(t.in_line.is_empty());
+    }
+
+    fn mended(pieces: &[&[u8]]) -> Vec<u8> {
+        let mut m = Mend::default();
+        let mut out = Vec::new();
+        for p in pieces {
+            m.feed(p);
+            let mut buf = [0u8; 7];
+            while let Some(n) = m.serve(&mut buf) {
+                out.extend_from_slice(&buf[..n]);
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn bare_lf_and_expunged_are_mended_but_literals_are_not() {
+        assert_eq!(
+            mended(&[b"* 1 EXPUNGED\r\n* 2 expunged\na1 OK", b" done\n"]),
+            b"* 1 EXPUNGE\r\n* 2 EXPUNGE\r\na1 OK done\r\n"
+        );
+        // A literal's bytes are the message's: kept as they are, even a
+        // line in it that looks like a response.
+        assert_eq!(
+            mended(&[b"* 1 FETCH (BODY[] {18}\r\n* 3 EXPUNGED\nab\n", b"c\n)\n"]),
+            b"* 1 FETCH (BODY[] {18}\r\n* 3 EXPUNGED\nab\nc\n)\r\n"
+        );
+        assert_eq!(mended(&[b"* 1 EXISTS\r\n"]), b"* 1 EXISTS\r\n");
+        assert!(mend_expunged(b"* EXPUNGED\r\n").is_none());
+    }
+
+    #[test]
+    fn the_unparsable_line_is_found() {
+        let mut m = Mend::default();
+        m.feed(b"* 1 FETCH (BODY[] {3}\r\nab\n WHAT)\r\n* 1 NONSENSE ((\r\na1 OK fine\r\n");
+        let line = unparsed_line().unwrap();
+        assert!(line.contains("NONSENSE"), "{line}");
+        m.feed(b"* OK \x1b[31mred\r\n");
+        assert!(unparsed_line().unwrap().contains("NONSENSE"));
+    }
+
+    #[test]
+    fn only_sasl_challenges_are_redacted() {
+        let path = std::env::temp_dir().join(format!("traced-{}", std::process::id()));
+        let _ = std::fs::remove_file(&path);
+        let _reg = transcript::record_to("t-sasl", &path).unwrap();
+        let mut t = Traced::new(io::empty(), "t-sasl");
+        t.enabled = true;
+        t.saw_output(b"a1 AUTHENTICATE SCRAM-SHA-256\r\n");
+        t.saw_input(b"+ cj1zZWNyZXQ=\r\na1 OK done\r\n");
+        t.saw_output(b"a2 IDLE\r\n");
+        t.saw_input(b"+ idling\r\n");
+        let text = std::fs::read_to_string(&path).unwrap();
+        let _ = std::fs::remove_file(&path);
+        assert!(text.contains("S: + <redacted>"), "{text}");
+        assert!(!text.contains("cj1zZWNyZXQ"), "{text}");
+        assert!(text.contains("S: + idling"), "{text}");
     }
 }

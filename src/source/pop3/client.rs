@@ -55,6 +55,8 @@ pub enum Command {
     Dele(u32),
     /// `NOOP`.
     Noop,
+    /// `UTF8` (RFC 6856): messages and replies as they are, in UTF-8.
+    Utf8,
     /// `QUIT`: end the session; deletions take effect.
     Quit,
 }
@@ -68,6 +70,7 @@ impl Command {
             Command::Top(n, l) => format!("TOP {n} {l}\r\n"),
             Command::Dele(n) => format!("DELE {n}\r\n"),
             Command::Noop => "NOOP\r\n".into(),
+            Command::Utf8 => "UTF8\r\n".into(),
             Command::Quit => "QUIT\r\n".into(),
         }
     }
@@ -448,7 +451,7 @@ impl<S: Read + Write> Pop3<S> {
 
     fn read_sasl_line(&mut self) -> Result<String> {
         let line = codec::read_reply(&mut self.stream).map_err(|e| self.io(e))?;
-        transcript::server(&self.label, &line);
+        transcript::sasl_challenge(&self.label, &line);
         Ok(line)
     }
 

@@ -17,6 +17,7 @@ use crate::error::{Error, Result};
 use crate::net::{self, Stream};
 use client::{Capabilities, Command, Pop3, Status};
 
+use super::imap::auth::Attempts;
 use super::{MessageHeader, RemoteMessage, Scan, SeenIndex, Source};
 
 /// The folder name POP3 messages are recorded under.
@@ -55,8 +56,81 @@ pub struct Pop3Source {
     confirmed: Vec<RemoteMessage>,
 }
 
-/// Connects, secures and logs in.
+/// A secured connection, before login.
+struct Opened {
+    session: Pop3<Stream>,
+    caps: Capabilities,
+    protocol_name: &'static str,
+}
+
+/// Connects, secures and logs in. Mechanisms are tried in the account's
+/// order among those the server offers; one the server turns down with
+/// `-ERR` gives way to the next (see `auth::Attempts`), on the same
+/// connection, or on a new one when the server closed it.
 pub fn connect(account: &Account, password: Option<&str>) -> Result<Pop3Source> {
+    let Some(password) = password else {
+        return Err(Error::Auth(format!(
+            "no password configured for {}",
+            account.user
+        )));
+    };
+    let mut opened = open(account)?;
+    let candidates = candidates(account, &opened.caps, opened.session.greeting())?;
+    let encrypted = account.server.tls != TlsMode::None;
+    let mut tried = Attempts::new(&account.name);
+    let mut failed_before = false;
+    for mech in candidates {
+        if !tried.may_try(mech, encrypted) {
+            continue;
+        }
+        let mut outcome = opened.session.login(mech, &account.user, password);
+        if failed_before && matches!(outcome, Err(Error::Network { .. })) {
+            // Many servers hang up after a failed login: once more, anew.
+            log::info!(
+                "{}: the server closed the connection; reconnecting",
+                account.name
+            );
+            opened = open(account)?;
+            outcome = opened.session.login(mech, &account.user, password);
+        }
+        match outcome {
+            Ok(()) => {
+                let Opened {
+                    session,
+                    caps,
+                    protocol_name,
+                } = opened;
+                return Ok(Pop3Source {
+                    session: Some(session),
+                    caps,
+                    protocol_name,
+                    depth: account.pipeline_depth,
+                    to_send: VecDeque::new(),
+                    in_flight: VecDeque::new(),
+                    bytes_in_flight: 0,
+                    delete_error: None,
+                    label: account.name.clone(),
+                    deleted: Vec::new(),
+                    confirmed: Vec::new(),
+                });
+            }
+            // The server's -ERR, not an error of ours (a SCRAM server
+            // that could not prove itself is no reason to trust a weaker
+            // mechanism with the password).
+            Err(e @ Error::Auth(_)) if e.to_string().contains("-ERR") => {
+                tried.failed(mech, e);
+                failed_before = true;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Err(tried.error())
+}
+
+/// Connects and secures, asks for the capabilities (again after STLS:
+/// those learned before TLS are not trusted) and turns on UTF-8 mode when
+/// offered.
+fn open(account: &Account) -> Result<Opened> {
     let server = &account.server;
     let tcp = net::connect_tcp(server)?;
     let label = account.name.as_str();
@@ -85,53 +159,35 @@ pub fn connect(account: &Account, password: Option<&str>) -> Result<Pop3Source> 
             (Pop3::resume(tls, label, greeting), "POP3S")
         }
     };
-    // Capabilities learned before TLS are not trusted: ask again.
     let caps = session.capa()?;
-    let mech = choose_mech(account, &caps, session.greeting(), password.is_some())?;
-    if let Some(mech) = mech {
-        let password = password.unwrap_or_default();
-        session.login(mech, &account.user, password)?;
-    } else {
-        return Err(Error::Auth(format!(
-            "no password configured for {}",
-            account.user
-        )));
+    if caps.has("UTF8") {
+        // Without it a server may hand out a generated stand-in for a
+        // message with UTF-8 header fields (Courier: "Cannot display
+        // Unicode content"), and that stand-in would be delivered in the
+        // message's place (RFC 6856 section 3).
+        if let Err(e) = session.simple(Command::Utf8) {
+            log::warn!(
+                "{label}: the server offers UTF8 but refused it ({e}); messages with UTF-8 headers may come converted"
+            );
+        }
     }
-    Ok(Pop3Source {
-        session: Some(session),
+    Ok(Opened {
+        session,
         caps,
         protocol_name,
-        depth: account.pipeline_depth,
-        to_send: VecDeque::new(),
-        in_flight: VecDeque::new(),
-        bytes_in_flight: 0,
-        delete_error: None,
-        label: account.name.clone(),
-        deleted: Vec::new(),
-        confirmed: Vec::new(),
     })
 }
 
-/// Picks the mechanism: the first in the account's order that the server
-/// offers. USER is assumed available when CAPA is not answered.
-fn choose_mech(
-    account: &Account,
-    caps: &Capabilities,
-    greeting: &str,
-    have_password: bool,
-) -> Result<Option<AuthMech>> {
-    if !have_password {
-        return Ok(None);
-    }
+/// The mechanisms to try, in the account's order: those the server
+/// offers. USER is assumed available when CAPA is not answered. APOP only
+/// when `auth` names it: servers send an APOP timestamp whether or not
+/// the user has an APOP secret, and over TLS it adds nothing.
+fn candidates(account: &Account, caps: &Capabilities, greeting: &str) -> Result<Vec<AuthMech>> {
     let offered = |m: &AuthMech| match m {
         AuthMech::User => caps.has("USER") || !caps.answered,
         // After STLS the timestamp comes from the plaintext greeting,
-        // which anyone on the path can forge to force APOP (and a failed
-        // login, or a lockout): only when `auth` names APOP.
-        AuthMech::Apop => {
-            client::apop_timestamp(greeting).is_some()
-                && (account.server.tls != TlsMode::Starttls || account.auth_explicit)
-        }
+        // which anyone on the path can forge; it is used only when asked.
+        AuthMech::Apop => account.auth_explicit && client::apop_timestamp(greeting).is_some(),
         AuthMech::Plain => caps.sasl.contains("PLAIN"),
         AuthMech::Login => caps.sasl.contains("LOGIN"),
         AuthMech::CramMd5 => caps.sasl.contains("CRAM-MD5"),
@@ -139,9 +195,9 @@ fn choose_mech(
         // Config validation keeps the token mechanisms to IMAP accounts.
         AuthMech::XOAuth2 | AuthMech::OAuthBearer => false,
     };
-    match account.auth.iter().find(|m| offered(m)) {
-        Some(m) => Ok(Some(*m)),
-        None => Err(Error::Auth(format!(
+    let found: Vec<AuthMech> = account.auth.iter().copied().filter(offered).collect();
+    if found.is_empty() {
+        return Err(Error::Auth(format!(
             "the server offers none of the allowed mechanisms ({})",
             account
                 .auth
@@ -149,8 +205,9 @@ fn choose_mech(
                 .map(|m| m.to_string())
                 .collect::<Vec<_>>()
                 .join(", ")
-        ))),
+        )));
     }
+    Ok(found)
 }
 
 impl Pop3Source {
