@@ -26,6 +26,7 @@ pub const TARGETS: &[Target] = &[
     ("lmtp_reply", lmtp_reply),
     ("headers", headers),
     ("config", config),
+    ("imap_lines", imap_lines),
 ];
 
 /// A POP3 server's bytes: greeting (APOP timestamp), CAPA, status lines,
@@ -178,4 +179,25 @@ pub fn config(data: &[u8]) {
         return;
     }
     let _ = crate::config::parse(text, Path::new("/nonexistent/mailretr-fuzz/config.toml"));
+}
+
+/// An IMAP server's lines as the `imap` crate gets them: through the
+/// mending layer (bare LF, `EXPUNGED`; literals untouched), then the
+/// diagnosis of an unparsable line, the `NAMESPACE` and `LIST` readers.
+/// The mended bytes are checked: as long, or longer only by the CRs put
+/// before bare LFs.
+pub fn imap_lines(data: &[u8]) {
+    use std::io::Read as _;
+    let mut mended = Vec::new();
+    let mut traced = crate::source::imap::transcript::Traced::new(data, "fuzz");
+    if traced.read_to_end(&mut mended).is_err() {
+        return;
+    }
+    let bare_lfs = data.iter().filter(|&&b| b == b'\n').count();
+    assert!(mended.len() <= data.len() + bare_lfs);
+    let _ = crate::source::imap::transcript::unparsed_line();
+    let _ = crate::source::imap::folders::parse_namespace(&mended);
+    for folder in crate::source::imap::folders::parse_list(&mended) {
+        let _ = folder.relative_name("INBOX/");
+    }
 }

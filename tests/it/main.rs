@@ -21,5 +21,6 @@ mod parallel;
 mod pop3;
 mod routing;
 mod servers;
+mod servers_real;
 mod spool;
 mod watch;

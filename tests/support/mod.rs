@@ -1,6 +1,7 @@
 //! Support library for mailretr's integration tests: a real throwaway
-//! Dovecot ([`dovecot`]), a scripted fake server for hostile or broken
-//! peers ([`fake`]), deterministic test messages ([`corpus`]), [`Env`],
+//! Dovecot ([`dovecot`]), a real GNU Mailutils ([`mailutils`]), a scripted
+//! fake server for hostile or broken peers ([`fake`]), deterministic test
+//! messages ([`corpus`]), [`Env`],
 //! which runs the real `mailretr` binary with its own HOME and XDG
 //! directories so tests never touch the user's files or each other's, and
 //! [`ConfigBuilder`], which writes its `config.toml` ([`config`]).
@@ -13,6 +14,7 @@ pub mod config;
 pub mod corpus;
 pub mod dovecot;
 pub mod fake;
+pub mod mailutils;
 pub mod proxy;
 pub mod slowlink;
 pub mod smtpd;

@@ -67,7 +67,7 @@ pub fn parse_namespace(data: &[u8]) -> Namespace {
     let text = String::from_utf8_lossy(data);
     let Some(line) = text
         .split('\n')
-        .find(|l| l.len() > 12 && l[..12].eq_ignore_ascii_case("* NAMESPACE "))
+        .find(|l| l.len() > 12 && l.as_bytes()[..12].eq_ignore_ascii_case(b"* NAMESPACE "))
     else {
         return Namespace::default();
     };
