@@ -432,3 +432,41 @@ fn imap_utf8_accept_is_enabled_when_offered() {
     assert!(server.settle(Duration::from_secs(10)));
     server.assert_no_errors();
 }
+
+/// An IMAP server that hangs up after a refused mechanism is connected to
+/// again for the next one.
+#[test]
+fn imap_falls_back_across_a_hangup() {
+    let server = FakeServer::start_many(vec![
+        vec![
+            Step::StartTls,
+            Step::line("* OK [CAPABILITY IMAP4rev1 SASL-IR AUTH=PLAIN] fake"),
+            Step::expect("a1 AUTHENTICATE PLAIN "),
+            Step::line("a1 NO [AUTHENTICATIONFAILED] Authentication failed."),
+            Step::Close,
+        ],
+        vec![
+            Step::StartTls,
+            Step::line("* OK [CAPABILITY IMAP4rev1 SASL-IR AUTH=PLAIN] fake"),
+            Step::expect("a1 LOGIN "),
+            Step::line("a1 OK [CAPABILITY IMAP4rev1] in"),
+            Step::expect("ab1 SELECT \"INBOX\""),
+            Step::expect("ab2 UID FETCH 1:* (UID RFC822.SIZE)"),
+            Step::line("* 0 EXISTS"),
+            Step::line("* OK [UIDVALIDITY 5] ok"),
+            Step::line("ab1 OK [READ-WRITE] selected"),
+            Step::line("ab2 OK nothing"),
+            Step::expect("a2 LOGOUT"),
+            Step::line("a2 OK"),
+            Step::ExpectClose,
+        ],
+    ]);
+    let env = Env::new();
+    ConfigBuilder::single(&env, imaps(&server)).write(&env);
+    let out = env.run(&["-v", "fetch"]);
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    assert!(server.settle(Duration::from_secs(10)));
+    server.assert_no_errors();
+    assert_eq!(server.connections(), 2);
+    assert!(out.stderr.contains("reconnecting"), "{}", out.stderr);
+}

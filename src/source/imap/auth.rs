@@ -121,6 +121,11 @@ impl Attempts {
         self.failures.push((mech, error));
     }
 
+    /// Whether nothing failed yet.
+    pub fn is_empty(&self) -> bool {
+        self.failures.is_empty()
+    }
+
     /// The error that ends the login: the one failure as it is, or what
     /// each mechanism tried answered.
     pub fn error(mut self) -> Error {

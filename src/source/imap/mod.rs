@@ -254,39 +254,14 @@ pub struct LoggedIn {
 pub fn connect_session(account: &Account, password: Option<&str>) -> Result<LoggedIn> {
     let server = &account.server;
     let label = account.name.as_str();
-    let tcp = net::connect_tcp(server)?;
-    let socket = tcp
-        .try_clone()
-        .map_err(|e| Error::net(format!("connecting to {}", server.host), e))?;
-    let stream = match server.tls {
-        TlsMode::Implicit => net::tls_handshake(server, tcp)?,
-        TlsMode::None => net::plain(server, tcp)?,
-        TlsMode::Starttls => {
-            let tcp = starttls::negotiate(Traced::new(tcp, label))?.into_inner();
-            net::tls_handshake(server, tcp)?
-        }
-    };
-    let handle = stream
-        .handle()
-        .map_err(|e| Error::net(format!("connecting to {}", server.host), e))?;
-    let tap = Tap::shared();
-    let mut client = Client::new(Traced::new(stream, label).with_tap(tap.clone()));
-    let (protocol_name, greeting_caps) = match server.tls {
-        TlsMode::Implicit => ("IMAPS", read_greeting(&mut client)?),
-        TlsMode::None => ("IMAP", read_greeting(&mut client)?),
-        // No greeting follows STARTTLS, and nothing from before it is
-        // trusted: capabilities are asked for again below.
-        TlsMode::Starttls => ("IMAPS", None),
-    };
-    let caps = match greeting_caps {
-        Some(caps) => caps,
-        None => {
-            let caps = client
-                .capabilities()
-                .map_err(|e| imap_error("CAPABILITY", e))?;
-            probe(&caps)
-        }
-    };
+    let Opened {
+        client,
+        caps,
+        protocol_name,
+        mut socket,
+        mut handle,
+        mut tap,
+    } = open(account)?;
 
     let offered = auth::Offered {
         sasl: caps
@@ -311,7 +286,15 @@ pub fn connect_session(account: &Account, password: Option<&str>) -> Result<Logg
             continue;
         }
         let Some(c) = client.take() else { break };
-        match log_in(c, mech, account, password, &caps, &tap) {
+        let mut outcome = log_in(c, mech, account, password, &caps, &tap);
+        if !tried.is_empty() && matches!(outcome, Err((Error::Network { .. }, _))) {
+            // Some servers hang up after a failed login: once more, anew.
+            log::info!("{label}: the server closed the connection; reconnecting");
+            let again = open(account)?;
+            (socket, handle, tap) = (again.socket, again.handle, again.tap);
+            outcome = log_in(again.client, mech, account, password, &again.caps, &tap);
+        }
+        match outcome {
             Ok(session) => {
                 logged_in = Some(session);
                 break;
@@ -373,6 +356,65 @@ pub fn connect_session(account: &Account, password: Option<&str>) -> Result<Logg
         stream: handle,
         tap,
         utf8,
+    })
+}
+
+/// A connection, secured, greeted, with the server's capabilities, before
+/// login.
+struct Opened {
+    client: Client<Conn>,
+    caps: HashSet<String>,
+    protocol_name: &'static str,
+    socket: std::net::TcpStream,
+    handle: StreamHandle,
+    tap: std::sync::Arc<std::sync::Mutex<Tap>>,
+}
+
+/// Connects and secures with the account's TLS rules, reads the greeting
+/// and learns the capabilities (asked anew after STARTTLS).
+fn open(account: &Account) -> Result<Opened> {
+    let server = &account.server;
+    let label = account.name.as_str();
+    let tcp = net::connect_tcp(server)?;
+    let socket = tcp
+        .try_clone()
+        .map_err(|e| Error::net(format!("connecting to {}", server.host), e))?;
+    let stream = match server.tls {
+        TlsMode::Implicit => net::tls_handshake(server, tcp)?,
+        TlsMode::None => net::plain(server, tcp)?,
+        TlsMode::Starttls => {
+            let tcp = starttls::negotiate(Traced::new(tcp, label))?.into_inner();
+            net::tls_handshake(server, tcp)?
+        }
+    };
+    let handle = stream
+        .handle()
+        .map_err(|e| Error::net(format!("connecting to {}", server.host), e))?;
+    let tap = Tap::shared();
+    let mut client = Client::new(Traced::new(stream, label).with_tap(tap.clone()));
+    let (protocol_name, greeting_caps) = match server.tls {
+        TlsMode::Implicit => ("IMAPS", read_greeting(&mut client)?),
+        TlsMode::None => ("IMAP", read_greeting(&mut client)?),
+        // No greeting follows STARTTLS, and nothing from before it is
+        // trusted: capabilities are asked for again below.
+        TlsMode::Starttls => ("IMAPS", None),
+    };
+    let caps = match greeting_caps {
+        Some(caps) => caps,
+        None => {
+            let caps = client
+                .capabilities()
+                .map_err(|e| imap_error("CAPABILITY", e))?;
+            probe(&caps)
+        }
+    };
+    Ok(Opened {
+        client,
+        caps,
+        protocol_name,
+        socket,
+        handle,
+        tap,
     })
 }
 
