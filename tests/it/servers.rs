@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use crate::support::config::{AccountBuilder, ConfigBuilder};
 use crate::support::fake::{FakeServer, Step};
-use crate::support::{delivered, Env};
+use crate::support::{delivered, Env, Output};
 
 /// A message with UTF-8 in its header fields (RFC 6532), as the sender
 /// wrote it.
@@ -27,6 +27,30 @@ fn imaps(server: &FakeServer) -> AccountBuilder {
     AccountBuilder::fake("fake", "imap", server.port())
         .tls("implicit")
         .ca_file(&server.cert().cert_pem)
+}
+
+/// Runs `mailretr ARGS` with `account` as the only account against
+/// `server`, waits for the server's script to end and checks it went as
+/// written.
+fn run(server: &FakeServer, account: AccountBuilder, args: &[&str]) -> (Env, Output) {
+    let env = Env::new();
+    ConfigBuilder::single(&env, account).write(&env);
+    let out = env.run(args);
+    assert!(server.settle(Duration::from_secs(10)), "{}", out.stderr);
+    server.assert_no_errors();
+    (env, out)
+}
+
+/// The end of a POP3 session with an empty mailbox.
+fn pop3_empty_mailbox() -> [Step; 6] {
+    [
+        Step::expect("LIST"),
+        Step::line("+OK\r\n."),
+        Step::expect("UIDL"),
+        Step::line("+OK\r\n."),
+        Step::expect("QUIT"),
+        Step::line("+OK"),
+    ]
 }
 
 /// Courier's pop3d: `CAPA` lists `UTF8 USER`, and until the client says
@@ -69,12 +93,8 @@ fn courier_pop3_gets_utf8_mode_and_the_message_not_its_wrapper() {
         Step::line("+OK Bye-bye."),
         Step::ExpectClose,
     ]);
-    let env = Env::new();
-    ConfigBuilder::single(&env, pop3(server.port(), "none")).write(&env);
-    let out = env.run(&["fetch"]);
+    let (env, out) = run(&server, pop3(server.port(), "none"), &["fetch"]);
     assert_eq!(out.code, 0, "{}", out.stderr);
-    assert!(server.settle(Duration::from_secs(10)));
-    server.assert_no_errors();
     let got = delivered(&env.path("Maildir"));
     assert_eq!(got.len(), 1);
     let text = String::from_utf8(got[0].clone()).unwrap();
@@ -87,32 +107,27 @@ fn courier_pop3_gets_utf8_mode_and_the_message_not_its_wrapper() {
 /// no `auth` key, mailretr logs in with USER/PASS as fetchmail does.
 #[test]
 fn mailutils_pop3_apop_timestamp_is_not_taken_as_an_invitation() {
-    let server = FakeServer::start(vec![
-        Step::line("+OK POP3 Ready <8732.1701450000@mailutils.example>"),
-        Step::expect("CAPA"),
-        Step::send(
-            "+OK Capability list follows\r\nTOP\r\nUSER\r\nUIDL\r\nRESP-CODES\r\n\
+    let server = FakeServer::start(
+        vec![
+            Step::line("+OK POP3 Ready <8732.1701450000@mailutils.example>"),
+            Step::expect("CAPA"),
+            Step::send(
+                "+OK Capability list follows\r\nTOP\r\nUSER\r\nUIDL\r\nRESP-CODES\r\n\
              PIPELINING\r\nEXPIRE NEVER\r\nAUTH-RESP-CODE\r\n\
              IMPLEMENTATION GNU Mailutils 3.15\r\n.\r\n",
-        ),
-        Step::expect("USER u"),
-        Step::line("+OK"),
-        Step::expect("PASS topsecret"),
-        Step::line("+OK opened mailbox for u"),
-        Step::expect("LIST"),
-        Step::line("+OK\r\n."),
-        Step::expect("UIDL"),
-        Step::line("+OK\r\n."),
-        Step::expect("QUIT"),
-        Step::line("+OK"),
-        Step::ExpectClose,
-    ]);
-    let env = Env::new();
-    ConfigBuilder::single(&env, pop3(server.port(), "none")).write(&env);
-    let out = env.run(&["fetch"]);
+            ),
+            Step::expect("USER u"),
+            Step::line("+OK"),
+            Step::expect("PASS topsecret"),
+            Step::line("+OK opened mailbox for u"),
+        ]
+        .into_iter()
+        .chain(pop3_empty_mailbox())
+        .chain([Step::ExpectClose])
+        .collect(),
+    );
+    let (_env, out) = run(&server, pop3(server.port(), "none"), &["fetch"]);
     assert_eq!(out.code, 1, "{}", out.stderr);
-    assert!(server.settle(Duration::from_secs(10)));
-    server.assert_no_errors();
     assert!(!server.transcript().contains("APOP"));
 }
 
@@ -156,14 +171,11 @@ fn pop3_falls_back_after_a_refused_mechanism_even_across_a_hangup() {
             Step::line("+OK"),
             Step::expect("PASS topsecret"),
             Step::line("+OK in"),
-            Step::expect("LIST"),
-            Step::line("+OK\r\n."),
-            Step::expect("UIDL"),
-            Step::line("+OK\r\n."),
-            Step::expect("QUIT"),
-            Step::line("+OK"),
-            Step::ExpectClose,
-        ],
+        ]
+        .into_iter()
+        .chain(pop3_empty_mailbox())
+        .chain([Step::ExpectClose])
+        .collect(),
     ]);
     let env = Env::new();
     let account = pop3(server.port(), "implicit").ca_file(&server.cert().cert_pem);
@@ -188,12 +200,8 @@ fn pop3_never_falls_back_from_scram_to_a_clear_password_without_tls() {
     let mut script = pop3_refusing_sasl(true);
     script.push(Step::ExpectClose);
     let server = FakeServer::start(script);
-    let env = Env::new();
-    ConfigBuilder::single(&env, pop3(server.port(), "none")).write(&env);
-    let out = env.run(&["fetch"]);
+    let (_env, out) = run(&server, pop3(server.port(), "none"), &["fetch"]);
     assert_eq!(out.code, 3, "{}", out.stderr);
-    assert!(server.settle(Duration::from_secs(10)));
-    server.assert_no_errors();
     let sent = server.transcript();
     assert!(!sent.contains("PASS") && !sent.contains("APOP"), "{sent}");
     assert_eq!(out.stderr.lines().count(), 1, "{}", out.stderr);
@@ -207,20 +215,19 @@ fn pop3_never_falls_back_from_scram_to_a_clear_password_without_tls() {
 /// APOP is used when `auth` names it.
 #[test]
 fn apop_is_used_when_named() {
-    let server = FakeServer::start(vec![
-        Step::line("+OK POP3 Ready <1896.697170952@dbc.mtview.ca.us>"),
-        Step::expect("CAPA"),
-        Step::send("+OK\r\nUSER\r\nUIDL\r\n.\r\n"),
-        Step::expect("APOP u "),
-        Step::line("+OK in"),
-        Step::expect("LIST"),
-        Step::line("+OK\r\n."),
-        Step::expect("UIDL"),
-        Step::line("+OK\r\n."),
-        Step::expect("QUIT"),
-        Step::line("+OK"),
-        Step::ExpectClose,
-    ]);
+    let server = FakeServer::start(
+        vec![
+            Step::line("+OK POP3 Ready <1896.697170952@dbc.mtview.ca.us>"),
+            Step::expect("CAPA"),
+            Step::send("+OK\r\nUSER\r\nUIDL\r\n.\r\n"),
+            Step::expect("APOP u "),
+            Step::line("+OK in"),
+        ]
+        .into_iter()
+        .chain(pop3_empty_mailbox())
+        .chain([Step::ExpectClose])
+        .collect(),
+    );
     let env = Env::new();
     let account = pop3(server.port(), "none").line("auth = [\"apop\"]");
     ConfigBuilder::single(&env, account).write(&env);
@@ -425,12 +432,8 @@ fn imap_utf8_accept_is_enabled_when_offered() {
         Step::line("a3 OK"),
         Step::ExpectClose,
     ]);
-    let env = Env::new();
-    ConfigBuilder::single(&env, imaps(&server)).write(&env);
-    let out = env.run(&["fetch"]);
+    let (_env, out) = run(&server, imaps(&server), &["fetch"]);
     assert_eq!(out.code, 1, "{}", out.stderr);
-    assert!(server.settle(Duration::from_secs(10)));
-    server.assert_no_errors();
 }
 
 /// An IMAP server that hangs up after a refused mechanism is connected to
@@ -461,12 +464,8 @@ fn imap_falls_back_across_a_hangup() {
             Step::ExpectClose,
         ],
     ]);
-    let env = Env::new();
-    ConfigBuilder::single(&env, imaps(&server)).write(&env);
-    let out = env.run(&["-v", "fetch"]);
+    let (_env, out) = run(&server, imaps(&server), &["-v", "fetch"]);
     assert_eq!(out.code, 1, "{}", out.stderr);
-    assert!(server.settle(Duration::from_secs(10)));
-    server.assert_no_errors();
     assert_eq!(server.connections(), 2);
     assert!(out.stderr.contains("reconnecting"), "{}", out.stderr);
 }

@@ -857,12 +857,12 @@ type SpawnRequest = (Command, mpsc::Sender<std::io::Result<Child>>);
 /// not the process, and every test runs on its own short-lived thread. So
 /// all spawning happens on one helper thread that lives as long as the
 /// process.
-fn spawn_with_parent_death_signal(mut cmd: Command) -> std::io::Result<Child> {
+pub fn spawn_with_parent_death_signal(mut cmd: Command) -> std::io::Result<Child> {
     static SPAWNER: OnceLock<mpsc::Sender<SpawnRequest>> = OnceLock::new();
     let spawner = SPAWNER.get_or_init(|| {
         let (tx, rx) = mpsc::channel::<SpawnRequest>();
         std::thread::Builder::new()
-            .name("dovecot-spawner".into())
+            .name("server-spawner".into())
             .spawn(move || {
                 for (mut cmd, reply) in rx {
                     let _ = reply.send(cmd.spawn());

@@ -25,8 +25,10 @@ use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{mpsc, Mutex, OnceLock};
+use std::sync::Mutex;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use super::dovecot::spawn_with_parent_death_signal;
 
 use super::fake::TestCert;
 
@@ -360,39 +362,4 @@ fn free_ports() -> [u16; 4] {
         .map(|l| l.local_addr().unwrap().port())
         .collect();
     ports.try_into().unwrap()
-}
-
-type SpawnRequest = (Command, mpsc::Sender<std::io::Result<Child>>);
-
-/// Spawns `cmd` so that it gets SIGTERM when the test process dies, from
-/// one long-lived thread (`PR_SET_PDEATHSIG` fires when the forking
-/// *thread* exits).
-fn spawn_with_parent_death_signal(mut cmd: Command) -> std::io::Result<Child> {
-    static SPAWNER: OnceLock<mpsc::Sender<SpawnRequest>> = OnceLock::new();
-    let spawner = SPAWNER.get_or_init(|| {
-        let (tx, rx) = mpsc::channel::<SpawnRequest>();
-        std::thread::Builder::new()
-            .name("mailutils-spawner".into())
-            .spawn(move || {
-                for (mut cmd, reply) in rx {
-                    let _ = reply.send(cmd.spawn());
-                }
-            })
-            .expect("spawn the process-spawner thread");
-        tx
-    });
-    // SAFETY: only async-signal-safe calls between fork and exec.
-    unsafe {
-        cmd.pre_exec(|| {
-            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
-    let (tx, rx) = mpsc::channel();
-    spawner
-        .send((cmd, tx))
-        .expect("process-spawner thread is gone");
-    rx.recv().expect("process-spawner thread is gone")
 }

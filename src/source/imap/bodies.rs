@@ -171,28 +171,13 @@ impl<S: Read + Write> BodyReader<S> {
         }
         let select_tag = self.new_tag();
         let list_tag = self.new_tag();
-        let mut bytes = Vec::new();
-        let ahead_tag = ahead.map(|(tag, command)| {
-            if self.trace {
-                transcript::client(&self.label, String::from_utf8_lossy(&command).trim_end());
-            }
-            bytes.extend_from_slice(&command);
-            tag
-        });
-        for line in [
-            format!("{select_tag} SELECT {mailbox}"),
-            format!("{list_tag} UID FETCH {set} {items}"),
-        ] {
-            if self.trace {
-                transcript::client(&self.label, &line);
-            }
-            bytes.extend_from_slice(line.as_bytes());
-            bytes.extend_from_slice(b"\r\n");
-        }
-        self.io
-            .write_all(&bytes)
-            .and_then(|()| self.io.flush())
-            .map_err(net_error)?;
+        let ahead_tag = self.write_lines(
+            ahead,
+            &[
+                format!("{select_tag} SELECT {mailbox}"),
+                format!("{list_tag} UID FETCH {set} {items}"),
+            ],
+        )?;
 
         let mut select = Vec::new();
         let mut selected: Option<Result<()>> = None;
@@ -271,6 +256,36 @@ impl<S: Read + Write> BodyReader<S> {
         }
     }
 
+    /// Writes `ahead` (a command the session still owes the server) and
+    /// `lines` in one write. Returns the tag of `ahead`, whose answer the
+    /// caller skips.
+    fn write_lines(
+        &mut self,
+        ahead: Option<(String, Vec<u8>)>,
+        lines: &[String],
+    ) -> Result<Option<String>> {
+        let mut bytes = Vec::new();
+        let ahead_tag = ahead.map(|(tag, command)| {
+            if self.trace {
+                transcript::client(&self.label, String::from_utf8_lossy(&command).trim_end());
+            }
+            bytes.extend_from_slice(&command);
+            tag
+        });
+        for line in lines {
+            if self.trace {
+                transcript::client(&self.label, line);
+            }
+            bytes.extend_from_slice(line.as_bytes());
+            bytes.extend_from_slice(b"\r\n");
+        }
+        self.io
+            .write_all(&bytes)
+            .and_then(|()| self.io.flush())
+            .map_err(net_error)?;
+        Ok(ahead_tag)
+    }
+
     /// One command whose answer the `imap` crate's parser cannot read
     /// (`NAMESPACE`: imap-proto 0.16 rejects every answer), sent after
     /// `ahead` (whose answer is skipped). Returns the untagged lines of
@@ -280,24 +295,7 @@ impl<S: Read + Write> BodyReader<S> {
             return Err(Error::Internal(format!("{command} with fetches in flight")));
         }
         let tag = self.new_tag();
-        let mut bytes = Vec::new();
-        let ahead_tag = ahead.map(|(tag, command)| {
-            if self.trace {
-                transcript::client(&self.label, String::from_utf8_lossy(&command).trim_end());
-            }
-            bytes.extend_from_slice(&command);
-            tag
-        });
-        let line = format!("{tag} {command}");
-        if self.trace {
-            transcript::client(&self.label, &line);
-        }
-        bytes.extend_from_slice(line.as_bytes());
-        bytes.extend_from_slice(b"\r\n");
-        self.io
-            .write_all(&bytes)
-            .and_then(|()| self.io.flush())
-            .map_err(net_error)?;
+        let ahead_tag = self.write_lines(ahead, &[format!("{tag} {command}")])?;
         let mut answer = Vec::new();
         loop {
             let line = self.read_line()?;
