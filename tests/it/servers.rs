@@ -42,7 +42,7 @@ fn run(server: &FakeServer, account: AccountBuilder, args: &[&str]) -> (Env, Out
 }
 
 /// The end of a POP3 session with an empty mailbox.
-fn pop3_empty_mailbox() -> [Step; 6] {
+fn pop3_empty_mailbox() -> [Step; 7] {
     [
         Step::expect("LIST"),
         Step::line("+OK\r\n."),
@@ -50,6 +50,7 @@ fn pop3_empty_mailbox() -> [Step; 6] {
         Step::line("+OK\r\n."),
         Step::expect("QUIT"),
         Step::line("+OK"),
+        Step::ExpectClose,
     ]
 }
 
@@ -123,7 +124,6 @@ fn mailutils_pop3_apop_timestamp_is_not_taken_as_an_invitation() {
         ]
         .into_iter()
         .chain(pop3_empty_mailbox())
-        .chain([Step::ExpectClose])
         .collect(),
     );
     let (_env, out) = run(&server, pop3(server.port(), "none"), &["fetch"]);
@@ -174,16 +174,11 @@ fn pop3_falls_back_after_a_refused_mechanism_even_across_a_hangup() {
         ]
         .into_iter()
         .chain(pop3_empty_mailbox())
-        .chain([Step::ExpectClose])
         .collect(),
     ]);
-    let env = Env::new();
     let account = pop3(server.port(), "implicit").ca_file(&server.cert().cert_pem);
-    ConfigBuilder::single(&env, account).write(&env);
-    let out = env.run(&["-v", "fetch"]);
+    let (_env, out) = run(&server, account, &["-v", "fetch"]);
     assert_eq!(out.code, 1, "{}", out.stderr);
-    assert!(server.settle(Duration::from_secs(10)));
-    server.assert_no_errors();
     assert_eq!(server.connections(), 2);
     assert!(
         out.stderr.contains("cram-md5 failed; trying user"),
@@ -225,16 +220,11 @@ fn apop_is_used_when_named() {
         ]
         .into_iter()
         .chain(pop3_empty_mailbox())
-        .chain([Step::ExpectClose])
         .collect(),
     );
-    let env = Env::new();
     let account = pop3(server.port(), "none").line("auth = [\"apop\"]");
-    ConfigBuilder::single(&env, account).write(&env);
-    let out = env.run(&["fetch"]);
+    let (_env, out) = run(&server, account, &["fetch"]);
     assert_eq!(out.code, 1, "{}", out.stderr);
-    assert!(server.settle(Duration::from_secs(10)));
-    server.assert_no_errors();
 }
 
 /// GNU Mailutils' imap4d: SCRAM-SHA-256 and CRAM-MD5 advertised but
