@@ -101,10 +101,11 @@ pub enum AuthMech {
 
 impl AuthMech {
     /// The order tried when the config does not say: strongest first.
-    pub const DEFAULT_ORDER: [AuthMech; 6] = [
+    /// Not APOP, used only when `auth` names it: POP3 servers send an APOP
+    /// timestamp whether or not the user has an APOP secret.
+    pub const DEFAULT_ORDER: [AuthMech; 5] = [
         AuthMech::ScramSha256,
         AuthMech::CramMd5,
-        AuthMech::Apop,
         AuthMech::Plain,
         AuthMech::Login,
         AuthMech::User,

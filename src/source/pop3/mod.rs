@@ -179,15 +179,14 @@ fn open(account: &Account) -> Result<Opened> {
 }
 
 /// The mechanisms to try, in the account's order: those the server
-/// offers. USER is assumed available when CAPA is not answered. APOP only
-/// when `auth` names it: servers send an APOP timestamp whether or not
-/// the user has an APOP secret, and over TLS it adds nothing.
+/// offers. USER is assumed available when CAPA is not answered. APOP is in
+/// the order only when `auth` names it (`AuthMech::DEFAULT_ORDER`).
 fn candidates(account: &Account, caps: &Capabilities, greeting: &str) -> Result<Vec<AuthMech>> {
     let offered = |m: &AuthMech| match m {
         AuthMech::User => caps.has("USER") || !caps.answered,
         // After STLS the timestamp comes from the plaintext greeting,
         // which anyone on the path can forge; it is used only when asked.
-        AuthMech::Apop => account.auth_explicit && client::apop_timestamp(greeting).is_some(),
+        AuthMech::Apop => client::apop_timestamp(greeting).is_some(),
         AuthMech::Plain => caps.sasl.contains("PLAIN"),
         AuthMech::Login => caps.sasl.contains("LOGIN"),
         AuthMech::CramMd5 => caps.sasl.contains("CRAM-MD5"),
