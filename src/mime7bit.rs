@@ -215,19 +215,21 @@ fn convert_part(
     match encoding {
         Encoding::Binary => {
             return fail(format!(
-                "8-bit content in a {kind} part with Content-Transfer-Encoding: binary"
+                "8-bit content in {} part with Content-Transfer-Encoding: binary",
+                a(&kind)
             ))
         }
         Encoding::Encoded => {
             return fail(format!(
-                "8-bit bytes in a {kind} part with Content-Transfer-Encoding: {what}"
+                "8-bit bytes in {} part with Content-Transfer-Encoding: {what}",
+                a(&kind)
             ))
         }
         Encoding::Identity => {}
     }
     if kind.starts_with("multipart/") {
         let Some(boundary) = &fields.boundary else {
-            return fail(format!("a {kind} part without a boundary"));
+            return fail(format!("{} part without a boundary", a(&kind)));
         };
         let child_type = if kind == "multipart/digest" {
             "message/rfc822"
@@ -242,7 +244,7 @@ fn convert_part(
         return convert_message(parts.body, out, depth + 1);
     }
     if kind.starts_with("message/") {
-        return fail(format!("8-bit content in a {kind} part"));
+        return fail(format!("8-bit content in {} part", a(&kind)));
     }
     let nl = line_break(parts.header);
     if kind.starts_with("text/") || kind == "text" {
@@ -253,6 +255,15 @@ fn convert_part(
         base64_lines(parts.body, nl, out);
     }
     Ok(())
+}
+
+/// `kind` with its indefinite article.
+fn a(kind: &str) -> String {
+    let article = match kind.as_bytes().first() {
+        Some(b'a' | b'e' | b'i' | b'o' | b'u') => "an",
+        _ => "a",
+    };
+    format!("{article} {kind}")
 }
 
 /// A part's header, with `extra` lines added and, given `encoding`, its

@@ -490,7 +490,7 @@ impl<'a> AccountRun<'a> {
             .destinations
             .iter_mut()
             .map(|d| match d.envelope_check() {
-                Some(c) => c.begin(envelope, size),
+                Some(c) => c.begin(envelope, size, header),
                 None => Ok(DeliveryReport::all(&d.recipients(envelope))),
             })
             .collect();

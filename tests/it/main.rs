@@ -20,5 +20,6 @@ mod operability;
 mod parallel;
 mod pop3;
 mod routing;
+mod smtp8bit;
 mod spool;
 mod watch;
