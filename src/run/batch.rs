@@ -169,16 +169,16 @@ impl AccountRun<'_> {
             self.report.bytes += p.bytes;
         }
         self.report.spooled += o.owed.len() as u64;
-        self.report.warnings.extend(p.warnings.iter().cloned());
+        if let Disposition::RefusedKept(_) = &o.disposition {
+            // Its line ends the run (exit 10), said once.
+            for line in &p.warnings {
+                self.unfinished(line.clone(), crate::error::Failure::Refused);
+            }
+        } else {
+            self.report.warnings.extend(p.warnings.iter().cloned());
+        }
         if let Some(a) = &p.alert {
             self.report.alerts.push(a.clone());
-        }
-        if let Disposition::RefusedKept(why) = &o.disposition {
-            self.refused.get_or_insert(crate::Error::delivery(
-                self.account.deliver_to.join(", "),
-                why.clone(),
-                crate::error::Failure::Refused,
-            ));
         }
         super::audit_message(
             self.audit,

@@ -383,3 +383,26 @@ fn a_local_fault_stops_the_run_deletes_nothing_and_records_nothing() {
         );
     }
 }
+
+#[test]
+fn a_kept_refusal_is_said_once_in_the_run_error() {
+    let r = run(
+        3,
+        vec![(1, Failure::Refused), (2, Failure::Refused)],
+        false,
+        false,
+        "keep",
+    );
+    let e = r.result.unwrap_err();
+    assert_eq!(e.exit_code(), crate::ExitCode::Delivery);
+    // The first kept refusal is the run's error line, naming the message
+    // and the destination once; the second is a warning.
+    assert_eq!(
+        e.to_string(),
+        "message u1 in INBOX was refused: home: refused; left on the server"
+    );
+    assert_eq!(
+        r.report.warnings,
+        ["message u2 in INBOX was refused: home: refused; left on the server"]
+    );
+}

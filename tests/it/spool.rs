@@ -88,7 +88,8 @@ fn a_relay_failing_after_data_costs_the_mailbox_once() {
     assert!(show.stdout.contains("History:"), "{}", show.stdout);
     assert!(show.stdout.contains("spooled: "), "{}", show.stdout);
     assert!(
-        show.stdout.contains("(451): 4.3.0 Try again later"),
+        show.stdout
+            .contains("after DATA: 451 4.3.0 Try again later"),
         "{}",
         show.stdout
     );
