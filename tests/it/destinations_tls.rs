@@ -463,9 +463,16 @@ fn a_message_refused_at_rcpt_is_bounced_with_its_headers_and_deleted() {
         .lines()
         .find_map(|l| l.strip_prefix("Status: "))
         .expect("a Status field");
+    // The server's enhanced status and reply, typed as SMTP (RFC 3464).
+    assert_eq!(code, "5.1.1", "{status}");
     assert!(
-        code.starts_with("5.") && code.split('.').count() == 3,
+        status.contains("Diagnostic-Code: smtp; 550 5.1.1 <nobody@kroon.co.za>: no such user here"),
         "{status}"
+    );
+    assert!(
+        !parts[0].1.contains("spool"),
+        "refused before download, never in the spool: {}",
+        parts[0].1
     );
     assert!(status.contains("Action: failed"), "{status}");
     assert!(
