@@ -63,6 +63,10 @@ pub struct Smtp {
     connection: Option<Connection>,
     /// The open transaction.
     open: Option<Transaction>,
+    /// Why the server refused our credentials (a 5xx to AUTH): tried
+    /// once per run, not once per message, since servers lock accounts
+    /// after a few wrong passwords.
+    auth_refused: Option<String>,
 }
 
 /// LF line endings to CRLF (a CR already before an LF is kept as is),
@@ -92,6 +96,7 @@ impl Smtp {
             hostname: hostname.to_string(),
             connection: None,
             open: None,
+            auth_refused: None,
         }
     }
 
@@ -166,14 +171,20 @@ impl Smtp {
     }
 
     /// Opens the connection if there is none. Whatever fails here (TLS,
-    /// a missing STARTTLS, a wrong pin, EHLO, AUTH, the password command)
-    /// is the destination's problem, not the message's: it is a temporary
-    /// failure, so the message is spooled or left for the next run, never
-    /// refused, bounced or deleted because a relay is misconfigured or
-    /// under attack.
+    /// a missing STARTTLS, a wrong pin, EHLO, a 4xx to AUTH, the password
+    /// command) is the destination's problem, not the message's: it is a
+    /// temporary failure, so the message is spooled or left for the next
+    /// run, never refused, bounced or deleted because a relay is
+    /// misconfigured or under attack. Credentials the server refuses (a
+    /// 5xx to AUTH, or no mechanism we may use) are an authentication
+    /// error naming the destination: a local fault, so nothing is
+    /// recorded, refused or deleted, and the run ends with exit 3.
     fn connect(&mut self) -> Result<()> {
         if self.connection.is_some() {
             return Ok(());
+        }
+        if let Some(why) = &self.auth_refused {
+            return Err(Error::Auth(why.clone()));
         }
         self.open_connection().map_err(|e| match e {
             Error::Delivery {
@@ -234,13 +245,20 @@ impl Smtp {
             let credentials = Credentials::new(user.clone(), password.to_string());
             if let Err(e) = conn.auth(&[Mechanism::Plain, Mechanism::Login], &credentials) {
                 // Our credentials, not the message: never a refusal.
-                let failure = if e.is_transient() {
-                    Failure::Temporary
-                } else {
-                    Failure::Local
-                };
                 conn.abort();
-                return Err(self.fail(format!("authentication as {user} failed: {e}"), failure));
+                if e.is_permanent() || e.is_client() {
+                    let why = format!(
+                        "destination {}: AUTH as {user}: {}",
+                        self.name,
+                        reply_text(&e)
+                    );
+                    self.auth_refused = Some(why.clone());
+                    return Err(Error::Auth(why));
+                }
+                return Err(self.fail(
+                    format!("authentication as {user} failed: {}", reply_text(&e)),
+                    Failure::Temporary,
+                ));
             }
         }
         self.connection = Some(Connection { conn, used: false });

@@ -90,8 +90,12 @@ pub(super) fn fetch_locked(
             .extend(report.flushed.errors.iter().cloned());
     }
     // A spooled copy that a local fault keeps from its destination: the
-    // run says so with its exit code (10), not only in a warning.
+    // run says so with its exit code (10; 3 when a destination refused
+    // our credentials), not only in a warning.
     let spool_fault = report.flushed.local_faults.first().map(|f| {
+        if let Some(why) = &report.flushed.auth_failure {
+            return Error::Auth(why.clone());
+        }
         let more = match report.flushed.local_faults.len() {
             1 => String::new(),
             n => format!(" (and {} more)", n - 1),
@@ -250,7 +254,14 @@ impl<'a> AccountRun<'a> {
             Err(e) => Err(e),
             Ok(()) => kept.next().map_or(Ok(()), Err),
         };
-        self.report.warnings.extend(kept.map(|e| e.to_string()));
+        // Not the same line twice (a wrong relay password fails the spool
+        // and the new mail alike).
+        let said = result.as_ref().err().map(|e| e.to_string());
+        let rest: Vec<String> = kept
+            .map(|e| e.to_string())
+            .filter(|line| Some(line) != said.as_ref())
+            .collect();
+        self.report.warnings.extend(rest);
         result
     }
 
