@@ -30,7 +30,8 @@ use super::{AccountReport, FetchOptions};
 const HEADERS_AT_ONCE: usize = 64;
 
 /// Room for the `Received:` header added after download, in the size
-/// announced to SMTP/LMTP before the body is known (headers first).
+/// announced before the body is known (headers first; LMTP's SIZE, SMTP
+/// declares none).
 const RECEIVED_ALLOWANCE: u64 = 512;
 
 /// One account's run, from the scan to the last commit.
