@@ -269,7 +269,10 @@ On a terminal (not on a pipe, not under cron, not with \fB\-q\fR, \fB\-vv\fR or 
         "outcome": "retrieved",  // retrieved | no_mail | limit_reached
                                  // | partial | failed
         "messages": 3,           // delivered in that run
-        "bytes": 48213,
+        "spooled": 0,            // put in the retry spool in that run
+                                 // (not counted in messages)
+        "bytes": 48213,          // of the messages delivered, spooled
+                                 // or refused and deleted
         "error": null            // the error text, if it failed
       },
       "spooled": 0,              // messages in the retry spool
@@ -288,7 +291,7 @@ On a terminal (not on a pipe, not under cron, not with \fB\-q\fR, \fB\-vv\fR or 
 }
 .EE
 .PP
-(The comments are not part of the output.) \fBpartial\fR means an error ended a run after some messages were delivered. The run log keeps the last 100 runs per account.
+(The comments are not part of the output.) \fBpartial\fR means an error ended a run after some messages were delivered or spooled. The run log keeps the last 100 runs per account.
 .SH FILES
 .TP
 .I $XDG_CONFIG_HOME/mailretr/config.toml

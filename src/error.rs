@@ -56,6 +56,18 @@ pub enum Error {
         /// deleted, nothing recorded; the next run tries again).
         failure: Failure,
     },
+    /// A message the run left undone (refused and kept, or deferred
+    /// before download): the report's line for it, which names the
+    /// message, the destination and the cause once. It ends the run with
+    /// exit 10.
+    #[error("{line}")]
+    Unfinished {
+        /// The line, e.g. `message 7 in INBOX deferred before download
+        /// (left for the next run): relay: RCPT TO:<a@b>: 451 4.2.0 busy`.
+        line: String,
+        /// Why it was left: refused for good, or failed for now.
+        failure: Failure,
+    },
     /// The state database could not be opened, read or written.
     #[error("state database {path}: {message}")]
     State {
@@ -135,6 +147,27 @@ impl Error {
         }
     }
 
+    /// What went wrong, without the destination's name for a delivery
+    /// failure (`RCPT TO:<a@b>: 550 5.1.1 no such user`): for texts that
+    /// name the destination themselves, so it is said once.
+    pub fn detail(&self) -> String {
+        match self {
+            Error::Delivery { message, .. } => message.clone(),
+            other => other.to_string(),
+        }
+    }
+
+    /// What went wrong for one `recipient`: the detail, after `<recipient>: `
+    /// unless it names the recipient already (SMTP's `RCPT TO:<a@b>: ...`).
+    pub fn detail_for(&self, recipient: &str) -> String {
+        let detail = self.detail();
+        if detail.contains(&format!("<{recipient}>")) {
+            detail
+        } else {
+            format!("<{recipient}>: {detail}")
+        }
+    }
+
     /// The one failure classifier: what a delivery that ended in this
     /// error means for the message. Delivery errors carry the kind their
     /// destination determined from the protocol (a reply code, an exit
@@ -142,7 +175,7 @@ impl Error {
     /// connection or server hiccup (temporary) or a fault on our side.
     pub fn failure(&self) -> Failure {
         match self {
-            Error::Delivery { failure, .. } => *failure,
+            Error::Delivery { failure, .. } | Error::Unfinished { failure, .. } => *failure,
             Error::Network { .. } | Error::Timeout(_) | Error::Server(_) | Error::Locked(_) => {
                 Failure::Temporary
             }
@@ -171,7 +204,7 @@ impl Error {
             Error::Timeout(_) | Error::Server(_) => ExitCode::Server,
             Error::Auth(_) => ExitCode::Auth,
             Error::Protocol(_) => ExitCode::Protocol,
-            Error::Delivery { .. } => ExitCode::Delivery,
+            Error::Delivery { .. } | Error::Unfinished { .. } => ExitCode::Delivery,
             Error::Locked(_) => ExitCode::Locked,
             Error::State { .. } | Error::Internal(_) => ExitCode::Internal,
         }
@@ -199,5 +232,40 @@ impl From<rusqlite::Error> for Error {
             path: String::from("(state)"),
             message: e.to_string(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_detail_leaves_the_destination_to_whoever_names_it() {
+        let rcpt = Error::delivery(
+            "relay",
+            "RCPT TO:<a@b>: 550 5.1.1 no such user",
+            Failure::Refused,
+        );
+        assert_eq!(
+            rcpt.to_string(),
+            "delivery to relay failed: RCPT TO:<a@b>: 550 5.1.1 no such user"
+        );
+        assert_eq!(rcpt.detail(), "RCPT TO:<a@b>: 550 5.1.1 no such user");
+        assert_eq!(
+            rcpt.detail_for("a@b"),
+            "RCPT TO:<a@b>: 550 5.1.1 no such user",
+            "the recipient is named already"
+        );
+        let lmtp = Error::delivery("lmtp", "after DATA: 452 4.2.2 full", Failure::Temporary);
+        assert_eq!(lmtp.detail_for("c@d"), "<c@d>: after DATA: 452 4.2.2 full");
+        let net = Error::Timeout("reading from mx:25".into());
+        assert_eq!(net.detail(), "reading from mx:25: timed out");
+        let left = Error::Unfinished {
+            line: "message 1 in INBOX deferred before download (left for the next run): relay: x"
+                .into(),
+            failure: Failure::Temporary,
+        };
+        assert_eq!(left.exit_code(), ExitCode::Delivery);
+        assert!(left.to_string().starts_with("message 1 in INBOX deferred"));
     }
 }

@@ -27,6 +27,7 @@ pub const TARGETS: &[Target] = &[
     ("headers", headers),
     ("config", config),
     ("imap_lines", imap_lines),
+    ("mime7bit", mime7bit),
 ];
 
 /// A POP3 server's bytes: greeting (APOP timestamp), CAPA, status lines,
@@ -166,6 +167,18 @@ pub fn headers(data: &[u8]) {
             aliases: aliases.clone(),
         };
         let _ = crate::route::route(data, &multidrop);
+    }
+}
+
+/// A message converted to 7-bit for an SMTP server without 8BITMIME:
+/// what converts must be 7-bit, and a 7-bit message must come back
+/// unchanged.
+pub fn mime7bit(data: &[u8]) {
+    if let Ok(out) = crate::mime7bit::to_7bit(data) {
+        assert!(out.is_ascii(), "converted output is not 7-bit");
+        if data.is_ascii() {
+            assert_eq!(&*out, data, "a 7-bit message was changed");
+        }
     }
 }
 

@@ -19,6 +19,7 @@ pub mod fault;
 pub mod fuzzing;
 pub mod lock;
 pub mod message;
+pub mod mime7bit;
 pub mod net;
 pub mod progress;
 pub mod queue;

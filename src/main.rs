@@ -387,22 +387,15 @@ fn print_report(report: &AccountReport, verbose: bool, check: bool) {
     }
     if let Some(e) = &report.error {
         let mut line = e.to_string();
-        if report.messages > 0 {
-            line.push_str(&format!(
-                " (after {} messages were delivered)",
-                report.messages
-            ));
+        if let Some(done) = report.done_before() {
+            line.push_str(&format!(" ({done})"));
         }
         stderr_line(log::Level::Error, Some(&report.account), &line);
     } else if check {
         let line = format!("{}: {} new messages\n", report.account, report.waiting);
         let _ = std::io::stdout().lock().write_all(line.as_bytes());
     } else if verbose {
-        let mut line = format!(
-            "{} messages ({}) retrieved",
-            report.messages,
-            bytesize::ByteSize(report.bytes)
-        );
+        let mut line = report.summary();
         if report.left_by_limit > 0 {
             line.push_str(&format!(
                 "; {} more left for the next run by fetch_limit or max_bytes_per_run",

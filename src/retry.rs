@@ -80,7 +80,7 @@ pub fn flush_account(
             let message = report
                 .refused
                 .iter()
-                .map(|r| format!("<{}>: {}", r.recipient, r.error))
+                .map(|r| r.error.detail_for(&r.recipient))
                 .collect::<Vec<_>>()
                 .join("; ");
             recipients_left.push((
@@ -150,6 +150,8 @@ pub struct Undelivered<'a> {
     pub recipients: &'a [String],
     /// Unix time it arrived (was spooled, or now).
     pub arrived: i64,
+    /// Whether it is a spool entry (otherwise refused on its first try).
+    pub in_spool: bool,
     /// The message, or at least its header.
     pub message: &'a [u8],
 }
@@ -165,6 +167,7 @@ impl<'a> Undelivered<'a> {
             sender: e.sender.as_deref(),
             recipients: &e.recipients,
             arrived: e.created_at,
+            in_spool: true,
             message: &entry.message,
         }
     }
@@ -210,6 +213,7 @@ pub fn send_bounce(
             recipients: e.recipients,
             reason: why,
             arrived: e.arrived,
+            in_spool: e.in_spool,
             original: e.message,
         },
         chrono::Local::now(),

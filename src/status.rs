@@ -34,13 +34,13 @@ pub struct AccountStatus {
 
 /// The one-word outcome of a run, from its exit code: `retrieved`,
 /// `no_mail`, `limit_reached`, `partial` (an error after some messages
-/// were delivered) or `failed`.
+/// were delivered or spooled) or `failed`.
 pub fn outcome(run: &RunRecord) -> &'static str {
     match run.exit_code {
         0 => "retrieved",
         1 => "no_mail",
         13 => "limit_reached",
-        _ if run.messages > 0 => "partial",
+        _ if run.messages + run.spooled > 0 => "partial",
         _ => "failed",
     }
 }
@@ -100,6 +100,7 @@ pub fn to_json(statuses: &[AccountStatus]) -> Value {
                     "exit_code": r.exit_code,
                     "outcome": outcome(r),
                     "messages": r.messages,
+                    "spooled": r.spooled,
                     "bytes": r.bytes,
                     "error": r.error,
                 })),
@@ -137,11 +138,12 @@ pub fn to_text(statuses: &[AccountStatus]) -> String {
         };
         match &s.last_run {
             Some(r) => out.push_str(&format!(
-                "{name}: last run {} ({:.1}s): {}, {} messages ({}); {} in the spool\n",
+                "{name}: last run {} ({:.1}s): {}, {} delivered, {} spooled ({}); {} in the spool\n",
                 local_time(r.started_at),
                 r.duration.as_secs_f64(),
                 outcome(r).replace('_', " "),
                 r.messages,
+                r.spooled,
                 bytesize::ByteSize(r.bytes),
                 s.spooled
             )),
@@ -178,6 +180,7 @@ mod tests {
             exit_code,
             messages,
             bytes: messages * 100,
+            spooled: 0,
             error: error.map(String::from),
         }
     }
@@ -189,6 +192,11 @@ mod tests {
         assert_eq!(outcome(&run("a", 0, 13, 5, None)), "limit_reached");
         assert_eq!(outcome(&run("a", 0, 2, 3, Some("x"))), "partial");
         assert_eq!(outcome(&run("a", 0, 3, 0, Some("x"))), "failed");
+        let spooled_then_failed = RunRecord {
+            spooled: 1,
+            ..run("a", 0, 7, 0, Some("x"))
+        };
+        assert_eq!(outcome(&spooled_then_failed), "partial");
     }
 
     #[test]
@@ -204,7 +212,10 @@ mod tests {
             ))
             .unwrap();
         state
-            .record_run(&run("isp", 1_700_000_100, 0, 2, None))
+            .record_run(&RunRecord {
+                spooled: 1,
+                ..run("isp", 1_700_000_100, 0, 2, None)
+            })
             .unwrap();
         state
             .record_run(&run("old", 1_600_000_000, 1, 0, None))
@@ -219,6 +230,8 @@ mod tests {
         assert_eq!(a[0]["last_run"]["started_at"], "2023-11-14T22:15:00Z");
         assert_eq!(a[0]["last_run"]["duration_ms"], 1500);
         assert_eq!(a[0]["last_run"]["bytes"], 200);
+        assert_eq!(a[0]["last_run"]["messages"], 2);
+        assert_eq!(a[0]["last_run"]["spooled"], 1);
         assert_eq!(a[0]["last_error"]["exit_code"], 2);
         assert_eq!(a[0]["last_error"]["message"], "connecting: refused");
         assert_eq!(a[0]["recent"]["runs"], 2);
@@ -229,6 +242,7 @@ mod tests {
         assert_eq!(a[2]["configured"], false);
         let text = to_text(&statuses);
         assert!(text.contains("isp: last run"), "{text}");
+        assert!(text.contains("retrieved, 2 delivered, 1 spooled"), "{text}");
         assert!(text.contains("  last error"), "{text}");
         assert!(text.contains("new: never run"), "{text}");
     }

@@ -463,22 +463,26 @@ fn fetch_now(config: &Config, account: &Account) -> Fetched {
     for w in &report.warnings {
         log::warn!("account {name}: {w}");
     }
+    let done = report.done_before();
     match report.error {
         Some(Error::Locked(why)) => {
             log::info!("account {name}: {why}; trying again shortly");
             Fetched::Busy
         }
-        Some(e) if report.messages > 0 => Fetched::Failed(Error::Internal(format!(
-            "{e} (after {} messages were delivered)",
-            report.messages
-        ))),
-        Some(e) => Fetched::Failed(e),
+        Some(e) => match done {
+            Some(done) => Fetched::Failed(Error::Internal(format!("{e} ({done})"))),
+            None => Fetched::Failed(e),
+        },
         None => {
-            log::info!(
+            let mut line = format!(
                 "account {name}: fetched {} messages ({})",
-                report.messages,
+                report.retrieved(),
                 bytesize::ByteSize(report.bytes)
             );
+            if report.retrieved() > report.messages {
+                line.push_str(&format!(": {}", report.outcomes()));
+            }
+            log::info!("{line}");
             Fetched::Done
         }
     }

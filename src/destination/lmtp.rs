@@ -358,7 +358,7 @@ impl Destination for Lmtp {
 }
 
 impl EnvelopeCheck for Lmtp {
-    fn begin(&mut self, envelope: &Envelope, size: u64) -> Result<DeliveryReport> {
+    fn begin(&mut self, envelope: &Envelope, size: u64, _header: &[u8]) -> Result<DeliveryReport> {
         self.connect()?;
         let recipients = self.effective_recipients(envelope);
         let sender = sender_of(envelope, self.config.sender.as_deref());

@@ -14,10 +14,10 @@
 //!
 //! Headers first: a destination that checks the envelope before it takes
 //! the body (SMTP, LMTP: `envelope_check`) splits delivery in two.
-//! `begin` opens the transaction (MAIL FROM with SIZE, RCPT TO for every
-//! recipient) and reports who was accepted; only if anyone was does the
-//! fetch loop download the body and call `finish`; otherwise it calls
-//! `abandon` (RSET). Destinations that do not check the envelope accept
+//! `begin` opens the transaction (MAIL FROM, RCPT TO for every recipient;
+//! it sees the header, not the body) and reports who was accepted; only
+//! if anyone was does the fetch loop download the body and call `finish`;
+//! otherwise it calls `abandon` (RSET). Destinations that do not check the envelope accept
 //! everyone in `begin`, and their `finish` is `deliver`.
 
 pub mod directory;
@@ -142,10 +142,11 @@ pub trait Destination: Send {
 /// Headers first (SMTP, LMTP): delivery in two steps, so a message that
 /// would be refused costs only its header.
 pub trait EnvelopeCheck {
-    /// Opens a transaction for a message of about `size` bytes (MAIL
-    /// FROM with SIZE, RCPT TO for every recipient) and reports which
-    /// recipients the server would take.
-    fn begin(&mut self, envelope: &Envelope, size: u64) -> Result<DeliveryReport>;
+    /// Opens a transaction for a message of about `size` bytes whose
+    /// header block is `header` (MAIL FROM with SIZE, BODY and SMTPUTF8
+    /// as the server offers and the header needs, RCPT TO for every
+    /// recipient) and reports which recipients the server would take.
+    fn begin(&mut self, envelope: &Envelope, size: u64, header: &[u8]) -> Result<DeliveryReport>;
 
     /// Sends the body for the transaction `begin` opened.
     fn finish(&mut self, envelope: &Envelope, message: &[u8]) -> Result<DeliveryReport>;
@@ -218,7 +219,8 @@ pub(crate) fn deliver_in_two_steps(
     envelope: &Envelope,
     message: &[u8],
 ) -> Result<DeliveryReport> {
-    let mut report = d.begin(envelope, message.len() as u64)?;
+    let header = crate::message::header_block(message);
+    let mut report = d.begin(envelope, message.len() as u64, header)?;
     if report.accepted.is_empty() {
         d.abandon();
         return Ok(report);

@@ -7,9 +7,18 @@
 //! (the next message opens a new one). TLS: `implicit` from the first
 //! byte, `starttls` which must succeed, or `none`; certificates are
 //! verified, `ca_file` adds a trust anchor and `fingerprint` pins the
-//! certificate instead, as for sources. `SIZE` (its limit is read from
-//! our own `EHLO`, since lettre does not keep it), `8BITMIME` and
-//! `SMTPUTF8` are used when offered.
+//! certificate instead, as for sources.
+//!
+//! One `EHLO` per session (and the one after STARTTLS that the protocol
+//! requires): what the server offers is read from lettre's answer to it.
+//! lettre keeps 8BITMIME and SMTPUTF8 from it but not SIZE, so SIZE is
+//! not declared; a server's size limit is its refusal after DATA.
+//! `BODY=8BITMIME` is declared whenever offered (the body may not be
+//! known yet); without 8BITMIME an 8-bit body is converted to 7-bit
+//! (`crate::mime7bit`), or refused when it cannot be. `SMTPUTF8` is
+//! declared when the header or an address is not ASCII (RFC 6531 §3.4);
+//! without it such a message (or recipient) is refused, as Postfix does,
+//! since the protocol forbids sending it.
 //!
 //! Messages are held with LF line endings; they are sent as CRLF.
 //! lettre dot-stuffs and ends the data with `CRLF . CRLF` itself, so the
@@ -19,9 +28,10 @@
 use lettre::address::Address;
 use lettre::transport::smtp::authentication::{Credentials, Mechanism};
 use lettre::transport::smtp::client::{Certificate, SmtpConnection, TlsParameters};
-use lettre::transport::smtp::commands::{Data, Ehlo, Mail, Rcpt, Rset};
+use lettre::transport::smtp::commands::{Data, Mail, Rcpt, Rset};
 use lettre::transport::smtp::extension::{ClientId, Extension, MailBodyParameter, MailParameter};
 use sha2::{Digest, Sha256};
+use std::borrow::Cow;
 
 use crate::config::{SmtpConfig, TlsMode};
 use crate::error::{Error, Failure, Result};
@@ -30,13 +40,19 @@ use crate::secret;
 
 use super::{sender_of, DeliveryReport, Destination, EnvelopeCheck, Refusal};
 
-/// An open connection and what the server offers.
+/// An open connection.
 struct Connection {
     conn: SmtpConnection,
-    /// `SIZE` was offered (with this limit; 0 = none given).
-    size: Option<u64>,
     /// A transaction ran on this connection (send RSET before the next).
     used: bool,
+}
+
+/// The transaction `begin` opened.
+struct Transaction {
+    /// Recipients accepted at RCPT TO.
+    accepted: Vec<String>,
+    /// `SMTPUTF8` was declared (the server takes 8-bit data then).
+    smtputf8: bool,
 }
 
 /// An SMTP destination.
@@ -45,8 +61,12 @@ pub struct Smtp {
     config: SmtpConfig,
     hostname: String,
     connection: Option<Connection>,
-    /// Recipients accepted at RCPT TO in the open transaction.
-    open: Option<Vec<String>>,
+    /// The open transaction.
+    open: Option<Transaction>,
+    /// Why the server refused our credentials (a 5xx to AUTH): tried
+    /// once per run, not once per message, since servers lock accounts
+    /// after a few wrong passwords.
+    auth_refused: Option<String>,
 }
 
 /// LF line endings to CRLF (a CR already before an LF is kept as is),
@@ -67,19 +87,6 @@ pub fn wire_form(message: &[u8]) -> Vec<u8> {
     out
 }
 
-/// Reads the `SIZE` keyword (and its limit) from an EHLO reply's lines.
-pub fn size_offered<'a>(lines: impl Iterator<Item = &'a str>) -> Option<u64> {
-    lines.skip(1).find_map(|l| {
-        let mut words = l.split_whitespace();
-        match words.next() {
-            Some(w) if w.eq_ignore_ascii_case("SIZE") => {
-                Some(words.next().and_then(|n| n.parse().ok()).unwrap_or(0))
-            }
-            _ => None,
-        }
-    })
-}
-
 impl Smtp {
     /// A destination for `config`; it connects on first use.
     pub fn new(name: &str, config: SmtpConfig, hostname: &str) -> Smtp {
@@ -89,6 +96,7 @@ impl Smtp {
             hostname: hostname.to_string(),
             connection: None,
             open: None,
+            auth_refused: None,
         }
     }
 
@@ -101,7 +109,7 @@ impl Smtp {
     /// connection is dropped and the failure counted as transient.
     fn smtp_error(&mut self, what: &str, e: lettre::transport::smtp::Error) -> Error {
         if e.is_transient() || e.is_permanent() {
-            return self.fail(format!("{what}: {e}"), reply_failure(&e));
+            return self.reply_error(what, &e);
         }
         if let Some(mut c) = self.connection.take() {
             c.conn.abort();
@@ -109,6 +117,18 @@ impl Smtp {
         self.open = None;
         let server = format!("{}:{}", self.config.server.host, self.config.server.port);
         self.fail(format!("{what} ({server}): {e}"), Failure::Temporary)
+    }
+
+    /// A reply to `what`, as the server said it (`RCPT TO:<a@b>: 550
+    /// 5.1.1 ...`), classified by its code.
+    fn reply_error(&self, what: &str, e: &lettre::transport::smtp::Error) -> Error {
+        self.fail(format!("{what}: {}", reply_text(e)), reply_failure(e))
+    }
+
+    /// A refusal of our own, for something the server does not offer
+    /// and the protocol does not allow without it.
+    fn refusal(&self, why: String) -> Error {
+        self.fail(why, Failure::Refused)
     }
 
     fn tls_parameters(&self) -> Result<TlsParameters> {
@@ -151,14 +171,20 @@ impl Smtp {
     }
 
     /// Opens the connection if there is none. Whatever fails here (TLS,
-    /// a missing STARTTLS, a wrong pin, EHLO, AUTH, the password command)
-    /// is the destination's problem, not the message's: it is a temporary
-    /// failure, so the message is spooled or left for the next run, never
-    /// refused, bounced or deleted because a relay is misconfigured or
-    /// under attack.
+    /// a missing STARTTLS, a wrong pin, EHLO, a 4xx to AUTH, the password
+    /// command) is the destination's problem, not the message's: it is a
+    /// temporary failure, so the message is spooled or left for the next
+    /// run, never refused, bounced or deleted because a relay is
+    /// misconfigured or under attack. Credentials the server refuses (a
+    /// 5xx to AUTH, or no mechanism we may use) are an authentication
+    /// error naming the destination: a local fault, so nothing is
+    /// recorded, refused or deleted, and the run ends with exit 3.
     fn connect(&mut self) -> Result<()> {
         if self.connection.is_some() {
             return Ok(());
+        }
+        if let Some(why) = &self.auth_refused {
+            return Err(Error::Auth(why.clone()));
         }
         self.open_connection().map_err(|e| match e {
             Error::Delivery {
@@ -212,11 +238,6 @@ impl Smtp {
                 return Err(self.fail(e.to_string(), Failure::Local));
             }
         }
-        // lettre keeps no SIZE from its EHLO; ask once more and read it.
-        let size = match conn.command(Ehlo::new(hello.clone())) {
-            Ok(reply) => size_offered(reply.message()),
-            Err(e) => return Err(self.smtp_error("EHLO", e)),
-        };
         if let Some(user) = &self.config.user {
             let password = secret::resolve(&self.config.secret)
                 .map_err(|e| self.fail(e.to_string(), Failure::Local))?
@@ -224,21 +245,49 @@ impl Smtp {
             let credentials = Credentials::new(user.clone(), password.to_string());
             if let Err(e) = conn.auth(&[Mechanism::Plain, Mechanism::Login], &credentials) {
                 // Our credentials, not the message: never a refusal.
-                let failure = if e.is_transient() {
-                    Failure::Temporary
-                } else {
-                    Failure::Local
-                };
                 conn.abort();
-                return Err(self.fail(format!("authentication as {user} failed: {e}"), failure));
+                if e.is_permanent() || e.is_client() {
+                    let why = format!(
+                        "destination {}: AUTH as {user}: {}",
+                        self.name,
+                        reply_text(&e)
+                    );
+                    self.auth_refused = Some(why.clone());
+                    return Err(Error::Auth(why));
+                }
+                return Err(self.fail(
+                    format!("authentication as {user} failed: {}", reply_text(&e)),
+                    Failure::Temporary,
+                ));
             }
         }
-        self.connection = Some(Connection {
-            conn,
-            size,
-            used: false,
-        });
+        self.connection = Some(Connection { conn, used: false });
         Ok(())
+    }
+
+    /// The MAIL FROM address for `sender`: the message's Return-Path,
+    /// else the configured sender, else the null sender.
+    fn sender_address(&self, sender: &str) -> Option<Address> {
+        if sender.is_empty() {
+            return None;
+        }
+        match sender.parse::<Address>() {
+            Ok(a) => Some(a),
+            // The sender comes from the message's Return-Path: a bad
+            // one is no reason to refuse the message. The configured
+            // sender, else the null sender.
+            Err(e) => {
+                log::warn!(
+                    "{}: envelope sender {sender:?} is not an address ({e}); using {}",
+                    self.name,
+                    self.config.sender.as_deref().unwrap_or("<>")
+                );
+                self.config
+                    .sender
+                    .as_deref()
+                    .and_then(|s| s.parse::<Address>().ok())
+            }
+        }
     }
 
     fn effective_recipients(&self, envelope: &Envelope) -> Vec<String> {
@@ -271,32 +320,28 @@ impl Destination for Smtp {
 }
 
 impl EnvelopeCheck for Smtp {
-    fn begin(&mut self, envelope: &Envelope, size: u64) -> Result<DeliveryReport> {
+    fn begin(&mut self, envelope: &Envelope, _size: u64, header: &[u8]) -> Result<DeliveryReport> {
         self.connect()?;
         let recipients = self.effective_recipients(envelope);
         let sender = sender_of(envelope, self.config.sender.as_deref());
-        let from = if sender.is_empty() {
-            None
-        } else {
-            match sender.parse::<Address>() {
-                Ok(a) => Some(a),
-                // The sender comes from the message's Return-Path: a bad
-                // one is no reason to refuse the message. The configured
-                // sender, else the null sender.
-                Err(e) => {
-                    log::warn!(
-                        "{}: envelope sender {sender:?} is not an address ({e}); using {}",
-                        self.name,
-                        self.config.sender.as_deref().unwrap_or("<>")
-                    );
-                    self.config
-                        .sender
-                        .as_deref()
-                        .and_then(|s| s.parse::<Address>().ok())
-                }
-            }
-        };
+        let from = self.sender_address(&sender);
         let c = self.connection.as_mut().expect("connected above");
+        let info = c.conn.server_info();
+        let eight_bit_mime = info.supports_feature(Extension::EightBitMime);
+        let smtputf8_offered = info.supports_feature(Extension::SmtpUtfEight);
+        let needs_utf8 = !header.is_ascii() || !sender.is_ascii();
+        if needs_utf8 && !smtputf8_offered {
+            let what = if header.is_ascii() {
+                format!("the sender {sender:?} is not ASCII")
+            } else {
+                "the message has UTF-8 (8-bit) headers".to_string()
+            };
+            let why = format!("{what} and the server does not offer SMTPUTF8");
+            return Ok(DeliveryReport::none(&recipients, || {
+                self.refusal(why.clone())
+            }));
+        }
+        let smtputf8 = smtputf8_offered && (needs_utf8 || recipients.iter().any(|r| !r.is_ascii()));
         if c.used {
             if let Err(e) = c.conn.command(Rset) {
                 return Err(self.smtp_error("RSET", e));
@@ -304,43 +349,44 @@ impl EnvelopeCheck for Smtp {
         }
         let c = self.connection.as_mut().expect("connected above");
         c.used = true;
-        let info = c.conn.server_info();
         let mut params = Vec::new();
-        if c.size.is_some() {
-            params.push(MailParameter::Size(size as usize));
-        }
         // With headers-first the body is not known yet: declare 8BITMIME
         // whenever it is offered (harmless for 7-bit mail).
-        if info.supports_feature(Extension::EightBitMime) {
+        if eight_bit_mime {
             params.push(MailParameter::Body(MailBodyParameter::EightBitMime));
         }
-        let non_ascii = !sender.is_ascii() || recipients.iter().any(|r| !r.is_ascii());
-        if non_ascii && info.supports_feature(Extension::SmtpUtfEight) {
+        if smtputf8 {
             params.push(MailParameter::SmtpUtfEight);
         }
         if let Err(e) = c.conn.command(Mail::new(from, params)) {
             let what = format!("MAIL FROM:<{sender}>");
             if e.is_transient() || e.is_permanent() {
-                let msg = format!("{what}: {e}");
+                let text = format!("{}: {}", what, reply_text(&e));
                 let failure = reply_failure(&e);
                 return Ok(DeliveryReport::none(&recipients, || {
-                    self.fail(msg.clone(), failure)
+                    self.fail(text.clone(), failure)
                 }));
             }
             return Err(self.smtp_error(&what, e));
         }
         let mut report = DeliveryReport::default();
         for r in &recipients {
+            let refused = |error| Refusal {
+                recipient: r.clone(),
+                error,
+            };
+            if !r.is_ascii() && !smtputf8 {
+                report.refused.push(refused(self.refusal(format!(
+                    "the recipient <{r}> is not ASCII and the server does not offer SMTPUTF8"
+                ))));
+                continue;
+            }
             let address = match r.parse::<Address>() {
                 Ok(a) => a,
                 Err(e) => {
-                    report.refused.push(Refusal {
-                        recipient: r.clone(),
-                        error: self.fail(
-                            format!("recipient {r:?} is not an address: {e}"),
-                            Failure::Refused,
-                        ),
-                    });
+                    report.refused.push(refused(
+                        self.refusal(format!("recipient {r:?} is not an address: {e}")),
+                    ));
                     continue;
                 }
             };
@@ -348,44 +394,77 @@ impl EnvelopeCheck for Smtp {
             match c.conn.command(Rcpt::new(address, vec![])) {
                 Ok(_) => report.accepted.push(r.clone()),
                 Err(e) if e.is_transient() || e.is_permanent() => {
-                    let error = self.fail(format!("RCPT TO:<{r}>: {e}"), reply_failure(&e));
-                    report.refused.push(Refusal {
-                        recipient: r.clone(),
-                        error,
-                    });
+                    let error = self.reply_error(&format!("RCPT TO:<{r}>"), &e);
+                    report.refused.push(refused(error));
                 }
                 Err(e) => return Err(self.smtp_error(&format!("RCPT TO:<{r}>"), e)),
             }
         }
-        self.open = Some(report.accepted.clone());
+        self.open = Some(Transaction {
+            accepted: report.accepted.clone(),
+            smtputf8,
+        });
         Ok(report)
     }
 
     fn finish(&mut self, _envelope: &Envelope, message: &[u8]) -> Result<DeliveryReport> {
-        let Some(accepted) = self.open.take() else {
+        let Some(tx) = self.open.take() else {
             return Err(Error::Internal("SMTP finish without begin".into()));
         };
+        let accepted = tx.accepted;
         let Some(c) = self.connection.as_mut() else {
             return Err(Error::Internal("SMTP connection gone".into()));
         };
+        // RFC 6152: no 8-bit data to a server without 8BITMIME (one that
+        // took SMTPUTF8 takes it too, RFC 6531 §3.1). Converted before
+        // DATA, so a message that cannot be leaves the transaction
+        // unused (RSET before the next).
+        let eight_bit_ok = tx.smtputf8
+            || c.conn
+                .server_info()
+                .supports_feature(Extension::EightBitMime);
+        let message = if eight_bit_ok {
+            Cow::Borrowed(message)
+        } else {
+            match crate::mime7bit::to_7bit(message) {
+                Ok(m) => {
+                    if let Cow::Owned(_) = m {
+                        log::info!(
+                            "{}: the server does not offer 8BITMIME; the message was converted to 7-bit",
+                            self.name
+                        );
+                    }
+                    m
+                }
+                Err(e) => {
+                    let why = format!(
+                        "8-bit message and the server does not offer 8BITMIME; could not convert: {e}"
+                    );
+                    return Ok(DeliveryReport::none(&accepted, || {
+                        self.refusal(why.clone())
+                    }));
+                }
+            }
+        };
+        let c = self.connection.as_mut().expect("checked above");
         if let Err(e) = c.conn.command(Data) {
             if e.is_transient() || e.is_permanent() {
-                let msg = format!("DATA: {e}");
+                let text = format!("{}: {}", "DATA", reply_text(&e));
                 let failure = reply_failure(&e);
                 return Ok(DeliveryReport::none(&accepted, || {
-                    self.fail(msg.clone(), failure)
+                    self.fail(text.clone(), failure)
                 }));
             }
             return Err(self.smtp_error("DATA", e));
         }
         let c = self.connection.as_mut().expect("checked above");
-        match c.conn.message(&wire_form(message)) {
+        match c.conn.message(&wire_form(&message)) {
             Ok(_) => Ok(DeliveryReport::all(&accepted)),
             Err(e) if e.is_transient() || e.is_permanent() => {
-                let msg = format!("after DATA: {e}");
+                let text = format!("{}: {}", "after DATA", reply_text(&e));
                 let failure = reply_failure(&e);
                 Ok(DeliveryReport::none(&accepted, || {
-                    self.fail(msg.clone(), failure)
+                    self.fail(text.clone(), failure)
                 }))
             }
             // The connection broke after the data: the server may or may
@@ -397,6 +476,15 @@ impl EnvelopeCheck for Smtp {
     fn abandon(&mut self) {
         self.open = None;
         // RSET is sent before the next transaction.
+    }
+}
+
+/// A reply as the server said it: `550 5.1.1 text`.
+fn reply_text(e: &lettre::transport::smtp::Error) -> String {
+    match (e.status(), std::error::Error::source(e)) {
+        (Some(code), Some(text)) => format!("{code} {text}"),
+        (Some(code), None) => code.to_string(),
+        _ => e.to_string(),
     }
 }
 
@@ -420,16 +508,5 @@ mod tests {
         assert_eq!(wire_form(b"a\r\nb"), b"a\r\nb");
         assert_eq!(wire_form(b"a\n\n"), b"a\r\n");
         assert_eq!(wire_form(b""), b"");
-    }
-
-    #[test]
-    fn size_keyword_is_found() {
-        let lines = ["mx hello", "PIPELINING", "SIZE 10240000", "8BITMIME"];
-        assert_eq!(size_offered(lines.iter().copied()), Some(10_240_000));
-        assert_eq!(size_offered(["mx", "SIZE"].iter().copied()), Some(0));
-        assert_eq!(
-            size_offered(["mx SIZE 5", "8BITMIME"].iter().copied()),
-            None
-        );
     }
 }

@@ -11,7 +11,7 @@ use std::collections::{HashMap, VecDeque};
 use crate::audit::{self, AuditLog};
 use crate::config::{Account, Config};
 use crate::destination::{self, DeliveryReport, Destination};
-use crate::error::{Error, Result};
+use crate::error::{Error, Failure, Result};
 use crate::message::{self, Envelope, TraceInfo};
 use crate::progress::AccountProgress;
 use crate::retry;
@@ -30,7 +30,8 @@ use super::{AccountReport, FetchOptions};
 const HEADERS_AT_ONCE: usize = 64;
 
 /// Room for the `Received:` header added after download, in the size
-/// announced to SMTP/LMTP before the body is known (headers first).
+/// announced before the body is known (headers first; LMTP's SIZE, SMTP
+/// declares none).
 const RECEIVED_ALLOWANCE: u64 = 512;
 
 /// One account's run, from the scan to the last commit.
@@ -48,9 +49,10 @@ pub(crate) struct AccountRun<'a> {
     pub(crate) fingerprint: String,
     /// Leave mail on the server (config or `--keep`).
     pub(crate) keep: bool,
-    /// The first refusal kept on the server: the run ends with it (exit
-    /// 10) so cron says so.
-    pub(crate) refused: Option<Error>,
+    /// The first message left undone (refused and kept, or deferred
+    /// before download): the run ends with its line (exit 10) so cron
+    /// says so; later ones are warnings.
+    pub(crate) unfinished: Option<Error>,
     /// The first local fault behind a spooled copy: the run ends with it.
     pub(crate) faulted: Option<Error>,
 }
@@ -89,8 +91,12 @@ pub(super) fn fetch_locked(
             .extend(report.flushed.errors.iter().cloned());
     }
     // A spooled copy that a local fault keeps from its destination: the
-    // run says so with its exit code (10), not only in a warning.
+    // run says so with its exit code (10; 3 when a destination refused
+    // our credentials), not only in a warning.
     let spool_fault = report.flushed.local_faults.first().map(|f| {
+        if let Some(why) = &report.flushed.auth_failure {
+            return Error::Auth(why.clone());
+        }
         let more = match report.flushed.local_faults.len() {
             1 => String::new(),
             n => format!(" (and {} more)", n - 1),
@@ -136,7 +142,7 @@ impl<'a> AccountRun<'a> {
             policy: retry::policy(config),
             fingerprint: envelope::delivery_fingerprint(config, account),
             keep,
-            refused: None,
+            unfinished: None,
             faulted: None,
         }
     }
@@ -204,16 +210,23 @@ impl<'a> AccountRun<'a> {
         let settled = self
             .state
             .apply_folder_updates(&self.account.name, &settled);
-        delivered?;
-        finished?;
-        settled?;
+        let result = delivered
+            .and(finished)
+            .and(settled)
+            .and_then(|()| self.forget_gone(&scans));
+        self.end_with(result)
+    }
+
+    /// After a completed session: forgets the ids of messages the server
+    /// no longer has.
+    fn forget_gone(&mut self, scans: &[source::Scan]) -> Result<()> {
         // Deletions a completed QUIT confirmed: those ids may be reused by
         // the server for new mail, so they are forgotten.
         let confirmed = self.source.confirmed_deletions();
         if !confirmed.is_empty() {
             self.state.forget_seen(&self.account.name, &confirmed)?;
         }
-        for scan in &scans {
+        for scan in scans {
             if let (Some(present), Some(folder)) = (
                 &scan.present,
                 scan.new
@@ -228,10 +241,39 @@ impl<'a> AccountRun<'a> {
                 }
             }
         }
-        if let Some(e) = self.faulted.take().or(self.refused.take()) {
-            return Err(e);
-        }
         Ok(())
+    }
+
+    /// The run's result: its own error, else a local fault behind a
+    /// spooled copy, else the first message left undone. What does not
+    /// become the error is still reported, as a warning.
+    fn end_with(&mut self, result: Result<()>) -> Result<()> {
+        let mut kept = [self.faulted.take(), self.unfinished.take()]
+            .into_iter()
+            .flatten();
+        let result = match result {
+            Err(e) => Err(e),
+            Ok(()) => kept.next().map_or(Ok(()), Err),
+        };
+        // Not the same line twice (a wrong relay password fails the spool
+        // and the new mail alike).
+        let said = result.as_ref().err().map(|e| e.to_string());
+        let rest: Vec<String> = kept
+            .map(|e| e.to_string())
+            .filter(|line| Some(line) != said.as_ref())
+            .collect();
+        self.report.warnings.extend(rest);
+        result
+    }
+
+    /// A message left undone, in one line: the first becomes the run's
+    /// error (exit 10), later ones warnings, so each is said once.
+    pub(crate) fn unfinished(&mut self, line: String, failure: Failure) {
+        if self.unfinished.is_some() {
+            self.report.warnings.push(line);
+        } else {
+            self.unfinished = Some(Error::Unfinished { line, failure });
+        }
     }
 
     /// The new messages worth fetching: not over `max_size` (those are
@@ -344,7 +386,6 @@ impl<'a> AccountRun<'a> {
         }
         self.batch = Batch::new(if group { BATCH_MESSAGES } else { 1 });
         let mut bytes_saved = 0u64;
-        let mut deferred: Option<Error> = None;
         // A stop (SIGINT/SIGTERM) is honoured between messages: the one in
         // hand is decided and committed, then the session ends politely.
         while !crate::signal::stop_requested() {
@@ -376,10 +417,7 @@ impl<'a> AccountRun<'a> {
                     };
                     match self.open_envelope(&next, &envelope, &header)? {
                         Opened::Accepted(begun) => opened = Some((envelope, begun)),
-                        Opened::Deferred(e) => {
-                            deferred.get_or_insert(e);
-                            continue;
-                        }
+                        Opened::Deferred => continue,
                         Opened::Decided => {
                             bytes_saved += next.size;
                             continue;
@@ -423,10 +461,7 @@ impl<'a> AccountRun<'a> {
                 self.account.name
             );
         }
-        match deferred {
-            Some(e) => Err(e),
-            None => Ok(()),
-        }
+        Ok(())
     }
 
     /// The envelope of a message, or `None` when routing leaves it on the
@@ -490,7 +525,7 @@ impl<'a> AccountRun<'a> {
             .destinations
             .iter_mut()
             .map(|d| match d.envelope_check() {
-                Some(c) => c.begin(envelope, size),
+                Some(c) => c.begin(envelope, size, header),
                 None => Ok(DeliveryReport::all(&d.recipients(envelope))),
             })
             .collect();
@@ -507,12 +542,13 @@ impl<'a> AccountRun<'a> {
         }
         let named = self.account.deliver_to.iter().cloned().zip(begun).collect();
         let why = match verdict::judge_unopened(named) {
-            Unopened::Deferred(e) => {
-                self.report.warnings.push(format!(
-                    "{} deferred before download (left for the next run): {e}",
+            Unopened::Deferred(why) => {
+                let line = format!(
+                    "{} deferred before download (left for the next run): {why}",
                     describe(message)
-                ));
-                return Ok(Opened::Deferred(e));
+                );
+                self.unfinished(line, Failure::Temporary);
+                return Ok(Opened::Deferred);
             }
             Unopened::Local(e) => return Err(e),
             Unopened::Refused(why) => why,
@@ -729,8 +765,8 @@ impl<'a> AccountRun<'a> {
 enum Opened {
     /// Someone accepted a recipient: download the body.
     Accepted(Vec<Result<DeliveryReport>>),
-    /// Failed for now everywhere: left for the next run.
-    Deferred(Error),
+    /// Failed for now everywhere: left for the next run (and said so).
+    Deferred,
     /// Refused for good: decided without downloading the body.
     Decided,
 }

@@ -164,21 +164,28 @@ impl AccountRun<'_> {
     /// The report and the audit log, for a committed message.
     fn report_committed(&mut self, p: &Pending) -> Result<()> {
         let o = &p.outcome;
+        // Spooled for some destination is not delivered.
+        if !o.owed.is_empty() {
+            self.report.spooled += 1;
+        } else if p.counts {
+            match o.disposition {
+                Disposition::Dropped(_) => self.report.dropped += 1,
+                _ => self.report.messages += 1,
+            }
+        }
         if p.counts {
-            self.report.messages += 1;
             self.report.bytes += p.bytes;
         }
-        self.report.spooled += o.owed.len() as u64;
-        self.report.warnings.extend(p.warnings.iter().cloned());
+        if let Disposition::RefusedKept(_) = &o.disposition {
+            // Its line ends the run (exit 10), said once.
+            for line in &p.warnings {
+                self.unfinished(line.clone(), crate::error::Failure::Refused);
+            }
+        } else {
+            self.report.warnings.extend(p.warnings.iter().cloned());
+        }
         if let Some(a) = &p.alert {
             self.report.alerts.push(a.clone());
-        }
-        if let Disposition::RefusedKept(why) = &o.disposition {
-            self.refused.get_or_insert(crate::Error::delivery(
-                self.account.deliver_to.join(", "),
-                why.clone(),
-                crate::error::Failure::Refused,
-            ));
         }
         super::audit_message(
             self.audit,

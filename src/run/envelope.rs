@@ -153,6 +153,7 @@ fn bounce(
         sender: envelope.sender.as_deref(),
         recipients: &recipients,
         arrived: retry::now(),
+        in_spool: false,
         message: message::header_block(headers),
     };
     retry::send_bounce(

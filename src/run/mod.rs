@@ -63,9 +63,10 @@ pub struct AccountReport {
     pub account: String,
     /// Its exit code.
     pub code: ExitCode,
-    /// Messages delivered.
+    /// Messages delivered (every destination has them).
     pub messages: u64,
-    /// Bytes delivered.
+    /// Bytes of the messages retrieved (delivered, spooled, or refused
+    /// and deleted).
     pub bytes: u64,
     /// With `--check`: new messages waiting.
     pub waiting: u64,
@@ -77,8 +78,11 @@ pub struct AccountReport {
     /// `max_bytes_per_run` ended the run (exit 13).
     pub left_by_limit: u64,
     /// Messages put in the retry spool this run (a destination failed for
-    /// now; the message is not downloaded again).
+    /// now; the message is not downloaded again). Not counted as
+    /// delivered.
     pub spooled: u64,
+    /// Messages refused for good and deleted or bounced (`on_refused`).
+    pub dropped: u64,
     /// What retrying the spool did before new mail was fetched.
     pub flushed: crate::store::spool::FlushReport,
     /// Things the user must hear of even with `-q` (a suspected mail loop
@@ -99,9 +103,54 @@ impl AccountReport {
             warnings: Vec::new(),
             left_by_limit: 0,
             spooled: 0,
+            dropped: 0,
             flushed: Default::default(),
             alerts: Vec::new(),
         }
+    }
+
+    /// Messages this run is done with (delivered, spooled, or refused
+    /// and deleted): what makes it exit 0.
+    pub fn retrieved(&self) -> u64 {
+        self.messages + self.spooled + self.dropped
+    }
+
+    /// How many were retrieved, and (when not all were delivered) what
+    /// became of them: `3 messages (12.0 KiB) retrieved: 2 delivered, 1
+    /// spooled`.
+    pub fn summary(&self) -> String {
+        let mut line = format!(
+            "{} messages ({}) retrieved",
+            self.retrieved(),
+            bytesize::ByteSize(self.bytes)
+        );
+        if self.retrieved() > self.messages {
+            line.push_str(&format!(": {}", self.outcomes()));
+        }
+        line
+    }
+
+    /// For the line of an error that ended the run: what it did before,
+    /// `after 2 messages were delivered` (or `after 3 messages: 2
+    /// delivered, 1 spooled`); `None` when it did nothing.
+    pub fn done_before(&self) -> Option<String> {
+        match self.retrieved() {
+            0 => None,
+            n if n == self.messages => Some(format!("after {n} messages were delivered")),
+            n => Some(format!("after {n} messages: {}", self.outcomes())),
+        }
+    }
+
+    /// `2 delivered, 1 spooled, 1 refused and deleted`.
+    pub fn outcomes(&self) -> String {
+        let mut parts = vec![format!("{} delivered", self.messages)];
+        if self.spooled > 0 {
+            parts.push(format!("{} spooled", self.spooled));
+        }
+        if self.dropped > 0 {
+            parts.push(format!("{} refused and deleted", self.dropped));
+        }
+        parts.join(", ")
     }
 }
 
@@ -214,7 +263,7 @@ pub fn fetch_account(config: &Config, account: &Account, options: &FetchOptions)
             let code = match &result {
                 Err(e) => e.exit_code(),
                 Ok(()) if report.left_by_limit > 0 => ExitCode::LimitReached,
-                Ok(()) if report.messages > 0 => ExitCode::Retrieved,
+                Ok(()) if report.retrieved() > 0 => ExitCode::Retrieved,
                 Ok(()) => ExitCode::NoMail,
             };
             let logged = state.record_run(&RunRecord {
@@ -224,6 +273,7 @@ pub fn fetch_account(config: &Config, account: &Account, options: &FetchOptions)
                 exit_code: code.code(),
                 messages: report.messages,
                 bytes: report.bytes,
+                spooled: report.spooled,
                 error,
             });
             if let Err(e) = logged {
@@ -238,7 +288,7 @@ pub fn fetch_account(config: &Config, account: &Account, options: &FetchOptions)
         Err(e) => e.exit_code(),
         Ok(()) if options.check && report.waiting > 0 => ExitCode::Retrieved,
         Ok(()) if !options.check && report.left_by_limit > 0 => ExitCode::LimitReached,
-        Ok(()) if !options.check && report.messages > 0 => ExitCode::Retrieved,
+        Ok(()) if !options.check && report.retrieved() > 0 => ExitCode::Retrieved,
         Ok(()) => ExitCode::NoMail,
     };
     report.error = result.err();

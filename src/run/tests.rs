@@ -383,3 +383,54 @@ fn a_local_fault_stops_the_run_deletes_nothing_and_records_nothing() {
         );
     }
 }
+
+#[test]
+fn a_kept_refusal_is_said_once_in_the_run_error() {
+    let r = run(
+        3,
+        vec![(1, Failure::Refused), (2, Failure::Refused)],
+        false,
+        false,
+        "keep",
+    );
+    let e = r.result.unwrap_err();
+    assert_eq!(e.exit_code(), crate::ExitCode::Delivery);
+    // The first kept refusal is the run's error line, naming the message
+    // and the destination once; the second is a warning.
+    assert_eq!(
+        e.to_string(),
+        "message u1 in INBOX was refused: home: refused; left on the server"
+    );
+    assert_eq!(
+        r.report.warnings,
+        ["message u2 in INBOX was refused: home: refused; left on the server"]
+    );
+}
+
+#[test]
+fn a_spooled_message_is_counted_as_spooled_not_delivered() {
+    let r = run(3, vec![(2, Failure::Temporary)], false, false, "keep");
+    r.result.unwrap();
+    assert_eq!(r.report.messages, 2);
+    assert_eq!(r.report.spooled, 1);
+    assert_eq!(r.report.retrieved(), 3);
+    assert_eq!(
+        r.report.summary(),
+        "3 messages (108 B) retrieved: 2 delivered, 1 spooled"
+    );
+    assert_eq!(
+        r.report.done_before().as_deref(),
+        Some("after 3 messages: 2 delivered, 1 spooled")
+    );
+    let deleted = run(2, vec![(1, Failure::Refused)], false, false, "delete");
+    assert_eq!(
+        deleted.report.summary(),
+        "2 messages (72 B) retrieved: 1 delivered, 1 refused and deleted"
+    );
+    let all = run(2, vec![], false, false, "keep");
+    assert_eq!(all.report.summary(), "2 messages (72 B) retrieved");
+    assert_eq!(
+        all.report.done_before().as_deref(),
+        Some("after 2 messages were delivered")
+    );
+}

@@ -79,7 +79,7 @@ pub(crate) fn judge(results: Vec<Attempt>) -> Verdict {
             Ok(report) => {
                 accepted_any |= !report.accepted.is_empty();
                 for refusal in report.refused {
-                    let text = format!("<{}>: {}", refusal.recipient, refusal.error);
+                    let text = refusal.error.detail_for(&refusal.recipient);
                     match refusal.error.failure() {
                         Failure::Temporary => {
                             owe(&mut owed, &r.destination, vec![refusal.recipient], text)
@@ -98,14 +98,14 @@ pub(crate) fn judge(results: Vec<Attempt>) -> Verdict {
                 }
             }
             Err(e) => match e.failure() {
-                Failure::Temporary => owe(&mut owed, &r.destination, r.recipients, e.to_string()),
-                Failure::Refused => refused.push(e.to_string()),
+                Failure::Temporary => owe(&mut owed, &r.destination, r.recipients, e.detail()),
+                Failure::Refused => refused.push(format!("{}: {}", r.destination, e.detail())),
                 Failure::Local => {
                     owe(
                         &mut local_owed,
                         &r.destination,
                         r.recipients,
-                        format!("{e} (a local fault)"),
+                        format!("{} (a local fault)", e.detail()),
                     );
                     local.get_or_insert(e);
                 }
@@ -138,9 +138,9 @@ pub(crate) fn judge(results: Vec<Attempt>) -> Verdict {
 /// before its body was downloaded (headers first).
 #[derive(Debug)]
 pub(crate) enum Unopened {
-    /// Some destination failed for now: left on the server for the next
-    /// run, not downloaded.
-    Deferred(Error),
+    /// Some destination failed for now (why, naming it): left on the
+    /// server for the next run, not downloaded.
+    Deferred(String),
     /// Refused for good everywhere (why): `on_refused` decides.
     Refused(String),
     /// A local fault: stop, record nothing.
@@ -162,13 +162,13 @@ pub(crate) fn judge_unopened(results: Vec<(String, Result<DeliveryReport>)>) -> 
         };
         for (recipient, e) in errors {
             let text = match &recipient {
-                Some(r) => format!("{name}: <{r}>: {e}"),
-                None => e.to_string(),
+                Some(r) => format!("{name}: {}", e.detail_for(r)),
+                None => format!("{name}: {}", e.detail()),
             };
             match e.failure() {
                 Failure::Local => return Unopened::Local(e),
                 Failure::Temporary => {
-                    deferred.get_or_insert(Error::delivery(name.clone(), text, Failure::Temporary));
+                    deferred.get_or_insert(text);
                 }
                 Failure::Refused => refused.push(text),
             }
@@ -298,6 +298,63 @@ mod tests {
             ("b".to_string(), Err(err(Failure::Local))),
         ];
         assert!(matches!(judge_unopened(mixed), Unopened::Local(_)));
+    }
+
+    #[test]
+    fn texts_name_the_destination_and_the_recipient_once() {
+        let rcpt = |r: &str, code: &str, failure| Refusal {
+            recipient: r.into(),
+            error: Error::delivery("relay", format!("RCPT TO:<{r}>: {code} no"), failure),
+        };
+        let lmtp = Refusal {
+            recipient: "b@x".into(),
+            error: Error::delivery("lmtp", "after DATA: 452 4.2.2 full", Failure::Temporary),
+        };
+        let v = judge(vec![
+            whole(
+                "relay",
+                Ok(DeliveryReport {
+                    accepted: vec![],
+                    refused: vec![rcpt("a@x", "550 5.1.1", Failure::Refused)],
+                }),
+            ),
+            whole(
+                "lmtp",
+                Ok(DeliveryReport {
+                    accepted: vec!["a@x".into()],
+                    refused: vec![lmtp],
+                }),
+            ),
+            whole(
+                "mx",
+                Err(Error::delivery(
+                    "mx",
+                    "after DATA: 554 5.7.1 spam",
+                    Failure::Refused,
+                )),
+            ),
+        ]);
+        let Verdict::Refused { why, owed, .. } = v else {
+            panic!("{v:?}")
+        };
+        assert_eq!(
+            why,
+            "relay: RCPT TO:<a@x>: 550 5.1.1 no; mx: after DATA: 554 5.7.1 spam"
+        );
+        assert_eq!(owed[0].error, "<b@x>: after DATA: 452 4.2.2 full");
+
+        let deferred = judge_unopened(vec![(
+            "relay".into(),
+            Ok(DeliveryReport {
+                accepted: vec![],
+                refused: vec![rcpt("a@x", "451 4.2.0", Failure::Temporary)],
+            }),
+        )]);
+        let Unopened::Deferred(why) = deferred else {
+            panic!("{deferred:?}")
+        };
+        assert_eq!(why, "relay: RCPT TO:<a@x>: 451 4.2.0 no");
+        assert!(!why.contains("delivery to"), "{why}");
     }
 
     #[test]

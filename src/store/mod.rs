@@ -126,6 +126,9 @@ const MIGRATIONS: &[&str] = &[
     // message from being tried again.
     "ALTER TABLE refused ADD COLUMN kind TEXT NOT NULL DEFAULT 'refused';
      ALTER TABLE refused ADD COLUMN config TEXT;",
+    // 6: the run log counts messages spooled apart from those delivered
+    // (runs before it counted them as delivered).
+    "ALTER TABLE runs ADD COLUMN spooled INTEGER NOT NULL DEFAULT 0;",
 ];
 
 /// Totals over the runs of an account the log keeps.
@@ -150,6 +153,7 @@ fn run_from_row(r: &rusqlite::Row) -> rusqlite::Result<RunRecord> {
         messages: r.get::<_, i64>(4)? as u64,
         bytes: r.get::<_, i64>(5)? as u64,
         error: r.get(6)?,
+        spooled: r.get::<_, i64>(7)? as u64,
     })
 }
 
@@ -173,10 +177,13 @@ pub struct RunRecord {
     pub duration: Duration,
     /// The account's exit code.
     pub exit_code: i32,
-    /// Messages delivered.
+    /// Messages delivered (every destination has them).
     pub messages: u64,
-    /// Bytes delivered.
+    /// Bytes of the messages retrieved (delivered, spooled, or refused
+    /// and deleted).
     pub bytes: u64,
+    /// Messages put in the retry spool (some destination owes them).
+    pub spooled: u64,
     /// The error, if the run failed.
     pub error: Option<String>,
 }
@@ -577,8 +584,9 @@ impl State {
             .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
             .map_err(|e| wrap(&self.path, e))?;
         tx.execute(
-            "INSERT INTO runs (account, started_at, duration_ms, exit_code, messages, bytes, error)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            "INSERT INTO runs (account, started_at, duration_ms, exit_code, messages, bytes, error,
+                               spooled)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
             params![
                 run.account,
                 run.started_at,
@@ -586,7 +594,8 @@ impl State {
                 run.exit_code,
                 run.messages as i64,
                 run.bytes as i64,
-                run.error
+                run.error,
+                run.spooled as i64
             ],
         )?;
         tx.execute(
@@ -602,7 +611,7 @@ impl State {
     pub fn last_run(&self, account: &str) -> Result<Option<RunRecord>> {
         self.conn
             .query_row(
-                "SELECT account, started_at, duration_ms, exit_code, messages, bytes, error
+                "SELECT account, started_at, duration_ms, exit_code, messages, bytes, error, spooled
                  FROM runs WHERE account = ?1 ORDER BY id DESC LIMIT 1",
                 params![account],
                 run_from_row,
@@ -616,7 +625,7 @@ impl State {
     pub fn last_failed_run(&self, account: &str) -> Result<Option<RunRecord>> {
         self.conn
             .query_row(
-                "SELECT account, started_at, duration_ms, exit_code, messages, bytes, error
+                "SELECT account, started_at, duration_ms, exit_code, messages, bytes, error, spooled
                  FROM runs WHERE account = ?1 AND exit_code NOT IN (0, 1, 13)
                  ORDER BY id DESC LIMIT 1",
                 params![account],
@@ -1164,6 +1173,7 @@ mod tests {
                 duration: Duration::from_millis(5),
                 exit_code: 1,
                 messages: 0,
+                spooled: 0,
                 bytes: 0,
                 error: None,
             })

@@ -449,6 +449,10 @@ pub struct FlushReport {
     /// Entries kept because of a local fault (ours to fix: permissions, a
     /// read-only disk, a broken MDA): the run reports them as an error.
     pub local_faults: Vec<String>,
+    /// The first of those faults that was a destination refusing our
+    /// credentials (SMTP AUTH 535): the run's error is then an
+    /// authentication error (exit 3).
+    pub auth_failure: Option<String>,
 }
 
 /// Why a spool entry is being given up on.
@@ -500,6 +504,9 @@ pub fn flush(
             // A local fault (a read-only disk, a broken MDA) is ours to
             // fix: the entry is kept and retried, never bounced or expired.
             Err(e) if e.failure() == Failure::Local => {
+                if let Error::Auth(why) = &e {
+                    report.auth_failure.get_or_insert_with(|| why.clone());
+                }
                 state.spool_retry_later(entry.summary.id, &e.to_string(), now, policy)?;
                 report.deferred += 1;
                 report.local_faults.push(format!(

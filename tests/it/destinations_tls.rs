@@ -158,12 +158,28 @@ fn implicit_tls_with_auth_login_from_password_command() {
     assert!(dovecot.messages(&user, "INBOX").is_empty());
 }
 
+/// `relay` over implicit TLS to `smtpd`, logging in as relayuser with
+/// `password`.
+fn relay_with_password(config: ConfigBuilder, smtpd: &Smtpd, password: &str) -> ConfigBuilder {
+    config.smtp(
+        "relay",
+        smtpd.port,
+        "jaco@kroon.co.za",
+        &format!(
+            "tls = \"implicit\"\nca_file = \"{}\"\nuser = \"relayuser\"\npassword = \"{password}\"",
+            TestCert::shared().cert_pem.display()
+        ),
+    )
+}
+
 #[test]
-fn a_wrong_smtp_password_defers_and_never_refuses_the_message() {
-    // 535 at AUTH is the relay's problem, not the message's: even with
-    // on_refused = "delete" the message stays on the server.
+fn a_wrong_smtp_password_fails_the_run_with_exit_3_and_loses_nothing() {
+    // 535 at AUTH is our configuration, not the message: even with
+    // on_refused = "delete" nothing is refused or deleted, the run ends
+    // with exit 3 naming the destination and the server's answer, and the
+    // password is tried once per run, not once per message.
     let dovecot = Dovecot::shared();
-    let user = user_with(dovecot, 1);
+    let user = user_with(dovecot, 2);
     let env = Env::new();
     let smtpd = Smtpd::start(
         &env.path("smtpd"),
@@ -173,27 +189,93 @@ fn a_wrong_smtp_password_defers_and_never_refuses_the_message() {
             ..Options::default()
         },
     );
-    config(
-        &env,
-        pop3s(dovecot, &user, &["relay"]).line("on_refused = \"delete\""),
-    )
-    .smtp(
-        "relay",
-        smtpd.port,
-        "jaco@kroon.co.za",
-        &format!(
-            "tls = \"implicit\"\nca_file = \"{}\"\nuser = \"relayuser\"\npassword = \"wrong\"",
-            TestCert::shared().cert_pem.display()
-        ),
-    )
-    .write(&env);
+    let account = || pop3s(dovecot, &user, &["relay"]).line("on_refused = \"delete\"");
+    relay_with_password(config(&env, account()), &smtpd, "wrong").write(&env);
+    for run in 1..=2 {
+        let out = env.run(&["fetch"]);
+        out.expect_code(3);
+        assert!(
+            out.stderr
+                .contains("authentication failed: destination relay: AUTH as relayuser: 535 5.7.8"),
+            "{}",
+            out.stderr
+        );
+        assert_eq!(out.stderr.lines().count(), 1, "{}", out.stderr);
+        assert_eq!(smtpd.auth_log(), "PLAIN relayuser wrong\n".repeat(run));
+        assert!(smtpd.messages().is_empty());
+        assert_eq!(
+            dovecot.messages(&user, "INBOX"),
+            vec![message(1), message(2)],
+            "nothing deleted, nothing recorded as refused"
+        );
+    }
+    relay_with_password(config(&env, account()), &smtpd, PASSWORD).write(&env);
+    env.run(&["fetch"]).expect_success();
+    assert_eq!(smtpd.messages(), vec![message(1), message(2)]);
+    assert!(dovecot.messages(&user, "INBOX").is_empty());
+}
+
+#[test]
+fn a_wrong_smtp_password_beside_a_maildir_spools_and_exits_3() {
+    // Fan-out: the Maildir takes each message, the relay owes it through
+    // the spool; the run still ends with exit 3, and the spool delivers
+    // once the password is right.
+    let dovecot = Dovecot::shared();
+    let user = user_with(dovecot, 2);
+    let env = Env::new();
+    let smtpd = Smtpd::start(
+        &env.path("smtpd"),
+        Options {
+            tls: Tls::Implicit,
+            auth: Some(("relayuser".into(), PASSWORD.into())),
+            ..Options::default()
+        },
+    );
+    let maildir = env.path("Maildir");
+    let config = || {
+        config(&env, pop3s(dovecot, &user, &["home", "relay"]))
+            .maildir("home", &maildir)
+            .general("retry_delay = \"1s\"\nretry_max_delay = \"1s\"")
+    };
+    relay_with_password(config(), &smtpd, "wrong").write(&env);
     let out = env.run(&["fetch"]);
-    out.expect_code(10);
-    assert!(out.stderr.contains("authentication"), "{}", out.stderr);
-    assert!(out.stderr.contains("deferred"), "{}", out.stderr);
-    assert_eq!(smtpd.auth_log(), "PLAIN relayuser wrong\n");
+    out.expect_code(3);
+    assert!(
+        out.stderr
+            .contains("authentication failed: destination relay"),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(env.maildir_messages(&maildir).len(), 2);
+    assert_eq!(
+        smtpd.auth_log().lines().count(),
+        1,
+        "once for both messages"
+    );
+    assert!(
+        dovecot.messages(&user, "INBOX").is_empty(),
+        "spooled, then deleted"
+    );
+    // The spool keeps them while the password is wrong (exit 3 again)...
+    let out = env.run_later(2, &["fetch"]);
+    out.expect_code(3);
+    assert!(
+        out.stderr.contains("AUTH as relayuser: 535"),
+        "{}",
+        out.stderr
+    );
     assert!(smtpd.messages().is_empty());
-    assert_eq!(dovecot.messages(&user, "INBOX"), vec![message(1)]);
+    // ...and delivers them once it is right.
+    relay_with_password(config(), &smtpd, PASSWORD).write(&env);
+    env.run_later(4, &["fetch"]).expect_code(1);
+    let mut got = smtpd.messages();
+    got.sort();
+    assert_eq!(got, vec![message(1), message(2)]);
+    assert_eq!(
+        env.maildir_messages(&maildir).len(),
+        2,
+        "not delivered twice"
+    );
 }
 
 #[test]
@@ -463,9 +545,16 @@ fn a_message_refused_at_rcpt_is_bounced_with_its_headers_and_deleted() {
         .lines()
         .find_map(|l| l.strip_prefix("Status: "))
         .expect("a Status field");
+    // The server's enhanced status and reply, typed as SMTP (RFC 3464).
+    assert_eq!(code, "5.1.1", "{status}");
     assert!(
-        code.starts_with("5.") && code.split('.').count() == 3,
+        status.contains("Diagnostic-Code: smtp; 550 5.1.1 <nobody@kroon.co.za>: no such user here"),
         "{status}"
+    );
+    assert!(
+        !parts[0].1.contains("spool"),
+        "refused before download, never in the spool: {}",
+        parts[0].1
     );
     assert!(status.contains("Action: failed"), "{status}");
     assert!(

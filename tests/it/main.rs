@@ -22,5 +22,6 @@ mod pop3;
 mod routing;
 mod servers;
 mod servers_real;
+mod smtp8bit;
 mod spool;
 mod watch;

@@ -62,9 +62,25 @@ fn a_relay_failing_after_data_costs_the_mailbox_once() {
     relay(config(&env, &user, proxy.port(), &["relay"]), sink.port).write(&env);
 
     // Three runs, as cron would do while the relay is down.
-    let out = env.run(&["fetch"]);
+    let out = env.run(&["-v", "fetch"]);
     out.expect_code(0);
     assert!(out.stderr.contains("451"), "{}", out.stderr);
+    // Spooled is not delivered, in the summary and in the run log.
+    let n = originals.len();
+    assert!(
+        out.stderr.contains(&format!("{n} messages (") as &str)
+            && out
+                .stderr
+                .contains(&format!("retrieved: 0 delivered, {n} spooled")),
+        "{}",
+        out.stderr
+    );
+    let status = env.run(&["status", "--json"]);
+    let v: serde_json::Value = serde_json::from_str(&status.stdout).unwrap();
+    let last = &v["accounts"][0]["last_run"];
+    assert_eq!(last["messages"], 0, "{v}");
+    assert_eq!(last["spooled"], n, "{v}");
+    assert_eq!(last["outcome"], "retrieved", "{v}");
     let after_first = proxy.bytes_from_server();
     assert!(after_first as usize >= total, "the mailbox crossed once");
     env.run(&["fetch"]).expect_code(1);
@@ -88,7 +104,8 @@ fn a_relay_failing_after_data_costs_the_mailbox_once() {
     assert!(show.stdout.contains("History:"), "{}", show.stdout);
     assert!(show.stdout.contains("spooled: "), "{}", show.stdout);
     assert!(
-        show.stdout.contains("(451): 4.3.0 Try again later"),
+        show.stdout
+            .contains("after DATA: 451 4.3.0 Try again later"),
         "{}",
         show.stdout
     );

@@ -1,8 +1,10 @@
 //! A configurable real SMTP server for tests: aiosmtpd (Debian
 //! `python3-aiosmtpd`) with STARTTLS or implicit TLS on the shared
 //! [`TestCert`](super::TestCert), AUTH PLAIN/LOGIN against one user,
-//! recipients it refuses with 550 at RCPT TO, and a log of every
-//! connection, so tests can count them. Each message is kept as received
+//! recipients it refuses with 550 at RCPT TO, SMTPUTF8 offered or not,
+//! 8BITMIME offered or not (without it aiosmtpd takes only ASCII data
+//! and no BODY parameter), and a log of every connection and EHLO, so
+//! tests can count them. Each message is kept as received
 //! (`N.eml`) with its envelope and how it arrived (`N.env`). Missing
 //! aiosmtpd fails the test loudly with the package to install.
 
@@ -39,6 +41,11 @@ pub struct Options {
     pub exclude_mechanisms: Vec<String>,
     /// Recipients refused with `550 5.1.1` at RCPT TO.
     pub refuse: Vec<String>,
+    /// SMTPUTF8 offered (aiosmtpd's `enable_SMTPUTF8`).
+    pub smtputf8: bool,
+    /// 8BITMIME offered. Without it (aiosmtpd's `decode_data`) the
+    /// server answers 500 to 8-bit data and 555 to `BODY=`.
+    pub eight_bit_mime: bool,
     /// The certificate for TLS.
     pub cert: TestCert,
 }
@@ -51,6 +58,8 @@ impl Default for Options {
             auth_without_tls: false,
             exclude_mechanisms: Vec::new(),
             refuse: Vec::new(),
+            smtputf8: false,
+            eight_bit_mime: true,
             cert: TestCert::shared().clone(),
         }
     }
@@ -80,6 +89,11 @@ class Server(SMTP):
         if READY and self._original_transport is None:
             log("connections", repr(transport.get_extra_info("peername")))
         super().connection_made(transport)
+    async def smtp_EHLO(self, hostname):
+        if READY:
+            tls = self.transport.get_extra_info("ssl_object") is not None
+            log("ehlo", "EHLO %s tls=%s" % (hostname, tls))
+        await super().smtp_EHLO(hostname)
 class Handler:
     n = 0
     async def handle_RCPT(self, server, session, envelope, address, options):
@@ -108,7 +122,7 @@ def authenticator(server, session, envelope, mechanism, data):
     return AuthResult(success=[user, password] == opts["auth"], handled=False)
 ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
 ctx.load_cert_chain(opts["cert"], opts["key"])
-kw = {}
+kw = dict(enable_SMTPUTF8=opts["smtputf8"], decode_data=not opts["eight_bit_mime"])
 if opts["tls"] == "starttls":
     kw.update(tls_context=ctx, require_starttls=True)
 if opts["auth"]:
@@ -155,7 +169,7 @@ impl Smtpd {
         let out = dir.join("mail");
         fs::create_dir_all(&out).unwrap();
         let opts = format!(
-            r#"{{"tls": {tls}, "auth": {auth}, "auth_without_tls": {awt}, "refuse": [{refuse}], "exclude": [{exclude}], "cert": {cert}, "key": {key}}}"#,
+            r#"{{"tls": {tls}, "auth": {auth}, "auth_without_tls": {awt}, "refuse": [{refuse}], "exclude": [{exclude}], "smtputf8": {utf8}, "eight_bit_mime": {mime8}, "cert": {cert}, "key": {key}}}"#,
             tls = json_str(match options.tls {
                 Tls::None => "none",
                 Tls::Starttls => "starttls",
@@ -166,6 +180,8 @@ impl Smtpd {
                 None => "null".into(),
             },
             awt = options.auth_without_tls,
+            utf8 = options.smtputf8,
+            mime8 = options.eight_bit_mime,
             refuse = options
                 .refuse
                 .iter()
@@ -222,6 +238,11 @@ impl Smtpd {
         fs::read_to_string(self.dir.join("connections"))
             .map(|s| s.lines().count())
             .unwrap_or(0)
+    }
+
+    /// Every EHLO: `EHLO name tls=True|False` per line.
+    pub fn ehlo_log(&self) -> String {
+        fs::read_to_string(self.dir.join("ehlo")).unwrap_or_default()
     }
 
     /// How many RSET commands it was sent.
