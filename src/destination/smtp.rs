@@ -330,13 +330,23 @@ impl EnvelopeCheck for Smtp {
         let eight_bit_mime = info.supports_feature(Extension::EightBitMime);
         let smtputf8_offered = info.supports_feature(Extension::SmtpUtfEight);
         let needs_utf8 = !header.is_ascii() || !sender.is_ascii();
-        if needs_utf8 && !smtputf8_offered {
+        // 8-bit header fields to a server with 8BITMIME but not SMTPUTF8
+        // go out as MTAs have long sent them (Postfix does so for mail
+        // not received with SMTPUTF8): refusing them would keep legacy
+        // Latin-1 mail on the server for ever. A non-ASCII sender cannot.
+        let legacy_8bit = eight_bit_mime && sender.is_ascii();
+        if needs_utf8 && !smtputf8_offered && !legacy_8bit {
             let what = if header.is_ascii() {
                 format!("the sender {sender:?} is not ASCII")
             } else {
-                "the message has UTF-8 (8-bit) headers".to_string()
+                "the message has 8-bit headers".to_string()
             };
-            let why = format!("{what} and the server does not offer SMTPUTF8");
+            let why = format!("{what} and the server offers neither SMTPUTF8 nor 8BITMIME");
+            let why = if sender.is_ascii() {
+                why
+            } else {
+                format!("{what} and the server does not offer SMTPUTF8")
+            };
             return Ok(DeliveryReport::none(&recipients, || {
                 self.refusal(why.clone())
             }));

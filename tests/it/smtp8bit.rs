@@ -95,18 +95,37 @@ fn utf8_headers_are_sent_with_smtputf8_and_one_ehlo_per_session() {
 }
 
 #[test]
-fn utf8_headers_to_a_server_without_smtputf8_are_refused_and_never_sent() {
+fn utf8_headers_without_smtputf8_go_as_8bitmime_or_are_refused_without_it() {
+    // 8BITMIME but no SMTPUTF8: sent as MTAs have long sent 8-bit
+    // headers, under BODY=8BITMIME, byte for byte.
     let dovecot = Dovecot::shared();
     let user = user_with(dovecot, &[UTF8_SUBJECT]);
     let env = Env::new();
     let smtpd = Smtpd::start(&env.path("smtpd"), Options::default());
     config(&env, account(dovecot, &user, &["relay"]), smtpd.port).write(&env);
+    env.run(&["fetch"]).expect_success();
+    assert_eq!(smtpd.messages(), vec![UTF8_SUBJECT.to_vec()]);
+    let options = mail_options(&smtpd, 1);
+    assert!(options.contains("BODY=8BITMIME"), "{options}");
+    assert!(!options.contains("SMTPUTF8"), "{options}");
+
+    // Neither: refused for good, never sent; on_refused = "keep" (the
+    // default) leaves it on the server, exit 10.
+    let user = user_with(dovecot, &[UTF8_SUBJECT]);
+    let env = Env::new();
+    let smtpd = Smtpd::start(
+        &env.path("smtpd"),
+        Options {
+            eight_bit_mime: false,
+            ..Options::default()
+        },
+    );
+    config(&env, account(dovecot, &user, &["relay"]), smtpd.port).write(&env);
     let out = env.run(&["fetch"]);
-    // on_refused = "keep" (the default): left on the server, exit 10.
     out.expect_code(10);
     assert!(
         out.stderr.contains(
-            "the message has UTF-8 (8-bit) headers and the server does not offer SMTPUTF8"
+            "the message has 8-bit headers and the server offers neither SMTPUTF8 nor 8BITMIME"
         ),
         "{}",
         out.stderr
