@@ -1,7 +1,8 @@
 //! The laptop's folders (issue 14): an IMAP account's tree mirrored into
 //! a Maildir (`subfolders = "maildir++"` and `"verbatim"`) and into
 //! another IMAP mailbox, with the server's flags carried over once
-//! (`flags = true`); a spooled retry landing where the first attempt
+//! (`flags = true`); Courier's `INBOX.`-prefixed tree landing where
+//! Dovecot's does; a spooled retry landing where the first attempt
 //! would have; and hostile folder names that never write outside the
 //! Maildir's root.
 
@@ -475,4 +476,73 @@ fn hostile_folder_names_never_leave_the_root() {
             }
         }
     }
+}
+
+/// Courier keeps folders under `INBOX.` (personal namespace prefix,
+/// delimiter `.`): its `INBOX.Lists.a` lands in `.Lists.a`, where
+/// Dovecot's `Lists/a` does, not in `.INBOX.Lists.a`.
+#[test]
+fn courier_folders_land_relative_to_its_namespace() {
+    let message = "Subject: courier\r\n\r\nbody\r\n";
+    let server = FakeServer::start(vec![
+        Step::StartTls,
+        Step::line("* OK [CAPABILITY IMAP4rev1 UIDPLUS CHILDREN NAMESPACE IDLE AUTH=PLAIN SASL-IR] Courier-IMAP ready."),
+        Step::expect("a1 AUTHENTICATE PLAIN "),
+        Step::line("a1 OK LOGIN Ok."),
+        Step::expect("a2 CAPABILITY"),
+        Step::line("* CAPABILITY IMAP4rev1 UIDPLUS CHILDREN NAMESPACE IDLE"),
+        Step::line("a2 OK CAPABILITY completed"),
+        Step::expect("ab1 NAMESPACE"),
+        Step::line("* NAMESPACE ((\"INBOX.\" \".\")) NIL ((\"#shared.\" \".\"))"),
+        Step::line("ab1 OK NAMESPACE completed."),
+        Step::expect("a3 LIST \"\" \"*\""),
+        Step::line("* LIST (\\HasChildren) \".\" \"INBOX\""),
+        Step::line("* LIST (\\HasChildren \\Noselect) \".\" \"INBOX.Lists\""),
+        Step::line("* LIST (\\HasNoChildren) \".\" \"INBOX.Lists.a\""),
+        Step::line("a3 OK LIST completed"),
+        Step::expect("ab2 SELECT \"INBOX.Lists.a\""),
+        Step::expect("ab3 UID FETCH 1:* (UID RFC822.SIZE)"),
+        Step::line("* 1 EXISTS"),
+        Step::line("* OK [UIDVALIDITY 9] Ok"),
+        Step::line("ab2 OK [READ-WRITE] Ok"),
+        Step::line(&format!("* 1 FETCH (UID 1 RFC822.SIZE {})", message.len())),
+        Step::line("ab3 OK FETCH completed."),
+        Step::expect("ab4 UID FETCH 1 (UID FLAGS BODY.PEEK[])"),
+        Step::line(&format!(
+            "* 1 FETCH (UID 1 FLAGS (\\Answered) BODY[] {{{}}}",
+            message.len()
+        )),
+        Step::send(format!("{message})\r\n")),
+        Step::line("ab4 OK FETCH completed."),
+        Step::expect("a4 LOGOUT"),
+        Step::line("* BYE Courier-IMAP server shutting down"),
+        Step::line("a4 OK LOGOUT completed"),
+        Step::ExpectClose,
+    ]);
+    let env = Env::new();
+    let root = env.path("Maildir");
+    ConfigBuilder::new(&env)
+        .account(
+            AccountBuilder::fake("fake", "imap", server.port())
+                .ca_file(&server.cert().cert_pem)
+                .keep(true)
+                .line("folders = [\"Lists/*\"]\nmark_seen = false\nadd_received = false"),
+        )
+        .destination(
+            "home",
+            &format!(
+                "type = \"maildir\"\npath = \"{}\"\nsubfolders = \"maildir++\"\nflags = true",
+                root.display()
+            ),
+        )
+        .write(&env);
+    let out = env.run(&["fetch"]);
+    assert_eq!(out.code, 0, "{}\n{}", out.stderr, server.transcript());
+    assert!(server.settle(Duration::from_secs(10)));
+    server.assert_no_errors();
+    assert_eq!(subdirs(&root), [".Lists.a", "cur", "new", "tmp"]);
+    assert_eq!(
+        maildir(&root.join(".Lists.a")),
+        [("R".to_string(), b"Subject: courier\n\nbody\n".to_vec())]
+    );
 }
