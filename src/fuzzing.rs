@@ -63,6 +63,8 @@ fn remote(uid: u32, size: u64) -> RemoteMessage {
         uidvalidity: Some(1),
         size,
         number: uid,
+        mailbox: Vec::new(),
+        flags: String::new(),
     }
 }
 

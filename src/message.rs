@@ -12,8 +12,59 @@ pub struct Envelope {
     pub recipients: Vec<String>,
     /// The account it was fetched by.
     pub account: String,
-    /// The folder it was fetched from.
+    /// The folder it was fetched from (its name in the config and the
+    /// state store).
     pub folder: String,
+    /// That folder relative to the source server's personal namespace,
+    /// one decoded name per level (`["Lists", "a"]` for Courier's
+    /// `INBOX.Lists.a` and Dovecot's `Lists/a`); empty for INBOX and for
+    /// POP3. Destinations with `subfolders` mirror it.
+    pub mailbox: Vec<String>,
+    /// The message's flags on the server when it was downloaded, as
+    /// Maildir info letters in order (`flags_to_info`): IMAP only.
+    pub flags: String,
+}
+
+/// The Maildir info letter (cr.yp.to/proto/maildir.html) for an IMAP
+/// system flag that has one: `\Draft` D, `\Flagged` F, `\Answered` R,
+/// `\Seen` S. `\Deleted`, `\Recent` and keywords have none here.
+pub fn maildir_letter(imap_flag: &[u8]) -> Option<char> {
+    const LETTERS: [(&[u8], char); 4] = [
+        (b"\\Draft", 'D'),
+        (b"\\Flagged", 'F'),
+        (b"\\Answered", 'R'),
+        (b"\\Seen", 'S'),
+    ];
+    LETTERS
+        .iter()
+        .find(|(name, _)| name.eq_ignore_ascii_case(imap_flag))
+        .map(|(_, letter)| *letter)
+}
+
+/// Maildir info letters sorted and without repeats, as the Maildir spec
+/// wants them after `:2,` (`DFRS`); anything but `D F R S` is dropped.
+pub fn flags_to_info(letters: impl IntoIterator<Item = char>) -> String {
+    let mut v: Vec<char> = letters
+        .into_iter()
+        .filter(|c| "DFRS".contains(*c))
+        .collect();
+    v.sort_unstable();
+    v.dedup();
+    v.into_iter().collect()
+}
+
+/// The IMAP flags for Maildir info letters (the reverse of
+/// `maildir_letter`), for an APPEND.
+pub fn info_to_imap_flags(info: &str) -> Vec<&'static str> {
+    info.chars()
+        .filter_map(|c| match c {
+            'D' => Some("\\Draft"),
+            'F' => Some("\\Flagged"),
+            'R' => Some("\\Answered"),
+            'S' => Some("\\Seen"),
+            _ => None,
+        })
+        .collect()
 }
 
 /// The header block: everything before the first empty line.
@@ -278,6 +329,27 @@ mod tests {
             assert!(!is_smtp_address(bad), "{bad:?}");
         }
         assert_eq!(escape("a\u{1b}[31mb\n"), "a\\x1b[31mb\\x0a");
+    }
+
+    #[test]
+    fn imap_flags_become_sorted_maildir_info_and_back() {
+        let flags: [&[u8]; 7] = [
+            b"\\Seen",
+            b"\\flagged",
+            b"\\Recent",
+            b"$Junk",
+            b"\\Draft",
+            b"\\Answered",
+            b"\\Seen",
+        ];
+        assert_eq!(
+            flags_to_info(flags.iter().filter_map(|f| maildir_letter(f))),
+            "DFRS"
+        );
+        assert_eq!(flags_to_info("SxF".chars()), "FS");
+        assert_eq!(flags_to_info([]), "");
+        assert_eq!(info_to_imap_flags("FS"), ["\\Flagged", "\\Seen"]);
+        assert!(maildir_letter(b"\\Deleted").is_none());
     }
 
     #[test]

@@ -153,6 +153,8 @@ mod tests {
             id: 7,
             account: "isp".into(),
             folder: "INBOX".into(),
+            mailbox: Vec::new(),
+            flags: String::new(),
             uid: Some("u1".into()),
             destination: "relay".into(),
             sender: Some(String::new()),

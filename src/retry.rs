@@ -70,6 +70,9 @@ pub fn flush_account(
                 recipients: e.recipients.clone(),
                 account: e.account.clone(),
                 folder: e.folder.clone(),
+                // The retry lands where the first attempt would have.
+                mailbox: e.mailbox.clone(),
+                flags: e.flags.clone(),
             };
             let report = dest.deliver(&envelope, &entry.message)?;
             if report.refused.is_empty() {
@@ -229,6 +232,8 @@ pub fn send_bounce(
         recipients: vec![to],
         account: e.account.to_string(),
         folder: e.folder.to_string(),
+        mailbox: Vec::new(),
+        flags: String::new(),
     };
     let sent = sender.deliver(&envelope, &dsn);
     sender.close();

@@ -23,6 +23,10 @@ pub enum DestinationConfig {
     Maildir {
         /// The Maildir's root (holding `tmp`, `new`, `cur`).
         path: PathBuf,
+        /// Where a message from an IMAP folder other than INBOX goes.
+        subfolders: Subfolders,
+        /// IMAP flags become Maildir info (`:2,DFRS`) at download.
+        flags: bool,
     },
     /// An mbox file (mboxrd quoting, fcntl lock plus dotlock).
     Mbox {
@@ -47,7 +51,44 @@ pub enum DestinationConfig {
     },
 }
 
+/// `subfolders`: how the source's folder tree maps onto a destination
+/// (mbsync's names). The folder is the one relative to the source
+/// server's personal namespace; INBOX is always the destination's root
+/// (a Maildir's `path`, an IMAP destination's `folder`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Subfolders {
+    /// Every folder into the one Maildir or IMAP folder (the default).
+    #[default]
+    None,
+    /// Maildir++: `Lists/a` is `<path>/.Lists.a/` (a `.` or `\` inside a
+    /// name is escaped as Dovecot's listescape does: `\2e`, `\5c`).
+    MaildirPlusPlus,
+    /// One directory (Maildir) or IMAP folder level per level:
+    /// `Lists/a` is `<path>/Lists/a/`.
+    Verbatim,
+}
+
+impl Subfolders {
+    /// The name as written in the config.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Subfolders::None => "none",
+            Subfolders::MaildirPlusPlus => "maildir++",
+            Subfolders::Verbatim => "verbatim",
+        }
+    }
+}
+
 impl DestinationConfig {
+    /// A Maildir at `path` with every setting at its default.
+    pub fn maildir(path: PathBuf) -> DestinationConfig {
+        DestinationConfig::Maildir {
+            path,
+            subfolders: Subfolders::None,
+            flags: false,
+        }
+    }
+
     /// The type name as written in the config.
     pub fn kind(&self) -> &'static str {
         match self {
@@ -150,8 +191,14 @@ pub struct ImapAppendConfig {
     pub secret: Secret,
     /// Mechanisms to try, in order.
     pub auth: Vec<AuthMech>,
-    /// The folder appended to (written with `/`).
+    /// The folder appended to (written with `/`); with `subfolders =
+    /// "verbatim"`, where INBOX goes.
     pub folder: String,
+    /// `none` (everything into `folder`) or `verbatim` (the source's tree
+    /// mirrored).
+    pub subfolders: Subfolders,
+    /// APPEND with the message's flags from the source.
+    pub flags: bool,
 }
 
 /// What to do with a message an SMTP or LMTP destination refused for
@@ -262,7 +309,8 @@ pub(super) fn validate_on_refused(
 /// The keys each destination type takes (besides `type`).
 fn keys_of(kind: &str) -> &'static [&'static str] {
     match kind {
-        "maildir" | "mbox" => &["path"],
+        "maildir" => &["path", "subfolders", "flags"],
+        "mbox" => &["path"],
         "directory" => &["path", "filename"],
         "smtp" => &[
             "host",
@@ -293,6 +341,8 @@ fn keys_of(kind: &str) -> &'static [&'static str] {
             "password_command",
             "auth",
             "folder",
+            "subfolders",
+            "flags",
         ],
         _ => &[],
     }
@@ -413,9 +463,40 @@ pub(super) fn validate_destination(
             timeout,
         })
     };
+    let subfolders = match raw.subfolders.as_ref().map(|v| (v, v.get_ref().as_str())) {
+        None | Some((_, "none")) => Subfolders::None,
+        Some((_, "maildir++")) if kind == "maildir" => Subfolders::MaildirPlusPlus,
+        Some((_, "verbatim")) => Subfolders::Verbatim,
+        Some((v, "maildir++")) => {
+            return Err(ctx.at(
+                v,
+                &key("subfolders"),
+                format!(
+                    "maildir++ is a Maildir layout; for an {kind} destination use none or verbatim"
+                ),
+            ))
+        }
+        Some((v, other)) => {
+            return Err(ctx.at(
+                v,
+                &key("subfolders"),
+                format!(
+                    "unknown value {other:?}; expected {}",
+                    if kind == "maildir" {
+                        "none, maildir++ or verbatim"
+                    } else {
+                        "none or verbatim"
+                    }
+                ),
+            ))
+        }
+    };
+    let flags = raw.flags.as_ref().is_some_and(|f| *f.get_ref());
     Ok(match kind {
         "maildir" => DestinationConfig::Maildir {
             path: expand_tilde(&required(&raw.path, "path")?),
+            subfolders,
+            flags,
         },
         "mbox" => DestinationConfig::Mbox {
             path: expand_tilde(&required(&raw.path, "path")?),
@@ -541,6 +622,8 @@ pub(super) fn validate_destination(
                     .map(|f| f.get_ref().trim().to_string())
                     .filter(|f| !f.is_empty())
                     .unwrap_or_else(|| "INBOX".to_string()),
+                subfolders,
+                flags,
             })
         }
         _ => unreachable!("checked above"),
@@ -555,7 +638,17 @@ impl std::fmt::Display for DestinationConfig {
             None => " (multidrop recipients)".to_string(),
         };
         match self {
-            DestinationConfig::Maildir { path } => write!(f, "maildir {}", path.display()),
+            DestinationConfig::Maildir {
+                path,
+                subfolders,
+                flags,
+            } => write!(
+                f,
+                "maildir {} subfolders {}{}",
+                path.display(),
+                subfolders.as_str(),
+                if *flags { " flags" } else { "" }
+            ),
             DestinationConfig::Mbox { path } => write!(f, "mbox {}", path.display()),
             DestinationConfig::Directory { path, filename } => {
                 write!(f, "directory {}/{filename}", path.display())
@@ -577,10 +670,12 @@ impl std::fmt::Display for DestinationConfig {
             DestinationConfig::Mda(m) => write!(f, "mda {:?} timeout {:?}", m.command, m.timeout),
             DestinationConfig::Imap(i) => write!(
                 f,
-                "imap {} user {} folder {}",
+                "imap {} user {} folder {} subfolders {}{}",
                 server(&i.server),
                 i.user,
-                i.folder
+                i.folder,
+                i.subfolders.as_str(),
+                if i.flags { " flags" } else { "" }
             ),
         }
     }

@@ -20,7 +20,7 @@ use toml::Spanned;
 use crate::error::{Error, Result};
 pub use delivery::{
     DestinationConfig, ImapAppendConfig, LmtpConfig, LmtpTarget, MdaConfig, Multidrop, OnRefused,
-    SmtpConfig, ENVELOPE_HEADERS,
+    SmtpConfig, Subfolders, ENVELOPE_HEADERS,
 };
 use raw::{RawAccount, RawConfig, RawDestination};
 
@@ -763,9 +763,7 @@ fn add_default_destination(
         account.deliver_to.push(DEFAULT_DESTINATION.into());
         destinations
             .entry(DEFAULT_DESTINATION.into())
-            .or_insert_with(|| DestinationConfig::Maildir {
-                path: home().join("Maildir"),
-            });
+            .or_insert_with(|| DestinationConfig::maildir(home().join("Maildir")));
     }
 }
 
@@ -1120,9 +1118,7 @@ pub fn from_url(url: &str, to: &str, keep: bool) -> Result<Config> {
     let mut destinations = BTreeMap::new();
     destinations.insert(
         DEFAULT_DESTINATION.to_string(),
-        DestinationConfig::Maildir {
-            path: expand_tilde(to),
-        },
+        DestinationConfig::maildir(expand_tilde(to)),
     );
     Ok(Config {
         path: None,
@@ -1248,14 +1244,53 @@ path = "/tmp/Maildir"
         assert_eq!(c.general.jobs, 4);
         assert_eq!(
             c.destinations["home"],
-            DestinationConfig::Maildir {
-                path: "/tmp/Maildir".into()
-            }
+            DestinationConfig::maildir("/tmp/Maildir".into())
         );
     }
 
     fn err_of(text: &str) -> String {
         parse_str(text).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn subfolders_and_flags_are_validated() {
+        let base = GOOD.replace(
+            "[destination.home]",
+            "[destination.archive]\ntype = \"imap\"\nhost = \"h\"\nuser = \"u\"\nsubfolders = \"verbatim\"\nflags = true\n\n[destination.home]",
+        );
+        let c = parse_str(&base.replace(
+            "type = \"maildir\"",
+            "type = \"maildir\"\nsubfolders = \"maildir++\"\nflags = true",
+        ))
+        .unwrap();
+        assert_eq!(
+            c.destinations["home"],
+            DestinationConfig::Maildir {
+                path: "/tmp/Maildir".into(),
+                subfolders: Subfolders::MaildirPlusPlus,
+                flags: true
+            }
+        );
+        let DestinationConfig::Imap(i) = &c.destinations["archive"] else {
+            panic!("imap")
+        };
+        assert_eq!((i.subfolders, i.flags), (Subfolders::Verbatim, true));
+        assert!(c.destinations["home"]
+            .to_string()
+            .contains("subfolders maildir++ flags"));
+        let e = err_of(&base.replace("\"verbatim\"", "\"maildir++\""));
+        assert!(e.contains("destination.archive.subfolders"), "{e}");
+        assert!(e.starts_with("test.toml:19:"), "{e}");
+        let e = err_of(&GOOD.replace(
+            "type = \"maildir\"",
+            "type = \"maildir\"\nsubfolders = \"flat\"",
+        ));
+        assert!(
+            e.contains("destination.home.subfolders") && e.contains("flat"),
+            "{e}"
+        );
+        let e = err_of(&GOOD.replace("type = \"maildir\"", "type = \"mbox\"\nflags = true"));
+        assert!(e.contains("destination.home.flags"), "{e}");
     }
 
     #[test]

@@ -110,6 +110,8 @@ pub struct RawDestination {
     pub socket: Option<Spanned<String>>,
     pub command: Option<Spanned<Vec<String>>>,
     pub folder: Option<Spanned<String>>,
+    pub subfolders: Option<Spanned<String>>,
+    pub flags: Option<Spanned<bool>>,
 }
 
 impl RawDestination {
@@ -141,6 +143,8 @@ impl RawDestination {
             at("socket", &self.socket),
             at("command", &self.command),
             at("folder", &self.folder),
+            at("subfolders", &self.subfolders),
+            at("flags", &self.flags),
         ]
         .into_iter()
         .flatten()

@@ -8,14 +8,24 @@
 //! One connection per run, reused for every message; the folder is
 //! created on first use if the server does not list it. A broken
 //! connection is a temporary failure and the next message reconnects.
+//!
+//! With `subfolders = "verbatim"` the source's tree is mirrored: INBOX
+//! goes to `folder`, any other folder (its levels relative to the
+//! source's personal namespace) under the target's personal namespace
+//! prefix (asked with `NAMESPACE`) with the target's hierarchy delimiter
+//! (asked with `LIST "" ""`), or under `folder` when that is not INBOX
+//! (see `super::subfolders::imap_folder`). A folder the server does not
+//! have is created when APPEND answers `[TRYCREATE]`, and the APPEND
+//! tried once more. With `flags = true` the copy gets the flags the
+//! message had on the source (`\Seen \Flagged \Answered \Draft`).
 
 use chrono::{DateTime, FixedOffset};
 
-use crate::config::{self, ImapAppendConfig};
+use crate::config::{self, ImapAppendConfig, Subfolders};
 use crate::error::{Error, Failure, Result};
 use crate::message::{self, Envelope};
 use crate::secret;
-use crate::source::imap::{connect_session, Conn};
+use crate::source::imap::{connect_session, folders, Conn};
 
 use super::{DeliveryReport, Destination};
 
@@ -24,6 +34,11 @@ pub struct ImapAppend {
     name: String,
     config: ImapAppendConfig,
     session: Option<imap::Session<Conn>>,
+    /// The target's personal namespace prefix (config-style) and
+    /// hierarchy delimiter, learned at connect time for `verbatim`.
+    tree: Option<(String, Option<char>)>,
+    /// Mirrored folders known to exist on the target this run.
+    known: std::collections::HashSet<String>,
 }
 
 /// The date to give the appended copy: `Date:`, else the newest
@@ -65,6 +80,8 @@ impl ImapAppend {
             name: name.to_string(),
             config,
             session: None,
+            tree: None,
+            known: Default::default(),
         }
     }
 
@@ -98,7 +115,13 @@ impl ImapAppend {
             secret::resolve(&c.secret).map_err(|e| self.fail(e.to_string(), Failure::Local))?;
         let logged_in = connect_session(&account, password.as_deref().map(String::as_str))
             .map_err(|e| self.fail(format!("{}: {e}", c.server.host), e.failure()))?;
-        let mut session = logged_in.session;
+        let mut session = if c.subfolders == Subfolders::Verbatim {
+            let (session, prefix, delimiter) = learn_tree(logged_in, &self.name);
+            self.tree = Some((prefix, delimiter));
+            session
+        } else {
+            logged_in.session
+        };
         let folder = c.folder.clone();
         let listed = session
             .list(None, Some(&folder))
@@ -125,14 +148,42 @@ impl Destination for ImapAppend {
     fn deliver(&mut self, envelope: &Envelope, message: &[u8]) -> Result<DeliveryReport> {
         self.connect()?;
         let content = to_crlf(message);
-        let folder = self.config.folder.clone();
-        let session = self.session.as_mut().expect("connected above");
-        let mut append = session.append(&folder, &content);
-        if let Some(date) = internal_date(message) {
-            append.internal_date(date);
+        let folder = self.target_folder(envelope)?;
+        let flags: Vec<imap::types::Flag<'static>> = if self.config.flags {
+            imap_flags(&envelope.flags)
+        } else {
+            Vec::new()
+        };
+        let date = internal_date(message);
+        if folder != self.config.folder && !self.known.contains(&folder) {
+            self.ensure_folder(&folder);
         }
-        match append.finish() {
-            Ok(_) => Ok(DeliveryReport::all(&envelope.recipients)),
+        let session = self.session.as_mut().expect("connected above");
+        let mut result = append(session, &folder, &content, date, &flags);
+        // A folder gone since it was seen (or a server that lists what it
+        // cannot append to): `[TRYCREATE]` (or an APPEND refused before
+        // its literal, which the crate reports without the code) gets one
+        // CREATE and one more try.
+        let try_create = match &result {
+            Err(imap::Error::No(no)) => {
+                no.code == Some(imap_proto::types::ResponseCode::TryCreate)
+                    || no.information.contains("TRYCREATE")
+            }
+            Err(imap::Error::Append) => true,
+            _ => false,
+        };
+        if try_create
+            && self.config.subfolders == Subfolders::Verbatim
+            && folder != self.config.folder
+        {
+            self.known.remove(&folder);
+            if session.create(&folder).is_ok() {
+                self.known.insert(folder.clone());
+                result = append(session, &folder, &content, date, &flags);
+            }
+        }
+        match result {
+            Ok(()) => Ok(DeliveryReport::all(&envelope.recipients)),
             Err(e @ (imap::Error::Io(_) | imap::Error::ConnectionLost | imap::Error::Bye(_))) => {
                 self.session = None;
                 Err(self.fail(format!("APPEND to {folder}: {e}"), Failure::Temporary))
@@ -149,6 +200,109 @@ impl Destination for ImapAppend {
             let _ = s.logout();
         }
     }
+}
+
+impl ImapAppend {
+    /// Makes sure the mirrored `folder` (its server name) exists: listed,
+    /// or else created (the server creates missing parents, RFC 3501
+    /// section 6.3.3).
+    fn ensure_folder(&mut self, folder: &str) {
+        let session = self.session.as_mut().expect("connected");
+        let listed = session
+            .list(None, Some(folder))
+            .map(|names| names.iter().any(|n| n.name() == folder))
+            .unwrap_or(false);
+        if !listed {
+            if let Err(e) = session.create(folder) {
+                // Created meanwhile by someone else is fine; anything
+                // else the APPEND that follows reports.
+                log::debug!("{}: CREATE {}: {e}", self.name, message::escape(folder));
+            }
+        }
+        self.known.insert(folder.to_string());
+    }
+
+    /// The server's name of the folder a message from `envelope` is
+    /// appended to: `folder`, or with `verbatim` the mirrored one
+    /// (delimiter and modified UTF-7 of the target). A source folder that
+    /// cannot be named there is a refusal of the message.
+    fn target_folder(&self, envelope: &Envelope) -> Result<String> {
+        if self.config.subfolders != Subfolders::Verbatim || envelope.mailbox.is_empty() {
+            return Ok(self.config.folder.clone());
+        }
+        let (prefix, delimiter) = self.tree.clone().unwrap_or_default();
+        let name = super::subfolders::imap_folder(
+            &self.config.folder,
+            &prefix,
+            delimiter,
+            &envelope.mailbox,
+        )
+        .map_err(|why| self.fail(why, Failure::Refused))?;
+        Ok(folders::server_name(&name, delimiter))
+    }
+}
+
+/// One APPEND, with the internal date and flags.
+fn append(
+    session: &mut imap::Session<Conn>,
+    folder: &str,
+    content: &[u8],
+    date: Option<DateTime<FixedOffset>>,
+    flags: &[imap::types::Flag<'static>],
+) -> imap::Result<()> {
+    let mut append = session.append(folder, content);
+    if let Some(date) = date {
+        append.internal_date(date);
+    }
+    append.flags(flags.iter().cloned());
+    append.finish().map(|_| ())
+}
+
+/// The IMAP flags for Maildir info letters.
+fn imap_flags(info: &str) -> Vec<imap::types::Flag<'static>> {
+    use imap::types::Flag;
+    info.chars()
+        .filter_map(|c| match c {
+            'D' => Some(Flag::Draft),
+            'F' => Some(Flag::Flagged),
+            'R' => Some(Flag::Answered),
+            'S' => Some(Flag::Seen),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The target's personal namespace prefix (config-style) and hierarchy
+/// delimiter: `NAMESPACE` when offered (else no prefix), the delimiter
+/// from `LIST "" ""` (else `/`). Both are read past the `imap` crate, on
+/// the session's second handle (its parser rejects NAMESPACE answers),
+/// before the crate sends anything more. Nothing here is worth failing a
+/// delivery over: what cannot be read is the default.
+fn learn_tree(
+    logged_in: crate::source::imap::LoggedIn,
+    label: &str,
+) -> (imap::Session<Conn>, String, Option<char>) {
+    let mut reader = crate::source::imap::bodies::BodyReader::new(logged_in.stream, label);
+    let ahead = || {
+        logged_in
+            .tap
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take_ahead()
+    };
+    let prefix = if logged_in.caps.contains("NAMESPACE") {
+        reader
+            .command(ahead(), "NAMESPACE")
+            .map(|data| folders::parse_namespace(&data).prefix)
+            .unwrap_or_default()
+    } else {
+        String::new()
+    };
+    let delimiter = reader
+        .command(ahead(), "LIST \"\" \"\"")
+        .ok()
+        .and_then(|data| folders::parse_list(&data).iter().find_map(|f| f.delimiter));
+    (logged_in.session, prefix, Some(delimiter.unwrap_or('/')))
 }
 
 /// What an APPEND error means (RFC 5530 response codes): `NO` for the
@@ -172,6 +326,7 @@ fn append_failure(e: &imap::Error) -> Failure {
         _ => Failure::Local,
     }
 }
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -4,6 +4,15 @@
 //! With multidrop, `%U` in the path is the recipient (`~/Mail/%U`), and
 //! the message is written once per recipient.
 //!
+//! With `subfolders`, a message from an IMAP folder other than INBOX goes
+//! into that folder's Maildir under the root (`.Lists.a/` for Maildir++,
+//! `Lists/a/` verbatim: see `super::subfolders`), created on first use;
+//! Maildir++ folders get the empty `maildirfolder` file Dovecot and
+//! Courier create. With `flags`, a message the server had flagged
+//! (`\Seen`, `\Flagged`, `\Answered`, `\Draft`) goes into `cur/` with
+//! its info (`:2,FS`) instead of into `new/`: once, at download; nothing
+//! is synchronised back.
+//!
 //! With deferred sync (the fetch loop's group commit), `deliver` only
 //! writes the file into `tmp/`; `sync` then makes a whole batch durable
 //! in the same order, once per batch instead of once per message: every
@@ -18,7 +27,8 @@ use std::io::{self, Write};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
-use crate::error::{Error, Result};
+use crate::config::Subfolders;
+use crate::error::{Error, Failure, Result};
 use crate::message::Envelope;
 
 use super::{
@@ -38,6 +48,10 @@ pub struct Maildir {
     deferred: bool,
     /// Written into `tmp/`, waiting for `sync` (deferred sync only).
     unsynced: Vec<Unsynced>,
+    /// How the source's folders map to Maildirs under the root.
+    subfolders: Subfolders,
+    /// Whether the server's flags become Maildir info.
+    flags: bool,
 }
 
 /// A file written into `tmp/` and not yet durable or in `new/`.
@@ -59,14 +73,50 @@ impl Maildir {
             next_base: None,
             deferred: false,
             unsynced: Vec::new(),
+            subfolders: Subfolders::None,
+            flags: false,
         }
+    }
+
+    /// Mirrors the source's folders under the root as `subfolders` says,
+    /// and with `flags`, keeps the flags the server had.
+    pub fn with_tree(mut self, subfolders: Subfolders, flags: bool) -> Maildir {
+        self.subfolders = subfolders;
+        self.flags = flags;
+        self
+    }
+
+    /// The Maildirs from `root` down to the one a message from `envelope`'s
+    /// folder goes into (see `subfolders::maildir_dirs`). A name that
+    /// cannot be mapped safely is a refusal of the message.
+    fn dirs_for(&self, root: &Path, envelope: &Envelope) -> Result<Vec<PathBuf>> {
+        super::subfolders::maildir_dirs(root, self.subfolders, &envelope.mailbox)
+            .map_err(|why| Error::delivery(self.name.clone(), why, Failure::Refused))
+    }
+
+    /// The Maildir info for a message from `envelope` (`FS`), if any.
+    fn info(&self, envelope: &Envelope) -> Option<String> {
+        (self.flags && !envelope.flags.is_empty())
+            .then(|| crate::message::flags_to_info(envelope.flags.chars()))
     }
 
     fn fail(&self, what: &str, e: io::Error) -> Error {
         super::local_error(&self.name, what, &e)
     }
 
-    fn ensure_dirs(&mut self, root: &Path) -> Result<()> {
+    /// Creates the Maildirs in `dirs` (outermost first, as
+    /// `dirs_for` gives them) where missing; the last one is where the
+    /// message goes, returned.
+    fn ensure_dirs(&mut self, dirs: &[PathBuf]) -> Result<PathBuf> {
+        for (i, dir) in dirs.iter().enumerate() {
+            // Maildir++ folders are marked as such; the root never is.
+            let marked = i > 0 && self.subfolders == Subfolders::MaildirPlusPlus;
+            self.ensure_maildir(dir, marked)?;
+        }
+        Ok(dirs.last().cloned().unwrap_or_else(|| self.root.clone()))
+    }
+
+    fn ensure_maildir(&mut self, root: &Path, maildirfolder: bool) -> Result<()> {
         if self.created.contains(root) {
             return Ok(());
         }
@@ -77,6 +127,16 @@ impl Maildir {
                 .mode(0o700)
                 .create(&dir)
                 .map_err(|e| self.fail(&format!("cannot create {}", dir.display()), e))?;
+        }
+        if maildirfolder {
+            let marker = root.join("maildirfolder");
+            OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .mode(0o600)
+                .open(&marker)
+                .map_err(|e| self.fail(&format!("cannot create {}", marker.display()), e))?;
         }
         self.created.insert(root.to_path_buf());
         Ok(())
@@ -196,6 +256,15 @@ impl CrashRecovery for Maildir {
 
     fn has_name(&mut self, envelope: &Envelope, base: &str) -> Result<bool> {
         for root in self.roots(envelope) {
+            // Where the delivery would have gone (a name that cannot be
+            // mapped was never written).
+            let Some(root) = self
+                .dirs_for(&root, envelope)
+                .ok()
+                .and_then(|d| d.last().cloned())
+            else {
+                return Ok(false);
+            };
             let found = holds(&root.join("new"), base)
                 .and_then(|new| Ok(new || holds(&root.join("cur"), base)?))
                 .map_err(|e| self.fail(&format!("looking into {}", root.display()), e))?;
@@ -257,13 +326,13 @@ impl Maildir {
         let template = self.root.to_string_lossy().into_owned();
         if !per_recipient(&template) {
             let root = self.root.clone();
-            self.write_into(&root, message)?;
+            self.write_into(&root, envelope, message)?;
             return Ok(DeliveryReport::all(&envelope.recipients));
         }
         let mut report = DeliveryReport::default();
         for recipient in &envelope.recipients {
             let root = PathBuf::from(expand_template(&template, &envelope.account, recipient, ""));
-            match self.write_into(&root, message) {
+            match self.write_into(&root, envelope, message) {
                 Ok(()) => report.accepted.push(recipient.clone()),
                 Err(error) => report.refused.push(super::Refusal {
                     recipient: recipient.clone(),
@@ -276,16 +345,23 @@ impl Maildir {
 }
 
 impl Maildir {
-    /// Writes one copy into the Maildir at `root`.
-    fn write_into(&mut self, root: &Path, message: &[u8]) -> Result<()> {
-        self.ensure_dirs(root)?;
+    /// Writes one copy into the Maildir at `root` (or its subfolder for
+    /// the envelope's folder): into `new/`, or with flags into `cur/`
+    /// with its info (`base,S=size:2,FS`).
+    fn write_into(&mut self, root: &Path, envelope: &Envelope, message: &[u8]) -> Result<()> {
+        let dirs = self.dirs_for(root, envelope)?;
+        let root = self.ensure_dirs(&dirs)?;
+        let root = root.as_path();
         let base = match &self.next_base {
             Some(base) => base.clone(),
             None => self.unique_base(),
         };
         let name = format!("{base},S={}", message.len());
         let tmp = root.join("tmp").join(&name);
-        let new = root.join("new").join(&name);
+        let new = match self.info(envelope) {
+            Some(info) => root.join("cur").join(format!("{name}:2,{info}")),
+            None => root.join("new").join(&name),
+        };
         if self.next_base.is_some() {
             // A run killed between writing and renaming left this behind.
             let _ = fs::remove_file(&tmp);
@@ -323,7 +399,7 @@ impl Maildir {
             return Err(self.fail(&format!("moving into {}", new.display()), e));
         }
         crate::fault::point("maildir-renamed");
-        if let Err(e) = sync_dir(&root.join("new")) {
+        if let Err(e) = sync_dir(new.parent().unwrap_or(root)) {
             // Not known to be durable, so not delivered: take the name
             // back, or a later retry (the spool) would deliver it twice.
             let _ = fs::remove_file(&new);
@@ -388,6 +464,69 @@ mod tests {
         md.close();
         assert_eq!(names(&root.join("tmp")), 0);
         assert_eq!(names(&root.join("new")), 2);
+    }
+
+    fn from(mailbox: &[&str], flags: &str) -> Envelope {
+        Envelope {
+            mailbox: mailbox.iter().map(|l| l.to_string()).collect(),
+            flags: flags.into(),
+            ..Envelope::default()
+        }
+    }
+
+    fn files(dir: &Path) -> Vec<String> {
+        let mut v: Vec<String> = fs::read_dir(dir)
+            .map(|d| {
+                d.map(|e| e.unwrap().file_name().into_string().unwrap())
+                    .collect()
+            })
+            .unwrap_or_default();
+        v.sort();
+        v
+    }
+
+    #[test]
+    fn maildirpp_subfolders_and_flags() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("Mail");
+        let mut md =
+            Maildir::new("home", root.clone(), "h").with_tree(Subfolders::MaildirPlusPlus, true);
+        md.deliver(&from(&["Lists", "dev.rust"], "FS"), b"a\n")
+            .unwrap();
+        md.deliver(&from(&[], ""), b"b\n").unwrap();
+        let sub = root.join(".Lists.dev\\2erust");
+        assert!(sub.join("maildirfolder").is_file());
+        assert!(!root.join("maildirfolder").exists());
+        let cur = files(&sub.join("cur"));
+        assert_eq!(cur.len(), 1);
+        assert!(cur[0].ends_with(",S=2:2,FS"), "{cur:?}");
+        assert!(files(&sub.join("new")).is_empty());
+        assert_eq!(files(&root.join("new")).len(), 1);
+        // Crash recovery looks where the delivery went.
+        let base = md.plan_name();
+        md.use_name(&base);
+        let env = from(&["Lists", "dev.rust"], "S");
+        md.deliver(&env, b"c\n").unwrap();
+        assert!(md.has_name(&env, &base).unwrap());
+        assert!(!md.has_name(&from(&[], "S"), &base).unwrap());
+    }
+
+    #[test]
+    fn verbatim_subfolders_are_maildirs_at_every_level_and_flags_need_the_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("Mail");
+        let mut md = Maildir::new("home", root.clone(), "h").with_tree(Subfolders::Verbatim, false);
+        md.deliver(&from(&["Lists", "a"], "S"), b"a\n").unwrap();
+        for d in [root.clone(), root.join("Lists"), root.join("Lists/a")] {
+            assert!(d.join("cur").is_dir() && d.join("tmp").is_dir(), "{d:?}");
+        }
+        assert!(!root.join("Lists/a/maildirfolder").exists());
+        // flags = false: into new/, no info.
+        assert_eq!(files(&root.join("Lists/a/new")).len(), 1);
+        // A name that cannot be mapped safely is refused, nothing written.
+        let e = md.deliver(&from(&["..", "x"], ""), b"x\n").unwrap_err();
+        assert!(e.is_refusal(), "{e}");
+        assert_eq!(files(dir.path()), ["Mail"]);
     }
 
     #[test]

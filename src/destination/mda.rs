@@ -263,6 +263,7 @@ mod tests {
             recipients: vec!["jaco@example.org".into()],
             account: "isp".into(),
             folder: "INBOX".into(),
+            ..Envelope::default()
         }
     }
 

@@ -27,6 +27,7 @@ pub mod maildir;
 pub mod mbox;
 pub mod mda;
 pub mod smtp;
+pub mod subfolders;
 
 use crate::config::DestinationConfig;
 use crate::error::{Error, Failure, Result};
@@ -195,9 +196,13 @@ pub fn open(
     hostname: &str,
 ) -> Result<Box<dyn Destination>> {
     Ok(match config {
-        DestinationConfig::Maildir { path } => {
-            Box::new(maildir::Maildir::new(name, path.clone(), hostname))
-        }
+        DestinationConfig::Maildir {
+            path,
+            subfolders,
+            flags,
+        } => Box::new(
+            maildir::Maildir::new(name, path.clone(), hostname).with_tree(*subfolders, *flags),
+        ),
         DestinationConfig::Mbox { path } => Box::new(mbox::Mbox::new(name, path.clone())),
         DestinationConfig::Directory { path, filename } => Box::new(directory::Directory::new(
             name,

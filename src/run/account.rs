@@ -474,7 +474,7 @@ impl<'a> AccountRun<'a> {
         header: &[u8],
         body: Option<&[u8]>,
     ) -> Result<Option<Envelope>> {
-        match envelope::addressing(self.config, self.account, &message.folder, header) {
+        match envelope::addressing(self.config, self.account, message, header) {
             Addressing::Deliver(e) => Ok(Some(e)),
             Addressing::Nobody(why) => {
                 self.report
@@ -589,6 +589,10 @@ impl<'a> AccountRun<'a> {
         begun: Option<Vec<Result<DeliveryReport>>>,
         plan: Option<Vec<Option<Planned>>>,
     ) -> Result<()> {
+        // Headers first built the envelope before the body (and its
+        // flags) came.
+        let mut envelope = envelope;
+        envelope.flags = remote.flags.clone();
         let message_id = message::header_value(&bytes, "Message-ID");
         let header_hash = message::header_hash(&bytes);
         let bytes = if self.account.add_received {

@@ -5,6 +5,7 @@ use crate::audit;
 use crate::config::{Account, Config, OnRefused};
 use crate::message::{self, Envelope};
 use crate::retry;
+use crate::source::RemoteMessage;
 use crate::store::commit::Disposition;
 use crate::store::spool::GiveUp;
 
@@ -23,11 +24,12 @@ pub(crate) enum Addressing {
 
 /// Builds the envelope from a message's header block: the sender from
 /// `Return-Path` (destinations fall back to their `sender`), the
-/// recipients from multidrop routing or, single-drop, the account's user.
+/// recipients from multidrop routing or, single-drop, the account's user;
+/// the folder (and its flags, once the body was fetched) from `remote`.
 pub(crate) fn addressing(
     config: &Config,
     account: &Account,
-    folder: &str,
+    remote: &RemoteMessage,
     headers: &[u8],
 ) -> Addressing {
     let recipients = match &account.multidrop {
@@ -68,7 +70,9 @@ pub(crate) fn addressing(
         sender: message::return_path(headers),
         recipients,
         account: account.name.clone(),
-        folder: folder.to_string(),
+        folder: remote.folder.clone(),
+        mailbox: remote.mailbox.clone(),
+        flags: remote.flags.clone(),
     })
 }
 

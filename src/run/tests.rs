@@ -29,6 +29,8 @@ fn remote(n: u32) -> RemoteMessage {
         uidvalidity: None,
         size: 40,
         number: n,
+        mailbox: Vec::new(),
+        flags: String::new(),
     }
 }
 

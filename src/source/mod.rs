@@ -23,6 +23,14 @@ pub struct RemoteMessage {
     pub size: u64,
     /// The POP3 message number or IMAP UID used in commands this session.
     pub number: u32,
+    /// The folder relative to the server's personal namespace, one
+    /// decoded name per level; empty for INBOX and POP3 (see
+    /// `Envelope::mailbox`).
+    pub mailbox: Vec<String>,
+    /// Its flags as Maildir info letters (`message::flags_to_info`), as
+    /// the server had them when the body was fetched: set by
+    /// `Source::next_message` (IMAP), empty before and for POP3.
+    pub flags: String,
 }
 
 /// What the fetch loop learned from listing a folder.

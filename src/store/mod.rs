@@ -129,6 +129,13 @@ const MIGRATIONS: &[&str] = &[
     // 6: the run log counts messages spooled apart from those delivered
     // (runs before it counted them as delivered).
     "ALTER TABLE runs ADD COLUMN spooled INTEGER NOT NULL DEFAULT 0;",
+    // 7: a spooled message remembers where in the source's tree it came
+    // from (its levels relative to the personal namespace, a JSON array)
+    // and its flags at download (Maildir info letters), so a retry lands
+    // in the same subfolder with the same flags. Entries from before
+    // have neither: the root, no flags (as they were delivered then).
+    "ALTER TABLE spool ADD COLUMN mailbox TEXT;
+     ALTER TABLE spool ADD COLUMN flags TEXT;",
 ];
 
 /// Totals over the runs of an account the log keeps.
@@ -1029,6 +1036,8 @@ mod tests {
             uidvalidity: None,
             size: 10,
             number: 1,
+            mailbox: Vec::new(),
+            flags: String::new(),
         }
     }
 
@@ -1072,6 +1081,8 @@ mod tests {
             uidvalidity: Some(uidvalidity),
             size: 100 + u64::from(uid),
             number: uid,
+            mailbox: Vec::new(),
+            flags: String::new(),
         }
     }
 

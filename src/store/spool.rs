@@ -84,6 +84,11 @@ pub struct SpoolSummary {
     pub account: String,
     /// The folder it came from.
     pub folder: String,
+    /// That folder relative to the server's personal namespace, one
+    /// level each (`Envelope::mailbox`); empty for INBOX and POP3.
+    pub mailbox: Vec<String>,
+    /// Its flags at download, as Maildir info letters.
+    pub flags: String,
     /// Its id on the server.
     pub uid: Option<String>,
     /// The destination still owed the message.
@@ -119,7 +124,7 @@ pub struct SpoolEntry {
 }
 
 const SUMMARY_COLUMNS: &str = "id, account, folder, uid, destination, sender, recipients,
-     message_id, size, created_at, attempts, next_attempt, last_error, expired";
+     message_id, size, created_at, attempts, next_attempt, last_error, expired, mailbox, flags";
 
 fn summary_from_row(r: &rusqlite::Row) -> rusqlite::Result<SpoolSummary> {
     let recipients: String = r.get(6)?;
@@ -142,7 +147,25 @@ fn summary_from_row(r: &rusqlite::Row) -> rusqlite::Result<SpoolSummary> {
         next_attempt: r.get(11)?,
         last_error: r.get(12)?,
         expired: r.get::<_, i64>(13)? != 0,
+        mailbox: mailbox_from_column(r.get::<_, Option<String>>(14)?.as_deref()),
+        flags: crate::message::flags_to_info(
+            r.get::<_, Option<String>>(15)?.unwrap_or_default().chars(),
+        ),
     })
+}
+
+/// The `mailbox` column: a JSON array of names (levels can hold any
+/// character, a line break or a `/` among them). NULL (an entry from
+/// before migration 7) or anything unreadable is the root.
+fn mailbox_from_column(column: Option<&str>) -> Vec<String> {
+    column
+        .and_then(|c| serde_json::from_str(c).ok())
+        .unwrap_or_default()
+}
+
+/// What goes into the `mailbox` column.
+fn mailbox_to_column(mailbox: &[String]) -> Option<String> {
+    (!mailbox.is_empty()).then(|| serde_json::to_string(mailbox).unwrap_or_default())
 }
 
 fn state_err(e: rusqlite::Error) -> Error {
@@ -167,8 +190,9 @@ pub(crate) fn spool_in(
     for entry in spooled {
         tx.prepare_cached(
             "INSERT INTO spool (account, folder, uid, destination, sender, recipients,
-                 message_id, size, message, created_at, attempts, next_attempt, last_error)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, 1, ?11, ?12)",
+                 message_id, size, message, created_at, attempts, next_attempt, last_error,
+                 mailbox, flags)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, 1, ?11, ?12, ?13, ?14)",
         )?
         .execute(params![
             account,
@@ -183,6 +207,8 @@ pub(crate) fn spool_in(
             now,
             now + policy.delay(1).as_secs() as i64,
             entry.error,
+            mailbox_to_column(&message.mailbox),
+            message.flags,
         ])?;
         let id = tx.last_insert_rowid();
         add_history(tx, id, now, &format!("spooled: {}", entry.error))?;
@@ -352,7 +378,7 @@ impl State {
             .query_row(&sql, params![id], |r| {
                 Ok(SpoolEntry {
                     summary: summary_from_row(r)?,
-                    message: r.get(14)?,
+                    message: r.get(16)?,
                 })
             })
             .optional()
@@ -569,6 +595,8 @@ mod tests {
             uidvalidity: None,
             size: 5,
             number: 1,
+            mailbox: Vec::new(),
+            flags: String::new(),
         }
     }
 
@@ -620,6 +648,42 @@ mod tests {
         assert_eq!(e.summary.recipients, vec!["a@x"]);
         assert_eq!(e.summary.next_attempt, 1060);
         assert_eq!(state.spooled_count("acct").unwrap(), 1);
+        // From INBOX without flags: the root, none.
+        assert!(e.summary.mailbox.is_empty() && e.summary.flags.is_empty());
+    }
+
+    /// A retry must land where the first attempt would have: the folder's
+    /// levels (any character, a line break among them) and the flags
+    /// survive the spool.
+    #[test]
+    fn the_spool_keeps_the_folder_and_flags() {
+        let mut state = State::in_memory().unwrap();
+        let mut message = remote("u2");
+        message.folder = "INBOX/Lists/a.b".into();
+        message.mailbox = vec!["Lists".into(), "a.b\n/x".into()];
+        message.flags = "FS".into();
+        let outcome = crate::store::commit::Outcome {
+            message,
+            message_id: None,
+            header_hash: None,
+            disposition: crate::store::commit::Disposition::Delivered,
+            owed: vec![crate::store::commit::Owed {
+                destination: "home".into(),
+                recipients: vec!["a@x".to_string()],
+                error: "disk full".into(),
+            }],
+            sender: None,
+            bytes: b"x\n".to_vec(),
+        };
+        state
+            .commit("acct", &[outcome], "c", 1000, &policy())
+            .unwrap();
+        let id = state.spool_list(Some("acct")).unwrap()[0].id;
+        let e = state.spool_get(id).unwrap().unwrap();
+        assert_eq!(e.summary.mailbox, ["Lists", "a.b\n/x"]);
+        assert_eq!(e.summary.flags, "FS");
+        assert_eq!(mailbox_from_column(None), Vec::<String>::new());
+        assert_eq!(mailbox_from_column(Some("garbage")), Vec::<String>::new());
     }
 
     #[test]

@@ -88,7 +88,7 @@ fn bounded(what: &str, kib: u64) {
 fn hostile_imap_servers_cost_bounded_memory_and_delete_nothing() {
     let mut literal = imap_one_message();
     literal.extend([
-        Step::expect("ab3 UID FETCH 1 (UID BODY.PEEK[])"),
+        Step::expect("ab3 UID FETCH 1 (UID FLAGS BODY.PEEK[])"),
         Step::send("* 1 FETCH (UID 1 BODY[] {999999999999}\r\n"),
         Step::SendForever(vec![b'x'; 65536]),
     ]);

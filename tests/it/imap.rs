@@ -588,7 +588,7 @@ fn pipelined_select_and_listing_read_an_awkward_answer() {
         Step::line("* 3 EXPUNGE"),
         Step::line("* 2 EXISTS"),
         Step::line("ab2 OK done"),
-        Step::expect("ab3 UID FETCH 4,6 (UID BODY.PEEK[])"),
+        Step::expect("ab3 UID FETCH 4,6 (UID FLAGS BODY.PEEK[])"),
         Step::line("* 1 FETCH (UID 4 BODY[] {14}"),
         Step::send("Subject: 4\r\n\r\n)\r\n"),
         Step::line("* 2 FETCH (BODY[] {14}"),

@@ -12,6 +12,7 @@ mod destinations;
 mod destinations_tls;
 mod docs;
 mod faults;
+mod folders;
 mod fuzz_corpus;
 mod harness_smoke;
 mod hostile;

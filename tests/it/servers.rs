@@ -263,7 +263,7 @@ fn mailutils_imap_falls_back_to_login_and_its_expunged_is_understood() {
         Step::line("ab1 OK [READ-WRITE] SELECT Completed"),
         Step::line(&format!("* 1 FETCH (UID 1 RFC822.SIZE {})", message.len())),
         Step::line("ab2 OK UID FETCH Completed"),
-        Step::expect("ab3 UID FETCH 1 (UID BODY.PEEK[])"),
+        Step::expect("ab3 UID FETCH 1 (UID FLAGS BODY.PEEK[])"),
         Step::line(&format!("* 1 FETCH (UID 1 BODY[] {{{}}}", message.len())),
         Step::send(format!("{message})\r\n")),
         Step::line("ab3 OK UID FETCH Completed"),

@@ -476,6 +476,10 @@ userdb {{
 }}
 
 mail_location = maildir:~/Maildir
+# Folder names with a `.` (Maildir++'s separator) or a `\` are stored
+# escaped (`\2e`, `\5c`), as mailretr's `subfolders = "maildir++"` writes
+# them.
+mail_plugins = $mail_plugins listescape
 mail_fsync = never
 mail_max_userip_connections = 200
 namespace inbox {{

@@ -14,6 +14,7 @@ pub mod config;
 pub mod corpus;
 pub mod dovecot;
 pub mod fake;
+pub mod imapc;
 pub mod mailutils;
 pub mod proxy;
 pub mod slowlink;

@@ -1,4 +1,4 @@
-//! Streaming retrieval of message bodies: `UID FETCH <set> (UID
+//! Streaming retrieval of message bodies: `UID FETCH <set> (UID FLAGS
 //! BODY.PEEK[])` written and read by mailretr itself on a second handle
 //! of the session's connection, instead of through the `imap` crate.
 //!
@@ -135,7 +135,10 @@ impl<S: Read + Write> BodyReader<S> {
     pub fn send(&mut self, messages: Vec<RemoteMessage>) -> Result<()> {
         let uids: Vec<u32> = messages.iter().map(|m| m.number).collect();
         let tag = self.new_tag();
-        let line = format!("{tag} UID FETCH {} (UID BODY.PEEK[])", uid_set(&uids));
+        // FLAGS as the server has them now, before anything of ours
+        // changes them (`mark_seen` comes after delivery): destinations
+        // with `flags = true` carry them over.
+        let line = format!("{tag} UID FETCH {} (UID FLAGS BODY.PEEK[])", uid_set(&uids));
         if self.trace {
             transcript::client(&self.label, &line);
         }
@@ -360,17 +363,9 @@ impl<S: Read + Write> BodyReader<S> {
             match name {
                 b"UID" => uid = number(&seg.atom()),
                 b"RFC822.SIZE" => size = number(&seg.atom()),
-                b"FLAGS" if seg.eat(b'(') => loop {
-                    seg.space();
-                    if seg.eat(b')') || seg.at_end() {
-                        break;
-                    }
-                    let flag = seg.atom();
-                    if flag.is_empty() {
-                        return Err(protocol("FETCH response is garbled", &seg.line));
-                    }
-                    seen |= flag.eq_ignore_ascii_case(b"\\Seen");
-                },
+                b"FLAGS" if seg.eat(b'(') => {
+                    flag_list(seg, |flag| seen |= flag.eq_ignore_ascii_case(b"\\Seen"))?
+                }
                 _ => return Ok(false),
             }
             Ok(true)
@@ -458,10 +453,14 @@ impl<S: Read + Write> BodyReader<S> {
         }
         let mut uid: Option<u32> = None;
         let mut body: Option<Vec<u8>> = None;
+        let mut letters: Vec<char> = Vec::new();
         self.fetch_items(seg, |me, name, seg| {
             match name {
                 b"UID" => uid = number(&seg.atom()),
                 b"BODY[]" => body = Some(me.body_value(seg)?),
+                b"FLAGS" if seg.eat(b'(') => flag_list(seg, |flag| {
+                    letters.extend(crate::message::maildir_letter(flag));
+                })?,
                 _ => return Ok(false),
             }
             Ok(true)
@@ -469,6 +468,7 @@ impl<S: Read + Write> BodyReader<S> {
         let (Some(uid), Some(body)) = (uid, body) else {
             return Ok(());
         };
+        let flags = crate::message::flags_to_info(letters);
         // Taking the message out of its slot also drops a repeated FETCH.
         if let Some(slot) = self
             .in_flight
@@ -476,7 +476,8 @@ impl<S: Read + Write> BodyReader<S> {
             .flat_map(|f| f.messages.iter_mut())
             .find(|m| m.as_ref().is_some_and(|m| m.number == uid))
         {
-            let message = slot.take().expect("found above");
+            let mut message = slot.take().expect("found above");
+            message.flags = flags;
             out.push_back((message, body));
         }
         Ok(())
@@ -743,6 +744,23 @@ pub fn push_lf(out: &mut Vec<u8>, mut data: &[u8], cr: &mut bool) {
     out.extend_from_slice(data);
 }
 
+/// Reads a flag list's flags up to its `)`, the cursor just past its
+/// `(`, handing each to `each`. Bounded like everything on the line: the
+/// line is at most `READ_BUF` bytes, and each flag an atom of it.
+fn flag_list(seg: &mut Segment, mut each: impl FnMut(&[u8])) -> Result<()> {
+    loop {
+        seg.space();
+        if seg.eat(b')') || seg.at_end() {
+            return Ok(());
+        }
+        let flag = seg.atom();
+        if flag.is_empty() {
+            return Err(protocol("FETCH response is garbled", &seg.line));
+        }
+        each(&flag);
+    }
+}
+
 /// One line of a response being parsed, with a cursor.
 struct Segment {
     line: Vec<u8>,
@@ -882,5 +900,44 @@ mod tests {
             i: 0,
         };
         assert_eq!(q.quoted(), br#"a"b\c"#);
+    }
+
+    fn remote(uid: u32) -> RemoteMessage {
+        RemoteMessage {
+            folder: "INBOX".into(),
+            uid: Some(uid.to_string()),
+            uidvalidity: Some(1),
+            size: 3,
+            number: uid,
+            mailbox: Vec::new(),
+            flags: String::new(),
+        }
+    }
+
+    /// FLAGS before or after the body, in any case, with keywords and
+    /// repeats: the message carries the Maildir letters, sorted.
+    #[test]
+    fn bodies_carry_their_flags() {
+        let answer =
+            b"* 1 FETCH (UID 1 FLAGS (\\Seen $Junk \\flagged \\Seen) BODY[] {3}\r\nab\n)\r\n\
+* 2 FETCH (UID 2 BODY[] {3}\r\ncd\n FLAGS (\\Answered \\Draft \\Recent))\r\n\
+* 3 FETCH (UID 3 FLAGS () BODY[] {3}\r\nef\n)\r\n\
+ab1 OK done\r\n";
+        let mut reader = BodyReader::new(crate::codec::Script::new(answer), "t");
+        reader.send(vec![remote(1), remote(2), remote(3)]).unwrap();
+        let mut out = VecDeque::new();
+        assert!(reader.receive(&mut out).unwrap().is_empty());
+        let got: Vec<(u32, &str, &[u8])> = out
+            .iter()
+            .map(|(m, b)| (m.number, m.flags.as_str(), b.as_slice()))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                (1, "FS", &b"ab\n"[..]),
+                (2, "DR", b"cd\n"),
+                (3, "", b"ef\n")
+            ]
+        );
     }
 }

@@ -50,6 +50,38 @@ impl ListedFolder {
             _ => config,
         }
     }
+
+    /// The name relative to the personal namespace's `prefix`
+    /// (config-style) as one decoded name per level, for destinations
+    /// that mirror the tree: `["Lists", "a"]` for Courier's
+    /// `INBOX.Lists.a` and for Dovecot's `Lists/a`; empty for INBOX. The
+    /// server name is split at its delimiter before decoding, so a
+    /// delimiter the server encoded inside a name stays inside it.
+    pub fn relative_levels(&self, prefix: &str) -> Vec<String> {
+        let decode = |level: &str| {
+            if self.utf8 {
+                level.to_string()
+            } else {
+                decode_mutf7(level).unwrap_or_else(|| level.to_string())
+            }
+        };
+        let mut levels: Vec<String> = match self.delimiter {
+            Some(d) => self.server_name.split(d).map(decode).collect(),
+            None => vec![decode(&self.server_name)],
+        };
+        if levels[0].eq_ignore_ascii_case("INBOX") {
+            levels[0] = "INBOX".into();
+        }
+        let prefix: Vec<&str> = prefix.split('/').filter(|l| !l.is_empty()).collect();
+        if !prefix.is_empty() && levels.len() > prefix.len() && levels[..prefix.len()] == prefix[..]
+        {
+            levels.drain(..prefix.len());
+        }
+        if levels == ["INBOX"] {
+            levels.clear();
+        }
+        levels
+    }
 }
 
 /// The personal namespace (RFC 2342) as far as folder names go.
@@ -114,6 +146,10 @@ pub struct ChosenFolder {
     pub server_name: String,
     /// The name the state store and the log use.
     pub config_name: String,
+    /// The name relative to the personal namespace, one level each
+    /// (`ListedFolder::relative_levels`): where mirroring destinations
+    /// put its messages.
+    pub mailbox: Vec<String>,
 }
 
 /// The result of matching the patterns against a listing.
@@ -263,6 +299,7 @@ pub fn choose(
             selection.folders.push(ChosenFolder {
                 server_name: folder.server_name.clone(),
                 config_name: config,
+                mailbox: folder.relative_levels(prefix),
             });
         }
         if exact && !found {
@@ -580,6 +617,37 @@ mod tests {
             Namespace::default()
         );
         assert_eq!(parse_namespace(b"* NAMESPACE ((\"x"), Namespace::default());
+    }
+
+    /// Mirroring destinations get the same levels from Courier's
+    /// `INBOX.`-prefixed tree as from Dovecot's, decoded per level.
+    #[test]
+    fn relative_levels_are_decoded_per_level_under_the_namespace() {
+        let courier = "INBOX/";
+        assert!(folder("INBOX", '.').relative_levels(courier).is_empty());
+        assert!(folder("inbox", '/').relative_levels("").is_empty());
+        assert_eq!(
+            folder("INBOX.Lists.a", '.').relative_levels(courier),
+            ["Lists", "a"]
+        );
+        assert_eq!(folder("Lists/a", '/').relative_levels(""), ["Lists", "a"]);
+        assert_eq!(
+            folder("Gr&APwA3w-e/dev.rust", '/').relative_levels(""),
+            ["Grüße", "dev.rust"]
+        );
+        // An encoded delimiter (here `.`, &AC4-) stays inside its level.
+        assert_eq!(
+            folder("INBOX.a&AC4-b", '.').relative_levels(courier),
+            ["a.b"]
+        );
+        // Dovecot's INBOX children keep their INBOX level.
+        assert_eq!(
+            folder("INBOX/sub", '/').relative_levels(""),
+            ["INBOX", "sub"]
+        );
+        let mut flat = folder("a.b", '.');
+        flat.delimiter = None;
+        assert_eq!(flat.relative_levels(""), ["a.b"]);
     }
 
     #[test]

@@ -778,6 +778,7 @@ impl ImapSource {
             return Ok(vec![ChosenFolder {
                 server_name: "INBOX".into(),
                 config_name: "INBOX".into(),
+                mailbox: Vec::new(),
             }]);
         }
         let namespace = if self.caps.contains("NAMESPACE") {
@@ -1198,6 +1199,8 @@ impl ImapSource {
             uidvalidity: Some(uidvalidity),
             size,
             number: uid,
+            mailbox: chosen.mailbox.clone(),
+            flags: String::new(),
         };
         // The folder's last_uid moves past every UID at its start that is
         // dealt with: delivered, passed over (only_unseen), or recorded as

@@ -359,6 +359,8 @@ impl Source for Pop3Source {
                 uidvalidity: None,
                 size,
                 number,
+                mailbox: Vec::new(),
+                flags: String::new(),
             };
             let recorded = match &uid {
                 Some(uid) if !fetch_all => seen.seen_size(POP3_FOLDER, uid)?,
