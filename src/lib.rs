@@ -20,6 +20,7 @@ pub mod fuzzing;
 pub mod lock;
 pub mod message;
 pub mod net;
+pub mod outgoing;
 pub mod progress;
 pub mod queue;
 pub mod retry;
