@@ -288,6 +288,8 @@ mail was retrieved, but \fBfetch_limit\fR or \fBmax_bytes_per_run\fR stopped the
 .TP
 .B 23
 internal error
+.PP
+\fBmailretr sendmail\fR (and the binary run as \fBsendmail\fR or \fBmailq\fR) exits with sendmail's codes instead: 0 queued, 64 (EX_USAGE), 65 (EX_DATAERR: no recipients, unreadable input), 67 (EX_NOUSER), 70 (EX_SOFTWARE), 75 (EX_TEMPFAIL: the spool cannot take the message; try again), 78 (EX_CONFIG: no \fB[outgoing]\fR or a bad config).
 .SH LOGGING
 Messages go to stderr. A run where nothing went wrong prints nothing (unless \fB\-v\fR), so cron mails only failures. Every failure is one line naming the account: \fBmailretr: account NAME: ...\fR. With \fB\-\-log\-format json\fR each line is instead a JSON object with \fBtime\fR (RFC 3339, UTC), \fBlevel\fR (error, warn, info, debug, trace), \fBmessage\fR and, when the line concerns one account, \fBaccount\fR.
 .PP
