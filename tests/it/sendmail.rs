@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use crate::support::config::ConfigBuilder;
+use crate::support::config::{AccountBuilder, ConfigBuilder};
 use crate::support::smtpd::{Options, Smtpd};
 use crate::support::{maildir_messages, run_command, Env, Output, RUN_TIMEOUT};
 
@@ -123,6 +123,34 @@ fn a_relay_that_is_down_then_up_gets_the_message_exactly_once() {
         .envelope(1)
         .starts_with("me@laptop.example\njaco@kroon.example\n"));
     assert!(queue_json(&env).is_empty());
+}
+
+#[test]
+fn fetch_sends_the_outgoing_queue_too() {
+    let env = Env::new();
+    config(&env, dead_port(), "").write(&env);
+    sendmail(
+        &env,
+        &["-odq", "-oi", "jaco@kroon.example"],
+        "Subject: f\n\nx\n",
+    )
+    .expect_success();
+    let relay = Smtpd::start(&env.path("relay"), Options::default());
+    // An account that cannot run: the fetch fails, the queue goes out.
+    config(&env, relay.port, "")
+        .account(
+            AccountBuilder::new("isp", "pop3", "127.0.0.1")
+                .port(dead_port())
+                .user("jaco")
+                .plaintext(),
+        )
+        .maildir("home", env.path("Maildir"))
+        .write(&env);
+    // (It has no password: that account fails, exit 3.)
+    env.run(&["-q", "fetch"]).expect_code(3);
+    assert_eq!(relay.messages().len(), 1);
+    assert!(queue_json(&env).is_empty());
+    assert_eq!(mode(&env.path("state/outgoing.lock")), 0o600);
 }
 
 #[test]
