@@ -107,12 +107,21 @@ fn a_relay_that_is_down_then_up_gets_the_message_exactly_once() {
     assert!(queued[0]["last_error"].as_str().unwrap().len() > 3);
     // The files that hold it are the user's alone.
     let state = env.path("state");
-    for f in ["state.db", "state.db-wal"] {
+    for f in ["state.db", "state.db-wal", "state.db-shm"] {
         if state.join(f).exists() {
             assert_eq!(mode(&state.join(f)), 0o600, "{f}");
         }
     }
     assert_eq!(mode(&state) & 0o077, 0);
+    let id = queued[0]["id"].to_string();
+    let shown = env.run(&["queue", "show", &id]);
+    shown.expect_success();
+    assert!(
+        shown.stdout.contains("Direction:   out"),
+        "{}",
+        shown.stdout
+    );
+    assert!(shown.stdout.contains("Subject: down"), "{}", shown.stdout);
 
     let relay = Smtpd::start(&env.path("relay"), Options::default());
     config(&env, relay.port, "").write(&env);
