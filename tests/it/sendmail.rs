@@ -163,6 +163,44 @@ fn fetch_sends_the_outgoing_queue_too() {
 }
 
 #[test]
+fn watch_sends_the_outgoing_queue_too() {
+    let env = Env::new();
+    config(&env, dead_port(), "").write(&env);
+    sendmail(
+        &env,
+        &["-odq", "-oi", "jaco@kroon.example"],
+        "Subject: w\n\nx\n",
+    )
+    .expect_success();
+    let relay = Smtpd::start(&env.path("relay"), Options::default());
+    config(&env, relay.port, "")
+        .account(
+            AccountBuilder::new("isp", "pop3", "127.0.0.1")
+                .port(dead_port())
+                .user("jaco")
+                .plaintext(),
+        )
+        .maildir("home", env.path("Maildir"))
+        .write(&env);
+    let mut watch = env
+        .cmd()
+        .args(["-q", "watch"])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_until(30, "the queued message at the relay", || {
+        relay.messages().len() == 1
+    });
+    // SAFETY: signalling the watcher this test started.
+    unsafe { libc::kill(watch.id() as i32, libc::SIGTERM) };
+    watch.wait().unwrap();
+    assert_eq!(relay.messages().len(), 1);
+    assert!(queue_json(&env).is_empty());
+}
+
+#[test]
 fn a_burst_of_ten_shares_one_smtp_connection() {
     let env = Env::new();
     let relay = Smtpd::start(&env.path("relay"), Options::default());
