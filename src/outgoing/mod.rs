@@ -321,8 +321,22 @@ pub fn flush(
     let mut open: HashMap<String, Box<dyn Destination>> = HashMap::new();
     // Recipients still owed after a partial delivery, by entry id.
     let left: RefCell<Vec<(i64, Vec<String>)>> = RefCell::new(Vec::new());
+    // A second connection, so a partial delivery is recorded at once (a
+    // crash later in the flush must not send to the others again).
+    let mut side = State::open(&config.general.state_dir)?;
     let result = {
-        let mut deliver = |entry: &SpoolEntry| deliver_one(config, &mut open, &left, entry);
+        let mut deliver = |entry: &SpoolEntry| {
+            let before = left.borrow().len();
+            let result = deliver_one(config, &mut open, &left, entry);
+            if let Some((id, owed)) = left.borrow().get(before) {
+                if let Err(e) = side.spool_set_recipients(*id, owed) {
+                    log::error!(
+                        "outgoing: spool entry {id}: recording the recipients still owed: {e}"
+                    );
+                }
+            }
+            result
+        };
         let mut report = |entry: &SpoolEntry, why: &GiveUp| {
             let refused = left
                 .borrow()

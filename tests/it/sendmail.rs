@@ -435,6 +435,42 @@ fn expired_and_refused_messages_come_back_as_dsns_in_maildir() {
 }
 
 #[test]
+fn a_partly_refused_message_reports_only_the_refused_recipient() {
+    let env = Env::new();
+    let relay = Smtpd::start(
+        &env.path("relay"),
+        Options {
+            refuse: vec!["nobody@kroon.example".into()],
+            ..Options::default()
+        },
+    );
+    config(&env, relay.port, "").write(&env);
+    sendmail(
+        &env,
+        &["--now", "-oi", "jaco@kroon.example", "nobody@kroon.example"],
+        &message("me@laptop.example", "jaco@kroon.example", "partly"),
+    )
+    .expect_success();
+    assert_eq!(relay.messages().len(), 1);
+    assert_eq!(relay.envelope(1).lines().nth(1), Some("jaco@kroon.example"));
+    let got = dsns(&env);
+    assert_eq!(got.len(), 1);
+    assert!(
+        got[0].contains("Final-Recipient: rfc822; nobody@kroon.example"),
+        "{}",
+        got[0]
+    );
+    assert!(
+        !got[0].contains("Final-Recipient: rfc822; jaco@"),
+        "{}",
+        got[0]
+    );
+    assert!(queue_json(&env).is_empty());
+    env.run(&["queue", "flush"]).expect_code(1);
+    assert_eq!(relay.messages().len(), 1, "never sent twice");
+}
+
+#[test]
 fn local_names_go_through_the_local_mda() {
     let env = Env::new();
     let relay = Smtpd::start(&env.path("relay"), Options::default());
