@@ -34,6 +34,9 @@ _mailretr() {
             mailretr,queue)
                 cmd="mailretr__subcmd__queue"
                 ;;
+            mailretr,sendmail)
+                cmd="mailretr__subcmd__sendmail"
+                ;;
             mailretr,status)
                 cmd="mailretr__subcmd__status"
                 ;;
@@ -69,6 +72,9 @@ _mailretr() {
                 ;;
             mailretr__subcmd__help,queue)
                 cmd="mailretr__subcmd__help__subcmd__queue"
+                ;;
+            mailretr__subcmd__help,sendmail)
+                cmd="mailretr__subcmd__help__subcmd__sendmail"
                 ;;
             mailretr__subcmd__help,status)
                 cmd="mailretr__subcmd__help__subcmd__status"
@@ -128,7 +134,7 @@ _mailretr() {
 
     case "${cmd}" in
         mailretr)
-            opts="-c -v -q -h -V --config --verbose --quiet --log-format --help --version fetch watch status queue config completions man help"
+            opts="-c -v -q -h -V --config --verbose --quiet --log-format --help --version fetch watch status queue config sendmail completions man help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -320,7 +326,7 @@ _mailretr() {
             return 0
             ;;
         mailretr__subcmd__help)
-            opts="fetch watch status queue config completions man help"
+            opts="fetch watch status queue config sendmail completions man help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -487,6 +493,20 @@ _mailretr() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        mailretr__subcmd__help__subcmd__sendmail)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         mailretr__subcmd__help__subcmd__status)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
@@ -594,12 +614,16 @@ _mailretr() {
             return 0
             ;;
         mailretr__subcmd__queue__subcmd__flush)
-            opts="-c -v -q -h --config --verbose --quiet --log-format --help"
+            opts="-c -v -q -h --outgoing --due --after --config --verbose --quiet --log-format --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
             case "${prev}" in
+                --after)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 --config)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
@@ -732,6 +756,32 @@ _mailretr() {
         mailretr__subcmd__queue__subcmd__show)
             opts="-c -v -q -h --config --verbose --quiet --log-format --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -c)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --log-format)
+                    COMPREPLY=($(compgen -W "text json" -- "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        mailretr__subcmd__sendmail)
+            opts="-c -v -q --config --verbose --quiet --log-format"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi

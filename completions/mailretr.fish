@@ -36,6 +36,7 @@ complete -c mailretr -n "__fish_mailretr_needs_command" -f -a "watch" -d 'Keep f
 complete -c mailretr -n "__fish_mailretr_needs_command" -f -a "status" -d 'Show per account the last run, its outcome, messages and bytes fetched, messages in the spool, and the last error (from the run log in the state database)'
 complete -c mailretr -n "__fish_mailretr_needs_command" -f -a "queue" -d 'Look at and act on the retry spool (messages a destination refused for now)'
 complete -c mailretr -n "__fish_mailretr_needs_command" -f -a "config" -d 'Inspect the configuration'
+complete -c mailretr -n "__fish_mailretr_needs_command" -f -a "sendmail" -d 'Queue the message on stdin for sending, sendmail-compatible (also when the binary is run through a symlink named `sendmail`; one named `mailq` lists the queue)'
 complete -c mailretr -n "__fish_mailretr_needs_command" -f -a "completions" -d 'Print a shell completion script'
 complete -c mailretr -n "__fish_mailretr_needs_command" -f -a "man" -d 'Print the man page (roff)'
 complete -c mailretr -n "__fish_mailretr_needs_command" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
@@ -88,9 +89,12 @@ json\t'One JSON object per line'"
 complete -c mailretr -n "__fish_mailretr_using_subcommand queue; and __fish_seen_subcommand_from show" -s v -l verbose -d 'More output: -v says what each account did, -vv adds the protocol transcript (secrets redacted)'
 complete -c mailretr -n "__fish_mailretr_using_subcommand queue; and __fish_seen_subcommand_from show" -s q -l quiet -d 'Print only errors'
 complete -c mailretr -n "__fish_mailretr_using_subcommand queue; and __fish_seen_subcommand_from show" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c mailretr -n "__fish_mailretr_using_subcommand queue; and __fish_seen_subcommand_from flush" -l after -d 'Wait this long first, e.g. 5s' -r
 complete -c mailretr -n "__fish_mailretr_using_subcommand queue; and __fish_seen_subcommand_from flush" -s c -l config -d 'Config file [default: $XDG_CONFIG_HOME/mailretr/config.toml]' -r -F
 complete -c mailretr -n "__fish_mailretr_using_subcommand queue; and __fish_seen_subcommand_from flush" -l log-format -d 'How messages on stderr are written: text lines, or one JSON object per line (time, level, account, message) for machines' -r -f -a "text\t'`mailretr: account NAME: message` lines'
 json\t'One JSON object per line'"
+complete -c mailretr -n "__fish_mailretr_using_subcommand queue; and __fish_seen_subcommand_from flush" -l outgoing -d 'Only outgoing entries (queued by `mailretr sendmail`)'
+complete -c mailretr -n "__fish_mailretr_using_subcommand queue; and __fish_seen_subcommand_from flush" -l due -d 'Only entries whose next try has come (what sendmail\'s background attempt runs)'
 complete -c mailretr -n "__fish_mailretr_using_subcommand queue; and __fish_seen_subcommand_from flush" -s v -l verbose -d 'More output: -v says what each account did, -vv adds the protocol transcript (secrets redacted)'
 complete -c mailretr -n "__fish_mailretr_using_subcommand queue; and __fish_seen_subcommand_from flush" -s q -l quiet -d 'Print only errors'
 complete -c mailretr -n "__fish_mailretr_using_subcommand queue; and __fish_seen_subcommand_from flush" -s h -l help -d 'Print help (see more with \'--help\')'
@@ -122,6 +126,11 @@ complete -c mailretr -n "__fish_mailretr_using_subcommand config; and __fish_see
 complete -c mailretr -n "__fish_mailretr_using_subcommand config; and __fish_seen_subcommand_from check" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c mailretr -n "__fish_mailretr_using_subcommand config; and __fish_seen_subcommand_from help" -f -a "check" -d 'Parse and validate the config and print what would run'
 complete -c mailretr -n "__fish_mailretr_using_subcommand config; and __fish_seen_subcommand_from help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c mailretr -n "__fish_mailretr_using_subcommand sendmail" -s c -l config -d 'Config file [default: $XDG_CONFIG_HOME/mailretr/config.toml]' -r -F
+complete -c mailretr -n "__fish_mailretr_using_subcommand sendmail" -l log-format -d 'How messages on stderr are written: text lines, or one JSON object per line (time, level, account, message) for machines' -r -f -a "text\t'`mailretr: account NAME: message` lines'
+json\t'One JSON object per line'"
+complete -c mailretr -n "__fish_mailretr_using_subcommand sendmail" -s v -l verbose -d 'More output: -v says what each account did, -vv adds the protocol transcript (secrets redacted)'
+complete -c mailretr -n "__fish_mailretr_using_subcommand sendmail" -s q -l quiet -d 'Print only errors'
 complete -c mailretr -n "__fish_mailretr_using_subcommand completions" -s c -l config -d 'Config file [default: $XDG_CONFIG_HOME/mailretr/config.toml]' -r -F
 complete -c mailretr -n "__fish_mailretr_using_subcommand completions" -l log-format -d 'How messages on stderr are written: text lines, or one JSON object per line (time, level, account, message) for machines' -r -f -a "text\t'`mailretr: account NAME: message` lines'
 json\t'One JSON object per line'"
@@ -134,14 +143,15 @@ json\t'One JSON object per line'"
 complete -c mailretr -n "__fish_mailretr_using_subcommand man" -s v -l verbose -d 'More output: -v says what each account did, -vv adds the protocol transcript (secrets redacted)'
 complete -c mailretr -n "__fish_mailretr_using_subcommand man" -s q -l quiet -d 'Print only errors'
 complete -c mailretr -n "__fish_mailretr_using_subcommand man" -s h -l help -d 'Print help (see more with \'--help\')'
-complete -c mailretr -n "__fish_mailretr_using_subcommand help; and not __fish_seen_subcommand_from fetch watch status queue config completions man help" -f -a "fetch" -d 'Fetch new mail from the configured accounts (all, or those named), or from one ad-hoc URL'
-complete -c mailretr -n "__fish_mailretr_using_subcommand help; and not __fish_seen_subcommand_from fetch watch status queue config completions man help" -f -a "watch" -d 'Keep fetching until SIGTERM: IMAP folders are watched with IDLE, POP3 accounts (and servers without IDLE) polled every poll_interval; SIGHUP reloads the config'
-complete -c mailretr -n "__fish_mailretr_using_subcommand help; and not __fish_seen_subcommand_from fetch watch status queue config completions man help" -f -a "status" -d 'Show per account the last run, its outcome, messages and bytes fetched, messages in the spool, and the last error (from the run log in the state database)'
-complete -c mailretr -n "__fish_mailretr_using_subcommand help; and not __fish_seen_subcommand_from fetch watch status queue config completions man help" -f -a "queue" -d 'Look at and act on the retry spool (messages a destination refused for now)'
-complete -c mailretr -n "__fish_mailretr_using_subcommand help; and not __fish_seen_subcommand_from fetch watch status queue config completions man help" -f -a "config" -d 'Inspect the configuration'
-complete -c mailretr -n "__fish_mailretr_using_subcommand help; and not __fish_seen_subcommand_from fetch watch status queue config completions man help" -f -a "completions" -d 'Print a shell completion script'
-complete -c mailretr -n "__fish_mailretr_using_subcommand help; and not __fish_seen_subcommand_from fetch watch status queue config completions man help" -f -a "man" -d 'Print the man page (roff)'
-complete -c mailretr -n "__fish_mailretr_using_subcommand help; and not __fish_seen_subcommand_from fetch watch status queue config completions man help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c mailretr -n "__fish_mailretr_using_subcommand help; and not __fish_seen_subcommand_from fetch watch status queue config sendmail completions man help" -f -a "fetch" -d 'Fetch new mail from the configured accounts (all, or those named), or from one ad-hoc URL'
+complete -c mailretr -n "__fish_mailretr_using_subcommand help; and not __fish_seen_subcommand_from fetch watch status queue config sendmail completions man help" -f -a "watch" -d 'Keep fetching until SIGTERM: IMAP folders are watched with IDLE, POP3 accounts (and servers without IDLE) polled every poll_interval; SIGHUP reloads the config'
+complete -c mailretr -n "__fish_mailretr_using_subcommand help; and not __fish_seen_subcommand_from fetch watch status queue config sendmail completions man help" -f -a "status" -d 'Show per account the last run, its outcome, messages and bytes fetched, messages in the spool, and the last error (from the run log in the state database)'
+complete -c mailretr -n "__fish_mailretr_using_subcommand help; and not __fish_seen_subcommand_from fetch watch status queue config sendmail completions man help" -f -a "queue" -d 'Look at and act on the retry spool (messages a destination refused for now)'
+complete -c mailretr -n "__fish_mailretr_using_subcommand help; and not __fish_seen_subcommand_from fetch watch status queue config sendmail completions man help" -f -a "config" -d 'Inspect the configuration'
+complete -c mailretr -n "__fish_mailretr_using_subcommand help; and not __fish_seen_subcommand_from fetch watch status queue config sendmail completions man help" -f -a "sendmail" -d 'Queue the message on stdin for sending, sendmail-compatible (also when the binary is run through a symlink named `sendmail`; one named `mailq` lists the queue)'
+complete -c mailretr -n "__fish_mailretr_using_subcommand help; and not __fish_seen_subcommand_from fetch watch status queue config sendmail completions man help" -f -a "completions" -d 'Print a shell completion script'
+complete -c mailretr -n "__fish_mailretr_using_subcommand help; and not __fish_seen_subcommand_from fetch watch status queue config sendmail completions man help" -f -a "man" -d 'Print the man page (roff)'
+complete -c mailretr -n "__fish_mailretr_using_subcommand help; and not __fish_seen_subcommand_from fetch watch status queue config sendmail completions man help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c mailretr -n "__fish_mailretr_using_subcommand help; and __fish_seen_subcommand_from queue" -f -a "list" -d 'List spooled messages: id, account, destination, sender, recipients, size, age, attempts, next attempt, last error'
 complete -c mailretr -n "__fish_mailretr_using_subcommand help; and __fish_seen_subcommand_from queue" -f -a "show" -d 'Print one spooled message with its history'
 complete -c mailretr -n "__fish_mailretr_using_subcommand help; and __fish_seen_subcommand_from queue" -f -a "flush" -d 'Retry now, ignoring the backoff: all due-or-not entries, or the ids given'

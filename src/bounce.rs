@@ -201,7 +201,7 @@ pub fn build(b: &Bounce, now: DateTime<Local>) -> Vec<u8> {
          \n\
          This is mailretr on {host}.\n\
          \n\
-         A message fetched by account {account} {action_text}.\n\
+         {what} {action_text}.\n\
          Destination: {destination}\n\
          Recipients: {rcpts}\n\
          {since}\
@@ -220,7 +220,11 @@ pub fn build(b: &Bounce, now: DateTime<Local>) -> Vec<u8> {
         ts = now.timestamp(),
         pid = std::process::id(),
         host = one_line(b.hostname),
-        account = one_line(b.account),
+        // An outgoing message (`mailretr sendmail`) has no account.
+        what = match b.account {
+            "" => "A message you sent".to_string(),
+            a => format!("A message fetched by account {}", one_line(a)),
+        },
         destination = one_line(b.destination),
         rcpts = one_line(&recipients.join(", ")),
     );

@@ -60,6 +60,39 @@ pub enum Command {
     /// Inspect the configuration
     #[command(subcommand)]
     Config(ConfigCommand),
+    /// Queue the message on stdin for sending, sendmail-compatible (also
+    /// when the binary is run through a symlink named `sendmail`; one
+    /// named `mailq` lists the queue)
+    ///
+    /// The message is committed to the spool (fsynced) before the command
+    /// exits 0; a detached process then sends it after `[outgoing] delay`
+    /// through the relay `[outgoing]` picks for its sender, and every
+    /// `fetch`, `watch` and `queue flush` retries what is left. Options,
+    /// as sendmail's (getopt syntax: `-oi`, `-fme@example.org`, `-ti`):
+    /// `-t` adds the recipients in To:, Cc: and Bcc: to those on the
+    /// command line (as Postfix does); `-i`, `-oi`: a line holding only
+    /// `.` does not end the message; `-f FROM`, `-r FROM`: the envelope
+    /// sender; `-F NAME`: the full name for an added From:; `-bm` (the
+    /// default): queue; `-bp`: list the queue (`mailq`); `-q`: flush it;
+    /// `-v`: say what was queued; `-C FILE`: the config file; `-odq`:
+    /// queue only; `-odi` or `--now`: send before exiting; `--`: only
+    /// recipients follow. `-oem`, `-oA...`, `-o<x>`, `-N`, `-B`, `-R`,
+    /// `-V`, `-O`, `-X`, `-L`, `-h`, `-n`, `-m`, `-U` are accepted and
+    /// ignored. Bcc: is removed, and Date:, Message-ID: and From: are
+    /// added when missing. Exit status as sendmail's: 0 queued, 64 usage,
+    /// 65 no recipients or unreadable input, 67 a recipient that cannot be
+    /// sent to, 70 internal error, 75 the spool cannot take it (try
+    /// again), 78 no `[outgoing]` or a bad config.
+    #[command(disable_help_flag = true, disable_version_flag = true)]
+    Sendmail {
+        /// sendmail options and recipients
+        #[arg(
+            trailing_var_arg = true,
+            allow_hyphen_values = true,
+            value_name = "ARGS"
+        )]
+        args: Vec<String>,
+    },
     /// Print a shell completion script
     Completions {
         /// The shell
@@ -141,6 +174,16 @@ pub enum QueueCommand {
     Flush {
         /// Spool ids; all entries when none are given
         ids: Vec<i64>,
+        /// Only outgoing entries (queued by `mailretr sendmail`)
+        #[arg(long)]
+        outgoing: bool,
+        /// Only entries whose next try has come (what sendmail's
+        /// background attempt runs)
+        #[arg(long)]
+        due: bool,
+        /// Wait this long first, e.g. 5s
+        #[arg(long, value_name = "DURATION")]
+        after: Option<String>,
     },
     /// Drop entries from the spool (asks on a terminal unless --yes)
     Delete {
@@ -245,6 +288,8 @@ mail was retrieved, but \fBfetch_limit\fR or \fBmax_bytes_per_run\fR stopped the
 .TP
 .B 23
 internal error
+.PP
+\fBmailretr sendmail\fR (and the binary run as \fBsendmail\fR or \fBmailq\fR) exits with sendmail's codes instead: 0 queued, 64 (EX_USAGE), 65 (EX_DATAERR: no recipients, unreadable input), 67 (EX_NOUSER), 70 (EX_SOFTWARE), 75 (EX_TEMPFAIL: the spool cannot take the message; try again), 78 (EX_CONFIG: no \fB[outgoing]\fR or a bad config).
 .SH LOGGING
 Messages go to stderr. A run where nothing went wrong prints nothing (unless \fB\-v\fR), so cron mails only failures. Every failure is one line naming the account: \fBmailretr: account NAME: ...\fR. With \fB\-\-log\-format json\fR each line is instead a JSON object with \fBtime\fR (RFC 3339, UTC), \fBlevel\fR (error, warn, info, debug, trace), \fBmessage\fR and, when the line concerns one account, \fBaccount\fR.
 .PP
@@ -302,6 +347,9 @@ seen messages and the run log (default \fI~/.local/state/mailretr/state.db\fR; \
 .TP
 .I $XDG_STATE_HOME/mailretr/locks/
 per\-account lock files
+.TP
+.I $XDG_STATE_HOME/mailretr/outgoing.lock
+held by whoever sends the outgoing queue (one at a time)
 .SH ENVIRONMENT
 .TP
 .B MAILRETR_PASSWORD
@@ -323,6 +371,18 @@ Check a config file:
 .PP
 .RS
 mailretr \-\-config ./config.toml config check
+.RE
+.PP
+Send mail from mutt, git and cron through the outgoing queue (see \fBmailretr.toml\fR(5), \fB[outgoing]\fR):
+.PP
+.RS
+set sendmail="mailretr sendmail" (in muttrc)
+.br
+git config \-\-global sendemail.sendmailcmd "mailretr sendmail"
+.br
+ln \-s "$(command \-v mailretr)" ~/bin/sendmail; ln \-s "$(command \-v mailretr)" ~/bin/mailq
+.br
+*/10 * * * * mailretr \-q queue flush
 .RE
 .PP
 A monitoring check: accounts whose last run failed:

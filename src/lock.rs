@@ -6,7 +6,7 @@
 
 use std::fs::{self, DirBuilder, File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
-use std::os::unix::fs::DirBuilderExt;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::Path;
 
 use crate::error::{Error, Result};
@@ -80,6 +80,52 @@ impl AccountLock {
     }
 }
 
+impl AccountLock {
+    /// The outgoing queue's lock: `outgoing.lock` in the state directory
+    /// (outside `locks/`, so no account's lock file can be it). With
+    /// `wait`, blocks until the holder (another flusher) is done;
+    /// otherwise fails with `Error::Locked` at once.
+    pub fn outgoing(state_dir: &Path, wait: bool) -> Result<AccountLock> {
+        DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(state_dir)
+            .map_err(|e| Error::Internal(format!("cannot create {}: {e}", state_dir.display())))?;
+        let path = state_dir.join("outgoing.lock");
+        let mut file = OpenOptions::new()
+            .mode(0o600)
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .map_err(|e| Error::Internal(format!("cannot open {}: {e}", path.display())))?;
+        let locked = if wait {
+            file.lock().map_err(fs::TryLockError::Error)
+        } else {
+            file.try_lock()
+        };
+        match locked {
+            Ok(()) => {}
+            Err(fs::TryLockError::WouldBlock) => {
+                return Err(Error::Locked(format!(
+                    "another mailretr is sending the outgoing queue (lock {})",
+                    path.display()
+                )))
+            }
+            Err(fs::TryLockError::Error(e)) => {
+                return Err(Error::Internal(format!(
+                    "cannot lock {}: {e}",
+                    path.display()
+                )))
+            }
+        }
+        let _ = file.set_len(0);
+        let _ = writeln!(file, "{}", std::process::id());
+        Ok(AccountLock { _file: file })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -97,5 +143,23 @@ mod tests {
         AccountLock::acquire(dir.path(), "other").unwrap();
         drop(first);
         AccountLock::acquire(dir.path(), "a/b").unwrap();
+    }
+
+    #[test]
+    fn one_outgoing_flusher_at_a_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = AccountLock::outgoing(dir.path(), false).unwrap();
+        assert!(matches!(
+            AccountLock::outgoing(dir.path(), false),
+            Err(Error::Locked(_))
+        ));
+        let waiter = {
+            let dir = dir.path().to_path_buf();
+            std::thread::spawn(move || AccountLock::outgoing(&dir, true).map(|_| ()))
+        };
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        assert!(!waiter.is_finished(), "waits for the holder");
+        drop(first);
+        waiter.join().unwrap().unwrap();
     }
 }

@@ -11,6 +11,8 @@ use clap::Parser;
 
 use mailretr::cli::{Cli, Command, ConfigCommand, FetchArgs, LogFormat, QueueCommand};
 use mailretr::config::{self, Config, Secret};
+use mailretr::outgoing::args::Personality;
+use mailretr::outgoing::SysExit;
 use mailretr::run::{self, AccountReport, FetchOptions};
 use mailretr::{Error, ExitCode};
 
@@ -90,6 +92,19 @@ fn harden_process() {
 
 fn main() {
     harden_process();
+    let argv: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    match mailretr::outgoing::args::personality(&argv) {
+        Personality::Sendmail {
+            config,
+            verbose,
+            args,
+        } => std::process::exit(sendmail_main(config, verbose, &args)),
+        Personality::Mailq { args } => {
+            let args: Vec<String> = std::iter::once("-bp".to_string()).chain(args).collect();
+            std::process::exit(sendmail_main(None, false, &args))
+        }
+        Personality::Mailretr => {}
+    }
     // A usage error exits 5 like any command-line error (SPEC), never
     // clap's default 2, which means "network error" here.
     let cli = match Cli::try_parse() {
@@ -103,31 +118,7 @@ fn main() {
             });
         }
     };
-    let _ = LOG_FORMAT.set(cli.log_format);
-    // Progress bars only for a person watching a terminal: not on a pipe,
-    // not under cron, not mixed into a transcript or JSON lines.
-    if std::io::stderr().is_terminal()
-        && !cli.quiet
-        && cli.verbose < 2
-        && cli.log_format == LogFormat::Text
-    {
-        mailretr::progress::enable();
-    }
-    let level = match (cli.quiet, cli.verbose) {
-        (true, _) => log::LevelFilter::Error,
-        (false, 0) => log::LevelFilter::Warn,
-        (false, 1) => log::LevelFilter::Info,
-        (false, 2) => log::LevelFilter::Debug,
-        _ => log::LevelFilter::Trace,
-    };
-    let level = if cli.verbose >= 2 {
-        log::LevelFilter::Trace
-    } else {
-        level
-    };
-    let logger = Box::leak(Box::new(StderrLogger { level }));
-    let _ = log::set_logger(logger).map(|()| log::set_max_level(level));
-
+    init_logging(cli.quiet, cli.verbose, cli.log_format);
     let code = match run(&cli) {
         Ok(code) => code,
         Err(e) => {
@@ -139,6 +130,196 @@ fn main() {
         }
     };
     std::process::exit(code.code());
+}
+
+/// Sets the stderr logger (and progress bars) up for `--quiet`, `-v`
+/// and `--log-format`.
+fn init_logging(quiet: bool, verbose: u8, log_format: LogFormat) {
+    let _ = LOG_FORMAT.set(log_format);
+    // Progress bars only for a person watching a terminal: not on a pipe,
+    // not under cron, not mixed into a transcript or JSON lines.
+    if std::io::stderr().is_terminal() && !quiet && verbose < 2 && log_format == LogFormat::Text {
+        mailretr::progress::enable();
+    }
+    let level = match (quiet, verbose) {
+        (true, _) => log::LevelFilter::Error,
+        (false, 0) => log::LevelFilter::Warn,
+        (false, 1) => log::LevelFilter::Info,
+        (false, 2) => log::LevelFilter::Debug,
+        _ => log::LevelFilter::Trace,
+    };
+    let level = if verbose >= 2 {
+        log::LevelFilter::Trace
+    } else {
+        level
+    };
+    let logger = Box::leak(Box::new(StderrLogger { level }));
+    let _ = log::set_logger(logger).map(|()| log::set_max_level(level));
+}
+
+const SENDMAIL_USAGE: &str = "usage: sendmail [-t] [-i|-oi] [-f FROM] [-F NAME] [-bm|-bp|-q] [-v] [--now] [-C CONFIG] [--] [RECIPIENT...]
+       (mailretr sendmail; the message on stdin; see mailretr-sendmail(1))
+";
+
+/// `mailretr sendmail`, or the binary run as `sendmail` or `mailq`:
+/// returns sendmail's exit code (sysexits), not mailretr's.
+fn sendmail_main(global_config: Option<PathBuf>, global_verbose: bool, args: &[String]) -> i32 {
+    use mailretr::outgoing::args::{self as sargs, Mode};
+    let fail = |code: SysExit, message: &str| {
+        stderr_line(log::Level::Error, None, &format!("sendmail: {message}"));
+        code.code()
+    };
+    let inv = match sargs::parse(args) {
+        Ok(inv) => inv,
+        Err(e) => {
+            eprint!("{SENDMAIL_USAGE}");
+            return fail(SysExit::Usage, &e.0);
+        }
+    };
+    let verbose = inv.verbose || global_verbose;
+    init_logging(false, u8::from(verbose), LogFormat::Text);
+    let config_path = inv.config.clone().or(global_config);
+    let queue = |command: QueueCommand| {
+        let cli = Cli {
+            config: config_path.clone(),
+            verbose: u8::from(verbose),
+            quiet: false,
+            log_format: LogFormat::Text,
+            command: Command::Queue(command),
+        };
+        match run(&cli) {
+            Ok(ExitCode::Retrieved | ExitCode::NoMail) => 0,
+            Ok(_) => SysExit::TempFail.code(),
+            Err(e) => {
+                let code = e
+                    .downcast_ref::<Error>()
+                    .map_or(SysExit::Software, SysExit::of);
+                fail(code, &format!("{e:#}"))
+            }
+        }
+    };
+    match inv.mode {
+        Mode::Help => {
+            print!("{SENDMAIL_USAGE}");
+            0
+        }
+        Mode::ListQueue => queue(QueueCommand::List { json: false }),
+        Mode::FlushQueue => queue(QueueCommand::Flush {
+            ids: Vec::new(),
+            outgoing: false,
+            due: false,
+            after: None,
+        }),
+        Mode::Deliver => match sendmail_deliver(&inv, config_path, verbose) {
+            Ok(()) => 0,
+            Err((code, message)) => fail(code, &message),
+        },
+    }
+}
+
+/// Queues the message on stdin, then starts (or makes) the attempt to
+/// send it.
+fn sendmail_deliver(
+    inv: &mailretr::outgoing::args::Invocation,
+    config_path: Option<PathBuf>,
+    verbose: bool,
+) -> Result<(), (SysExit, String)> {
+    use mailretr::outgoing::{self, args::When};
+    let path = config_path.clone().unwrap_or_else(config::default_path);
+    if config_path.is_none() && !path.exists() {
+        return Err((
+            SysExit::Config,
+            format!(
+                "no config file at {}; write one with an [outgoing] section (see mailretr.toml(5))",
+                path.display()
+            ),
+        ));
+    }
+    let config = config::load(&path).map_err(|e| (SysExit::of(&e), e.to_string()))?;
+    let mut input = Vec::new();
+    std::io::Read::read_to_end(&mut std::io::stdin().lock(), &mut input)
+        .map_err(|e| (SysExit::DataErr, format!("cannot read the message: {e}")))?;
+    let queued = outgoing::submit(&config, inv, &input, chrono::Local::now())
+        .map_err(|r| (r.code, r.message))?;
+    if verbose {
+        println!(
+            "queued as {} from <{}> to {}",
+            queued
+                .ids
+                .iter()
+                .map(|i| i.to_string())
+                .collect::<Vec<_>>()
+                .join(", "),
+            queued.sender,
+            queued.recipients.join(", ")
+        );
+    }
+    // The message is safe from here on: nothing below may fail the command.
+    let delay = config
+        .outgoing
+        .as_ref()
+        .map(|o| o.delay)
+        .unwrap_or_default();
+    match inv.when {
+        When::QueueOnly => {}
+        When::Now => match mailretr::lock::AccountLock::outgoing(&config.general.state_dir, true)
+            .and_then(|_lock| {
+                let mut state = mailretr::store::State::open(&config.general.state_dir)?;
+                outgoing::flush(&config, &mut state, None, mailretr::retry::now())
+            }) {
+            Ok(report) => {
+                outgoing::log_report(&report);
+                if verbose {
+                    println!(
+                        "{} sent, {} still queued",
+                        report.delivered, report.deferred
+                    );
+                }
+            }
+            Err(e) => log::warn!("outgoing: {e} (the message stays queued)"),
+        },
+        When::Background => match spawn_flusher(&path, delay) {
+            Ok(pid) if verbose => println!(
+                "sending in the background in {} (pid {pid})",
+                humantime::format_duration(delay)
+            ),
+            Ok(_) => {}
+            Err(e) => log::warn!(
+                "cannot start the background delivery ({e}); the message stays queued for the next fetch or queue flush"
+            ),
+        },
+    }
+    Ok(())
+}
+
+/// Starts `mailretr queue flush --outgoing --due --after DELAY` detached
+/// (its own session, stdio on /dev/null), and returns its pid.
+fn spawn_flusher(
+    config_path: &std::path::Path,
+    delay: std::time::Duration,
+) -> std::io::Result<u32> {
+    use std::os::unix::process::CommandExt;
+    use std::process::Stdio;
+    let exe = std::env::current_exe()?;
+    let config_path = std::path::absolute(config_path)?;
+    let mut cmd = std::process::Command::new(exe);
+    cmd.arg("--quiet")
+        .arg("--config")
+        .arg(config_path)
+        .args(["queue", "flush", "--outgoing", "--due", "--after"])
+        .arg(format!("{}ms", delay.as_millis()))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    // SAFETY: setsid(2) is async-signal-safe; it only fails if the child
+    // already leads a process group, which a fresh child does not.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::setsid();
+            Ok(())
+        });
+    }
+    Ok(cmd.spawn()?.id())
 }
 
 fn run(cli: &Cli) -> anyhow::Result<ExitCode> {
@@ -180,6 +361,10 @@ fn run(cli: &Cli) -> anyhow::Result<ExitCode> {
             clap_complete::generate(*shell, &mut cmd, "mailretr", &mut std::io::stdout());
             Ok(ExitCode::Retrieved)
         }
+        // Handled before clap (its option syntax is sendmail's).
+        Command::Sendmail { args } => {
+            std::process::exit(sendmail_main(cli.config.clone(), cli.verbose > 0, args))
+        }
         Command::Man => {
             std::io::stdout().write_all(&mailretr::cli::man_page())?;
             Ok(ExitCode::Retrieved)
@@ -189,6 +374,7 @@ fn run(cli: &Cli) -> anyhow::Result<ExitCode> {
 
 /// `mailretr queue list|show|flush|delete`.
 fn queue_command(cli: &Cli, command: &QueueCommand) -> anyhow::Result<ExitCode> {
+    use mailretr::store::spool::OUTGOING;
     use mailretr::{queue, retry};
     let config = load_config(cli)?;
     let mut state = mailretr::store::State::open(&config.general.state_dir)?;
@@ -211,14 +397,32 @@ fn queue_command(cli: &Cli, command: &QueueCommand) -> anyhow::Result<ExitCode> 
             std::io::stdout().write_all(&queue::show_text(&entry, &history))?;
             Ok(ExitCode::Retrieved)
         }
-        QueueCommand::Flush { ids } => {
-            let entries = state.spool_list(None)?;
+        QueueCommand::Flush {
+            ids,
+            outgoing,
+            due,
+            after,
+        } => {
+            if let Some(after) = after {
+                let wait = humantime::parse_duration(after)
+                    .map_err(|e| Error::Config(format!("--after {after}: {e}")))?;
+                std::thread::sleep(wait);
+            }
+            let now = retry::now();
+            let entries: Vec<_> = state
+                .spool_list(None)?
+                .into_iter()
+                .filter(|e| !*outgoing || e.is_outgoing())
+                .collect();
             for id in ids {
                 if !entries.iter().any(|e| e.id == *id) {
                     return Err(unknown(*id).into());
                 }
             }
             let mut accounts: Vec<&str> = entries.iter().map(|e| e.account.as_str()).collect();
+            if *outgoing {
+                accounts.push(OUTGOING);
+            }
             accounts.sort_unstable();
             accounts.dedup();
             let mut code = ExitCode::NoMail;
@@ -228,21 +432,35 @@ fn queue_command(cli: &Cli, command: &QueueCommand) -> anyhow::Result<ExitCode> 
                     .filter(|e| e.account == account && (ids.is_empty() || ids.contains(&e.id)))
                     .map(|e| e.id)
                     .collect();
-                if only.is_empty() {
+                let only = (!*due || !ids.is_empty()).then_some(only.as_slice());
+                if only.is_some_and(|o| o.is_empty()) {
                     continue;
                 }
-                let _lock =
-                    mailretr::lock::AccountLock::acquire(&config.general.state_dir, account)?;
-                let report = retry::flush_account(&config, account, &mut state, Some(&only), now)?;
+                let (label, report) = if account == OUTGOING {
+                    // One sender of the outgoing queue at a time: wait for
+                    // the other, then take whatever is due by then.
+                    let _lock =
+                        mailretr::lock::AccountLock::outgoing(&config.general.state_dir, true)?;
+                    let report =
+                        mailretr::outgoing::flush(&config, &mut state, only, retry::now())?;
+                    ("outgoing", report)
+                } else {
+                    let _lock =
+                        mailretr::lock::AccountLock::acquire(&config.general.state_dir, account)?;
+                    (
+                        account,
+                        retry::flush_account(&config, account, &mut state, only, now)?,
+                    )
+                };
                 for e in report.errors.iter().chain(&report.local_faults) {
-                    stderr_line(log::Level::Error, Some(account), e);
+                    stderr_line(log::Level::Error, Some(label), e);
                 }
                 if report.delivered + report.bounced > 0 {
                     code = ExitCode::Retrieved;
                 }
                 if cli.verbose > 0 || report.deferred > 0 {
                     println!(
-                        "{account}: {} delivered, {} still failing, {} bounced, {} kept as expired",
+                        "{label}: {} delivered, {} still failing, {} bounced, {} kept as expired",
                         report.delivered, report.deferred, report.bounced, report.expired
                     );
                 }
@@ -365,6 +583,10 @@ fn fetch_command(cli: &Cli, args: &FetchArgs) -> anyhow::Result<ExitCode> {
             config_path(cli).display()
         ))
         .into());
+    }
+    if !args.check && config.path.is_some() {
+        // What `mailretr sendmail` queued goes out with every fetch.
+        mailretr::outgoing::flush_due_quietly(&config);
     }
     let verbose = cli.verbose > 0;
     let check = args.check;
@@ -499,6 +721,28 @@ fn describe(config: &Config) -> String {
     }
     for (name, d) in &config.destinations {
         out.push_str(&format!("destination {name}: {d}\n"));
+    }
+    if let Some(o) = &config.outgoing {
+        out.push_str(&format!(
+            "outgoing: relay {}, delay {}{}\n",
+            o.relay,
+            humantime::format_duration(o.delay),
+            o.local
+                .as_ref()
+                .map(|l| format!(", local recipients via {l}"))
+                .unwrap_or_default()
+        ));
+        for i in &o.identities {
+            out.push_str(&format!(
+                "  from {} -> {}{}\n",
+                i.from,
+                i.relay,
+                i.sender
+                    .as_ref()
+                    .map(|s| format!(" (envelope sender {s})"))
+                    .unwrap_or_default()
+            ));
+        }
     }
     out
 }

@@ -45,14 +45,41 @@ fn clip(s: &str, width: usize) -> String {
     }
 }
 
-/// The table `queue list` prints; `now` is the current Unix time.
+/// `in` for mail a fetch spooled, `out` for mail `sendmail` queued.
+pub fn direction(e: &SpoolSummary) -> &'static str {
+    if e.is_outgoing() {
+        "out"
+    } else {
+        "in"
+    }
+}
+
+fn account_text(e: &SpoolSummary) -> &str {
+    if e.is_outgoing() {
+        "-"
+    } else {
+        &e.account
+    }
+}
+
+/// The table `queue list` (and `mailq`) prints; `now` is the current Unix time.
 pub fn list_text(entries: &[SpoolSummary], now: i64) -> String {
     if entries.is_empty() {
         return "The spool is empty.\n".into();
     }
     let mut out = format!(
-        "{:>5}  {:<12} {:<10} {:<24} {:<24} {:>8} {:>5} {:>4} {:>6}  {}\n",
-        "ID", "ACCOUNT", "DEST", "SENDER", "RECIPIENTS", "SIZE", "AGE", "TRY", "NEXT", "LAST ERROR"
+        "{:>5} {:<3}  {:<12} {:<10} {:<24} {:<24} {:>8} {:>5} {:>4} {:>6}  {}\n",
+        "ID",
+        "DIR",
+        "ACCOUNT",
+        "DEST",
+        "SENDER",
+        "RECIPIENTS",
+        "SIZE",
+        "AGE",
+        "TRY",
+        "NEXT",
+        "LAST ERROR"
     );
     for e in entries {
         let next = if e.expired {
@@ -63,9 +90,10 @@ pub fn list_text(entries: &[SpoolSummary], now: i64) -> String {
             short_duration(e.next_attempt - now)
         };
         out.push_str(&format!(
-            "{:>5}  {:<12} {:<10} {:<24} {:<24} {:>8} {:>5} {:>4} {:>6}  {}\n",
+            "{:>5} {:<3}  {:<12} {:<10} {:<24} {:<24} {:>8} {:>5} {:>4} {:>6}  {}\n",
             e.id,
-            clip(&e.account, 12),
+            direction(e),
+            clip(account_text(e), 12),
             clip(&e.destination, 10),
             clip(&sender_text(&e.sender), 24),
             clip(&e.recipients.join(","), 24),
@@ -83,7 +111,8 @@ pub fn list_text(entries: &[SpoolSummary], now: i64) -> String {
 pub fn entry_json(e: &SpoolSummary) -> serde_json::Value {
     json!({
         "id": e.id,
-        "account": e.account,
+        "direction": direction(e),
+        "account": (!e.is_outgoing()).then_some(&e.account),
         "folder": e.folder,
         "uid": e.uid,
         "destination": e.destination,
@@ -117,9 +146,10 @@ fn when(t: i64) -> String {
 pub fn show_text(entry: &SpoolEntry, history: &[(i64, String)]) -> Vec<u8> {
     let e = &entry.summary;
     let mut out = format!(
-        "ID:          {}\nAccount:     {}\nFolder:      {}\nUID:         {}\nDestination: {}\nSender:      {}\nRecipients:  {}\nMessage-ID:  {}\nSize:        {} bytes\nSpooled:     {}\nAttempts:    {}\nNext try:    {}\nLast error:  {}\n\nHistory:\n",
+        "ID:          {}\nDirection:   {}\nAccount:     {}\nFolder:      {}\nUID:         {}\nDestination: {}\nSender:      {}\nRecipients:  {}\nMessage-ID:  {}\nSize:        {} bytes\nSpooled:     {}\nAttempts:    {}\nNext try:    {}\nLast error:  {}\n\nHistory:\n",
         e.id,
-        e.account,
+        if e.is_outgoing() { "out (queued by mailretr sendmail)" } else { "in (fetched)" },
+        account_text(e),
         e.folder,
         e.uid.as_deref().unwrap_or("-"),
         e.destination,
@@ -188,6 +218,7 @@ mod tests {
         let e = &v[0];
         for key in [
             "id",
+            "direction",
             "account",
             "folder",
             "uid",
@@ -206,6 +237,27 @@ mod tests {
         }
         assert_eq!(e["sender"], "");
         assert_eq!(e["size"], 4_000_000);
+        assert_eq!(e["direction"], "in");
+    }
+
+    #[test]
+    fn outgoing_entries_say_so() {
+        let out = SpoolSummary {
+            account: String::new(),
+            destination: "smarthost".into(),
+            ..summary()
+        };
+        let text = list_text(&[summary(), out.clone()], 1600);
+        let lines: Vec<&str> = text.lines().collect();
+        assert!(lines[0].contains("DIR"), "{text}");
+        assert!(lines[1].contains(" in "), "{text}");
+        assert!(
+            lines[2].contains(" out ") && lines[2].contains("smarthost"),
+            "{text}"
+        );
+        let v: serde_json::Value = serde_json::from_str(&list_json(&[out])).unwrap();
+        assert_eq!(v[0]["direction"], "out");
+        assert!(v[0]["account"].is_null());
     }
 
     #[test]

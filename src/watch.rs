@@ -156,6 +156,8 @@ pub fn flush_spool_due(config: &Config) {
             Err(e) => log::error!("account {}: spool: {e}", account.name),
         }
     }
+    // And what `mailretr sendmail` queued.
+    crate::outgoing::flush_due_quietly(config);
 }
 
 /// The accounts `names` selects (all when empty), by index in the config.

@@ -5,6 +5,7 @@
 
 mod delivery;
 mod include;
+mod outgoing;
 mod raw;
 
 use std::collections::BTreeMap;
@@ -22,6 +23,7 @@ pub use delivery::{
     DestinationConfig, ImapAppendConfig, LmtpConfig, LmtpTarget, MdaConfig, Multidrop, OnRefused,
     SmtpConfig, Subfolders, ENVELOPE_HEADERS,
 };
+pub use outgoing::{identity_matches, Identity, Outgoing, Route};
 use raw::{RawAccount, RawConfig, RawDestination};
 
 /// Which protocol an account speaks.
@@ -351,6 +353,8 @@ pub struct Config {
     pub accounts: Vec<Account>,
     /// Destinations by name.
     pub destinations: BTreeMap<String, DestinationConfig>,
+    /// `[outgoing]`: where `mailretr sendmail` sends mail, if anywhere.
+    pub outgoing: Option<Outgoing>,
 }
 
 /// The name of the destination used when an account names none.
@@ -744,12 +748,17 @@ fn validate(
             None => Error::Config(msg.into()),
         });
     }
+    let outgoing = match &raw.outgoing {
+        Some(o) => Some(outgoing::validate(ctx, o, &destinations)?),
+        None => None,
+    };
     add_default_destination(&mut accounts, &mut destinations);
     Ok(Config {
         path,
         general,
         accounts,
         destinations,
+        outgoing,
     })
 }
 
@@ -1170,6 +1179,7 @@ pub fn from_url(url: &str, to: &str, keep: bool) -> Result<Config> {
             on_refused: OnRefused::Keep,
         }],
         destinations,
+        outgoing: None,
     })
 }
 

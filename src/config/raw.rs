@@ -23,6 +23,8 @@ pub struct RawConfig {
     pub account: Vec<Spanned<RawAccount>>,
     #[serde(default)]
     pub destination: BTreeMap<String, Spanned<RawDestination>>,
+    /// `[outgoing]` (see `config::outgoing`).
+    pub outgoing: Option<Spanned<super::outgoing::RawOutgoing>>,
 }
 
 /// `[general]`.

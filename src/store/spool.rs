@@ -16,6 +16,11 @@
 //! recipients still owed at that destination; fan-out to three
 //! destinations of which one fails spools one entry.
 //!
+//! The spool holds both directions. Incoming entries belong to the
+//! account that fetched them; outgoing ones (queued by `mailretr
+//! sendmail`, see `crate::outgoing`) have the account `""` (`OUTGOING`),
+//! which no account can be named, and their relay as the destination.
+//!
 //! This module also keeps the *delivery intents*: before a batch of
 //! messages is written to Maildir or directory destinations, the file
 //! names they will get are committed. A run that follows a crash between
@@ -75,6 +80,21 @@ pub struct NewSpoolEntry<'a> {
     pub error: &'a str,
 }
 
+/// The account column of outgoing entries (account names are never empty).
+pub const OUTGOING: &str = "";
+
+/// One outgoing entry to queue: a relay (or the `local` mda) and the
+/// recipients it is for.
+#[derive(Debug, Clone)]
+pub struct NewOutgoing<'a> {
+    /// The destination that will send it.
+    pub destination: &'a str,
+    /// The envelope sender (`Some("")` for the null sender).
+    pub sender: Option<&'a str>,
+    /// Its recipients there.
+    pub recipients: &'a [String],
+}
+
 /// A spool entry without its bytes, for listings.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SpoolSummary {
@@ -112,6 +132,13 @@ pub struct SpoolSummary {
     /// Whether it outlived `spool_max_age` and could not be bounced; it
     /// is kept (never silently dropped) until a person decides.
     pub expired: bool,
+}
+
+impl SpoolSummary {
+    /// Whether `mailretr sendmail` queued it (rather than a fetch).
+    pub fn is_outgoing(&self) -> bool {
+        self.account == OUTGOING
+    }
 }
 
 /// A spool entry with its bytes.
@@ -320,6 +347,46 @@ impl State {
                 params![before],
             )
             .map_err(state_err)
+    }
+
+    /// Queues one outgoing message for its destinations in one committed
+    /// transaction (`synchronous = FULL`: on disk when this returns). The
+    /// entries are due at once; attempts count from 0.
+    pub fn spool_outgoing(
+        &mut self,
+        entries: &[NewOutgoing],
+        message: &[u8],
+        message_id: Option<&str>,
+        now: i64,
+    ) -> Result<Vec<i64>> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+            .map_err(state_err)?;
+        let mut ids = Vec::new();
+        for e in entries {
+            tx.execute(
+                "INSERT INTO spool (account, folder, uid, destination, sender, recipients,
+                     message_id, size, message, created_at, attempts, next_attempt, last_error)
+                 VALUES (?1, '', NULL, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 0, ?8, NULL)",
+                params![
+                    OUTGOING,
+                    e.destination,
+                    e.sender,
+                    e.recipients.join("\n"),
+                    message_id,
+                    message.len() as i64,
+                    message,
+                    now,
+                ],
+            )
+            .map_err(state_err)?;
+            let id = tx.last_insert_rowid();
+            add_history(&tx, id, now, "queued by mailretr sendmail").map_err(state_err)?;
+            ids.push(id);
+        }
+        tx.commit().map_err(state_err)?;
+        Ok(ids)
     }
 
     /// Replaces the recipients still owed by a spool entry (after a

@@ -21,6 +21,7 @@ mod operability;
 mod parallel;
 mod pop3;
 mod routing;
+mod sendmail;
 mod servers;
 mod servers_real;
 mod smtp8bit;

@@ -35,6 +35,7 @@ pub struct ConfigBuilder {
     general: Vec<String>,
     accounts: Vec<AccountBuilder>,
     destinations: Vec<(String, Vec<String>)>,
+    outgoing: Vec<String>,
 }
 
 impl ConfigBuilder {
@@ -48,6 +49,7 @@ impl ConfigBuilder {
             )],
             accounts: Vec::new(),
             destinations: Vec::new(),
+            outgoing: Vec::new(),
         }
     }
 
@@ -119,6 +121,12 @@ impl ConfigBuilder {
         )
     }
 
+    /// Adds raw lines to `[outgoing]` (written only when there are any).
+    pub fn outgoing(mut self, text: &str) -> Self {
+        self.outgoing.extend(lines(text));
+        self
+    }
+
     /// The TOML text.
     pub fn build(&self) -> String {
         let mut out = String::from("[general]\n");
@@ -129,6 +137,13 @@ impl ConfigBuilder {
         for account in &self.accounts {
             out.push('\n');
             out.push_str(&account.build());
+        }
+        if !self.outgoing.is_empty() {
+            out.push_str("\n[outgoing]\n");
+            for line in &self.outgoing {
+                out.push_str(line);
+                out.push('\n');
+            }
         }
         for (name, body) in &self.destinations {
             out.push_str(&format!("\n[destination.{name}]\n"));
