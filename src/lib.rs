@@ -24,6 +24,7 @@ pub mod net;
 pub mod outgoing;
 pub mod progress;
 pub mod queue;
+pub mod retention;
 pub mod retry;
 pub mod route;
 pub mod run;

@@ -19,6 +19,7 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use crate::error::{Error, Result};
+pub use crate::retention::Retention;
 pub use delivery::{
     DestinationConfig, ImapAppendConfig, LmtpConfig, LmtpTarget, MdaConfig, Multidrop, OnRefused,
     SmtpConfig, Subfolders, ENVELOPE_HEADERS,
@@ -237,6 +238,10 @@ pub struct Account {
     /// Stop starting new messages once this many bytes were fetched in a
     /// run; the rest wait (exit 13).
     pub max_bytes_per_run: Option<u64>,
+    /// With `keep`: what is deleted from the server all the same, once
+    /// the state records it as delivered (`delete_after`,
+    /// `delete_bigger_than`).
+    pub retention: Retention,
     /// Append this account's protocol transcript (secrets redacted) here.
     pub transcript: Option<PathBuf>,
     /// How `mailretr watch` keeps an eye on this account.
@@ -587,6 +592,38 @@ fn parse_duration(ctx: &Ctx, value: &Spanned<String>, key: &str) -> Result<Durat
             key,
             format!("not a duration ({e}); try \"5d\" or \"30s\""),
         )
+    })
+}
+
+/// `delete_after` and `delete_bigger_than`: only with `keep = true`
+/// (without it every delivered message is deleted at once).
+fn retention(
+    ctx: &Ctx,
+    raw: &RawAccount,
+    keep: bool,
+    key: &dyn Fn(&str) -> String,
+) -> Result<Retention> {
+    for (name, value) in [
+        ("delete_after", &raw.delete_after),
+        ("delete_bigger_than", &raw.delete_bigger_than),
+    ] {
+        if let Some(v) = value.as_ref().filter(|_| !keep) {
+            return Err(ctx.at(
+                v,
+                &key(name),
+                "only applies with keep = true (without keep, mail is deleted once delivered)",
+            ));
+        }
+    }
+    Ok(Retention {
+        delete_after: match &raw.delete_after {
+            Some(d) => Some(parse_duration(ctx, d, &key("delete_after"))?),
+            None => None,
+        },
+        delete_bigger_than: match &raw.delete_bigger_than {
+            Some(s) => Some(parse_size(ctx, s, &key("delete_bigger_than"))?),
+            None => None,
+        },
     })
 }
 
@@ -978,6 +1015,7 @@ fn validate_account(
         Some(m) => Some(m.get_ref().trim().to_string()),
         None => None,
     };
+    let retention = retention(ctx, raw, keep, &key)?;
     Ok(Account {
         protocol,
         server: ServerConfig {
@@ -1023,6 +1061,7 @@ fn validate_account(
             },
             None => None,
         },
+        retention,
         transcript: raw
             .transcript
             .as_ref()
@@ -1173,6 +1212,7 @@ pub fn from_url(url: &str, to: &str, keep: bool) -> Result<Config> {
             move_to: None,
             fetch_limit: None,
             max_bytes_per_run: None,
+            retention: Retention::default(),
             transcript: None,
             watch: WatchSettings::default(),
             multidrop: None,
@@ -1406,6 +1446,29 @@ path = "/tmp/Maildir"
         );
         let e = err_of(&imap.replace("max_size", "keep = true\nmove_to = \"A\"\nmax_size"));
         assert!(e.starts_with("test.toml:13: account[isp].move_to:"), "{e}");
+    }
+
+    #[test]
+    fn retention_keys_need_keep_and_parse() {
+        let c = parse_str(&GOOD.replace(
+            "max_size",
+            "keep = true\ndelete_after = \"14d\"\ndelete_bigger_than = \"20MB\"\nmax_size",
+        ))
+        .unwrap();
+        let r = c.accounts[0].retention;
+        assert_eq!(r.delete_after, Some(Duration::from_secs(14 * 86_400)));
+        assert_eq!(r.delete_bigger_than, Some(20_000_000));
+        assert!(!parse_str(GOOD).unwrap().accounts[0].retention.is_set());
+        let e = err_of(&GOOD.replace("max_size", "delete_after = \"14d\"\nmax_size"));
+        assert!(e.contains("account[isp].delete_after:"), "{e}");
+        assert!(e.contains("keep = true"), "{e}");
+        let e = err_of(&GOOD.replace(
+            "max_size",
+            "keep = true\ndelete_bigger_than = \"big\"\nmax_size",
+        ));
+        assert!(e.contains("account[isp].delete_bigger_than:"), "{e}");
+        let e = err_of(&GOOD.replace("max_size", "keep = true\ndelete_after = \"soon\"\nmax_size"));
+        assert!(e.contains("not a duration"), "{e}");
     }
 
     #[test]

@@ -78,6 +78,8 @@ pub struct RawAccount {
     pub move_to: Option<Spanned<String>>,
     pub fetch_limit: Option<Spanned<i64>>,
     pub max_bytes_per_run: Option<Spanned<String>>,
+    pub delete_after: Option<Spanned<String>>,
+    pub delete_bigger_than: Option<Spanned<String>>,
     pub transcript: Option<Spanned<String>>,
     pub multidrop: Option<Spanned<RawMultidrop>>,
     pub on_refused: Option<Spanned<String>>,

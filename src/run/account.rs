@@ -14,6 +14,7 @@ use crate::destination::{self, DeliveryReport, Destination};
 use crate::error::{Error, Failure, Result};
 use crate::message::{self, Envelope, TraceInfo};
 use crate::progress::AccountProgress;
+use crate::retention::Retention;
 use crate::retry;
 use crate::source::{self, RemoteMessage, Source};
 use crate::store::commit::{Disposition, Outcome};
@@ -49,6 +50,9 @@ pub(crate) struct AccountRun<'a> {
     pub(crate) fingerprint: String,
     /// Leave mail on the server (config or `--keep`).
     pub(crate) keep: bool,
+    /// With `keep` from the config: what is deleted all the same once
+    /// the state says it is due. Off with `--keep` (nothing is deleted).
+    pub(crate) retention: Retention,
     /// The first message left undone (refused and kept, or deferred
     /// before download): the run ends with its line (exit 10) so cron
     /// says so; later ones are warnings.
@@ -103,7 +107,13 @@ pub(super) fn fetch_locked(
         };
         Error::delivery("spool", format!("{f}{more}"), crate::error::Failure::Local)
     });
-    let source = super::connect(account, keep)?;
+    // `--keep` means nothing is deleted this run, retention included.
+    let retention = if options.keep {
+        Retention::default()
+    } else {
+        account.retention
+    };
+    let source = super::connect(account, keep, retention.is_set())?;
     let mut run = AccountRun::new(
         config,
         account,
@@ -115,6 +125,7 @@ pub(super) fn fetch_locked(
         keep,
     );
     run.faulted = spool_fault;
+    run.retention = retention;
     run.fetch(options)
 }
 
@@ -142,6 +153,7 @@ impl<'a> AccountRun<'a> {
             policy: retry::policy(config),
             fingerprint: envelope::delivery_fingerprint(config, account),
             keep,
+            retention: Retention::default(),
             unfinished: None,
             faulted: None,
         }
@@ -184,6 +196,12 @@ impl<'a> AccountRun<'a> {
             for message in scans.iter().flat_map(|s| s.seen_on_server.iter()) {
                 self.source.delete(message)?;
             }
+        } else if self.retention.is_set() {
+            let seen: Vec<RemoteMessage> = scans
+                .iter()
+                .flat_map(|s| s.seen_on_server.iter().cloned())
+                .collect();
+            self.expire(&seen)?;
         }
         let wanted = super::apply_limits(self.account, wanted, self.report);
         let delivered = self.deliver_all(wanted);
@@ -198,6 +216,15 @@ impl<'a> AccountRun<'a> {
                 Err(e)
             }
         };
+        // Informational: read before the session ends (so before this
+        // run's deletions take effect); never fails the run.
+        if delivered.is_ok() {
+            if let Err(e) = self.note_quota() {
+                self.report
+                    .warnings
+                    .push(format!("recording the quota: {e}"));
+            }
+        }
         // Always end the session: deletions asked for so far take effect
         // even when a later message failed.
         crate::fault::point("finish");
@@ -215,6 +242,51 @@ impl<'a> AccountRun<'a> {
             .and(settled)
             .and_then(|()| self.forget_gone(&scans));
         self.end_with(result)
+    }
+
+    /// Retention with `keep`: deletes the messages delivered on earlier
+    /// runs that the state records as delivered long enough ago
+    /// (`delete_after`) or as too big (`delete_bigger_than`), without
+    /// downloading them. A message the state does not record is never
+    /// deleted.
+    fn expire(&mut self, seen: &[RemoteMessage]) -> Result<()> {
+        let now = retry::now();
+        let mut expired = 0u64;
+        for message in seen {
+            let record = self.state.delivered_record(&self.account.name, message)?;
+            if self.retention.due(record, now) {
+                self.source.delete(message)?;
+                crate::fault::point("expire-queued");
+                expired += 1;
+            }
+        }
+        if expired > 0 {
+            log::info!(
+                "{}: deleting {expired} kept message(s) from the server (delete_after/delete_bigger_than)",
+                self.account.name
+            );
+        }
+        Ok(())
+    }
+
+    /// IMAP QUOTA, when offered: recorded for `status`, and a warning
+    /// above `QUOTA_WARN_PERCENT`. A server that refuses the command
+    /// costs a debug line.
+    fn note_quota(&mut self) -> Result<()> {
+        let quota = match self.source.quota() {
+            Ok(Some(q)) => q,
+            Ok(None) => return Ok(()),
+            Err(e) => {
+                log::debug!("{}: GETQUOTAROOT: {e}", self.account.name);
+                return Ok(());
+            }
+        };
+        self.state
+            .set_quota(&self.account.name, &quota, retry::now())?;
+        if let Some(line) = crate::retention::quota_warning(&quota) {
+            self.report.warnings.push(line);
+        }
+        Ok(())
     }
 
     /// After a completed session: forgets the ids of messages the server

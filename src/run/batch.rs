@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 
 use crate::audit;
 use crate::error::Result;
+use crate::retention::Delivered;
 use crate::store::commit::{Disposition, Outcome};
 
 use super::AccountRun;
@@ -128,11 +129,12 @@ impl AccountRun<'_> {
         crate::fault::point("synced");
         // 3. One transaction: the commit that makes deletion safe.
         let outcomes: Vec<Outcome> = pending.iter().map(|p| p.outcome.clone()).collect();
+        let now = crate::retry::now();
         if let Err(e) = self.state.commit(
             &self.account.name,
             &outcomes,
             &self.fingerprint,
-            crate::retry::now(),
+            now,
             &self.policy,
         ) {
             self.batch.failed = true;
@@ -153,7 +155,18 @@ impl AccountRun<'_> {
             ) {
                 self.source.delivered(message)?;
             }
-            if p.outcome.removes_from_server() && !self.keep {
+            // With keep, retention may make it due at once (bigger than
+            // delete_bigger_than): judged on what was just committed.
+            let due = || {
+                self.retention.due(
+                    Some(Delivered {
+                        at: now,
+                        size: message.size,
+                    }),
+                    now,
+                )
+            };
+            if p.outcome.removes_from_server() && (!self.keep || due()) {
                 self.source.delete(message)?;
                 crate::fault::point("delete-queued");
             }

@@ -344,19 +344,24 @@ fn apply_limits(
 
 /// Opens the account's source: the protocol's client, connected, secured
 /// and logged in. `keep` is the run's effective setting (config or
-/// `--keep`): IMAP then neither deletes nor moves.
-fn connect(account: &Account, keep: bool) -> Result<Box<dyn Source>> {
+/// `--keep`): IMAP then neither deletes nor moves, unless `retention`
+/// (the account's `delete_after`/`delete_bigger_than`, not overridden by
+/// `--keep`) lets the run delete what is due.
+fn connect(account: &Account, keep: bool, retention: bool) -> Result<Box<dyn Source>> {
     let password = secret::resolve(&account.secret)?;
     match account.protocol {
         Protocol::Pop3 => Ok(Box::new(source::pop3::connect(
             account,
             password.as_deref().map(String::as_str),
         )?)),
-        Protocol::Imap => Ok(Box::new(source::imap::connect(
-            account,
-            password.as_deref().map(String::as_str),
-            keep,
-        )?)),
+        Protocol::Imap => {
+            let mut source =
+                source::imap::connect(account, password.as_deref().map(String::as_str), keep)?;
+            if retention {
+                source.allow_retention();
+            }
+            Ok(Box::new(source))
+        }
     }
 }
 

@@ -204,6 +204,12 @@ pub trait Source {
         Ok(None)
     }
 
+    /// IMAP QUOTA (RFC 9208), when the server offers it: the usage of
+    /// INBOX's quota root (`GETQUOTAROOT INBOX`). `None` otherwise.
+    fn quota(&mut self) -> Result<Option<crate::store::Quota>> {
+        Ok(None)
+    }
+
     /// Deletes a message from the server. Call only after its delivery was
     /// committed; the deletion may take effect only at `finish`.
     fn delete(&mut self, message: &RemoteMessage) -> Result<()>;

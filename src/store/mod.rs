@@ -136,7 +136,47 @@ const MIGRATIONS: &[&str] = &[
     // have neither: the root, no flags (as they were delivered then).
     "ALTER TABLE spool ADD COLUMN mailbox TEXT;
      ALTER TABLE spool ADD COLUMN flags TEXT;",
+    // 8: the IMAP QUOTA (RFC 9208) of each account's INBOX quota root as
+    // the last run read it (STORAGE in KiB, MESSAGE in messages; a
+    // resource the server does not report is NULL), for `status`. The
+    // time a message was delivered, which `delete_after` goes by, is
+    // `seen.seen_at` (since migration 1).
+    "CREATE TABLE quota (
+        account        TEXT PRIMARY KEY,
+        root           TEXT NOT NULL,
+        storage_used   INTEGER,
+        storage_limit  INTEGER,
+        messages_used  INTEGER,
+        messages_limit INTEGER,
+        checked_at     INTEGER NOT NULL
+     ) WITHOUT ROWID;",
 ];
+
+/// An IMAP quota root's usage, as `GETQUOTAROOT INBOX` reported it.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Quota {
+    /// The quota root's name.
+    pub root: String,
+    /// STORAGE used and its limit, in KiB (1024 octets), if reported.
+    pub storage: Option<(u64, u64)>,
+    /// MESSAGE count and its limit, if reported.
+    pub messages: Option<(u64, u64)>,
+}
+
+impl Quota {
+    /// The fullest resource, in percent of its limit (a limit of 0 is
+    /// full); `None` when no resource was reported.
+    pub fn percent(&self) -> Option<u64> {
+        [self.storage, self.messages]
+            .into_iter()
+            .flatten()
+            .map(|(used, limit)| match limit {
+                0 => 100,
+                _ => used.saturating_mul(100) / limit,
+            })
+            .max()
+    }
+}
 
 /// Totals over the runs of an account the log keeps.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -713,6 +753,91 @@ impl State {
             .map_err(|e| wrap(&self.path, e))
     }
 
+    /// When a message was recorded as delivered (the commit's time) and
+    /// the size recorded with it; `None` when the state does not say it
+    /// was delivered. `delete_after` and `delete_bigger_than` go by this
+    /// only.
+    pub fn delivered_record(
+        &self,
+        account: &str,
+        message: &RemoteMessage,
+    ) -> Result<Option<crate::retention::Delivered>> {
+        let Some(uid) = &message.uid else {
+            return Ok(None);
+        };
+        self.conn
+            .prepare_cached(
+                "SELECT seen_at, size FROM seen
+                 WHERE account = ?1 AND folder = ?2 AND uidvalidity = ?3 AND uid = ?4",
+            )
+            .and_then(|mut s| {
+                s.query_row(
+                    params![
+                        account,
+                        message.folder,
+                        message.uidvalidity.unwrap_or(0),
+                        uid
+                    ],
+                    |r| {
+                        Ok(crate::retention::Delivered {
+                            at: r.get(0)?,
+                            size: r.get::<_, i64>(1)? as u64,
+                        })
+                    },
+                )
+                .optional()
+            })
+            .map_err(|e| wrap(&self.path, e))
+    }
+
+    /// Records an account's quota as read now (replacing the last one).
+    pub fn set_quota(&mut self, account: &str, quota: &Quota, now: i64) -> Result<()> {
+        let n = |v: Option<u64>| v.map(|v| v as i64);
+        self.conn
+            .execute(
+                "INSERT OR REPLACE INTO quota
+                 (account, root, storage_used, storage_limit, messages_used, messages_limit, checked_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                params![
+                    account,
+                    quota.root,
+                    n(quota.storage.map(|s| s.0)),
+                    n(quota.storage.map(|s| s.1)),
+                    n(quota.messages.map(|s| s.0)),
+                    n(quota.messages.map(|s| s.1)),
+                    now
+                ],
+            )
+            .map_err(|e| wrap(&self.path, e))?;
+        Ok(())
+    }
+
+    /// An account's last recorded quota and when it was read.
+    pub fn quota(&self, account: &str) -> Result<Option<(Quota, i64)>> {
+        self.conn
+            .query_row(
+                "SELECT root, storage_used, storage_limit, messages_used, messages_limit, checked_at
+                 FROM quota WHERE account = ?1",
+                params![account],
+                |r| {
+                    let pair = |a: Option<i64>, b: Option<i64>| match (a, b) {
+                        (Some(a), Some(b)) => Some((a as u64, b as u64)),
+                        _ => None,
+                    };
+                    Ok((
+                        Quota {
+                            root: r.get(0)?,
+                            storage: pair(r.get(1)?, r.get(2)?),
+                            messages: pair(r.get(3)?, r.get(4)?),
+                        },
+                        r.get(5)?,
+                    ))
+                },
+            )
+            .optional()
+            .map_err(|e| wrap(&self.path, e))
+    }
+
     /// Records what a source learned of its folders (`FolderUpdate`s from
     /// a scan or `settle`), in order.
     pub fn apply_folder_updates(&mut self, account: &str, updates: &[FolderUpdate]) -> Result<()> {
@@ -1165,6 +1290,62 @@ mod tests {
         assert_eq!(s.seen_uids("a", "INBOX", 0).unwrap().len(), 1);
         assert_eq!(s.bind_identity("a", "v@h").unwrap().as_deref(), Some("u@h"));
         assert!(s.seen_uids("a", "INBOX", 0).unwrap().is_empty());
+    }
+
+    #[test]
+    fn delivered_record_is_the_commit_time_and_size() {
+        let mut s = State::in_memory().unwrap();
+        assert_eq!(s.delivered_record("a", &msg("u1")).unwrap(), None);
+        s.commit(
+            "a",
+            &[commit::Outcome {
+                message: msg("u1"),
+                message_id: None,
+                header_hash: None,
+                disposition: commit::Disposition::Delivered,
+                owed: Vec::new(),
+                sender: None,
+                bytes: Vec::new(),
+            }],
+            "",
+            1_234,
+            &spool::RetryPolicy::default(),
+        )
+        .unwrap();
+        assert_eq!(
+            s.delivered_record("a", &msg("u1")).unwrap(),
+            Some(crate::retention::Delivered {
+                at: 1_234,
+                size: 10
+            })
+        );
+        assert_eq!(s.delivered_record("b", &msg("u1")).unwrap(), None);
+        let mut no_uid = msg("u1");
+        no_uid.uid = None;
+        assert_eq!(s.delivered_record("a", &no_uid).unwrap(), None);
+    }
+
+    #[test]
+    fn quota_round_trip_and_percent() {
+        let mut s = State::in_memory().unwrap();
+        assert_eq!(s.quota("a").unwrap(), None);
+        let q = Quota {
+            root: "User quota".into(),
+            storage: Some((950, 1000)),
+            messages: None,
+        };
+        assert_eq!(q.percent(), Some(95));
+        s.set_quota("a", &q, 77).unwrap();
+        assert_eq!(s.quota("a").unwrap(), Some((q, 77)));
+        let q = Quota {
+            root: String::new(),
+            storage: Some((1, 1000)),
+            messages: Some((5, 10)),
+        };
+        assert_eq!(q.percent(), Some(50));
+        s.set_quota("a", &q, 78).unwrap();
+        assert_eq!(s.quota("a").unwrap(), Some((q, 78)));
+        assert_eq!(Quota::default().percent(), None);
     }
 
     #[test]

@@ -38,6 +38,7 @@ use crate::error::{Error, Result};
 use crate::message;
 use crate::net::{self, Stream, StreamHandle};
 use crate::secret;
+use crate::store::Quota;
 use bodies::BodyReader;
 use folders::ChosenFolder;
 use transcript::{Tap, Traced};
@@ -97,12 +98,17 @@ const KNOWN_CAPABILITIES: &[&str] = &[
     "NAMESPACE",
     "ENABLE",
     "UTF8=ACCEPT",
+    "QUOTA",
 ];
 
 /// What the account asks of the server beyond fetching.
 #[derive(Debug, Clone)]
 struct Options {
     keep: bool,
+    /// With `keep`: messages the run says are due (`delete_after`,
+    /// `delete_bigger_than`) are deleted all the same, and the messages
+    /// below the folder's last UID are looked at for that.
+    retention: bool,
     mark_seen: bool,
     only_unseen: bool,
     move_to: Option<String>,
@@ -207,6 +213,7 @@ pub fn connect(account: &Account, password: Option<&str>, keep: bool) -> Result<
         caps,
         options: Options {
             keep,
+            retention: false,
             mark_seen: account.mark_seen,
             only_unseen: account.only_unseen,
             move_to: account.move_to.clone(),
@@ -224,6 +231,20 @@ pub fn connect(account: &Account, password: Option<&str>, keep: bool) -> Result<
         committed: HashSet::new(),
         utf8,
     })
+}
+
+impl ImapSource {
+    /// With `keep`: lets the run delete the messages retention makes due
+    /// (the run decides which, from the state; see `crate::retention`).
+    pub fn allow_retention(&mut self) {
+        self.options.retention = true;
+    }
+
+    /// Whether `delete` may remove anything: not with `keep`, unless
+    /// retention is on.
+    fn may_delete(&self) -> bool {
+        !self.options.keep || self.options.retention
+    }
 }
 
 /// A logged-in session with what was learned on the way in.
@@ -1253,9 +1274,10 @@ impl ImapSource {
         scan.updates = updates;
 
         // Delivered on an earlier run but never deleted (the run ended
-        // between the commit and the expunge): only worth a look when
-        // mail is deleted and the folder holds more than the listing saw.
-        if !self.options.keep && last_uid > 0 && selected.exists as usize > listing.len() {
+        // between the commit and the expunge), or kept and perhaps due for
+        // retention: only worth a look when mail may be deleted and the
+        // folder holds more than the listing saw.
+        if self.may_delete() && last_uid > 0 && selected.exists as usize > listing.len() {
             let on_server =
                 self.with_session("UID SEARCH", |s| s.uid_search(format!("UID 1:{last_uid}")))?;
             let listed: HashSet<u32> = uids.iter().copied().collect();
@@ -1447,7 +1469,7 @@ impl Source for ImapSource {
     }
 
     fn delete(&mut self, message: &RemoteMessage) -> Result<()> {
-        if self.options.keep {
+        if !self.may_delete() {
             return Ok(());
         }
         self.pending
@@ -1456,6 +1478,23 @@ impl Source for ImapSource {
             .remove
             .push(message.number);
         Ok(())
+    }
+
+    fn quota(&mut self) -> Result<Option<Quota>> {
+        if !self.caps.contains("QUOTA") {
+            return Ok(None);
+        }
+        let answer = self.with_session("GETQUOTAROOT", |s| {
+            s.get_quota_root("INBOX").map(|r| {
+                let roots: Vec<String> = r.quota_root_names().map(str::to_string).collect();
+                r.quotas()
+                    .iter()
+                    .find(|q| roots.iter().any(|n| *n == q.root_name))
+                    .or(r.quotas().first())
+                    .map(quota_of)
+            })
+        })?;
+        Ok(answer)
     }
 
     fn finish(&mut self) -> Result<()> {
@@ -1516,6 +1555,24 @@ impl Source for ImapSource {
             None => Ok(()),
         }
     }
+}
+
+/// Our `Quota` of the `imap` crate's: STORAGE and MESSAGE, other
+/// resources left out.
+fn quota_of(q: &imap::types::Quota<'_>) -> Quota {
+    use imap::types::QuotaResourceName;
+    let mut out = Quota {
+        root: q.root_name.to_string(),
+        ..Quota::default()
+    };
+    for r in &q.resources {
+        match r.name {
+            QuotaResourceName::Storage => out.storage = Some((r.usage, r.limit)),
+            QuotaResourceName::Message => out.messages = Some((r.usage, r.limit)),
+            _ => {}
+        }
+    }
+    out
 }
 
 #[cfg(test)]
