@@ -20,6 +20,7 @@ mod imap;
 mod operability;
 mod parallel;
 mod pop3;
+mod retention;
 mod routing;
 mod sendmail;
 mod servers;
