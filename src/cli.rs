@@ -330,6 +330,15 @@ On a terminal (not on a pipe, not under cron, not with \fB\-q\fR, \fB\-vv\fR or 
       "recent": {                // over the runs the log keeps
         "runs": 100, "messages": 310, "bytes": 9120331,
         "failures": 1
+      },
+      "quota": {                 // null unless the IMAP server offers
+                                 // QUOTA; read by the last run
+        "root": "User quota",
+        "storage_kib": { "used": 950, "limit": 1024 },  // or null
+        "messages": null,        // { "used": .., "limit": .. } or null
+        "percent": 92,           // the fullest resource (null: none)
+        "checked_at": "2026\-11\-24T06:00:01Z",
+        "checked_at_unix": 1795500001
       }
     }
   ]

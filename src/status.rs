@@ -9,7 +9,7 @@
 use serde_json::{json, Value};
 
 use crate::error::Result;
-use crate::store::{RunRecord, RunTotals, State};
+use crate::store::{Quota, RunRecord, RunTotals, State};
 
 /// The version of the JSON shape.
 pub const JSON_VERSION: u32 = 1;
@@ -30,6 +30,9 @@ pub struct AccountStatus {
     pub spooled: u64,
     /// Totals over the runs the log keeps.
     pub recent: RunTotals,
+    /// The IMAP quota the last run read (servers offering QUOTA), and
+    /// when.
+    pub quota: Option<(Quota, i64)>,
 }
 
 /// The one-word outcome of a run, from its exit code: `retrieved`,
@@ -62,6 +65,7 @@ pub fn collect(state: &State, configured: &[String]) -> Result<Vec<AccountStatus
                 last_error: state.last_failed_run(&account)?,
                 spooled: state.spooled_count(&account)?,
                 recent: state.run_totals(&account)?,
+                quota: state.quota(&account)?,
                 configured,
                 account,
             })
@@ -117,14 +121,34 @@ pub fn to_json(statuses: &[AccountStatus]) -> Value {
                     "bytes": s.recent.bytes,
                     "failures": s.recent.failures,
                 },
+                "quota": s.quota.as_ref().map(|(q, at)| quota_json(q, *at)),
             })
         })
         .collect();
     json!({ "version": JSON_VERSION, "accounts": accounts })
 }
 
-/// The human-readable report: a line per account, and one more for its
-/// last error.
+/// A quota resource as JSON: `{"used": .., "limit": ..}` or null.
+fn resource(r: Option<(u64, u64)>) -> Value {
+    r.map_or(
+        Value::Null,
+        |(used, limit)| json!({ "used": used, "limit": limit }),
+    )
+}
+
+fn quota_json(q: &Quota, at: i64) -> Value {
+    json!({
+        "root": q.root,
+        "storage_kib": resource(q.storage),
+        "messages": resource(q.messages),
+        "percent": q.percent(),
+        "checked_at": rfc3339(at),
+        "checked_at_unix": at,
+    })
+}
+
+/// The human-readable report: a line per account, one for its quota and
+/// one more for its last error.
 pub fn to_text(statuses: &[AccountStatus]) -> String {
     let mut out = String::new();
     if statuses.is_empty() {
@@ -148,6 +172,26 @@ pub fn to_text(statuses: &[AccountStatus]) -> String {
                 s.spooled
             )),
             None => out.push_str(&format!("{name}: never run; {} in the spool\n", s.spooled)),
+        }
+        if let Some((q, at)) = &s.quota {
+            let mut what = Vec::new();
+            if let Some((used, limit)) = q.storage {
+                what.push(format!(
+                    "{} of {}",
+                    bytesize::ByteSize(used * 1024),
+                    bytesize::ByteSize(limit * 1024)
+                ));
+            }
+            if let Some((used, limit)) = q.messages {
+                what.push(format!("{used} of {limit} messages"));
+            }
+            out.push_str(&format!(
+                "  quota {}: {} ({}% full) at {}\n",
+                q.root,
+                what.join(", "),
+                q.percent().unwrap_or(0),
+                local_time(*at)
+            ));
         }
         if let Some(e) = &s.last_error {
             out.push_str(&format!(
@@ -236,6 +280,7 @@ mod tests {
         assert_eq!(a[0]["last_error"]["message"], "connecting: refused");
         assert_eq!(a[0]["recent"]["runs"], 2);
         assert_eq!(a[0]["recent"]["failures"], 1);
+        assert!(a[0]["quota"].is_null());
         assert_eq!(a[1]["name"], "new");
         assert!(a[1]["last_run"].is_null());
         assert_eq!(a[2]["name"], "old");
@@ -245,5 +290,27 @@ mod tests {
         assert!(text.contains("retrieved, 2 delivered, 1 spooled"), "{text}");
         assert!(text.contains("  last error"), "{text}");
         assert!(text.contains("new: never run"), "{text}");
+    }
+
+    #[test]
+    fn quota_in_json_and_text() {
+        let mut state = State::in_memory().unwrap();
+        let q = Quota {
+            root: "User quota".into(),
+            storage: Some((950, 1000)),
+            messages: None,
+        };
+        state.set_quota("isp", &q, 1_700_000_000).unwrap();
+        let statuses = collect(&state, &["isp".into()]).unwrap();
+        let v = &to_json(&statuses)["accounts"][0]["quota"];
+        assert_eq!(v["root"], "User quota");
+        assert_eq!(v["storage_kib"]["used"], 950);
+        assert_eq!(v["storage_kib"]["limit"], 1000);
+        assert!(v["messages"].is_null());
+        assert_eq!(v["percent"], 95);
+        assert_eq!(v["checked_at_unix"], 1_700_000_000);
+        let text = to_text(&statuses);
+        assert!(text.contains("  quota User quota: "), "{text}");
+        assert!(text.contains("(95% full)"), "{text}");
     }
 }

@@ -7,7 +7,7 @@
 
 use crate::support;
 
-use support::dovecot::{Dovecot, User};
+use support::dovecot::{Dovecot, User, QUOTA_CONFIG};
 use support::{AccountBuilder, ConfigBuilder, Env};
 
 const DAY: i64 = 86_400;
@@ -177,4 +177,43 @@ fn a_fault_or_a_kill_at_the_commit_deletes_nothing() {
             assert_eq!(in_maildir(&env), 3, "{protocol} {fault}: no duplicates");
         }
     }
+}
+
+/// A Dovecot of its own (the shared one offers no QUOTA), 1 MiB per user.
+#[test]
+fn imap_quota_is_shown_in_status_and_warned_above_90_percent() {
+    let dovecot = Dovecot::start_with(QUOTA_CONFIG);
+    let user = dovecot.new_user();
+    dovecot.add_message(&user, "INBOX", &message(1, 100_000));
+    let env = Env::new();
+    ConfigBuilder::single(&env, account("imap", &dovecot, &user, "")).write(&env);
+    let out = env.run(&["fetch"]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(!out.stderr.contains("% full"), "{}", out.stderr);
+    let status = |env: &Env| {
+        let out = env.run(&["status", "--json"]);
+        assert_eq!(out.code, 0, "{}", out.stderr);
+        let v: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+        v["accounts"][0]["quota"].clone()
+    };
+    let q = status(&env);
+    assert_eq!(q["root"], "User quota", "{q}");
+    assert_eq!(q["storage_kib"]["limit"], 1024, "{q}");
+    assert!(q["percent"].as_u64().unwrap() < 90, "{q}");
+
+    // Through LMTP, which keeps Dovecot's quota count current.
+    for n in 2..11 {
+        dovecot.deliver_lmtp(&user, &message(n, 100_000));
+    }
+    let out = env.run(&["fetch"]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(out.stderr.contains("\"User quota\" is 9"), "{}", out.stderr);
+    assert!(out.stderr.contains("% full"), "{}", out.stderr);
+    let q = status(&env);
+    assert!(q["percent"].as_u64().unwrap() > 90, "{q}");
+    let text = env.run(&["status"]);
+    assert!(text.stdout.contains("quota User quota:"), "{}", text.stdout);
+    // -q: not said.
+    let out = env.run(&["-q", "fetch"]);
+    assert!(!out.stderr.contains("% full"), "{}", out.stderr);
 }

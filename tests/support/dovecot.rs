@@ -98,6 +98,8 @@ pub struct Dovecot {
     pub as_root: bool,
     /// uid and gid owning the users' mail.
     pub mail_owner: (u32, u32),
+    /// Appended to the generated config (`start_with`).
+    extra_config: String,
     binary: PathBuf,
     conf: PathBuf,
     /// One passwd-file per user, `etc/users/<name>`.
@@ -114,6 +116,13 @@ impl Dovecot {
     /// Panics (with the tail of Dovecot's log) if it does not come up, and
     /// with installation instructions if Dovecot is not installed.
     pub fn start() -> Dovecot {
+        Dovecot::start_with("")
+    }
+
+    /// Like [`start`](Self::start), with `extra` appended to the config
+    /// (e.g. [`QUOTA_CONFIG`]): for tests that need a server unlike the
+    /// shared one, without changing it for everybody else.
+    pub fn start_with(extra: &str) -> Dovecot {
         let binary = find_dovecot();
         let identity = identity();
         let tempdir = tempfile::Builder::new()
@@ -153,6 +162,7 @@ impl Dovecot {
             identity,
             child: Mutex::new(None),
             next_user: AtomicUsize::new(1),
+            extra_config: extra.to_string(),
             dir,
             tempdir: Mutex::new(Some(tempdir)),
         };
@@ -439,6 +449,12 @@ impl Dovecot {
     }
 
     fn config(&self) -> String {
+        let mut config = self.base_config();
+        config.push_str(&self.extra_config);
+        config
+    }
+
+    fn base_config(&self) -> String {
         let d = self.dir.display();
         let id = &self.identity;
         format!(
@@ -629,6 +645,19 @@ service auth {{
         }
     }
 }
+
+/// For [`Dovecot::start_with`]: the quota plugins (IMAP QUOTA, RFC 9208)
+/// with a 1 MiB storage quota for every user.
+pub const QUOTA_CONFIG: &str = "
+mail_plugins = $mail_plugins quota
+protocol imap {
+  mail_plugins = $mail_plugins imap_quota
+}
+plugin {
+  quota = maildir:User quota
+  quota_rule = *:storage=1M
+}
+";
 
 impl Drop for Dovecot {
     fn drop(&mut self) {
