@@ -363,10 +363,14 @@ fn courier_namespace_folders_are_matched_relative_and_a_typo_is_an_error() {
             Step::line(&format!("{list} OK FETCH completed.")),
         ]);
     }
+    // Courier offers QUOTA: read once per run (none set here).
     script.extend([
-        Step::expect("a4 LOGOUT"),
+        Step::expect("a4 GETQUOTAROOT \"INBOX\""),
+        Step::line("* QUOTAROOT \"INBOX\""),
+        Step::line("a4 OK GETQUOTAROOT Ok."),
+        Step::expect("a5 LOGOUT"),
         Step::line("* BYE Courier-IMAP server shutting down"),
-        Step::line("a4 OK LOGOUT completed"),
+        Step::line("a5 OK LOGOUT completed"),
         Step::ExpectClose,
     ]);
     let server = FakeServer::start(script);
