@@ -15,6 +15,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 
 pub mod commit;
+pub mod dedup;
 pub mod spool;
 
 use crate::error::{Error, Result};
@@ -136,6 +137,16 @@ const MIGRATIONS: &[&str] = &[
     // have neither: the root, no flags (as they were delivered then).
     "ALTER TABLE spool ADD COLUMN mailbox TEXT;
      ALTER TABLE spool ADD COLUMN flags TEXT;",
+    // 8: `dedup`: the Message-IDs (normalised) delivered to each
+    // recipient of an account, written in the commit that marks the
+    // delivery seen, so `dedup = "30d"` suppresses later copies.
+    "CREATE TABLE dedup (
+        account      TEXT NOT NULL,
+        recipient    TEXT NOT NULL,
+        message_id   TEXT NOT NULL,
+        delivered_at INTEGER NOT NULL,
+        PRIMARY KEY (account, recipient, message_id)
+    );",
 ];
 
 /// Totals over the runs of an account the log keeps.
