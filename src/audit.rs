@@ -39,6 +39,9 @@ pub enum Outcome {
     Skipped,
     /// It was left on the server as a suspected mail loop.
     Looped,
+    /// Not delivered: its Message-ID was already delivered to its
+    /// recipients within `dedup` (marked seen, deleted unless keep).
+    Duplicate,
 }
 
 impl fmt::Display for Outcome {
@@ -50,6 +53,7 @@ impl fmt::Display for Outcome {
             Outcome::Bounced => "bounced",
             Outcome::Skipped => "skipped",
             Outcome::Looped => "loop",
+            Outcome::Duplicate => "duplicate",
         })
     }
 }

@@ -253,6 +253,9 @@ pub struct Account {
     /// What happens to a message an SMTP/LMTP destination refused for
     /// good before its body was downloaded.
     pub on_refused: OnRefused,
+    /// `dedup`: a Message-ID is delivered at most once per recipient
+    /// within this window (`None`: no suppression).
+    pub dedup: Option<Duration>,
 }
 
 /// How `mailretr watch` keeps an eye on an account: `[general]` gives the
@@ -1076,6 +1079,15 @@ fn validate_account(
         )?,
         multidrop,
         on_refused: delivery::validate_on_refused(ctx, &key, raw.on_refused.as_ref())?,
+        dedup: match &raw.dedup {
+            Some(d) => match parse_duration(ctx, d, &key("dedup"))? {
+                w if w.is_zero() => {
+                    return Err(ctx.at(d, &key("dedup"), "must be above zero (or left out)"))
+                }
+                w => Some(w),
+            },
+            None => None,
+        },
         name,
     })
 }
@@ -1217,6 +1229,7 @@ pub fn from_url(url: &str, to: &str, keep: bool) -> Result<Config> {
             watch: WatchSettings::default(),
             multidrop: None,
             on_refused: OnRefused::Keep,
+            dedup: None,
         }],
         destinations,
         outgoing: None,
@@ -1469,6 +1482,17 @@ path = "/tmp/Maildir"
         assert!(e.contains("account[isp].delete_bigger_than:"), "{e}");
         let e = err_of(&GOOD.replace("max_size", "keep = true\ndelete_after = \"soon\"\nmax_size"));
         assert!(e.contains("not a duration"), "{e}");
+    }
+
+    #[test]
+    fn dedup_is_a_duration_above_zero() {
+        assert_eq!(parse_str(GOOD).unwrap().accounts[0].dedup, None);
+        let c = parse_str(&GOOD.replace("max_size", "dedup = \"30d\"\nmax_size")).unwrap();
+        assert_eq!(c.accounts[0].dedup, Some(Duration::from_secs(30 * 86400)));
+        for bad in ["\"0s\"", "\"soon\""] {
+            let e = err_of(&GOOD.replace("max_size", &format!("dedup = {bad}\nmax_size")));
+            assert!(e.starts_with("test.toml:12: account[isp].dedup:"), "{e}");
+        }
     }
 
     #[test]

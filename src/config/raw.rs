@@ -83,6 +83,7 @@ pub struct RawAccount {
     pub transcript: Option<Spanned<String>>,
     pub multidrop: Option<Spanned<RawMultidrop>>,
     pub on_refused: Option<Spanned<String>>,
+    pub dedup: Option<Spanned<String>>,
     pub idle_renew: Option<Spanned<String>>,
     pub poll_interval: Option<Spanned<String>>,
     pub max_idle_connections: Option<Spanned<i64>>,

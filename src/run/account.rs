@@ -18,6 +18,7 @@ use crate::retention::Retention;
 use crate::retry;
 use crate::source::{self, RemoteMessage, Source};
 use crate::store::commit::{Disposition, Outcome};
+use crate::store::dedup::{normalise_message_id, DedupKey};
 use crate::store::spool::{Intent, RetryPolicy};
 use crate::store::State;
 
@@ -202,6 +203,10 @@ impl<'a> AccountRun<'a> {
                 .flat_map(|s| s.seen_on_server.iter().cloned())
                 .collect();
             self.expire(&seen)?;
+        }
+        if let Some(window) = self.account.dedup {
+            let before = retry::now() - window.as_secs() as i64;
+            self.state.prune_dedup(&self.account.name, before)?;
         }
         let wanted = super::apply_limits(self.account, wanted, self.report);
         let delivered = self.deliver_all(wanted);
@@ -487,6 +492,10 @@ impl<'a> AccountRun<'a> {
                     let Some(envelope) = self.envelope_or_leave(&next, &header, None)? else {
                         continue;
                     };
+                    let Some(envelope) = self.unless_duplicate(&next, &header, envelope, 0)? else {
+                        bytes_saved += next.size;
+                        continue;
+                    };
                     match self.open_envelope(&next, &envelope, &header)? {
                         Opened::Accepted(begun) => opened = Some((envelope, begun)),
                         Opened::Deferred => continue,
@@ -515,7 +524,13 @@ impl<'a> AccountRun<'a> {
             let (envelope, begun) = match opened {
                 Some((envelope, begun)) => (envelope, Some(begun)),
                 None => match self.envelope_or_leave(&remote, &bytes, Some(&bytes))? {
-                    Some(envelope) => (envelope, None),
+                    Some(envelope) => {
+                        let size = bytes.len() as u64;
+                        match self.unless_duplicate(&remote, &bytes, envelope, size)? {
+                            Some(envelope) => (envelope, None),
+                            None => continue,
+                        }
+                    }
                     None => continue,
                 },
             };
@@ -567,6 +582,7 @@ impl<'a> AccountRun<'a> {
                     owed: Vec::new(),
                     sender: None,
                     bytes: Vec::new(),
+                    dedup: None,
                 };
                 self.decide(Pending {
                     outcome,
@@ -583,6 +599,69 @@ impl<'a> AccountRun<'a> {
                 Ok(None)
             }
         }
+    }
+
+    /// `dedup`: the envelope without the recipients that were already
+    /// delivered this message's Message-ID (and committed) within the
+    /// window, or `None` when that was all of them: the message is then
+    /// decided as a duplicate (marked seen, deleted unless keep, an audit
+    /// line `duplicate`), never delivered. A message without a Message-ID
+    /// is never a duplicate. `downloaded` is what it cost, for the report.
+    fn unless_duplicate(
+        &mut self,
+        message: &RemoteMessage,
+        header: &[u8],
+        mut envelope: Envelope,
+        downloaded: u64,
+    ) -> Result<Option<Envelope>> {
+        let Some(window) = self.account.dedup else {
+            return Ok(Some(envelope));
+        };
+        let raw_id = message::header_value(header, "Message-ID");
+        let Some(id) = raw_id.as_deref().and_then(normalise_message_id) else {
+            return Ok(Some(envelope));
+        };
+        // An earlier copy still waiting for its commit counts only once
+        // committed.
+        if self.batch.holds_message_id(&id) {
+            self.commit_batch()?;
+        }
+        let since = retry::now() - window.as_secs() as i64;
+        let had =
+            self.state
+                .delivered_before(&self.account.name, &id, &envelope.recipients, since)?;
+        if had.is_empty() {
+            return Ok(Some(envelope));
+        }
+        envelope.recipients = without(&envelope.recipients, &had);
+        if !envelope.recipients.is_empty() {
+            log::info!(
+                "{}: not delivered again to {} (duplicate)",
+                describe(message),
+                had.join(", ")
+            );
+            return Ok(Some(envelope));
+        }
+        let why = format!("already delivered to {}", had.join(", "));
+        self.decide(Pending {
+            outcome: Outcome {
+                message: message.clone(),
+                message_id: raw_id,
+                header_hash: Some(message::header_hash(header)),
+                disposition: Disposition::Dropped(format!("duplicate: {why}")),
+                owed: Vec::new(),
+                sender: envelope.sender.clone(),
+                bytes: Vec::new(),
+                dedup: None,
+            },
+            counts: false,
+            bytes: downloaded,
+            warnings: Vec::new(),
+            alert: None,
+            audit: audit::Outcome::Duplicate,
+            detail: Some(why),
+        })?;
+        Ok(None)
     }
 
     /// Headers first: asks every destination about the envelope.
@@ -635,6 +714,7 @@ impl<'a> AccountRun<'a> {
                 owed: Vec::new(),
                 sender: envelope.sender.clone(),
                 bytes: Vec::new(),
+                dedup: None,
             },
             counts: false,
             bytes: 0,
@@ -755,7 +835,17 @@ impl<'a> AccountRun<'a> {
             disposition,
             Disposition::Delivered | Disposition::Dropped(_)
         );
+        let dedup = self
+            .account
+            .dedup
+            .and(message_id.as_deref())
+            .and_then(normalise_message_id)
+            .map(|message_id| DedupKey {
+                message_id,
+                recipients: envelope.recipients.clone(),
+            });
         let outcome = Outcome {
+            dedup,
             message: remote,
             message_id,
             header_hash: Some(header_hash),
@@ -845,6 +935,11 @@ enum Opened {
     Deferred,
     /// Refused for good: decided without downloading the body.
     Decided,
+}
+
+/// `all` without those in `had`, in order.
+fn without(all: &[String], had: &[String]) -> Vec<String> {
+    all.iter().filter(|r| !had.contains(r)).cloned().collect()
 }
 
 /// "message UID in FOLDER", for report lines.

@@ -83,6 +83,17 @@ impl Batch {
             || self.since.is_some_and(|t| t.elapsed() >= BATCH_AGE)
     }
 
+    /// Whether a message waiting for its commit will record this
+    /// (normalised) Message-ID for `dedup`.
+    pub(crate) fn holds_message_id(&self, message_id: &str) -> bool {
+        self.pending.iter().any(|p| {
+            p.outcome
+                .dedup
+                .as_ref()
+                .is_some_and(|k| k.message_id == message_id)
+        })
+    }
+
     fn take(&mut self) -> Vec<Pending> {
         self.bytes = 0;
         self.since = None;

@@ -11,6 +11,7 @@ use rusqlite::{params, TransactionBehavior};
 use crate::error::{Error, Result};
 use crate::source::RemoteMessage;
 
+use super::dedup::{record_delivered, DedupKey};
 use super::spool::{spool_in, NewSpoolEntry, RetryPolicy};
 use super::{record_seen, wrap, State};
 
@@ -62,6 +63,10 @@ pub struct Outcome {
     pub sender: Option<String>,
     /// The bytes as delivered (only kept when something is owed).
     pub bytes: Vec<u8>,
+    /// `dedup`: what to record once it is committed as delivered with
+    /// nothing owed (a spooled copy is not yet delivered, so it does not
+    /// make later copies duplicates).
+    pub dedup: Option<DedupKey>,
 }
 
 impl Outcome {
@@ -141,15 +146,22 @@ impl State {
             .map_err(err)?;
         for o in outcomes {
             match &o.disposition {
-                Disposition::Delivered | Disposition::Dropped(_) => record_seen(
-                    &tx,
-                    account,
-                    &o.message,
-                    o.message_id.as_deref(),
-                    o.header_hash.as_deref(),
-                    now,
-                )
-                .map_err(err)?,
+                Disposition::Delivered | Disposition::Dropped(_) => {
+                    record_seen(
+                        &tx,
+                        account,
+                        &o.message,
+                        o.message_id.as_deref(),
+                        o.header_hash.as_deref(),
+                        now,
+                    )
+                    .map_err(err)?;
+                    if let (Disposition::Delivered, true, Some(key)) =
+                        (&o.disposition, o.owed.is_empty(), &o.dedup)
+                    {
+                        record_delivered(&tx, account, key, now).map_err(err)?;
+                    }
+                }
                 Disposition::RefusedKept(reason) | Disposition::Loop(reason) => {
                     if let Some(uid) = &o.message.uid {
                         let kind = match o.disposition {
@@ -264,6 +276,7 @@ mod tests {
             owed: Vec::new(),
             sender: None,
             bytes: Vec::new(),
+            dedup: None,
         }
     }
 

@@ -15,6 +15,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 
 pub mod commit;
+pub mod dedup;
 pub mod spool;
 
 use crate::error::{Error, Result};
@@ -150,6 +151,16 @@ const MIGRATIONS: &[&str] = &[
         messages_limit INTEGER,
         checked_at     INTEGER NOT NULL
      ) WITHOUT ROWID;",
+    // 9: `dedup`: the Message-IDs (normalised) delivered to each
+    // recipient of an account, written in the commit that marks the
+    // delivery seen, so `dedup = "30d"` suppresses later copies.
+    "CREATE TABLE dedup (
+        account      TEXT NOT NULL,
+        recipient    TEXT NOT NULL,
+        message_id   TEXT NOT NULL,
+        delivered_at INTEGER NOT NULL,
+        PRIMARY KEY (account, recipient, message_id)
+    );",
 ];
 
 /// An IMAP quota root's usage, as `GETQUOTAROOT INBOX` reported it.
@@ -1306,6 +1317,7 @@ mod tests {
                 owed: Vec::new(),
                 sender: None,
                 bytes: Vec::new(),
+                dedup: None,
             }],
             "",
             1_234,

@@ -688,6 +688,7 @@ mod tests {
             }],
             sender: Some("s@x".into()),
             bytes: b"Subject: x\n\nbody\n".to_vec(),
+            dedup: None,
         };
         state
             .commit("acct", &[outcome], "c", now, &policy())
@@ -741,6 +742,7 @@ mod tests {
             }],
             sender: None,
             bytes: b"x\n".to_vec(),
+            dedup: None,
         };
         state
             .commit("acct", &[outcome], "c", 1000, &policy())
@@ -890,6 +892,7 @@ mod tests {
             owed: Vec::new(),
             sender: None,
             bytes: Vec::new(),
+            dedup: None,
         };
         state.commit("acct", &[done], "c", 12, &policy()).unwrap();
         assert_eq!(

@@ -8,6 +8,7 @@
 mod support;
 
 mod crash;
+mod dedup;
 mod destinations;
 mod destinations_tls;
 mod docs;
