@@ -6,7 +6,7 @@
 use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::io::{self, Read, Write};
-use std::net::{TcpStream, ToSocketAddrs};
+use std::net::{IpAddr, SocketAddr, TcpStream, ToSocketAddrs};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::Duration;
@@ -16,6 +16,8 @@ use sha2::{Digest, Sha256};
 
 use crate::config::ServerConfig;
 use crate::error::{Error, Result};
+
+pub mod proxy;
 
 /// A connection that is either still plain or already encrypted.
 #[derive(Debug)]
@@ -265,17 +267,52 @@ fn paced(
 }
 
 /// Opens a TCP connection with the server's timeout applied to connecting,
-/// reading and writing.
+/// reading and writing: from `source_ip` when it is set, and through the
+/// `proxy` when there is one (the socket returned then carries the tunnel
+/// to the mail server).
 pub fn connect_tcp(server: &ServerConfig) -> Result<TcpStream> {
-    let context = format!("connecting to {}:{}", server.host, server.port);
-    let addrs = (server.host.as_str(), server.port)
+    let Some(proxy) = &server.proxy else {
+        let context = format!("connecting to {}:{}", server.host, server.port);
+        return connect_direct(&server.host, server.port, server, &context);
+    };
+    let context = format!(
+        "connecting to {}:{} through the proxy {proxy}",
+        server.host, server.port
+    );
+    let mut tcp = connect_direct(&proxy.host, proxy.port, server, &context)?;
+    proxy
+        .open(&mut tcp, &server.host, server.port)
+        .map_err(|e| Error::net(context, e))?;
+    Ok(tcp)
+}
+
+/// A TCP connection to `host:port` with the server's timeouts, bound to
+/// its `source_ip` if any (addresses of the other family are skipped).
+fn connect_direct(
+    host: &str,
+    port: u16,
+    server: &ServerConfig,
+    context: &str,
+) -> Result<TcpStream> {
+    let addrs = (host, port)
         .to_socket_addrs()
-        .map_err(|e| Error::net(context.clone(), e))?;
+        .map_err(|e| Error::net(context, e))?;
     let mut last = io::Error::new(io::ErrorKind::NotFound, "host has no addresses");
     for addr in addrs {
-        match TcpStream::connect_timeout(&addr, server.timeout) {
+        let connected = match server.source_ip {
+            None => TcpStream::connect_timeout(&addr, server.timeout),
+            Some(ip) if ip.is_ipv4() != addr.is_ipv4() => {
+                last = io::Error::new(
+                    io::ErrorKind::NotFound,
+                    format!("no address of source_ip {ip}'s family"),
+                );
+                continue;
+            }
+            Some(ip) => connect_from(ip, addr, server.timeout),
+        };
+        match connected {
             Ok(tcp) => {
-                let set = |r: io::Result<()>| r.map_err(|e| Error::net(context.clone(), e));
+                let set = |r: io::Result<()>| r.map_err(|e| Error::net(context, e));
                 set(tcp.set_read_timeout(Some(server.timeout)))?;
                 set(tcp.set_write_timeout(Some(server.timeout)))?;
                 set(tcp.set_nodelay(true))?;
@@ -285,6 +322,17 @@ pub fn connect_tcp(server: &ServerConfig) -> Result<TcpStream> {
         }
     }
     Err(Error::net(context, last))
+}
+
+/// Connects to `addr` from the local address `ip` (any port).
+fn connect_from(ip: IpAddr, addr: SocketAddr, timeout: Duration) -> io::Result<TcpStream> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    socket
+        .bind(&SocketAddr::new(ip, 0).into())
+        .map_err(|e| io::Error::new(e.kind(), format!("cannot bind source_ip {ip}: {e}")))?;
+    socket.connect_timeout(&addr.into(), timeout)?;
+    Ok(socket.into())
 }
 
 /// Performs the TLS handshake on `tcp` and checks the server's identity:

@@ -325,8 +325,18 @@ fn keys_of(kind: &str) -> &'static [&'static str] {
             "password_command",
             "recipient",
             "sender",
+            "source_ip",
         ],
-        "lmtp" => &["host", "port", "socket", "timeout", "recipient", "sender"],
+        "lmtp" => &[
+            "host",
+            "port",
+            "socket",
+            "timeout",
+            "recipient",
+            "sender",
+            "proxy",
+            "source_ip",
+        ],
         "mda" => &["command", "timeout", "sender"],
         "imap" => &[
             "host",
@@ -343,6 +353,8 @@ fn keys_of(kind: &str) -> &'static [&'static str] {
             "folder",
             "subfolders",
             "flags",
+            "proxy",
+            "source_ip",
         ],
         _ => &[],
     }
@@ -366,6 +378,14 @@ pub(super) fn validate_destination(
             &raw.kind,
             &key("type"),
             format!("unknown destination type {kind:?}; expected maildir, mbox, smtp, lmtp, mda, imap or directory"),
+        ));
+    }
+    if let (Some(p), "smtp") = (&raw.proxy, kind) {
+        return Err(ctx.at(
+            p,
+            &key("proxy"),
+            "SMTP destinations cannot go through a proxy (the SMTP library opens its own \
+             connection); remove this key, or deliver over lmtp or imap",
         ));
     }
     let allowed = keys_of(kind);
@@ -461,6 +481,8 @@ pub(super) fn validate_destination(
             ca_file,
             fingerprint,
             timeout,
+            proxy: super::parse_proxy(ctx, raw.proxy.as_ref(), &key("proxy"))?,
+            source_ip: super::parse_source_ip(ctx, raw.source_ip.as_ref(), &key("source_ip"))?,
         })
     };
     let subfolders = match raw.subfolders.as_ref().map(|v| (v, v.get_ref().as_str())) {
@@ -548,7 +570,16 @@ pub(super) fn validate_destination(
                 (Some(s), Some(_)) => {
                     return Err(ctx.at(s, &key("socket"), "give either socket or host, not both"))
                 }
-                (Some(s), None) => LmtpTarget::Socket(expand_tilde(s.get_ref())),
+                (Some(s), None) => {
+                    if let Some((k, span)) = raw
+                        .present_keys()
+                        .into_iter()
+                        .find(|(k, _)| matches!(*k, "proxy" | "source_ip"))
+                    {
+                        return Err(ctx.err(span, &key(k), "does not apply to an LMTP socket"));
+                    }
+                    LmtpTarget::Socket(expand_tilde(s.get_ref()))
+                }
                 (None, Some(_)) => {
                     let mut server = server(&|_| 24, &Secret::None)?;
                     // LMTP is spoken to a local server; no TLS.

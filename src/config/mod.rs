@@ -189,6 +189,10 @@ pub struct ServerConfig {
     pub fingerprint: Option<Vec<u8>>,
     /// Connect and read timeout.
     pub timeout: Duration,
+    /// A SOCKS5 or HTTP CONNECT proxy to reach the server through.
+    pub proxy: Option<crate::net::proxy::Proxy>,
+    /// The local address to connect from.
+    pub source_ip: Option<std::net::IpAddr>,
 }
 
 /// One mailbox to fetch from.
@@ -1031,6 +1035,8 @@ fn validate_account(
                 Some(t) => parse_duration(ctx, t, &key("timeout"))?,
                 None => default_timeout,
             },
+            proxy: parse_proxy(ctx, raw.proxy.as_ref(), &key("proxy"))?,
+            source_ip: parse_source_ip(ctx, raw.source_ip.as_ref(), &key("source_ip"))?,
         },
         user: raw.user.get_ref().clone(),
         secret,
@@ -1090,6 +1096,38 @@ fn validate_account(
         },
         name,
     })
+}
+
+/// Validates a `proxy` key (see `net::proxy::Proxy::parse`).
+fn parse_proxy(
+    ctx: &Ctx,
+    value: Option<&Spanned<String>>,
+    key: &str,
+) -> Result<Option<crate::net::proxy::Proxy>> {
+    match value {
+        None => Ok(None),
+        Some(v) => crate::net::proxy::Proxy::parse(v.get_ref())
+            .map(Some)
+            .map_err(|e| ctx.at(v, key, e)),
+    }
+}
+
+/// Validates a `source_ip` key: an IPv4 or IPv6 address of this host.
+fn parse_source_ip(
+    ctx: &Ctx,
+    value: Option<&Spanned<String>>,
+    key: &str,
+) -> Result<Option<std::net::IpAddr>> {
+    match value {
+        None => Ok(None),
+        Some(v) => v.get_ref().trim().parse().map(Some).map_err(|_| {
+            ctx.at(
+                v,
+                key,
+                "must be an IP address of this host, e.g. 192.0.2.10 or 2001:db8::10",
+            )
+        }),
+    }
 }
 
 /// Parses `sha256:AB:CD:...` (colons optional, any case) into 32 bytes.
@@ -1204,6 +1242,8 @@ pub fn from_url(url: &str, to: &str, keep: bool) -> Result<Config> {
                 ca_file: None,
                 fingerprint: None,
                 timeout: Duration::from_secs(60),
+                proxy: None,
+                source_ip: None,
             },
             user,
             // Set by the caller (MAILRETR_PASSWORD or a prompt), never
@@ -1313,6 +1353,43 @@ path = "/tmp/Maildir"
 
     fn err_of(text: &str) -> String {
         parse_str(text).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn proxy_and_source_ip_are_validated() {
+        let c = parse_str(&GOOD.replace(
+            "max_size",
+            "proxy = \"socks5h://me:s3cret@127.0.0.1:1080\"\nsource_ip = \"127.0.0.1\"\nmax_size",
+        ))
+        .unwrap();
+        let s = &c.accounts[0].server;
+        assert_eq!(
+            s.proxy.as_ref().unwrap().to_string(),
+            "socks5h://127.0.0.1:1080"
+        );
+        assert_eq!(s.source_ip, Some([127, 0, 0, 1].into()));
+        let e = err_of(&GOOD.replace("max_size", "proxy = \"ftp://me:s3cret@h:1\"\nmax_size"));
+        assert!(
+            e.starts_with("test.toml:12: account[isp].proxy: unknown proxy scheme"),
+            "{e}"
+        );
+        assert!(!e.contains("s3cret"), "{e}");
+        let e = err_of(&GOOD.replace("max_size", "source_ip = \"here\"\nmax_size"));
+        assert!(
+            e.starts_with("test.toml:12: account[isp].source_ip:"),
+            "{e}"
+        );
+        let smtp = GOOD.replace(
+            "[destination.home]",
+            "[destination.relay]\ntype = \"smtp\"\nhost = \"h\"\nrecipient = \"a@b\"\nsource_ip = \"::1\"\nproxy = \"http://p:3128\"\n\n[destination.home]",
+        );
+        let e = err_of(&smtp);
+        assert!(e.starts_with("test.toml:20: destination.relay.proxy: SMTP destinations cannot go through a proxy"), "{e}");
+        let c = parse_str(&smtp.replace("proxy = \"http://p:3128\"\n", "")).unwrap();
+        let DestinationConfig::Smtp(relay) = &c.destinations["relay"] else {
+            panic!("smtp")
+        };
+        assert_eq!(relay.server.source_ip, Some("::1".parse().unwrap()));
     }
 
     #[test]

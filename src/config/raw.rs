@@ -87,6 +87,8 @@ pub struct RawAccount {
     pub idle_renew: Option<Spanned<String>>,
     pub poll_interval: Option<Spanned<String>>,
     pub max_idle_connections: Option<Spanned<i64>>,
+    pub proxy: Option<Spanned<String>>,
+    pub source_ip: Option<Spanned<String>>,
 }
 
 /// One `[destination.NAME]`. Every type's keys are optional here; which
@@ -117,6 +119,8 @@ pub struct RawDestination {
     pub folder: Option<Spanned<String>>,
     pub subfolders: Option<Spanned<String>>,
     pub flags: Option<Spanned<bool>>,
+    pub proxy: Option<Spanned<String>>,
+    pub source_ip: Option<Spanned<String>>,
 }
 
 impl RawDestination {
@@ -150,6 +154,8 @@ impl RawDestination {
             at("folder", &self.folder),
             at("subfolders", &self.subfolders),
             at("flags", &self.flags),
+            at("proxy", &self.proxy),
+            at("source_ip", &self.source_ip),
         ]
         .into_iter()
         .flatten()

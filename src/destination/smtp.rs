@@ -216,7 +216,7 @@ impl Smtp {
             Some(server.timeout),
             &hello,
             implicit,
-            None,
+            server.source_ip,
         )
         .map_err(|e| self.smtp_error("connecting", e))?;
         if server.tls == TlsMode::Starttls {

@@ -20,6 +20,7 @@ pub mod proxy;
 pub mod slowlink;
 pub mod smtpd;
 pub mod smtpsink;
+pub mod socks;
 
 #[allow(unused_imports)]
 pub use config::{AccountBuilder, ConfigBuilder};
