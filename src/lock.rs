@@ -36,94 +36,76 @@ impl AccountLock {
     /// the process that holds it.
     pub fn acquire(state_dir: &Path, account: &str) -> Result<AccountLock> {
         let dir = state_dir.join("locks");
-        DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(&dir)
-            .map_err(|e| Error::Internal(format!("cannot create {}: {e}", dir.display())))?;
         let path = dir.join(file_name(account));
-        let mut file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(&path)
-            .map_err(|e| Error::Internal(format!("cannot open {}: {e}", path.display())))?;
-        match file.try_lock() {
-            Ok(()) => {}
-            Err(fs::TryLockError::WouldBlock) => {
-                let mut holder = String::new();
-                let _ = file.read_to_string(&mut holder);
-                let holder = holder.trim();
-                return Err(Error::Locked(format!(
-                    "another mailretr{} is working on this account (lock {})",
-                    if holder.is_empty() {
-                        String::new()
-                    } else {
-                        format!(" (pid {holder})")
-                    },
-                    path.display()
-                )));
-            }
-            Err(fs::TryLockError::Error(e)) => {
-                return Err(Error::Internal(format!(
-                    "cannot lock {}: {e}",
-                    path.display()
-                )))
-            }
-        }
-        // Who holds it, for the message the next process prints.
-        let _ = file.set_len(0);
-        let _ = file.seek(SeekFrom::Start(0));
-        let _ = writeln!(file, "{}", std::process::id());
-        Ok(AccountLock { _file: file })
+        take(&dir, &path, false)?.map_err(|holder| {
+            Error::Locked(format!(
+                "another mailretr{} is working on this account (lock {})",
+                if holder.is_empty() {
+                    String::new()
+                } else {
+                    format!(" (pid {holder})")
+                },
+                path.display()
+            ))
+        })
     }
-}
 
-impl AccountLock {
     /// The outgoing queue's lock: `outgoing.lock` in the state directory
     /// (outside `locks/`, so no account's lock file can be it). With
     /// `wait`, blocks until the holder (another flusher) is done;
     /// otherwise fails with `Error::Locked` at once.
     pub fn outgoing(state_dir: &Path, wait: bool) -> Result<AccountLock> {
-        DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(state_dir)
-            .map_err(|e| Error::Internal(format!("cannot create {}: {e}", state_dir.display())))?;
         let path = state_dir.join("outgoing.lock");
-        let mut file = OpenOptions::new()
-            .mode(0o600)
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(&path)
-            .map_err(|e| Error::Internal(format!("cannot open {}: {e}", path.display())))?;
-        let locked = if wait {
-            file.lock().map_err(fs::TryLockError::Error)
-        } else {
-            file.try_lock()
-        };
-        match locked {
-            Ok(()) => {}
-            Err(fs::TryLockError::WouldBlock) => {
-                return Err(Error::Locked(format!(
-                    "another mailretr is sending the outgoing queue (lock {})",
-                    path.display()
-                )))
-            }
-            Err(fs::TryLockError::Error(e)) => {
-                return Err(Error::Internal(format!(
-                    "cannot lock {}: {e}",
-                    path.display()
-                )))
-            }
-        }
-        let _ = file.set_len(0);
-        let _ = writeln!(file, "{}", std::process::id());
-        Ok(AccountLock { _file: file })
+        take(state_dir, &path, wait)?.map_err(|_| {
+            Error::Locked(format!(
+                "another mailretr is sending the outgoing queue (lock {})",
+                path.display()
+            ))
+        })
     }
+}
+
+/// Creates `dir` (0700), opens the lock file `path` in it (0600) and
+/// takes its `flock`, blocking with `wait`. Once held, the file says our
+/// pid (for the message the next process prints); when another process
+/// holds it, the inner error is the pid that process wrote.
+fn take(dir: &Path, path: &Path, wait: bool) -> Result<std::result::Result<AccountLock, String>> {
+    DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(|e| Error::Internal(format!("cannot create {}: {e}", dir.display())))?;
+    let mut file = OpenOptions::new()
+        .mode(0o600)
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(path)
+        .map_err(|e| Error::Internal(format!("cannot open {}: {e}", path.display())))?;
+    let locked = if wait {
+        file.lock().map_err(fs::TryLockError::Error)
+    } else {
+        file.try_lock()
+    };
+    match locked {
+        Ok(()) => {}
+        Err(fs::TryLockError::WouldBlock) => {
+            let mut holder = String::new();
+            let _ = file.read_to_string(&mut holder);
+            return Ok(Err(holder.trim().to_string()));
+        }
+        Err(fs::TryLockError::Error(e)) => {
+            return Err(Error::Internal(format!(
+                "cannot lock {}: {e}",
+                path.display()
+            )))
+        }
+    }
+    let _ = file.set_len(0);
+    let _ = file.seek(SeekFrom::Start(0));
+    let _ = writeln!(file, "{}", std::process::id());
+    Ok(Ok(AccountLock { _file: file }))
 }
 
 #[cfg(test)]

@@ -67,6 +67,26 @@ pub fn info_to_imap_flags(info: &str) -> Vec<&'static str> {
         .collect()
 }
 
+/// The header block without the fields called `name` (with their
+/// continuation lines).
+pub fn without_field(header: &[u8], name: &str) -> Vec<u8> {
+    let mut out = Vec::with_capacity(header.len());
+    let mut dropping = false;
+    for line in header.split_inclusive(|&b| b == b'\n') {
+        let continuation = line.first().is_some_and(|&b| b == b' ' || b == b'\t');
+        if !continuation {
+            dropping = line
+                .iter()
+                .position(|&b| b == b':')
+                .is_some_and(|c| line[..c].trim_ascii().eq_ignore_ascii_case(name.as_bytes()));
+        }
+        if !dropping {
+            out.extend_from_slice(line);
+        }
+    }
+    out
+}
+
 /// The header block: everything before the first empty line.
 pub fn header_block(message: &[u8]) -> &[u8] {
     let mut i = 0;

@@ -272,7 +272,10 @@ fn write_header(parts: &Split, extra: &[u8], encoding: Option<&str>, out: &mut V
     let nl = line_break(parts.header);
     match encoding {
         None => out.extend_from_slice(parts.header),
-        Some(_) => out.extend_from_slice(&without_field(parts.header, "Content-Transfer-Encoding")),
+        Some(_) => out.extend_from_slice(&crate::message::without_field(
+            parts.header,
+            "Content-Transfer-Encoding",
+        )),
     }
     out.extend_from_slice(extra);
     if let Some(encoding) = encoding {
@@ -284,26 +287,6 @@ fn write_header(parts: &Split, extra: &[u8], encoding: Option<&str>, out: &mut V
     } else {
         out.extend_from_slice(parts.separator);
     }
-}
-
-/// A header block without the fields called `name` (and their folded
-/// continuation lines).
-fn without_field(header: &[u8], name: &str) -> Vec<u8> {
-    let mut out = Vec::with_capacity(header.len());
-    let mut dropping = false;
-    for line in header.split_inclusive(|&b| b == b'\n') {
-        let continuation = line.first().is_some_and(|&b| b == b' ' || b == b'\t');
-        if !continuation {
-            dropping = line
-                .iter()
-                .position(|&b| b == b':')
-                .is_some_and(|c| line[..c].trim_ascii().eq_ignore_ascii_case(name.as_bytes()));
-        }
-        if !dropping {
-            out.extend_from_slice(line);
-        }
-    }
-    out
 }
 
 /// A multipart body: the preamble and epilogue (which must be 7-bit) and

@@ -201,11 +201,7 @@ pub fn send_bounce(
         )
     })?;
     let hostname = &config.general.hostname;
-    let from = config
-        .general
-        .bounce_from
-        .clone()
-        .unwrap_or_else(|| format!("MAILER-DAEMON@{hostname}"));
+    let from = config.general.bounce_sender();
     let dsn = bounce::build(
         &Bounce {
             hostname,

@@ -354,6 +354,16 @@ pub struct General {
     pub audit_log: Option<PathBuf>,
 }
 
+impl General {
+    /// The `From:` of generated bounces: `bounce_from`, else
+    /// `MAILER-DAEMON@` our hostname.
+    pub fn bounce_sender(&self) -> String {
+        self.bounce_from
+            .clone()
+            .unwrap_or_else(|| format!("MAILER-DAEMON@{}", self.hostname))
+    }
+}
+
 /// The validated configuration.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Config {

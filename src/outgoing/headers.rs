@@ -129,26 +129,6 @@ fn has_header(message: &[u8]) -> bool {
     }
 }
 
-/// The header block without the fields called `name` (with their
-/// continuation lines).
-fn without_field(headers: &[u8], name: &str) -> Vec<u8> {
-    let mut out = Vec::with_capacity(headers.len());
-    let mut dropping = false;
-    for line in headers.split_inclusive(|&b| b == b'\n') {
-        let continuation = line.first().is_some_and(|b| *b == b' ' || *b == b'\t');
-        if !continuation {
-            dropping = line
-                .iter()
-                .position(|&b| b == b':')
-                .is_some_and(|c| line[..c].trim_ascii().eq_ignore_ascii_case(name.as_bytes()));
-        }
-        if !dropping {
-            out.extend_from_slice(line);
-        }
-    }
-    out
-}
-
 /// A display name as a header phrase: as is when it is plain ASCII
 /// words, quoted when it holds specials, RFC 2047 encoded when it is not
 /// ASCII.
@@ -190,7 +170,7 @@ pub fn prepare(message: &[u8], add: &Additions) -> Vec<u8> {
     } else {
         (b"", message)
     };
-    let mut out = without_field(headers, "Bcc");
+    let mut out = crate::message::without_field(headers, "Bcc");
     if !out.is_empty() && !out.ends_with(b"\n") {
         out.push(b'\n');
     }

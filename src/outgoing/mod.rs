@@ -436,11 +436,7 @@ fn report_to_user(
         Some(s) if !s.is_empty() => s.to_string(),
         _ => format!("{user}@{hostname}"),
     };
-    let from = config
-        .general
-        .bounce_from
-        .clone()
-        .unwrap_or_else(|| format!("MAILER-DAEMON@{hostname}"));
+    let from = config.general.bounce_sender();
     let dsn = bounce::build(
         &Bounce {
             hostname,
