@@ -389,32 +389,25 @@ fn hostile_folder_names_never_leave_the_root() {
         ("a/../../b", "verbatim", None),
     ] {
         let message = "Subject: hostile\r\n\r\nbody\r\n";
-        let server = FakeServer::start(vec![
-            Step::StartTls,
-            Step::line("* OK [CAPABILITY IMAP4rev1 SASL-IR AUTH=PLAIN] fake"),
-            Step::expect("a1 AUTHENTICATE PLAIN "),
-            Step::line("a1 OK [CAPABILITY IMAP4rev1] in"),
-            Step::expect("a2 LIST \"\" \"*\""),
-            Step::line(&format!("* LIST (\\HasNoChildren) \"/\" \"{server_name}\"")),
-            Step::line("a2 OK LIST done"),
-            Step::expect(format!("ab1 SELECT \"{server_name}\"")),
-            Step::expect("ab2 UID FETCH 1:* (UID RFC822.SIZE)"),
-            Step::line("* 1 EXISTS"),
-            Step::line("* OK [UIDVALIDITY 7] ok"),
-            Step::line("ab1 OK [READ-WRITE] selected"),
-            Step::line(&format!("* 1 FETCH (UID 1 RFC822.SIZE {})", message.len())),
-            Step::line("ab2 OK done"),
-            Step::expect("ab3 UID FETCH 1 (UID FLAGS BODY.PEEK[])"),
-            Step::line(&format!(
-                "* 1 FETCH (UID 1 FLAGS (\\Seen) BODY[] {{{}}}",
-                message.len()
-            )),
-            Step::send(format!("{message})\r\n")),
-            Step::line("ab3 OK done"),
-            Step::expect("a3 LOGOUT"),
-            Step::line("a3 OK bye"),
-            Step::ExpectClose,
-        ]);
+        let server = FakeServer::start(
+            vec![
+                Step::StartTls,
+                Step::line("* OK [CAPABILITY IMAP4rev1 SASL-IR AUTH=PLAIN] fake"),
+                Step::expect("a1 AUTHENTICATE PLAIN "),
+                Step::line("a1 OK [CAPABILITY IMAP4rev1] in"),
+                Step::expect("a2 LIST \"\" \"*\""),
+                Step::line(&format!("* LIST (\\HasNoChildren) \"/\" \"{server_name}\"")),
+                Step::line("a2 OK LIST done"),
+            ]
+            .into_iter()
+            .chain(one_message_in(1, server_name, "\\Seen", message))
+            .chain([
+                Step::expect("a3 LOGOUT"),
+                Step::line("a3 OK bye"),
+                Step::ExpectClose,
+            ])
+            .collect(),
+        );
         let env = Env::new();
         let base = env.path("deep/er");
         let root = base.join("Maildir");
@@ -481,6 +474,29 @@ fn hostile_folder_names_never_leave_the_root() {
 /// Courier keeps folders under `INBOX.` (personal namespace prefix,
 /// delimiter `.`): its `INBOX.Lists.a` lands in `.Lists.a`, where
 /// Dovecot's `Lists/a` does, not in `.INBOX.Lists.a`.
+/// A scripted server's side of selecting `folder` (with the size listing
+/// sent along, tags `ab{first}` and `ab{first+1}`) that holds one
+/// `message` with `flags`, and of fetching it (tag `ab{first+2}`).
+fn one_message_in(first: u32, folder: &str, flags: &str, message: &str) -> Vec<Step> {
+    let (select, list, fetch) = (first, first + 1, first + 2);
+    vec![
+        Step::expect(format!("ab{select} SELECT \"{folder}\"")),
+        Step::expect(format!("ab{list} UID FETCH 1:* (UID RFC822.SIZE)")),
+        Step::line("* 1 EXISTS"),
+        Step::line("* OK [UIDVALIDITY 7] ok"),
+        Step::line(&format!("ab{select} OK [READ-WRITE] selected")),
+        Step::line(&format!("* 1 FETCH (UID 1 RFC822.SIZE {})", message.len())),
+        Step::line(&format!("ab{list} OK done")),
+        Step::expect(format!("ab{fetch} UID FETCH 1 (UID FLAGS BODY.PEEK[])")),
+        Step::line(&format!(
+            "* 1 FETCH (UID 1 FLAGS ({flags}) BODY[] {{{}}}",
+            message.len()
+        )),
+        Step::send(format!("{message})\r\n")),
+        Step::line(&format!("ab{fetch} OK done")),
+    ]
+}
+
 #[test]
 fn courier_folders_land_relative_to_its_namespace() {
     let message = "Subject: courier\r\n\r\nbody\r\n";
@@ -500,25 +516,16 @@ fn courier_folders_land_relative_to_its_namespace() {
         Step::line("* LIST (\\HasChildren \\Noselect) \".\" \"INBOX.Lists\""),
         Step::line("* LIST (\\HasNoChildren) \".\" \"INBOX.Lists.a\""),
         Step::line("a3 OK LIST completed"),
-        Step::expect("ab2 SELECT \"INBOX.Lists.a\""),
-        Step::expect("ab3 UID FETCH 1:* (UID RFC822.SIZE)"),
-        Step::line("* 1 EXISTS"),
-        Step::line("* OK [UIDVALIDITY 9] Ok"),
-        Step::line("ab2 OK [READ-WRITE] Ok"),
-        Step::line(&format!("* 1 FETCH (UID 1 RFC822.SIZE {})", message.len())),
-        Step::line("ab3 OK FETCH completed."),
-        Step::expect("ab4 UID FETCH 1 (UID FLAGS BODY.PEEK[])"),
-        Step::line(&format!(
-            "* 1 FETCH (UID 1 FLAGS (\\Answered) BODY[] {{{}}}",
-            message.len()
-        )),
-        Step::send(format!("{message})\r\n")),
-        Step::line("ab4 OK FETCH completed."),
+    ]
+    .into_iter()
+    .chain(one_message_in(2, "INBOX.Lists.a", "\\Answered", message))
+    .chain([
         Step::expect("a4 LOGOUT"),
         Step::line("* BYE Courier-IMAP server shutting down"),
         Step::line("a4 OK LOGOUT completed"),
         Step::ExpectClose,
-    ]);
+    ])
+    .collect());
     let env = Env::new();
     let root = env.path("Maildir");
     ConfigBuilder::new(&env)
