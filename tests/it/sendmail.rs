@@ -134,18 +134,19 @@ fn a_relay_that_is_down_then_up_gets_the_message_exactly_once() {
     assert!(queue_json(&env).is_empty());
 }
 
-#[test]
-fn fetch_sends_the_outgoing_queue_too() {
+/// One message queued (`-odq`) while the relay was unknown, then a live
+/// relay and an account that cannot run (no password, nothing on its
+/// port) configured: whatever runs next sends the queue or nothing.
+fn queued_then_relay_up(subject: &str) -> (Env, Smtpd) {
     let env = Env::new();
     config(&env, dead_port(), "").write(&env);
     sendmail(
         &env,
         &["-odq", "-oi", "jaco@kroon.example"],
-        "Subject: f\n\nx\n",
+        &format!("Subject: {subject}\n\nx\n"),
     )
     .expect_success();
     let relay = Smtpd::start(&env.path("relay"), Options::default());
-    // An account that cannot run: the fetch fails, the queue goes out.
     config(&env, relay.port, "")
         .account(
             AccountBuilder::new("isp", "pop3", "127.0.0.1")
@@ -155,6 +156,13 @@ fn fetch_sends_the_outgoing_queue_too() {
         )
         .maildir("home", env.path("Maildir"))
         .write(&env);
+    (env, relay)
+}
+
+#[test]
+fn fetch_sends_the_outgoing_queue_too() {
+    // An account that cannot run: the fetch fails, the queue goes out.
+    let (env, relay) = queued_then_relay_up("f");
     // (It has no password: that account fails, exit 3.)
     env.run(&["-q", "fetch"]).expect_code(3);
     assert_eq!(relay.messages().len(), 1);
@@ -164,24 +172,7 @@ fn fetch_sends_the_outgoing_queue_too() {
 
 #[test]
 fn watch_sends_the_outgoing_queue_too() {
-    let env = Env::new();
-    config(&env, dead_port(), "").write(&env);
-    sendmail(
-        &env,
-        &["-odq", "-oi", "jaco@kroon.example"],
-        "Subject: w\n\nx\n",
-    )
-    .expect_success();
-    let relay = Smtpd::start(&env.path("relay"), Options::default());
-    config(&env, relay.port, "")
-        .account(
-            AccountBuilder::new("isp", "pop3", "127.0.0.1")
-                .port(dead_port())
-                .user("jaco")
-                .plaintext(),
-        )
-        .maildir("home", env.path("Maildir"))
-        .write(&env);
+    let (env, relay) = queued_then_relay_up("w");
     let mut watch = env
         .cmd()
         .args(["-q", "watch"])
