@@ -111,29 +111,9 @@ fn utf8_headers_without_smtputf8_go_as_8bitmime_or_are_refused_without_it() {
 
     // Neither: refused for good, never sent; on_refused = "keep" (the
     // default) leaves it on the server, exit 10.
-    let user = user_with(dovecot, &[UTF8_SUBJECT]);
-    let env = Env::new();
-    let smtpd = Smtpd::start(
-        &env.path("smtpd"),
-        Options {
-            eight_bit_mime: false,
-            ..Options::default()
-        },
-    );
-    config(&env, account(dovecot, &user, &["relay"]), smtpd.port).write(&env);
-    let out = env.run(&["fetch"]);
-    out.expect_code(10);
-    assert!(
-        out.stderr.contains(
-            "the message has 8-bit headers and the server offers neither SMTPUTF8 nor 8BITMIME"
-        ),
-        "{}",
-        out.stderr
-    );
-    assert!(smtpd.messages().is_empty());
-    assert_eq!(
-        dovecot.messages(&user, "INBOX"),
-        vec![UTF8_SUBJECT.to_vec()]
+    refused_by_a_server_without_8bitmime(
+        UTF8_SUBJECT,
+        "the message has 8-bit headers and the server offers neither SMTPUTF8 nor 8BITMIME",
     );
 }
 
@@ -228,10 +208,19 @@ fn an_8bit_body_to_a_server_without_8bitmime_arrives_as_7bit_that_decodes_to_it(
 fn an_8bit_message_that_cannot_be_converted_is_refused_with_the_reason() {
     let binary = b"Return-Path: <alice@example.org>\nFrom: alice@example.org\nSubject: binary\n\
         MIME-Version: 1.0\nContent-Type: application/octet-stream\n\
-        Content-Transfer-Encoding: binary\n\n\x00\xff\xfe\n"
-        .to_vec();
+        Content-Transfer-Encoding: binary\n\n\x00\xff\xfe\n";
+    refused_by_a_server_without_8bitmime(
+        binary,
+        "8-bit message and the server does not offer 8BITMIME; could not convert: 8-bit content in an application/octet-stream part with Content-Transfer-Encoding: binary",
+    );
+}
+
+/// `message`, fetched from Dovecot for a relay without 8BITMIME, is
+/// refused for good saying `why`, never sent; on_refused = "keep" (the
+/// default) leaves it on the server, exit 10.
+fn refused_by_a_server_without_8bitmime(message: &[u8], why: &str) {
     let dovecot = Dovecot::shared();
-    let user = user_with(dovecot, &[&binary]);
+    let user = user_with(dovecot, &[message]);
     let env = Env::new();
     let smtpd = Smtpd::start(
         &env.path("smtpd"),
@@ -243,15 +232,9 @@ fn an_8bit_message_that_cannot_be_converted_is_refused_with_the_reason() {
     config(&env, account(dovecot, &user, &["relay"]), smtpd.port).write(&env);
     let out = env.run(&["fetch"]);
     out.expect_code(10);
-    assert!(
-        out.stderr.contains(
-            "8-bit message and the server does not offer 8BITMIME; could not convert: 8-bit content in an application/octet-stream part with Content-Transfer-Encoding: binary"
-        ),
-        "{}",
-        out.stderr
-    );
+    assert!(out.stderr.contains(why), "{}", out.stderr);
     assert!(smtpd.messages().is_empty());
-    assert_eq!(dovecot.messages(&user, "INBOX"), vec![binary]);
+    assert_eq!(dovecot.messages(&user, "INBOX"), vec![message.to_vec()]);
 }
 
 #[test]
