@@ -76,6 +76,15 @@ impl ExitCode {
         }
     }
 
+    /// The more serious of two outcomes (no "any retrieval wins" rule).
+    pub fn worse(self, other: ExitCode) -> ExitCode {
+        if other.severity() > self.severity() {
+            other
+        } else {
+            self
+        }
+    }
+
     /// Merges the outcomes of several accounts: success if any account
     /// retrieved mail, otherwise the most serious failure.
     pub fn merge(self, other: ExitCode) -> ExitCode {

@@ -4,9 +4,11 @@
 //!
 //! The data flow follows the module layout: `config` → `source` (POP3,
 //! IMAP) → `message` and its envelope → `destination` → `state`, tied
-//! together in the durable order by `run`.
+//! together in the durable order by `run`. `backends` adds accounts from
+//! SQL and LDAP, `report` writes each account's result to a table.
 
 pub mod audit;
+pub mod backends;
 pub mod bounce;
 pub mod cli;
 pub mod codec;
@@ -24,6 +26,7 @@ pub mod net;
 pub mod outgoing;
 pub mod progress;
 pub mod queue;
+pub mod report;
 pub mod retention;
 pub mod retry;
 pub mod route;

@@ -331,15 +331,19 @@ fn run(cli: &Cli) -> anyhow::Result<ExitCode> {
         Command::Watch(args) => {
             mailretr::signal::install_stop_handlers()?;
             mailretr::signal::install_reload_handler()?;
-            let config = load_config(cli)?;
+            let (config, _) = load_with_backends(cli)?;
             let path = config.path.clone().unwrap_or_else(|| config_path(cli));
-            let load = || config::load(&path);
+            let load = || {
+                let mut config = config::load(&path)?;
+                report_backends(&mailretr::backends::load_accounts(&mut config));
+                Ok(config)
+            };
             mailretr::watch::run(config, &load, &args.accounts)?;
             // Stopped by SIGINT/SIGTERM, as it should be: success.
             Ok(ExitCode::Retrieved)
         }
         Command::Status { json } => {
-            let config = load_config(cli)?;
+            let (config, _) = load_with_backends(cli)?;
             let state = mailretr::store::State::open(&config.general.state_dir)?;
             let names: Vec<String> = config.accounts.iter().map(|a| a.name.clone()).collect();
             let statuses = mailretr::status::collect(&state, &names)?;
@@ -352,9 +356,9 @@ fn run(cli: &Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Queue(command) => queue_command(cli, command),
         Command::Config(ConfigCommand::Check) => {
-            let config = load_config(cli)?;
+            let (config, loaded) = load_with_backends(cli)?;
             print!("{}", describe(&config));
-            Ok(ExitCode::Retrieved)
+            Ok(loaded.exit_code().unwrap_or(ExitCode::Retrieved))
         }
         Command::Completions { shell } => {
             let mut cmd = mailretr::cli::command();
@@ -510,6 +514,25 @@ fn load_config(cli: &Cli) -> anyhow::Result<Config> {
     Ok(config::load(&path)?)
 }
 
+/// `load_config`, then the accounts of its `[[accounts_from]]`
+/// backends; their errors and warnings are printed here, one line each.
+fn load_with_backends(cli: &Cli) -> anyhow::Result<(Config, mailretr::backends::Loaded)> {
+    let mut config = load_config(cli)?;
+    let loaded = mailretr::backends::load_accounts(&mut config);
+    report_backends(&loaded);
+    Ok((config, loaded))
+}
+
+/// One line per backend error (always) and warning (unless -q).
+fn report_backends(loaded: &mailretr::backends::Loaded) {
+    for w in &loaded.warnings {
+        log::warn!("{w}");
+    }
+    for e in &loaded.errors {
+        stderr_line(log::Level::Error, None, &e.to_string());
+    }
+}
+
 fn fetch_command(cli: &Cli, args: &FetchArgs) -> anyhow::Result<ExitCode> {
     let max_size = match &args.limit {
         Some(s) => Some(
@@ -527,14 +550,14 @@ fn fetch_command(cli: &Cli, args: &FetchArgs) -> anyhow::Result<ExitCode> {
         jobs: args.jobs,
     };
     let urls: Vec<&String> = args.accounts.iter().filter(|a| a.contains("://")).collect();
-    let config = match urls.as_slice() {
+    let (config, loaded) = match urls.as_slice() {
         [] => {
             if args.to.is_some() {
                 return Err(
                     Error::Config("--to goes with a URL, e.g. pop3s://me@host".into()).into(),
                 );
             }
-            load_config(cli)?
+            load_with_backends(cli)?
         }
         [url] if args.accounts.len() == 1 => {
             let to = args.to.as_deref().ok_or_else(|| {
@@ -552,7 +575,7 @@ fn fetch_command(cli: &Cli, args: &FetchArgs) -> anyhow::Result<ExitCode> {
                 // A config file may still provide [general] (state_dir, hostname).
                 config.general = config::load(path)?.general;
             }
-            config
+            (config, Default::default())
         }
         _ => {
             return Err(Error::Config("give either account names or one URL".into()).into());
@@ -578,6 +601,10 @@ fn fetch_command(cli: &Cli, args: &FetchArgs) -> anyhow::Result<ExitCode> {
         config.accounts.iter().collect()
     };
     if selected.is_empty() {
+        if let Some(code) = loaded.exit_code() {
+            // Every account was to come from a backend that failed.
+            return Ok(code);
+        }
         return Err(Error::Config(format!(
             "{} defines no [[account]]",
             config_path(cli).display()
@@ -593,7 +620,7 @@ fn fetch_command(cli: &Cli, args: &FetchArgs) -> anyhow::Result<ExitCode> {
     let reports = run::run(&config, &selected, &options, &|r| {
         print_report(r, verbose, check)
     });
-    Ok(run::merged_exit_code(&reports))
+    Ok(loaded.merged_with(run::merged_exit_code(&reports)))
 }
 
 /// One line per failure (always), per warning (unless -q, via the log),
@@ -658,15 +685,41 @@ fn describe(config: &Config) -> String {
     if let Some(p) = &config.general.audit_log {
         out.push_str(&format!("audit log: {}\n", p.display()));
     }
+    for b in &config.accounts_from {
+        out.push_str(&format!(
+            "{}: {} accounts{}\n",
+            b.label(),
+            config
+                .backend_accounts
+                .values()
+                .filter(|l| **l == b.label())
+                .count(),
+            if b.cache { ", cached in state.db" } else { "" }
+        ));
+    }
+    if let Some(r) = &config.report {
+        out.push_str(&format!(
+            "report: table {} in {}\n",
+            r.table,
+            r.database.shown()
+        ));
+    }
     for a in &config.accounts {
         let secret = match &a.secret {
+            Secret::Literal(_) if config.backend_accounts.contains_key(&a.name) => {
+                "password from the backend".to_string()
+            }
             Secret::Literal(_) => "password in config".to_string(),
             Secret::Command(c) => format!("password from `{c}`"),
             Secret::None => "no password".to_string(),
         };
+        let name = match config.backend_accounts.get(&a.name) {
+            Some(from) => format!("{} (from {from})", a.name),
+            None => a.name.clone(),
+        };
         out.push_str(&format!(
             "account {}: {}://{}@{}:{} tls={:?} auth=[{}] {}; {}{}{} -> {}\n",
-            a.name,
+            name,
             a.protocol,
             a.user,
             a.server.host,

@@ -11,7 +11,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-packages=(dovecot-imapd dovecot-pop3d dovecot-lmtpd openssl python3-aiosmtpd procmail time)
+packages=(dovecot-imapd dovecot-pop3d dovecot-lmtpd openssl python3-aiosmtpd procmail time
+          mariadb-server mariadb-client postgresql postgresql-client slapd ldap-utils)
 missing=()
 command -v dovecot >/dev/null 2>&1 || missing+=(dovecot-imapd dovecot-pop3d dovecot-lmtpd)
 for p in dovecot-imapd dovecot-pop3d dovecot-lmtpd; do
@@ -23,6 +24,10 @@ dpkg -s python3-aiosmtpd >/dev/null 2>&1 || missing+=(python3-aiosmtpd)
 command -v procmail >/dev/null 2>&1 || missing+=(procmail)
 # tests/it/hostile.rs measures peak memory with GNU time.
 [ -x /usr/bin/time ] || missing+=(time)
+# tests/it/backends.rs: real MariaDB, PostgreSQL 15 and OpenLDAP servers.
+for p in mariadb-server mariadb-client postgresql postgresql-client slapd ldap-utils; do
+  dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
+done
 if [ ${#missing[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then
     echo "installing ${packages[*]} from Debian" >&2

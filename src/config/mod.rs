@@ -3,6 +3,7 @@
 //! error names the file, the line and the key. After `load` returns, the
 //! rest of the program never re-checks the config.
 
+mod backends;
 mod delivery;
 mod include;
 mod outgoing;
@@ -20,6 +21,9 @@ use toml::Spanned;
 
 use crate::error::{Error, Result};
 pub use crate::retention::Retention;
+pub use backends::{
+    account_from_row, AccountsFrom, BackendKind, Database, Field, ReportConfig, RowField, SqlKind,
+};
 pub use delivery::{
     DestinationConfig, ImapAppendConfig, LmtpConfig, LmtpTarget, MdaConfig, Multidrop, OnRefused,
     SmtpConfig, Subfolders, ENVELOPE_HEADERS,
@@ -377,6 +381,38 @@ pub struct Config {
     pub destinations: BTreeMap<String, DestinationConfig>,
     /// `[outgoing]`: where `mailretr sendmail` sends mail, if anywhere.
     pub outgoing: Option<Outgoing>,
+    /// `[[accounts_from]]`: backends whose rows become more accounts
+    /// (queried by `crate::backends`, not by `load`).
+    pub accounts_from: Vec<AccountsFrom>,
+    /// `[report]`: where each account's last run is written.
+    pub report: Option<ReportConfig>,
+    /// What `[general]` gives every account, kept for validating backend
+    /// rows after `load`.
+    pub account_defaults: AccountDefaults,
+    /// The accounts that came from a backend (added by
+    /// `crate::backends::load_accounts`), with the backend's label.
+    pub backend_accounts: BTreeMap<String, String>,
+}
+
+/// The account settings `[general]` provides defaults for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AccountDefaults {
+    /// `timeout`.
+    pub timeout: Duration,
+    /// `add_received`.
+    pub add_received: bool,
+    /// `idle_renew`, `poll_interval`, `max_idle_connections`.
+    pub watch: WatchSettings,
+}
+
+impl Default for AccountDefaults {
+    fn default() -> AccountDefaults {
+        AccountDefaults {
+            timeout: Duration::from_secs(60),
+            add_received: true,
+            watch: WatchSettings::default(),
+        }
+    }
 }
 
 /// The name of the destination used when an account names none.
@@ -502,7 +538,11 @@ pub fn parse(text: &str, path: &Path) -> Result<Config> {
 /// `parse`, also returning every file read (the main one or an included
 /// one) that holds a `password`, for the permission check.
 fn parse_with_files(text: &str, path: &Path) -> Result<(Config, Vec<PathBuf>, Vec<PathBuf>)> {
-    let ctx = Ctx { text, path };
+    let ctx = Ctx {
+        text,
+        path,
+        row: None,
+    };
     let raw: RawConfig = toml::from_str(text).map_err(|e| ctx.toml_error(&e))?;
     let files = match &raw.include {
         Some(patterns) => include::read_files(patterns.get_ref(), path, &|m| {
@@ -512,7 +552,11 @@ fn parse_with_files(text: &str, path: &Path) -> Result<(Config, Vec<PathBuf>, Ve
     };
     let mut included = Vec::new();
     for (file, text) in &files {
-        let ctx = Ctx { text, path: file };
+        let ctx = Ctx {
+            text,
+            path: file,
+            row: None,
+        };
         let raw: include::RawIncluded = toml::from_str(text).map_err(|e| ctx.toml_error(&e))?;
         included.push((ctx, raw));
     }
@@ -526,7 +570,9 @@ fn parse_with_files(text: &str, path: &Path) -> Result<(Config, Vec<PathBuf>, Ve
                     .any(|d| d.get_ref().password.is_some())
         };
     let mut with_password = Vec::new();
-    if has_password(&raw.account, &raw.destination) {
+    if has_password(&raw.account, &raw.destination)
+        || backends::has_password(&raw.accounts_from, raw.report.as_ref())
+    {
         with_password.push(path.to_path_buf());
     }
     for (ctx, raw) in &included {
@@ -545,6 +591,9 @@ fn parse_with_files(text: &str, path: &Path) -> Result<(Config, Vec<PathBuf>, Ve
 struct Ctx<'a> {
     text: &'a str,
     path: &'a Path,
+    /// Set when the text is a backend row written out as TOML: errors
+    /// then name the backend, row and column instead of file and line.
+    row: Option<&'a backends::RowContext>,
 }
 
 impl Ctx<'_> {
@@ -558,6 +607,9 @@ impl Ctx<'_> {
     }
 
     fn err(&self, span: std::ops::Range<usize>, key: &str, msg: impl fmt::Display) -> Error {
+        if let Some(row) = self.row {
+            return row.message(Some(self.line_of(span.start)), key, &msg.to_string());
+        }
         Error::Config(format!(
             "{}:{}: {key}: {msg}",
             self.path.display(),
@@ -571,6 +623,9 @@ impl Ctx<'_> {
 
     fn toml_error(&self, e: &toml::de::Error) -> Error {
         let message = e.message().trim_end();
+        if let Some(row) = self.row {
+            return row.message(e.span().map(|s| self.line_of(s.start)), "", message);
+        }
         match e.span() {
             Some(span) => {
                 let line = self.line_of(span.start);
@@ -806,6 +861,11 @@ fn validate(
         Some(o) => Some(outgoing::validate(ctx, o, &destinations)?),
         None => None,
     };
+    let accounts_from = backends::validate_accounts_from(ctx, &raw.accounts_from)?;
+    let report = match &raw.report {
+        Some(r) => Some(backends::validate_report(ctx, r)?),
+        None => None,
+    };
     add_default_destination(&mut accounts, &mut destinations);
     Ok(Config {
         path,
@@ -813,12 +873,20 @@ fn validate(
         accounts,
         destinations,
         outgoing,
+        accounts_from,
+        report,
+        account_defaults: AccountDefaults {
+            timeout: default_timeout,
+            add_received: add_received_default,
+            watch: watch_default,
+        },
+        backend_accounts: BTreeMap::new(),
     })
 }
 
 /// Accounts that name no destination deliver to `~/Maildir`, so that no
 /// MTA is needed for the simplest setup.
-fn add_default_destination(
+pub fn add_default_destination(
     accounts: &mut [Account],
     destinations: &mut BTreeMap<String, DestinationConfig>,
 ) {
@@ -1283,6 +1351,10 @@ pub fn from_url(url: &str, to: &str, keep: bool) -> Result<Config> {
         }],
         destinations,
         outgoing: None,
+        accounts_from: Vec::new(),
+        report: None,
+        account_defaults: AccountDefaults::default(),
+        backend_accounts: BTreeMap::new(),
     })
 }
 

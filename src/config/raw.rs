@@ -25,6 +25,45 @@ pub struct RawConfig {
     pub destination: BTreeMap<String, Spanned<RawDestination>>,
     /// `[outgoing]` (see `config::outgoing`).
     pub outgoing: Option<Spanned<super::outgoing::RawOutgoing>>,
+    /// `[[accounts_from]]`: accounts read from a database or a directory
+    /// (see `config::backends`).
+    #[serde(default)]
+    pub accounts_from: Vec<Spanned<RawAccountsFrom>>,
+    /// `[report]`: per-account results written to a database table.
+    pub report: Option<Spanned<RawReport>>,
+}
+
+/// One `[[accounts_from]]`. The keys of both types are optional here;
+/// which apply to which type is checked in validation.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAccountsFrom {
+    #[serde(rename = "type")]
+    pub kind: Spanned<String>,
+    pub url: Spanned<String>,
+    pub password: Option<Spanned<String>>,
+    pub password_command: Option<Spanned<String>>,
+    pub query: Option<Spanned<String>>,
+    pub defaults: Option<Spanned<toml::Table>>,
+    pub cache: Option<bool>,
+    pub timeout: Option<Spanned<String>>,
+    pub starttls: Option<Spanned<bool>>,
+    pub ca_file: Option<Spanned<String>>,
+    pub bind_dn: Option<Spanned<String>>,
+    pub base: Option<Spanned<String>>,
+    pub filter: Option<Spanned<String>>,
+    pub attributes: Option<Spanned<BTreeMap<String, String>>>,
+}
+
+/// `[report]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawReport {
+    pub url: Spanned<String>,
+    pub table: Option<Spanned<String>>,
+    pub password: Option<Spanned<String>>,
+    pub password_command: Option<Spanned<String>>,
+    pub timeout: Option<Spanned<String>>,
 }
 
 /// `[general]`.

@@ -266,7 +266,7 @@ pub fn fetch_account(config: &Config, account: &Account, options: &FetchOptions)
                 Ok(()) if report.retrieved() > 0 => ExitCode::Retrieved,
                 Ok(()) => ExitCode::NoMail,
             };
-            let logged = state.record_run(&RunRecord {
+            let run = RunRecord {
                 account: account.name.clone(),
                 started_at,
                 duration: started.elapsed(),
@@ -275,12 +275,18 @@ pub fn fetch_account(config: &Config, account: &Account, options: &FetchOptions)
                 bytes: report.bytes,
                 spooled: report.spooled,
                 error,
-            });
-            if let Err(e) = logged {
+            };
+            if let Err(e) = state.record_run(&run) {
                 report
                     .warnings
                     .push(format!("cannot write the run log: {e}"));
             }
+            let finished = started_at + run.duration.as_secs() as i64;
+            report.warnings.extend(crate::report::record(
+                config.report.as_ref(),
+                &run,
+                finished,
+            ));
         }
         result
     });

@@ -161,6 +161,17 @@ const MIGRATIONS: &[&str] = &[
         delivered_at INTEGER NOT NULL,
         PRIMARY KEY (account, recipient, message_id)
     );",
+    // 10: not this branch's (another branch's migration goes here; the
+    // no-op keeps the numbering until they are merged).
+    "SELECT 1;",
+    // 11: `[[accounts_from]] cache = true`: the last rows a backend
+    // returned (JSON), used when it is down. They hold what the rows
+    // hold, account passwords included, so state.db stays 0600.
+    "CREATE TABLE backend_cache (
+        backend    TEXT PRIMARY KEY,
+        rows       TEXT NOT NULL,
+        fetched_at INTEGER NOT NULL
+    );",
 ];
 
 /// An IMAP quota root's usage, as `GETQUOTAROOT INBOX` reported it.
@@ -633,6 +644,32 @@ impl State {
             )
             .map_err(|e| wrap(&self.path, e))?;
         Ok(n == 1)
+    }
+
+    /// Keeps the rows a backend returned (JSON, see `crate::backends`), in
+    /// place of those of its previous good query.
+    pub fn put_backend_rows(&mut self, backend: &str, rows: &str, fetched_at: i64) -> Result<()> {
+        self.conn
+            .execute(
+                "INSERT INTO backend_cache (backend, rows, fetched_at) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (backend) DO UPDATE SET rows = excluded.rows,
+                                                     fetched_at = excluded.fetched_at",
+                params![backend, rows, fetched_at],
+            )
+            .map_err(|e| wrap(&self.path, e))?;
+        Ok(())
+    }
+
+    /// The rows a backend returned at its last good query, and when.
+    pub fn backend_rows(&self, backend: &str) -> Result<Option<(String, i64)>> {
+        self.conn
+            .query_row(
+                "SELECT rows, fetched_at FROM backend_cache WHERE backend = ?1",
+                params![backend],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()
+            .map_err(|e| wrap(&self.path, e))
     }
 
     /// Appends to the run log, keeping the last `RUNS_KEPT` per account.

@@ -7,6 +7,7 @@
 #[path = "../support/mod.rs"]
 mod support;
 
+mod backends;
 mod connections;
 mod crash;
 mod dedup;
