@@ -159,7 +159,7 @@ mod tests {
         assert!(upsert(SqlKind::Mysql, "t")
             .contains("ON DUPLICATE KEY UPDATE started = VALUES(started)"));
         assert!(upsert(SqlKind::Sqlite, "t")
-            .contains("ON CONFLICT (account) DO UPDATE SET error = excluded.error"));
+            .contains("ON CONFLICT (account) DO UPDATE SET started = excluded.started"));
         let mut c = Connection::Sqlite(rusqlite::Connection::open_in_memory().unwrap());
         c.batch(&create_table(SqlKind::Sqlite, "mailretr_status"))
             .unwrap();

@@ -4,7 +4,7 @@
 //! with TLS through native-tls: `ldaps://`, or `ldap://` with StartTLS;
 //! certificates are always verified, against `ca_file` too when given.
 
-use crate::config::{BackendKind, Field, RowField};
+use crate::config::{BackendKind, RowField};
 use crate::secret;
 
 use super::sql::scrub;
@@ -55,6 +55,7 @@ fn search_with(
     attributes: &[(String, String)],
     timeout: std::time::Duration,
 ) -> Result<Vec<Vec<RowField>>, String> {
+    use crate::config::Field;
     use ldap3::{LdapConn, LdapConnSettings, Scope, SearchEntry};
 
     let mut tls = native_tls::TlsConnector::builder();

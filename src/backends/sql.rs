@@ -84,6 +84,10 @@ impl Connection {
         Ok((connection, secrets))
     }
 
+    #[cfg_attr(
+        not(any(feature = "mysql", feature = "postgres")),
+        allow(unused_variables)
+    )]
     fn open_with(
         db: &Database,
         password: Option<&str>,

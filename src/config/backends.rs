@@ -657,3 +657,200 @@ pub(super) fn has_password(
             || redact_url(r.get_ref().url.get_ref()) != *r.get_ref().url.get_ref()
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+
+    const BASE: &str = r#"
+[general]
+state_dir = "/tmp/st"
+
+[destination.home]
+type = "maildir"
+path = "/tmp/M"
+
+[[accounts_from]]
+type = "sql"
+url = "sqlite:///tmp/accounts.db"
+query = "SELECT * FROM mailbox"
+defaults = { host = "pop.example.com", deliver_to = ["home"], keep = true }
+"#;
+
+    fn text(name: &str, value: Field) -> RowField {
+        RowField {
+            key: name.into(),
+            origin: format!("column {name}"),
+            value,
+        }
+    }
+
+    fn row_of(fields: &[(&str, Field)]) -> Vec<RowField> {
+        fields.iter().map(|(k, v)| text(k, v.clone())).collect()
+    }
+
+    fn account(config: &Config, fields: &[(&str, Field)]) -> Result<Account> {
+        account_from_row(config, &config.accounts_from[0], &row_of(fields), 3)
+    }
+
+    fn t(s: &str) -> Field {
+        Field::Text(s.into())
+    }
+
+    #[test]
+    fn a_row_with_defaults_becomes_an_account() {
+        let c = super::super::parse(BASE, Path::new("c.toml")).unwrap();
+        let a = account(
+            &c,
+            &[
+                ("name", t("alice")),
+                ("protocol", t("imap")),
+                ("user", t("alice")),
+                ("password", t("pw")),
+                ("port", t("1993")),
+                ("folders", t("INBOX, Lists/*")),
+                ("keep", Field::Int(0)),
+                ("max_size", Field::Null),
+            ],
+        )
+        .unwrap();
+        assert_eq!(a.name, "alice");
+        assert_eq!(a.server.host, "pop.example.com");
+        assert_eq!(a.server.port, 1993);
+        assert_eq!(a.folders, ["INBOX", "Lists/*"]);
+        assert!(!a.keep, "the row wins over the default");
+        assert_eq!(a.deliver_to, ["home"]);
+        assert_eq!(a.secret, Secret::Literal("pw".to_string().into()));
+        // NULL: the default.
+        let a = account(
+            &c,
+            &[
+                ("name", t("bob")),
+                ("protocol", t("pop3")),
+                ("user", t("bob")),
+                ("keep", Field::Null),
+            ],
+        )
+        .unwrap();
+        assert!(a.keep);
+    }
+
+    #[test]
+    fn a_bad_row_names_backend_row_and_column_and_no_secret() {
+        let c = super::super::parse(BASE, Path::new("c.toml")).unwrap();
+        let base = [
+            ("name", t("alice")),
+            ("protocol", t("pop3")),
+            ("user", t("alice")),
+            ("password", t("hunter2")),
+        ];
+        let with = |extra: (&str, Field)| {
+            let mut f = base.to_vec();
+            f.push(extra);
+            account(&c, &f).unwrap_err().to_string()
+        };
+        let prefix = "accounts_from[0] (sqlite:///tmp/accounts.db): row \"alice\": ";
+        let e = with(("port", t("many")));
+        assert_eq!(e, format!("{prefix}column port: not an integer"));
+        let e = with(("port", Field::Int(70000)));
+        assert_eq!(
+            e,
+            format!("{prefix}column port: must be between 1 and 65535")
+        );
+        let e = with(("deliver_to", t("home, nowhere")));
+        assert!(
+            e.starts_with(&format!(
+                "{prefix}column deliver_to: no [destination.nowhere]"
+            )),
+            "{e}"
+        );
+        let e = with(("colour", t("red")));
+        assert!(
+            e.starts_with(&format!("{prefix}column colour: unknown field `colour`")),
+            "{e}"
+        );
+        let e = with(("tls", t("none")));
+        assert!(
+            e.starts_with(&format!("{prefix}key tls: tls = \"none\" would send")),
+            "{e}"
+        );
+        let e = with(("keep", t("perhaps")));
+        assert!(
+            e.starts_with(&format!("{prefix}column keep: not a boolean")),
+            "{e}"
+        );
+        for e in [with(("port", t("x"))), with(("colour", t("hunter2")))] {
+            assert!(!e.contains("hunter2") || e.contains("colour"), "{e}");
+        }
+        // No usable name: the row's position.
+        let e = account(&c, &[("protocol", t("pop3")), ("user", t("x"))])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with(
+                "accounts_from[0] (sqlite:///tmp/accounts.db): row #3: missing field `name`"
+            ),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn backend_tables_are_validated() {
+        let err = |from: &str, to: &str| {
+            super::super::parse(&BASE.replace(from, to), Path::new("c.toml"))
+                .unwrap_err()
+                .to_string()
+        };
+        let e = err("sqlite:///tmp/accounts.db", "ftp://x");
+        assert!(e.starts_with("c.toml:11: accounts_from[0].url:"), "{e}");
+        let e = err("query = \"SELECT * FROM mailbox\"\n", "");
+        assert!(
+            e.contains("accounts_from[0].query: an sql backend needs a query"),
+            "{e}"
+        );
+        let e = err("type = \"sql\"", "type = \"nis\"");
+        assert!(e.contains("unknown backend type"), "{e}");
+        let ldap = BASE
+            .replace("type = \"sql\"", "type = \"ldap\"")
+            .replace("sqlite:///tmp/accounts.db", "ldap://ldap.example")
+            .replace(
+                "query = \"SELECT * FROM mailbox\"",
+                "base = \"dc=x\"\nattributes = { name = \"uid\" }\npassword = \"p\"",
+            );
+        let e = super::super::parse(&ldap, Path::new("c.toml"))
+            .unwrap_err()
+            .to_string();
+        if cfg!(feature = "ldap") {
+            assert!(e.contains("in clear text"), "{e}");
+            let ok = ldap.replace("password = \"p\"", "password = \"p\"\nstarttls = true");
+            let c = super::super::parse(&ok, Path::new("c.toml")).unwrap();
+            assert!(matches!(
+                c.accounts_from[0].kind,
+                BackendKind::Ldap { starttls: true, .. }
+            ));
+        } else {
+            assert!(e.contains("without LDAP support"), "{e}");
+        }
+        let mysql = BASE.replace("sqlite:///tmp/accounts.db", "mysql://u:pw@db/mail");
+        match super::super::parse(&mysql, Path::new("c.toml")) {
+            Ok(c) => {
+                assert!(cfg!(feature = "mysql"));
+                assert_eq!(
+                    c.accounts_from[0].label(),
+                    "accounts_from[0] (mysql://u:***@db/mail)"
+                );
+            }
+            Err(e) => {
+                assert!(!cfg!(feature = "mysql"));
+                assert!(e.to_string().contains("without mysql support"), "{e}");
+            }
+        }
+        let report =
+            format!("{BASE}\n[report]\nurl = \"sqlite:///tmp/r.db\"\ntable = \"x; DROP\"\n");
+        let e = super::super::parse(&report, Path::new("c.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("report.table"), "{e}");
+    }
+}
