@@ -833,19 +833,17 @@ defaults = { host = "pop.example.com", deliver_to = ["home"], keep = true }
             assert!(e.contains("without LDAP support"), "{e}");
         }
         let mysql = BASE.replace("sqlite:///tmp/accounts.db", "mysql://u:pw@db/mail");
-        match super::super::parse(&mysql, Path::new("c.toml")) {
-            Ok(c) => {
-                assert!(cfg!(feature = "mysql"));
-                assert_eq!(
-                    c.accounts_from[0].label(),
-                    "accounts_from[0] (mysql://u:***@db/mail)"
-                );
-            }
-            Err(e) => {
-                assert!(!cfg!(feature = "mysql"));
-                assert!(e.to_string().contains("without mysql support"), "{e}");
-            }
-        }
+        let parsed = super::super::parse(&mysql, Path::new("c.toml"));
+        #[cfg(feature = "mysql")]
+        assert_eq!(
+            parsed.unwrap().accounts_from[0].label(),
+            "accounts_from[0] (mysql://u:***@db/mail)"
+        );
+        #[cfg(not(feature = "mysql"))]
+        assert!(parsed
+            .unwrap_err()
+            .to_string()
+            .contains("without mysql support"));
         let report =
             format!("{BASE}\n[report]\nurl = \"sqlite:///tmp/r.db\"\ntable = \"x; DROP\"\n");
         let e = super::super::parse(&report, Path::new("c.toml"))
