@@ -155,6 +155,16 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_man_page_shows_the_tables_mailretr_creates() {
+        let man = include_str!("../man/mailretr.toml.5");
+        for kind in [SqlKind::Mysql, SqlKind::Sqlite] {
+            let sql = create_table(kind, "mailretr_status");
+            assert!(man.contains(&sql), "mailretr.toml(5) lacks:\n{sql}");
+        }
+        assert!(create_table(SqlKind::Postgres, "t").contains("exit_code BIGINT"));
+    }
+
+    #[test]
     fn the_upsert_matches_each_database() {
         assert!(upsert(SqlKind::Mysql, "t")
             .contains("ON DUPLICATE KEY UPDATE started = VALUES(started)"));

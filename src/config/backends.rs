@@ -737,6 +737,41 @@ defaults = { host = "pop.example.com", deliver_to = ["home"], keep = true }
     }
 
     #[test]
+    fn a_table_in_defaults_is_written_out_inline() {
+        let text = BASE
+            .replace(
+                "keep = true }",
+                "keep = true, multidrop = { local_domains = [\"example.org\"] } }",
+            )
+            .replace(
+                "type = \"maildir\"\npath = \"/tmp/M\"",
+                "type = \"lmtp\"\nsocket = \"/tmp/lmtp\"",
+            );
+        let c = super::super::parse(&text, Path::new("c.toml")).unwrap();
+        let a = account(
+            &c,
+            &[("name", t("a")), ("protocol", t("pop3")), ("user", t("a"))],
+        )
+        .unwrap();
+        assert!(a.multidrop.is_some());
+        let e = account(
+            &c,
+            &[
+                ("name", t("a")),
+                ("protocol", t("pop3")),
+                ("user", t("a")),
+                ("multidrop", t("x")),
+            ],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("column multidrop: cannot come from a column"),
+            "{e}"
+        );
+    }
+
+    #[test]
     fn a_bad_row_names_backend_row_and_column_and_no_secret() {
         let c = super::super::parse(BASE, Path::new("c.toml")).unwrap();
         let base = [
