@@ -306,3 +306,66 @@ fn pop3_and_folders_over_the_idle_limit_are_polled() {
     assert!(dovecot.messages(&pop_user, "INBOX").is_empty());
     assert!(dovecot.messages(&imap_user, "Other").is_empty());
 }
+
+/// `[[accounts_from]]` is queried when `watch` starts and again on
+/// SIGHUP (a row added in between becomes a watched account), and the
+/// `[report]` table is written by `watch` too.
+#[test]
+fn watch_queries_the_backend_at_start_and_on_reload_and_reports() {
+    let dovecot = Dovecot::shared();
+    let env = Env::new();
+    let first = dovecot.new_user();
+    let second = dovecot.new_user();
+    let accounts_db = env.path("accounts.db");
+    let db = rusqlite::Connection::open(&accounts_db).unwrap();
+    db.execute_batch("CREATE TABLE mailbox (name TEXT, user TEXT, password TEXT)")
+        .unwrap();
+    let add = |name: &str, user: &User| {
+        db.execute(
+            "INSERT INTO mailbox VALUES (?1, ?2, ?3)",
+            [name, &user.name, &user.password],
+        )
+        .unwrap();
+    };
+    add("one", &first);
+    let text = format!(
+        "{}\n[[accounts_from]]
+type = \"sql\"
+url = \"sqlite://{}\"
+query = \"SELECT name, user, password FROM mailbox\"
+defaults = {{ protocol = \"imap\", host = \"localhost\", port = {}, ca_file = {:?}, add_received = false, deliver_to = [\"home\"] }}
+
+[report]
+url = \"sqlite://{}\"
+",
+        config(&env, vec![])
+            .maildir("home", maildir(&env, "home"))
+            .build(),
+        accounts_db.display(),
+        dovecot.imaps,
+        dovecot.cert_pem.display().to_string(),
+        env.path("report.db").display(),
+    );
+    env.write_config(&text);
+    let watch = Watch::start(&env, &[]);
+    watch.wait_for_log("account one: INBOX: connected, idling", 1);
+    add("two", &second);
+    watch.signal(libc::SIGHUP);
+    watch.wait_for_log("config reloaded: 1 accounts kept, 1 started", 1);
+    watch.wait_for_log("account two: INBOX: connected, idling", 1);
+    dovecot.deliver_lmtp(&second, &message("two", 0));
+    wait_until(&watch, "mail for the account added to the table", || {
+        has_subject(&maildir(&env, "home"), "two 0")
+    });
+    let report = rusqlite::Connection::open(env.path("report.db")).unwrap();
+    wait_until(&watch, "the report row of the fetch", || {
+        report
+            .query_row(
+                "SELECT messages FROM mailretr_status WHERE account = 'two'",
+                [],
+                |r| r.get::<_, i64>(0),
+            )
+            .is_ok_and(|n| n == 1)
+    });
+    assert_eq!(watch.terminate(), 0);
+}
