@@ -401,6 +401,11 @@ held by whoever sends the outgoing queue (one at a time)
 .TP
 .B MAILRETR_PASSWORD
 the password for an ad\-hoc URL fetch
+.TP
+.B MAILRETR_SYSLOG_SOCKET
+with \fBlog = "syslog"\fR: the unix datagram socket to send to instead of /dev/log
+.SH SHARDS
+\fB\-\-shard K/N\fR takes the accounts whose name's SHA\-256, first 8 bytes read big\-endian, is K\-1 modulo N. Each shard keeps its own state (\fB\-\-state\-dir\fR). When N changes, a keep\-mode account that moved to a shard whose state is not current for it is refused (exit 5) until a run with \fB\-\-adopt\fR marks the mail on its server as seen without downloading it; see the README, "Changing N".
 .SH EXAMPLES
 Fetch every configured account (quiet unless something fails; suitable for cron):
 .PP
