@@ -668,6 +668,7 @@ fn fetch_command(cli: &Cli, args: &FetchArgs) -> anyhow::Result<ExitCode> {
         // from another shard is recognised by it.
         let mut state = mailretr::store::State::open(&config.general.state_dir)?;
         options.shard_spec = Some(state.begin_shard(shard, mailretr::retry::now())?);
+        warn_spooled_elsewhere(&state, &config, shard)?;
     }
     if !args.check && config.path.is_some() {
         // What `mailretr sendmail` queued goes out with every fetch.
@@ -700,6 +701,33 @@ fn fetch_command(cli: &Cli, args: &FetchArgs) -> anyhow::Result<ExitCode> {
         }
     }
     Ok(run::merged_exit_code(&reports))
+}
+
+/// Spooled mail of configured accounts outside `shard` (they moved to
+/// another shard when N changed) is retried by no fetch here: says so,
+/// with what delivers it.
+fn warn_spooled_elsewhere(
+    state: &mailretr::store::State,
+    config: &Config,
+    shard: Shard,
+) -> anyhow::Result<()> {
+    if shard == Shard::ALL {
+        return Ok(());
+    }
+    let stranded = state
+        .spool_list(None)?
+        .iter()
+        .filter(|e| !e.is_outgoing() && !shard.contains(&e.account))
+        .filter(|e| config.accounts.iter().any(|a| a.name == e.account))
+        .count();
+    if stranded > 0 {
+        log::warn!(
+            "{stranded} spooled message(s) of accounts now in another shard than {shard} wait in {}: `mailretr --state-dir {} queue flush` delivers them",
+            config.general.state_dir.join("state.db").display(),
+            config.general.state_dir.display()
+        );
+    }
+    Ok(())
 }
 
 /// One line per failure (always), per warning (unless -q, via the log),

@@ -157,7 +157,7 @@ fn shard_arrival(
             "moved here from another shard (this state ran as shard {spec}, which left it to another), \
              and it keeps mail on the server: fetching it now would deliver again what the other shard \
              delivered. Run once with --adopt to mark the mail now on the server as seen without \
-             downloading it, or with --all to fetch all of it again (README: changing the number of shards)"
+             downloading it, or with --all to fetch all of it again (README, \"Changing N\")"
         ))),
     }
 }
