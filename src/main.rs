@@ -666,9 +666,14 @@ fn fetch_command(cli: &Cli, args: &FetchArgs) -> anyhow::Result<ExitCode> {
     if !args.check && urls.is_empty() {
         // Which shard this state runs as: an account that moved here
         // from another shard is recognised by it.
-        let mut state = mailretr::store::State::open(&config.general.state_dir)?;
-        options.shard_spec = Some(state.begin_shard(shard, mailretr::retry::now())?);
-        warn_spooled_elsewhere(&state, &config, shard)?;
+        // Said before this opens (and so creates) state.db.
+        mailretr::store::State::warn_if_lost(&config.general.state_dir);
+        // A state that cannot be opened fails every account with its own
+        // line below; without it no account runs, so none needs the spec.
+        if let Ok(mut state) = mailretr::store::State::open(&config.general.state_dir) {
+            options.shard_spec = Some(state.begin_shard(shard, mailretr::retry::now())?);
+            warn_spooled_elsewhere(&state, &config, shard)?;
+        }
     }
     if !args.check && config.path.is_some() {
         // What `mailretr sendmail` queued goes out with every fetch.
