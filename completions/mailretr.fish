@@ -44,7 +44,7 @@ complete -c mailretr -n "__fish_mailretr_needs_command" -f -a "help" -d 'Print t
 complete -c mailretr -n "__fish_mailretr_using_subcommand fetch" -l to -d 'With a URL: the Maildir to deliver to' -r
 complete -c mailretr -n "__fish_mailretr_using_subcommand fetch" -s j -l jobs -d 'Accounts fetched in parallel [default: general.jobs, 4]' -r
 complete -c mailretr -n "__fish_mailretr_using_subcommand fetch" -s l -l limit -d 'Skip (and report) messages larger than SIZE, e.g. 10MB' -r
-complete -c mailretr -n "__fish_mailretr_using_subcommand fetch" -l shard -d 'Take only the accounts in shard K of N (1-based): those whose first 8 bytes of the SHA-256 of the name, big-endian, mod N, is K-1. Each shard needs its own state (--state-dir)' -r
+complete -c mailretr -n "__fish_mailretr_using_subcommand fetch" -l shard -d 'Take only the accounts in shard K of N (1-based): those that the jump consistent hash of the first 8 bytes (big-endian) of the SHA-256 of the name puts in bucket K-1 of N. Each shard needs its own state (--state-dir)' -r
 complete -c mailretr -n "__fish_mailretr_using_subcommand fetch" -l metrics-file -d 'Write Prometheus metrics (node_exporter\'s textfile format) to PATH at the end of the run (watch: after each account\'s pass) [default: general.metrics_file]' -r -F
 complete -c mailretr -n "__fish_mailretr_using_subcommand fetch" -s c -l config -d 'Config file [default: $XDG_CONFIG_HOME/mailretr/config.toml]' -r -F
 complete -c mailretr -n "__fish_mailretr_using_subcommand fetch" -l log-format -d 'How messages on stderr are written: text lines, or one JSON object per line (time, level, account, message) for machines' -r -f -a "text\t'`mailretr: account NAME: message` lines'
@@ -57,7 +57,7 @@ complete -c mailretr -n "__fish_mailretr_using_subcommand fetch" -l adopt -d 'A 
 complete -c mailretr -n "__fish_mailretr_using_subcommand fetch" -s v -l verbose -d 'More output: -v says what each account did, -vv adds the protocol transcript (secrets redacted)'
 complete -c mailretr -n "__fish_mailretr_using_subcommand fetch" -s q -l quiet -d 'Print only errors'
 complete -c mailretr -n "__fish_mailretr_using_subcommand fetch" -s h -l help -d 'Print help (see more with \'--help\')'
-complete -c mailretr -n "__fish_mailretr_using_subcommand watch" -l shard -d 'Take only the accounts in shard K of N (1-based): those whose first 8 bytes of the SHA-256 of the name, big-endian, mod N, is K-1. Each shard needs its own state (--state-dir)' -r
+complete -c mailretr -n "__fish_mailretr_using_subcommand watch" -l shard -d 'Take only the accounts in shard K of N (1-based): those that the jump consistent hash of the first 8 bytes (big-endian) of the SHA-256 of the name puts in bucket K-1 of N. Each shard needs its own state (--state-dir)' -r
 complete -c mailretr -n "__fish_mailretr_using_subcommand watch" -l metrics-file -d 'Write Prometheus metrics (node_exporter\'s textfile format) to PATH at the end of the run (watch: after each account\'s pass) [default: general.metrics_file]' -r -F
 complete -c mailretr -n "__fish_mailretr_using_subcommand watch" -s c -l config -d 'Config file [default: $XDG_CONFIG_HOME/mailretr/config.toml]' -r -F
 complete -c mailretr -n "__fish_mailretr_using_subcommand watch" -l log-format -d 'How messages on stderr are written: text lines, or one JSON object per line (time, level, account, message) for machines' -r -f -a "text\t'`mailretr: account NAME: message` lines'

@@ -158,9 +158,10 @@ pub struct FetchArgs {
 /// monitored.
 #[derive(Debug, Args, Clone, Default)]
 pub struct OpsArgs {
-    /// Take only the accounts in shard K of N (1-based): those whose
-    /// first 8 bytes of the SHA-256 of the name, big-endian, mod N, is
-    /// K-1. Each shard needs its own state (--state-dir)
+    /// Take only the accounts in shard K of N (1-based): those that the
+    /// jump consistent hash of the first 8 bytes (big-endian) of the
+    /// SHA-256 of the name puts in bucket K-1 of N. Each shard needs its
+    /// own state (--state-dir)
     #[arg(long, value_name = "K/N", value_parser = parse_shard)]
     pub shard: Option<crate::shard::Shard>,
 
@@ -405,7 +406,7 @@ the password for an ad\-hoc URL fetch
 .B MAILRETR_SYSLOG_SOCKET
 with \fBlog = "syslog"\fR: the unix datagram socket to send to instead of /dev/log
 .SH SHARDS
-\fB\-\-shard K/N\fR takes the accounts whose name's SHA\-256, first 8 bytes read big\-endian, is K\-1 modulo N. Each shard keeps its own state (\fB\-\-state\-dir\fR). When N changes, a keep\-mode account that moved to a shard whose state is not current for it is refused (exit 5) until a run with \fB\-\-adopt\fR marks the mail on its server as seen without downloading it; see the README, "Changing N".
+\fB\-\-shard K/N\fR takes the accounts whose name's SHA\-256, first 8 bytes read big\-endian, falls in bucket K\-1 of N by the jump consistent hash (Lamping and Veach, 2014): going from N to N+1 shards moves only the accounts the new shard takes. Each shard keeps its own state (\fB\-\-state\-dir\fR). When N changes, a keep\-mode account that moved to a shard whose state is not current for it is refused (exit 5) until a run with \fB\-\-adopt\fR marks the mail on its server as seen without downloading it; see the README, "Changing N".
 .SH EXAMPLES
 Fetch every configured account (quiet unless something fails; suitable for cron):
 .PP

@@ -220,7 +220,7 @@ mod tests {
 
     /// An account name in shard `index` of `count`.
     fn name_in(index: u32, count: u32) -> String {
-        (0..)
+        (0..10_000)
             .map(|i| format!("a{i}"))
             .find(|n| sh(index, count).contains(n))
             .unwrap()
@@ -240,10 +240,10 @@ mod tests {
     #[test]
     fn an_account_that_was_elsewhere_has_arrived() {
         let mut state = State::in_memory().unwrap();
-        // In 1/2 but 2/3: under N=3 another shard had it.
-        let a = (0..)
+        // In 1/2 but 3/3: under N=3 the new shard had it.
+        let a = (0..10_000)
             .map(|i| format!("a{i}"))
-            .find(|n| sh(1, 2).contains(n) && sh(2, 3).contains(n))
+            .find(|n| sh(1, 2).contains(n) && sh(3, 3).contains(n))
             .unwrap();
         let first = state.begin_shard(sh(1, 2), 100).unwrap();
         state.note_shard_member(&a, first).unwrap();
@@ -255,9 +255,9 @@ mod tests {
             Placement::Arrived { spec: sh(1, 3) }
         );
         // Never ran here, and an earlier spec left it to another shard.
-        let b = (0..)
+        let b = (0..10_000)
             .map(|i| format!("b{i}"))
-            .find(|n| sh(1, 2).contains(n) && sh(2, 3).contains(n))
+            .find(|n| sh(1, 2).contains(n) && sh(3, 3).contains(n))
             .unwrap();
         assert!(matches!(
             state.placement(&b).unwrap(),

@@ -12,11 +12,19 @@ use sha2::{Digest, Sha256};
 
 use support::{delivered, AccountBuilder, ConfigBuilder, Dovecot, Env, User};
 
-/// The documented hash, computed here independently of mailretr: the
-/// first 8 bytes of SHA-256(name), big-endian, mod N, plus 1.
+/// The documented hash, computed here independently of mailretr: jump
+/// consistent hash (Lamping and Veach) of the first 8 bytes of
+/// SHA-256(name), big-endian, into N buckets, plus 1.
 fn shard_of(name: &str, n: u64) -> u64 {
     let digest = Sha256::digest(name.as_bytes());
-    u64::from_be_bytes(digest[..8].try_into().unwrap()) % n + 1
+    let mut key = u64::from_be_bytes(digest[..8].try_into().unwrap());
+    let (mut b, mut j) = (-1i64, 0i64);
+    while j < n as i64 {
+        b = j;
+        key = key.wrapping_mul(2862933555777941757).wrapping_add(1);
+        j = ((b + 1) as f64 * (2147483648.0 / ((key >> 33) + 1) as f64)) as i64;
+    }
+    b as u64 + 1
 }
 
 fn maildir(env: &Env, name: &str) -> PathBuf {
@@ -143,22 +151,13 @@ fn bad_shard_values_exit_5() {
 fn changing_n_refuses_a_moved_keep_account_until_adopt_and_nothing_is_delivered_twice() {
     let dovecot = Dovecot::shared();
     let env = Env::new();
-    // `mover` is in shard x of 2 but y of 3, y != x, both in 1..=2 (so the
-    // state of shard y exists and ran without it); `stayer` keeps its index.
-    let names: Vec<String> = (0..).map(|i| format!("m{i}")).take(500).collect();
-    let mover = names
-        .iter()
-        .find(|n| {
-            let (x, y) = (shard_of(n, 2), shard_of(n, 3));
-            y <= 2 && x != y
-        })
-        .unwrap()
-        .clone();
-    let stayer = names
-        .iter()
-        .find(|n| shard_of(n, 2) == shard_of(n, 3))
-        .unwrap()
-        .clone();
+    // N goes from 3 to 2: `mover` is in shard 3 of 3, so it moves to
+    // shard y of 2, whose state ran as y/3 without it; `stayer` (not in
+    // shard 3) keeps its index, as the jump hash keeps every other.
+    let names: Vec<String> = (0..500).map(|i| format!("m{i}")).collect();
+    let mover = names.iter().find(|n| shard_of(n, 3) == 3).unwrap().clone();
+    let stayer = names.iter().find(|n| shard_of(n, 3) != 3).unwrap().clone();
+    assert_eq!(shard_of(&stayer, 2), shard_of(&stayer, 3));
     let (mover_user, stayer_user) = (dovecot.new_user(), dovecot.new_user());
     for n in 0..3 {
         dovecot.add_message(&mover_user, "INBOX", &message(&mover, n));
@@ -170,18 +169,18 @@ fn changing_n_refuses_a_moved_keep_account_until_adopt_and_nothing_is_delivered_
     ];
     config(&env, dovecot, &accounts);
 
-    // N = 2: each state dir holds its shard's accounts.
-    for k in 1..=2 {
-        let out = fetch_shard(&env, &format!("{k}/2"), &format!("state-{k}"), &[]);
-        assert!(out.code <= 1, "{k}/2: {}", out.stderr);
+    // N = 3: each state dir holds its shard's accounts.
+    for k in 1..=3 {
+        let out = fetch_shard(&env, &format!("{k}/3"), &format!("state-{k}"), &[]);
+        assert!(out.code <= 1, "{k}/3: {}", out.stderr);
     }
     assert_eq!(delivered(&maildir(&env, &mover)).len(), 3);
     assert_eq!(delivered(&maildir(&env, &stayer)).len(), 3);
 
-    // N = 3, reusing the state dirs of shards 1 and 2: the mover lands on
+    // N = 2, reusing the state dirs of shards 1 and 2: the mover lands on
     // a state that has not seen it and is refused, with one line naming it.
-    let y = shard_of(&mover, 3);
-    let out = fetch_shard(&env, &format!("{y}/3"), &format!("state-{y}"), &[]);
+    let y = shard_of(&mover, 2);
+    let out = fetch_shard(&env, &format!("{y}/2"), &format!("state-{y}"), &[]);
     out.expect_code(5);
     let line = out
         .stderr
@@ -191,13 +190,13 @@ fn changing_n_refuses_a_moved_keep_account_until_adopt_and_nothing_is_delivered_
     assert!(line.contains("--adopt"), "{line}");
     assert_eq!(delivered(&maildir(&env, &mover)).len(), 3, "nothing twice");
     // The stayer's shard goes on as before.
-    let s = shard_of(&stayer, 3);
+    let s = shard_of(&stayer, 2);
     if s != y {
-        fetch_shard(&env, &format!("{s}/3"), &format!("state-{s}"), &[]).expect_code(1);
+        fetch_shard(&env, &format!("{s}/2"), &format!("state-{s}"), &[]).expect_code(1);
     }
 
     // --adopt: the mail on the server counts as seen, nothing is fetched.
-    let out = fetch_shard(&env, &format!("{y}/3"), &format!("state-{y}"), &["--adopt"]);
+    let out = fetch_shard(&env, &format!("{y}/2"), &format!("state-{y}"), &["--adopt"]);
     assert!(out.code <= 1, "{}", out.stderr);
     assert!(out.stderr.contains("marked as seen"), "{}", out.stderr);
     assert_eq!(delivered(&maildir(&env, &mover)).len(), 3, "nothing twice");
@@ -209,8 +208,8 @@ fn changing_n_refuses_a_moved_keep_account_until_adopt_and_nothing_is_delivered_
 
     // From then on it is this shard's like any other: new mail, once.
     dovecot.add_message(&mover_user, "INBOX", &message(&mover, 3));
-    fetch_shard(&env, &format!("{y}/3"), &format!("state-{y}"), &[]).expect_success();
-    fetch_shard(&env, &format!("{y}/3"), &format!("state-{y}"), &[]).expect_code(1);
+    fetch_shard(&env, &format!("{y}/2"), &format!("state-{y}"), &[]).expect_success();
+    fetch_shard(&env, &format!("{y}/2"), &format!("state-{y}"), &[]).expect_code(1);
     let mut want: Vec<Vec<u8>> = (0..4).map(|n| message(&mover, n)).collect();
     want.sort();
     assert_eq!(delivered(&maildir(&env, &mover)), want);
