@@ -134,7 +134,7 @@ _mailretr() {
 
     case "${cmd}" in
         mailretr)
-            opts="-c -v -q -h -V --config --verbose --quiet --log-format --help --version fetch watch status queue config sendmail completions man help"
+            opts="-c -v -q -h -V --config --verbose --quiet --log-format --state-dir --help --version fetch watch status queue config sendmail completions man help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -152,6 +152,10 @@ _mailretr() {
                     COMPREPLY=($(compgen -W "text json" -- "${cur}"))
                     return 0
                     ;;
+                --state-dir)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 *)
                     COMPREPLY=()
                     ;;
@@ -160,7 +164,7 @@ _mailretr() {
             return 0
             ;;
         mailretr__subcmd__completions)
-            opts="-c -v -q -h --config --verbose --quiet --log-format --help bash elvish fish powershell zsh"
+            opts="-c -v -q -h --config --verbose --quiet --log-format --state-dir --help bash elvish fish powershell zsh"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -176,6 +180,10 @@ _mailretr() {
                     ;;
                 --log-format)
                     COMPREPLY=($(compgen -W "text json" -- "${cur}"))
+                    return 0
+                    ;;
+                --state-dir)
+                    COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
                 *)
@@ -186,7 +194,7 @@ _mailretr() {
             return 0
             ;;
         mailretr__subcmd__config)
-            opts="-c -v -q -h --config --verbose --quiet --log-format --help check help"
+            opts="-c -v -q -h --config --verbose --quiet --log-format --state-dir --help check help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -204,6 +212,10 @@ _mailretr() {
                     COMPREPLY=($(compgen -W "text json" -- "${cur}"))
                     return 0
                     ;;
+                --state-dir)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 *)
                     COMPREPLY=()
                     ;;
@@ -212,7 +224,7 @@ _mailretr() {
             return 0
             ;;
         mailretr__subcmd__config__subcmd__check)
-            opts="-c -v -q -h --config --verbose --quiet --log-format --help"
+            opts="-c -v -q -h --config --verbose --quiet --log-format --state-dir --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -228,6 +240,10 @@ _mailretr() {
                     ;;
                 --log-format)
                     COMPREPLY=($(compgen -W "text json" -- "${cur}"))
+                    return 0
+                    ;;
+                --state-dir)
+                    COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
                 *)
@@ -280,7 +296,7 @@ _mailretr() {
             return 0
             ;;
         mailretr__subcmd__fetch)
-            opts="-j -k -a -l -c -v -q -h --to --jobs --check --keep --all --limit --config --verbose --quiet --log-format --help"
+            opts="-j -k -a -l -c -v -q -h --to --jobs --check --keep --all --limit --shard --adopt --metrics-file --config --verbose --quiet --log-format --state-dir --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -306,6 +322,14 @@ _mailretr() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --shard)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --metrics-file)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 --config)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
@@ -316,6 +340,10 @@ _mailretr() {
                     ;;
                 --log-format)
                     COMPREPLY=($(compgen -W "text json" -- "${cur}"))
+                    return 0
+                    ;;
+                --state-dir)
+                    COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
                 *)
@@ -536,7 +564,7 @@ _mailretr() {
             return 0
             ;;
         mailretr__subcmd__man)
-            opts="-c -v -q -h --config --verbose --quiet --log-format --help"
+            opts="-c -v -q -h --config --verbose --quiet --log-format --state-dir --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -552,6 +580,10 @@ _mailretr() {
                     ;;
                 --log-format)
                     COMPREPLY=($(compgen -W "text json" -- "${cur}"))
+                    return 0
+                    ;;
+                --state-dir)
+                    COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
                 *)
@@ -562,7 +594,7 @@ _mailretr() {
             return 0
             ;;
         mailretr__subcmd__queue)
-            opts="-c -v -q -h --config --verbose --quiet --log-format --help list show flush delete help"
+            opts="-c -v -q -h --config --verbose --quiet --log-format --state-dir --help list show flush delete help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -580,6 +612,10 @@ _mailretr() {
                     COMPREPLY=($(compgen -W "text json" -- "${cur}"))
                     return 0
                     ;;
+                --state-dir)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 *)
                     COMPREPLY=()
                     ;;
@@ -588,7 +624,7 @@ _mailretr() {
             return 0
             ;;
         mailretr__subcmd__queue__subcmd__delete)
-            opts="-y -c -v -q -h --yes --config --verbose --quiet --log-format --help"
+            opts="-y -c -v -q -h --yes --config --verbose --quiet --log-format --state-dir --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -606,6 +642,10 @@ _mailretr() {
                     COMPREPLY=($(compgen -W "text json" -- "${cur}"))
                     return 0
                     ;;
+                --state-dir)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 *)
                     COMPREPLY=()
                     ;;
@@ -614,7 +654,7 @@ _mailretr() {
             return 0
             ;;
         mailretr__subcmd__queue__subcmd__flush)
-            opts="-c -v -q -h --outgoing --due --after --config --verbose --quiet --log-format --help"
+            opts="-c -v -q -h --outgoing --due --after --config --verbose --quiet --log-format --state-dir --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -634,6 +674,10 @@ _mailretr() {
                     ;;
                 --log-format)
                     COMPREPLY=($(compgen -W "text json" -- "${cur}"))
+                    return 0
+                    ;;
+                --state-dir)
+                    COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
                 *)
@@ -728,7 +772,7 @@ _mailretr() {
             return 0
             ;;
         mailretr__subcmd__queue__subcmd__list)
-            opts="-c -v -q -h --json --config --verbose --quiet --log-format --help"
+            opts="-c -v -q -h --json --config --verbose --quiet --log-format --state-dir --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -744,6 +788,10 @@ _mailretr() {
                     ;;
                 --log-format)
                     COMPREPLY=($(compgen -W "text json" -- "${cur}"))
+                    return 0
+                    ;;
+                --state-dir)
+                    COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
                 *)
@@ -754,7 +802,7 @@ _mailretr() {
             return 0
             ;;
         mailretr__subcmd__queue__subcmd__show)
-            opts="-c -v -q -h --config --verbose --quiet --log-format --help"
+            opts="-c -v -q -h --config --verbose --quiet --log-format --state-dir --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -772,6 +820,10 @@ _mailretr() {
                     COMPREPLY=($(compgen -W "text json" -- "${cur}"))
                     return 0
                     ;;
+                --state-dir)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 *)
                     COMPREPLY=()
                     ;;
@@ -780,7 +832,7 @@ _mailretr() {
             return 0
             ;;
         mailretr__subcmd__sendmail)
-            opts="-c -v -q --config --verbose --quiet --log-format"
+            opts="-c -v -q --config --verbose --quiet --log-format --state-dir"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -796,6 +848,10 @@ _mailretr() {
                     ;;
                 --log-format)
                     COMPREPLY=($(compgen -W "text json" -- "${cur}"))
+                    return 0
+                    ;;
+                --state-dir)
+                    COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
                 *)
@@ -806,7 +862,7 @@ _mailretr() {
             return 0
             ;;
         mailretr__subcmd__status)
-            opts="-c -v -q -h --json --config --verbose --quiet --log-format --help"
+            opts="-c -v -q -h --json --config --verbose --quiet --log-format --state-dir --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -822,6 +878,10 @@ _mailretr() {
                     ;;
                 --log-format)
                     COMPREPLY=($(compgen -W "text json" -- "${cur}"))
+                    return 0
+                    ;;
+                --state-dir)
+                    COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
                 *)
@@ -832,12 +892,20 @@ _mailretr() {
             return 0
             ;;
         mailretr__subcmd__watch)
-            opts="-c -v -q -h --config --verbose --quiet --log-format --help"
+            opts="-c -v -q -h --shard --adopt --metrics-file --config --verbose --quiet --log-format --state-dir --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
             case "${prev}" in
+                --shard)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --metrics-file)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 --config)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
@@ -848,6 +916,10 @@ _mailretr() {
                     ;;
                 --log-format)
                     COMPREPLY=($(compgen -W "text json" -- "${cur}"))
+                    return 0
+                    ;;
+                --state-dir)
+                    COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
                 *)

@@ -1,6 +1,6 @@
 # Print an optspec for argparse to handle cmd's options that are independent of any subcommand.
 function __fish_mailretr_global_optspecs
-    string join \n c/config= v/verbose q/quiet log-format= h/help V/version
+    string join \n c/config= v/verbose q/quiet log-format= state-dir= h/help V/version
 end
 
 function __fish_mailretr_needs_command
@@ -27,6 +27,7 @@ end
 complete -c mailretr -n "__fish_mailretr_needs_command" -s c -l config -d 'Config file [default: $XDG_CONFIG_HOME/mailretr/config.toml]' -r -F
 complete -c mailretr -n "__fish_mailretr_needs_command" -l log-format -d 'How messages on stderr are written: text lines, or one JSON object per line (time, level, account, message) for machines' -r -f -a "text\t'`mailretr: account NAME: message` lines'
 json\t'One JSON object per line'"
+complete -c mailretr -n "__fish_mailretr_needs_command" -l state-dir -d 'The directory of state.db, the locks and the spool [default: general.state_dir]; e.g. one per shard on a host running several' -r -F
 complete -c mailretr -n "__fish_mailretr_needs_command" -s v -l verbose -d 'More output: -v says what each account did, -vv adds the protocol transcript (secrets redacted)'
 complete -c mailretr -n "__fish_mailretr_needs_command" -s q -l quiet -d 'Print only errors'
 complete -c mailretr -n "__fish_mailretr_needs_command" -s h -l help -d 'Print help (see more with \'--help\')'
@@ -43,24 +44,33 @@ complete -c mailretr -n "__fish_mailretr_needs_command" -f -a "help" -d 'Print t
 complete -c mailretr -n "__fish_mailretr_using_subcommand fetch" -l to -d 'With a URL: the Maildir to deliver to' -r
 complete -c mailretr -n "__fish_mailretr_using_subcommand fetch" -s j -l jobs -d 'Accounts fetched in parallel [default: general.jobs, 4]' -r
 complete -c mailretr -n "__fish_mailretr_using_subcommand fetch" -s l -l limit -d 'Skip (and report) messages larger than SIZE, e.g. 10MB' -r
+complete -c mailretr -n "__fish_mailretr_using_subcommand fetch" -l shard -d 'Take only the accounts in shard K of N (1-based): those that the jump consistent hash of the first 8 bytes (big-endian) of the SHA-256 of the name puts in bucket K-1 of N. Each shard needs its own state (--state-dir)' -r
+complete -c mailretr -n "__fish_mailretr_using_subcommand fetch" -l metrics-file -d 'Write Prometheus metrics (node_exporter\'s textfile format) to PATH at the end of the run (watch: after each account\'s pass) [default: general.metrics_file]' -r -F
 complete -c mailretr -n "__fish_mailretr_using_subcommand fetch" -s c -l config -d 'Config file [default: $XDG_CONFIG_HOME/mailretr/config.toml]' -r -F
 complete -c mailretr -n "__fish_mailretr_using_subcommand fetch" -l log-format -d 'How messages on stderr are written: text lines, or one JSON object per line (time, level, account, message) for machines' -r -f -a "text\t'`mailretr: account NAME: message` lines'
 json\t'One JSON object per line'"
+complete -c mailretr -n "__fish_mailretr_using_subcommand fetch" -l state-dir -d 'The directory of state.db, the locks and the spool [default: general.state_dir]; e.g. one per shard on a host running several' -r -F
 complete -c mailretr -n "__fish_mailretr_using_subcommand fetch" -l check -d 'Only count new messages; exit 0 if there are any, 1 if not'
 complete -c mailretr -n "__fish_mailretr_using_subcommand fetch" -s k -l keep -d 'Leave fetched mail on the server'
 complete -c mailretr -n "__fish_mailretr_using_subcommand fetch" -s a -l all -d 'Fetch all messages, ignoring what was seen before'
+complete -c mailretr -n "__fish_mailretr_using_subcommand fetch" -l adopt -d 'A keep-mode account that moved to this shard (N changed) or is new here: mark the mail now on its server as seen without downloading it, instead of refusing the account (exit 5)'
 complete -c mailretr -n "__fish_mailretr_using_subcommand fetch" -s v -l verbose -d 'More output: -v says what each account did, -vv adds the protocol transcript (secrets redacted)'
 complete -c mailretr -n "__fish_mailretr_using_subcommand fetch" -s q -l quiet -d 'Print only errors'
 complete -c mailretr -n "__fish_mailretr_using_subcommand fetch" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c mailretr -n "__fish_mailretr_using_subcommand watch" -l shard -d 'Take only the accounts in shard K of N (1-based): those that the jump consistent hash of the first 8 bytes (big-endian) of the SHA-256 of the name puts in bucket K-1 of N. Each shard needs its own state (--state-dir)' -r
+complete -c mailretr -n "__fish_mailretr_using_subcommand watch" -l metrics-file -d 'Write Prometheus metrics (node_exporter\'s textfile format) to PATH at the end of the run (watch: after each account\'s pass) [default: general.metrics_file]' -r -F
 complete -c mailretr -n "__fish_mailretr_using_subcommand watch" -s c -l config -d 'Config file [default: $XDG_CONFIG_HOME/mailretr/config.toml]' -r -F
 complete -c mailretr -n "__fish_mailretr_using_subcommand watch" -l log-format -d 'How messages on stderr are written: text lines, or one JSON object per line (time, level, account, message) for machines' -r -f -a "text\t'`mailretr: account NAME: message` lines'
 json\t'One JSON object per line'"
+complete -c mailretr -n "__fish_mailretr_using_subcommand watch" -l state-dir -d 'The directory of state.db, the locks and the spool [default: general.state_dir]; e.g. one per shard on a host running several' -r -F
+complete -c mailretr -n "__fish_mailretr_using_subcommand watch" -l adopt -d 'A keep-mode account that moved to this shard (N changed) or is new here: mark the mail now on its server as seen without downloading it, instead of refusing the account (exit 5)'
 complete -c mailretr -n "__fish_mailretr_using_subcommand watch" -s v -l verbose -d 'More output: -v says what each account did, -vv adds the protocol transcript (secrets redacted)'
 complete -c mailretr -n "__fish_mailretr_using_subcommand watch" -s q -l quiet -d 'Print only errors'
 complete -c mailretr -n "__fish_mailretr_using_subcommand watch" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c mailretr -n "__fish_mailretr_using_subcommand status" -s c -l config -d 'Config file [default: $XDG_CONFIG_HOME/mailretr/config.toml]' -r -F
 complete -c mailretr -n "__fish_mailretr_using_subcommand status" -l log-format -d 'How messages on stderr are written: text lines, or one JSON object per line (time, level, account, message) for machines' -r -f -a "text\t'`mailretr: account NAME: message` lines'
 json\t'One JSON object per line'"
+complete -c mailretr -n "__fish_mailretr_using_subcommand status" -l state-dir -d 'The directory of state.db, the locks and the spool [default: general.state_dir]; e.g. one per shard on a host running several' -r -F
 complete -c mailretr -n "__fish_mailretr_using_subcommand status" -l json -d 'Print JSON (the shape is documented under STATUS JSON)'
 complete -c mailretr -n "__fish_mailretr_using_subcommand status" -s v -l verbose -d 'More output: -v says what each account did, -vv adds the protocol transcript (secrets redacted)'
 complete -c mailretr -n "__fish_mailretr_using_subcommand status" -s q -l quiet -d 'Print only errors'
@@ -68,6 +78,7 @@ complete -c mailretr -n "__fish_mailretr_using_subcommand status" -s h -l help -
 complete -c mailretr -n "__fish_mailretr_using_subcommand queue; and not __fish_seen_subcommand_from list show flush delete help" -s c -l config -d 'Config file [default: $XDG_CONFIG_HOME/mailretr/config.toml]' -r -F
 complete -c mailretr -n "__fish_mailretr_using_subcommand queue; and not __fish_seen_subcommand_from list show flush delete help" -l log-format -d 'How messages on stderr are written: text lines, or one JSON object per line (time, level, account, message) for machines' -r -f -a "text\t'`mailretr: account NAME: message` lines'
 json\t'One JSON object per line'"
+complete -c mailretr -n "__fish_mailretr_using_subcommand queue; and not __fish_seen_subcommand_from list show flush delete help" -l state-dir -d 'The directory of state.db, the locks and the spool [default: general.state_dir]; e.g. one per shard on a host running several' -r -F
 complete -c mailretr -n "__fish_mailretr_using_subcommand queue; and not __fish_seen_subcommand_from list show flush delete help" -s v -l verbose -d 'More output: -v says what each account did, -vv adds the protocol transcript (secrets redacted)'
 complete -c mailretr -n "__fish_mailretr_using_subcommand queue; and not __fish_seen_subcommand_from list show flush delete help" -s q -l quiet -d 'Print only errors'
 complete -c mailretr -n "__fish_mailretr_using_subcommand queue; and not __fish_seen_subcommand_from list show flush delete help" -s h -l help -d 'Print help (see more with \'--help\')'
@@ -79,6 +90,7 @@ complete -c mailretr -n "__fish_mailretr_using_subcommand queue; and not __fish_
 complete -c mailretr -n "__fish_mailretr_using_subcommand queue; and __fish_seen_subcommand_from list" -s c -l config -d 'Config file [default: $XDG_CONFIG_HOME/mailretr/config.toml]' -r -F
 complete -c mailretr -n "__fish_mailretr_using_subcommand queue; and __fish_seen_subcommand_from list" -l log-format -d 'How messages on stderr are written: text lines, or one JSON object per line (time, level, account, message) for machines' -r -f -a "text\t'`mailretr: account NAME: message` lines'
 json\t'One JSON object per line'"
+complete -c mailretr -n "__fish_mailretr_using_subcommand queue; and __fish_seen_subcommand_from list" -l state-dir -d 'The directory of state.db, the locks and the spool [default: general.state_dir]; e.g. one per shard on a host running several' -r -F
 complete -c mailretr -n "__fish_mailretr_using_subcommand queue; and __fish_seen_subcommand_from list" -l json -d 'Print JSON (a stable array of objects) for scripts'
 complete -c mailretr -n "__fish_mailretr_using_subcommand queue; and __fish_seen_subcommand_from list" -s v -l verbose -d 'More output: -v says what each account did, -vv adds the protocol transcript (secrets redacted)'
 complete -c mailretr -n "__fish_mailretr_using_subcommand queue; and __fish_seen_subcommand_from list" -s q -l quiet -d 'Print only errors'
@@ -86,6 +98,7 @@ complete -c mailretr -n "__fish_mailretr_using_subcommand queue; and __fish_seen
 complete -c mailretr -n "__fish_mailretr_using_subcommand queue; and __fish_seen_subcommand_from show" -s c -l config -d 'Config file [default: $XDG_CONFIG_HOME/mailretr/config.toml]' -r -F
 complete -c mailretr -n "__fish_mailretr_using_subcommand queue; and __fish_seen_subcommand_from show" -l log-format -d 'How messages on stderr are written: text lines, or one JSON object per line (time, level, account, message) for machines' -r -f -a "text\t'`mailretr: account NAME: message` lines'
 json\t'One JSON object per line'"
+complete -c mailretr -n "__fish_mailretr_using_subcommand queue; and __fish_seen_subcommand_from show" -l state-dir -d 'The directory of state.db, the locks and the spool [default: general.state_dir]; e.g. one per shard on a host running several' -r -F
 complete -c mailretr -n "__fish_mailretr_using_subcommand queue; and __fish_seen_subcommand_from show" -s v -l verbose -d 'More output: -v says what each account did, -vv adds the protocol transcript (secrets redacted)'
 complete -c mailretr -n "__fish_mailretr_using_subcommand queue; and __fish_seen_subcommand_from show" -s q -l quiet -d 'Print only errors'
 complete -c mailretr -n "__fish_mailretr_using_subcommand queue; and __fish_seen_subcommand_from show" -s h -l help -d 'Print help (see more with \'--help\')'
@@ -93,6 +106,7 @@ complete -c mailretr -n "__fish_mailretr_using_subcommand queue; and __fish_seen
 complete -c mailretr -n "__fish_mailretr_using_subcommand queue; and __fish_seen_subcommand_from flush" -s c -l config -d 'Config file [default: $XDG_CONFIG_HOME/mailretr/config.toml]' -r -F
 complete -c mailretr -n "__fish_mailretr_using_subcommand queue; and __fish_seen_subcommand_from flush" -l log-format -d 'How messages on stderr are written: text lines, or one JSON object per line (time, level, account, message) for machines' -r -f -a "text\t'`mailretr: account NAME: message` lines'
 json\t'One JSON object per line'"
+complete -c mailretr -n "__fish_mailretr_using_subcommand queue; and __fish_seen_subcommand_from flush" -l state-dir -d 'The directory of state.db, the locks and the spool [default: general.state_dir]; e.g. one per shard on a host running several' -r -F
 complete -c mailretr -n "__fish_mailretr_using_subcommand queue; and __fish_seen_subcommand_from flush" -l outgoing -d 'Only outgoing entries (queued by `mailretr sendmail`)'
 complete -c mailretr -n "__fish_mailretr_using_subcommand queue; and __fish_seen_subcommand_from flush" -l due -d 'Only entries whose next try has come (what sendmail\'s background attempt runs)'
 complete -c mailretr -n "__fish_mailretr_using_subcommand queue; and __fish_seen_subcommand_from flush" -s v -l verbose -d 'More output: -v says what each account did, -vv adds the protocol transcript (secrets redacted)'
@@ -101,6 +115,7 @@ complete -c mailretr -n "__fish_mailretr_using_subcommand queue; and __fish_seen
 complete -c mailretr -n "__fish_mailretr_using_subcommand queue; and __fish_seen_subcommand_from delete" -s c -l config -d 'Config file [default: $XDG_CONFIG_HOME/mailretr/config.toml]' -r -F
 complete -c mailretr -n "__fish_mailretr_using_subcommand queue; and __fish_seen_subcommand_from delete" -l log-format -d 'How messages on stderr are written: text lines, or one JSON object per line (time, level, account, message) for machines' -r -f -a "text\t'`mailretr: account NAME: message` lines'
 json\t'One JSON object per line'"
+complete -c mailretr -n "__fish_mailretr_using_subcommand queue; and __fish_seen_subcommand_from delete" -l state-dir -d 'The directory of state.db, the locks and the spool [default: general.state_dir]; e.g. one per shard on a host running several' -r -F
 complete -c mailretr -n "__fish_mailretr_using_subcommand queue; and __fish_seen_subcommand_from delete" -s y -l yes -d 'Do not ask'
 complete -c mailretr -n "__fish_mailretr_using_subcommand queue; and __fish_seen_subcommand_from delete" -s v -l verbose -d 'More output: -v says what each account did, -vv adds the protocol transcript (secrets redacted)'
 complete -c mailretr -n "__fish_mailretr_using_subcommand queue; and __fish_seen_subcommand_from delete" -s q -l quiet -d 'Print only errors'
@@ -113,6 +128,7 @@ complete -c mailretr -n "__fish_mailretr_using_subcommand queue; and __fish_seen
 complete -c mailretr -n "__fish_mailretr_using_subcommand config; and not __fish_seen_subcommand_from check help" -s c -l config -d 'Config file [default: $XDG_CONFIG_HOME/mailretr/config.toml]' -r -F
 complete -c mailretr -n "__fish_mailretr_using_subcommand config; and not __fish_seen_subcommand_from check help" -l log-format -d 'How messages on stderr are written: text lines, or one JSON object per line (time, level, account, message) for machines' -r -f -a "text\t'`mailretr: account NAME: message` lines'
 json\t'One JSON object per line'"
+complete -c mailretr -n "__fish_mailretr_using_subcommand config; and not __fish_seen_subcommand_from check help" -l state-dir -d 'The directory of state.db, the locks and the spool [default: general.state_dir]; e.g. one per shard on a host running several' -r -F
 complete -c mailretr -n "__fish_mailretr_using_subcommand config; and not __fish_seen_subcommand_from check help" -s v -l verbose -d 'More output: -v says what each account did, -vv adds the protocol transcript (secrets redacted)'
 complete -c mailretr -n "__fish_mailretr_using_subcommand config; and not __fish_seen_subcommand_from check help" -s q -l quiet -d 'Print only errors'
 complete -c mailretr -n "__fish_mailretr_using_subcommand config; and not __fish_seen_subcommand_from check help" -s h -l help -d 'Print help (see more with \'--help\')'
@@ -121,6 +137,7 @@ complete -c mailretr -n "__fish_mailretr_using_subcommand config; and not __fish
 complete -c mailretr -n "__fish_mailretr_using_subcommand config; and __fish_seen_subcommand_from check" -s c -l config -d 'Config file [default: $XDG_CONFIG_HOME/mailretr/config.toml]' -r -F
 complete -c mailretr -n "__fish_mailretr_using_subcommand config; and __fish_seen_subcommand_from check" -l log-format -d 'How messages on stderr are written: text lines, or one JSON object per line (time, level, account, message) for machines' -r -f -a "text\t'`mailretr: account NAME: message` lines'
 json\t'One JSON object per line'"
+complete -c mailretr -n "__fish_mailretr_using_subcommand config; and __fish_seen_subcommand_from check" -l state-dir -d 'The directory of state.db, the locks and the spool [default: general.state_dir]; e.g. one per shard on a host running several' -r -F
 complete -c mailretr -n "__fish_mailretr_using_subcommand config; and __fish_seen_subcommand_from check" -s v -l verbose -d 'More output: -v says what each account did, -vv adds the protocol transcript (secrets redacted)'
 complete -c mailretr -n "__fish_mailretr_using_subcommand config; and __fish_seen_subcommand_from check" -s q -l quiet -d 'Print only errors'
 complete -c mailretr -n "__fish_mailretr_using_subcommand config; and __fish_seen_subcommand_from check" -s h -l help -d 'Print help (see more with \'--help\')'
@@ -129,17 +146,20 @@ complete -c mailretr -n "__fish_mailretr_using_subcommand config; and __fish_see
 complete -c mailretr -n "__fish_mailretr_using_subcommand sendmail" -s c -l config -d 'Config file [default: $XDG_CONFIG_HOME/mailretr/config.toml]' -r -F
 complete -c mailretr -n "__fish_mailretr_using_subcommand sendmail" -l log-format -d 'How messages on stderr are written: text lines, or one JSON object per line (time, level, account, message) for machines' -r -f -a "text\t'`mailretr: account NAME: message` lines'
 json\t'One JSON object per line'"
+complete -c mailretr -n "__fish_mailretr_using_subcommand sendmail" -l state-dir -d 'The directory of state.db, the locks and the spool [default: general.state_dir]; e.g. one per shard on a host running several' -r -F
 complete -c mailretr -n "__fish_mailretr_using_subcommand sendmail" -s v -l verbose -d 'More output: -v says what each account did, -vv adds the protocol transcript (secrets redacted)'
 complete -c mailretr -n "__fish_mailretr_using_subcommand sendmail" -s q -l quiet -d 'Print only errors'
 complete -c mailretr -n "__fish_mailretr_using_subcommand completions" -s c -l config -d 'Config file [default: $XDG_CONFIG_HOME/mailretr/config.toml]' -r -F
 complete -c mailretr -n "__fish_mailretr_using_subcommand completions" -l log-format -d 'How messages on stderr are written: text lines, or one JSON object per line (time, level, account, message) for machines' -r -f -a "text\t'`mailretr: account NAME: message` lines'
 json\t'One JSON object per line'"
+complete -c mailretr -n "__fish_mailretr_using_subcommand completions" -l state-dir -d 'The directory of state.db, the locks and the spool [default: general.state_dir]; e.g. one per shard on a host running several' -r -F
 complete -c mailretr -n "__fish_mailretr_using_subcommand completions" -s v -l verbose -d 'More output: -v says what each account did, -vv adds the protocol transcript (secrets redacted)'
 complete -c mailretr -n "__fish_mailretr_using_subcommand completions" -s q -l quiet -d 'Print only errors'
 complete -c mailretr -n "__fish_mailretr_using_subcommand completions" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c mailretr -n "__fish_mailretr_using_subcommand man" -s c -l config -d 'Config file [default: $XDG_CONFIG_HOME/mailretr/config.toml]' -r -F
 complete -c mailretr -n "__fish_mailretr_using_subcommand man" -l log-format -d 'How messages on stderr are written: text lines, or one JSON object per line (time, level, account, message) for machines' -r -f -a "text\t'`mailretr: account NAME: message` lines'
 json\t'One JSON object per line'"
+complete -c mailretr -n "__fish_mailretr_using_subcommand man" -l state-dir -d 'The directory of state.db, the locks and the spool [default: general.state_dir]; e.g. one per shard on a host running several' -r -F
 complete -c mailretr -n "__fish_mailretr_using_subcommand man" -s v -l verbose -d 'More output: -v says what each account did, -vv adds the protocol transcript (secrets redacted)'
 complete -c mailretr -n "__fish_mailretr_using_subcommand man" -s q -l quiet -d 'Print only errors'
 complete -c mailretr -n "__fish_mailretr_using_subcommand man" -s h -l help -d 'Print help (see more with \'--help\')'

@@ -30,6 +30,11 @@ pub struct Cli {
     #[arg(long, value_enum, global = true, default_value_t = LogFormat::Text, value_name = "FORMAT")]
     pub log_format: LogFormat,
 
+    /// The directory of state.db, the locks and the spool [default:
+    /// general.state_dir]; e.g. one per shard on a host running several
+    #[arg(long, global = true, value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
+
     /// What to do
     #[command(subcommand)]
     pub command: Command,
@@ -144,6 +149,37 @@ pub struct FetchArgs {
     /// Skip (and report) messages larger than SIZE, e.g. 10MB
     #[arg(long, short = 'l', value_name = "SIZE")]
     pub limit: Option<String>,
+
+    #[command(flatten)]
+    pub ops: OpsArgs,
+}
+
+/// What `fetch` and `watch` share for running on many hosts and being
+/// monitored.
+#[derive(Debug, Args, Clone, Default)]
+pub struct OpsArgs {
+    /// Take only the accounts in shard K of N (1-based): those that the
+    /// jump consistent hash of the first 8 bytes (big-endian) of the
+    /// SHA-256 of the name puts in bucket K-1 of N. Each shard needs its
+    /// own state (--state-dir)
+    #[arg(long, value_name = "K/N", value_parser = parse_shard)]
+    pub shard: Option<crate::shard::Shard>,
+
+    /// A keep-mode account that moved to this shard (N changed) or is new
+    /// here: mark the mail now on its server as seen without downloading
+    /// it, instead of refusing the account (exit 5)
+    #[arg(long)]
+    pub adopt: bool,
+
+    /// Write Prometheus metrics (node_exporter's textfile format) to
+    /// PATH at the end of the run (watch: after each account's pass)
+    /// [default: general.metrics_file]
+    #[arg(long, value_name = "PATH")]
+    pub metrics_file: Option<PathBuf>,
+}
+
+fn parse_shard(s: &str) -> Result<crate::shard::Shard, String> {
+    s.parse()
 }
 
 /// `mailretr watch`.
@@ -152,6 +188,9 @@ pub struct WatchArgs {
     /// Account names from the config [default: all]
     #[arg(value_name = "ACCOUNT")]
     pub accounts: Vec<String>,
+
+    #[command(flatten)]
+    pub ops: OpsArgs,
 }
 
 /// `mailretr queue ...`.
@@ -363,6 +402,11 @@ held by whoever sends the outgoing queue (one at a time)
 .TP
 .B MAILRETR_PASSWORD
 the password for an ad\-hoc URL fetch
+.TP
+.B MAILRETR_SYSLOG_SOCKET
+with \fBlog = "syslog"\fR: the unix datagram socket to send to instead of /dev/log
+.SH SHARDS
+\fB\-\-shard K/N\fR takes the accounts whose name's SHA\-256, first 8 bytes read big\-endian, falls in bucket K\-1 of N by the jump consistent hash (Lamping and Veach, 2014): going from N to N+1 shards moves only the accounts the new shard takes. Each shard keeps its own state (\fB\-\-state\-dir\fR). When N changes, a keep\-mode account that moved to a shard whose state is not current for it is refused (exit 5) until a run with \fB\-\-adopt\fR marks the mail on its server as seen without downloading it; see the README, "Changing N".
 .SH EXAMPLES
 Fetch every configured account (quiet unless something fails; suitable for cron):
 .PP

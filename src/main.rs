@@ -10,14 +10,42 @@ use anyhow::Context as _;
 use clap::Parser;
 
 use mailretr::cli::{Cli, Command, ConfigCommand, FetchArgs, LogFormat, QueueCommand};
-use mailretr::config::{self, Config, Secret};
+use mailretr::config::{self, Config, LogTarget, Secret};
 use mailretr::outgoing::args::Personality;
 use mailretr::outgoing::SysExit;
 use mailretr::run::{self, AccountReport, FetchOptions};
+use mailretr::shard::Shard;
 use mailretr::{Error, ExitCode};
 
 /// `--log-format`, set once at start.
 static LOG_FORMAT: OnceLock<LogFormat> = OnceLock::new();
+
+/// `[general] log`, set once the config is read (stderr until then).
+static LOG_TARGET: OnceLock<LogTarget> = OnceLock::new();
+
+/// Where lines go now.
+fn log_target() -> LogTarget {
+    LOG_TARGET.get().copied().unwrap_or_default()
+}
+
+/// Applies `[general] log` (first config read wins): opens syslog, or
+/// says on stderr why not and stays there.
+fn set_log_target(target: LogTarget) {
+    if LOG_TARGET.get().is_some() {
+        return;
+    }
+    let target = match target {
+        LogTarget::Stderr => target,
+        _ => match mailretr::syslogger::open() {
+            Ok(()) => target,
+            Err(e) => {
+                stderr_line(log::Level::Warn, None, &format!("{e}; logging to stderr"));
+                LogTarget::Stderr
+            }
+        },
+    };
+    let _ = LOG_TARGET.set(target);
+}
 
 /// Writes one message to stderr as one line (one write, so lines from
 /// parallel accounts never interleave): `mailretr: account NAME: ...`,
@@ -26,6 +54,16 @@ static LOG_FORMAT: OnceLock<LogFormat> = OnceLock::new();
 fn stderr_line(level: log::Level, account: Option<&str>, message: &str) {
     // Server and header text can hold terminal escapes: never raw.
     let message = &mailretr::message::escape(message);
+    let target = log_target();
+    if target.syslog() {
+        match account {
+            Some(a) => mailretr::syslogger::send(level, &format!("account {a}: {message}")),
+            None => mailretr::syslogger::send(level, message),
+        }
+    }
+    if !target.stderr() {
+        return;
+    }
     let line = match LOG_FORMAT.get().copied().unwrap_or(LogFormat::Text) {
         LogFormat::Text => match account {
             Some(a) => format!("mailretr: account {a}: {message}\n"),
@@ -185,6 +223,7 @@ fn sendmail_main(global_config: Option<PathBuf>, global_verbose: bool, args: &[S
             verbose: u8::from(verbose),
             quiet: false,
             log_format: LogFormat::Text,
+            state_dir: None,
             command: Command::Queue(command),
         };
         match run(&cli) {
@@ -335,10 +374,16 @@ fn run(cli: &Cli) -> anyhow::Result<ExitCode> {
             let path = config.path.clone().unwrap_or_else(|| config_path(cli));
             let load = || {
                 let mut config = config::load(&path)?;
+                override_state_dir(cli, &mut config);
                 report_backends(&mailretr::backends::load_accounts(&mut config));
                 Ok(config)
             };
-            mailretr::watch::run(config, &load, &args.accounts)?;
+            let options = mailretr::watch::WatchOptions {
+                shard: args.ops.shard,
+                adopt: args.ops.adopt,
+                metrics_file: args.ops.metrics_file.clone(),
+            };
+            mailretr::watch::run(config, &load, &args.accounts, &options)?;
             // Stopped by SIGINT/SIGTERM, as it should be: success.
             Ok(ExitCode::Retrieved)
         }
@@ -511,7 +556,17 @@ fn load_config(cli: &Cli) -> anyhow::Result<Config> {
         ))
         .into());
     }
-    Ok(config::load(&path)?)
+    let mut config = config::load(&path)?;
+    override_state_dir(cli, &mut config);
+    set_log_target(config.general.log);
+    Ok(config)
+}
+
+/// `--state-dir` in place of `general.state_dir`.
+fn override_state_dir(cli: &Cli, config: &mut Config) {
+    if let Some(dir) = &cli.state_dir {
+        config.general.state_dir = dir.clone();
+    }
 }
 
 /// `load_config`, then the accounts of its `[[accounts_from]]`
@@ -548,7 +603,10 @@ fn fetch_command(cli: &Cli, args: &FetchArgs) -> anyhow::Result<ExitCode> {
         check: args.check,
         max_size,
         jobs: args.jobs,
+        shard_spec: None,
+        adopt: args.ops.adopt,
     };
+    let mut options = options;
     let urls: Vec<&String> = args.accounts.iter().filter(|a| a.contains("://")).collect();
     let (config, loaded) = match urls.as_slice() {
         [] => {
@@ -574,14 +632,17 @@ fn fetch_command(cli: &Cli, args: &FetchArgs) -> anyhow::Result<ExitCode> {
             if let Some(path) = &cli.config {
                 // A config file may still provide [general] (state_dir, hostname).
                 config.general = config::load(path)?.general;
+                set_log_target(config.general.log);
             }
+            override_state_dir(cli, &mut config);
             (config, Default::default())
         }
         _ => {
             return Err(Error::Config("give either account names or one URL".into()).into());
         }
     };
-    let selected: Vec<&config::Account> = if urls.is_empty() && !args.accounts.is_empty() {
+    let shard = args.ops.shard.unwrap_or(Shard::ALL);
+    let mut selected: Vec<&config::Account> = if urls.is_empty() && !args.accounts.is_empty() {
         let mut selected = Vec::new();
         for name in &args.accounts {
             let account = config
@@ -594,6 +655,14 @@ fn fetch_command(cli: &Cli, args: &FetchArgs) -> anyhow::Result<ExitCode> {
                         config_path(cli).display()
                     ))
                 })?;
+            if !shard.contains(name) {
+                return Err(Error::Config(format!(
+                    "account {name} is in shard {}/{}, not {shard}",
+                    mailretr::shard::shard_of(name, shard.count),
+                    shard.count
+                ))
+                .into());
+            }
             selected.push(account);
         }
         selected
@@ -611,16 +680,82 @@ fn fetch_command(cli: &Cli, args: &FetchArgs) -> anyhow::Result<ExitCode> {
         ))
         .into());
     }
+    if args.ops.shard.is_some() && !urls.is_empty() {
+        return Err(
+            Error::Config("--shard goes with the configured accounts, not a URL".into()).into(),
+        );
+    }
+    selected.retain(|a| shard.contains(&a.name));
+    if !args.check && urls.is_empty() {
+        // Which shard this state runs as: an account that moved here
+        // from another shard is recognised by it.
+        // Said before this opens (and so creates) state.db.
+        mailretr::store::State::warn_if_lost(&config.general.state_dir);
+        // A state that cannot be opened fails every account with its own
+        // line below; without it no account runs, so none needs the spec.
+        if let Ok(mut state) = mailretr::store::State::open(&config.general.state_dir) {
+            options.shard_spec = Some(state.begin_shard(shard, mailretr::retry::now())?);
+            warn_spooled_elsewhere(&state, &config, shard)?;
+        }
+    }
     if !args.check && config.path.is_some() {
         // What `mailretr sendmail` queued goes out with every fetch.
         mailretr::outgoing::flush_due_quietly(&config);
+    }
+    if selected.is_empty() {
+        log::info!("shard {shard} has no accounts");
     }
     let verbose = cli.verbose > 0;
     let check = args.check;
     let reports = run::run(&config, &selected, &options, &|r| {
         print_report(r, verbose, check)
     });
+    let metrics_file = args
+        .ops
+        .metrics_file
+        .as_ref()
+        .or(config.general.metrics_file.as_ref());
+    if let (Some(path), false) = (metrics_file, check) {
+        // Every account of the shard, not only those named: the file
+        // describes them all.
+        let names: Vec<String> = config
+            .accounts
+            .iter()
+            .filter(|a| shard.contains(&a.name))
+            .map(|a| a.name.clone())
+            .collect();
+        if let Err(e) = mailretr::metrics::update(&config.general.state_dir, path, &names, shard) {
+            log::warn!("{e}");
+        }
+    }
     Ok(loaded.merged_with(run::merged_exit_code(&reports)))
+}
+
+/// Spooled mail of configured accounts outside `shard` (they moved to
+/// another shard when N changed) is retried by no fetch here: says so,
+/// with what delivers it.
+fn warn_spooled_elsewhere(
+    state: &mailretr::store::State,
+    config: &Config,
+    shard: Shard,
+) -> anyhow::Result<()> {
+    if shard == Shard::ALL {
+        return Ok(());
+    }
+    let stranded = state
+        .spool_list(None)?
+        .iter()
+        .filter(|e| !e.is_outgoing() && !shard.contains(&e.account))
+        .filter(|e| config.accounts.iter().any(|a| a.name == e.account))
+        .count();
+    if stranded > 0 {
+        log::warn!(
+            "{stranded} spooled message(s) of accounts now in another shard than {shard} wait in {}: `mailretr --state-dir {} queue flush` delivers them",
+            config.general.state_dir.join("state.db").display(),
+            config.general.state_dir.display()
+        );
+    }
+    Ok(())
 }
 
 /// One line per failure (always), per warning (unless -q, via the log),
@@ -643,7 +778,7 @@ fn print_report(report: &AccountReport, verbose: bool, check: bool) {
     } else if check {
         let line = format!("{}: {} new messages\n", report.account, report.waiting);
         let _ = std::io::stdout().lock().write_all(line.as_bytes());
-    } else if verbose {
+    } else if verbose || (report.retrieved() > 0 && log_target().syslog()) {
         let mut line = report.summary();
         if report.left_by_limit > 0 {
             line.push_str(&format!(
@@ -651,7 +786,19 @@ fn print_report(report: &AccountReport, verbose: bool, check: bool) {
                 report.left_by_limit
             ));
         }
-        stderr_line(log::Level::Info, Some(&report.account), &line);
+        if verbose {
+            stderr_line(log::Level::Info, Some(&report.account), &line);
+        } else {
+            // Syslog gets every account's summary, as fetchmail's does.
+            mailretr::syslogger::send(
+                log::Level::Info,
+                &format!(
+                    "account {}: {}",
+                    report.account,
+                    mailretr::message::escape(&line)
+                ),
+            );
+        }
     }
 }
 

@@ -40,6 +40,7 @@ use crate::error::{Error, Result};
 use crate::net::Stream;
 use crate::run::{self, FetchOptions};
 use crate::secret;
+use crate::shard::Shard;
 use crate::signal;
 use crate::source::imap::folders::ChosenFolder;
 use crate::source::imap::transcript::Traced;
@@ -75,10 +76,28 @@ const BACKOFF_CAP: Duration = Duration::from_secs(5 * 60);
 /// the running one kept.
 ///
 /// The caller installs the signal handlers (`signal::install_*`).
-pub fn run(config: Config, load: &dyn Fn() -> Result<Config>, names: &[String]) -> Result<()> {
+pub fn run(
+    config: Config,
+    load: &dyn Fn() -> Result<Config>,
+    names: &[String],
+    options: &WatchOptions,
+) -> Result<()> {
     let config = Arc::new(config);
+    let shard = options.shard.unwrap_or(Shard::ALL);
+    crate::store::State::warn_if_lost(&config.general.state_dir);
+    let spec = crate::store::State::open(&config.general.state_dir)?
+        .begin_shard(shard, crate::retry::now())?;
+    let pass = Arc::new(Pass {
+        fetch: FetchOptions {
+            shard_spec: Some(spec),
+            adopt: options.adopt,
+            ..FetchOptions::default()
+        },
+        shard: options.shard,
+        metrics_file: options.metrics_file.clone(),
+    });
     let mut watchers = BTreeMap::new();
-    start_selected(&config, names, &mut watchers)?;
+    start_selected(&config, names, &pass, &mut watchers)?;
     flush_spool_due(&config);
     let mut config = config;
     let mut next_spool_check = Instant::now() + SPOOL_CHECK_INTERVAL;
@@ -87,7 +106,7 @@ pub fn run(config: Config, load: &dyn Fn() -> Result<Config>, names: &[String]) 
             match load() {
                 Ok(new) => {
                     let new = Arc::new(new);
-                    match reload(&new, names, &mut watchers) {
+                    match reload(&new, names, &pass, &mut watchers) {
                         Ok(()) => config = new,
                         Err(e) => log::error!("reload: {e}; keeping the running config"),
                     }
@@ -109,6 +128,51 @@ pub fn run(config: Config, load: &dyn Fn() -> Result<Config>, names: &[String]) 
         watcher.join();
     }
     Ok(())
+}
+
+/// What `watch` was asked for beyond the account names.
+#[derive(Debug, Clone, Default)]
+pub struct WatchOptions {
+    /// `--shard K/N`: only the accounts in that shard.
+    pub shard: Option<Shard>,
+    /// `--adopt` (see `FetchOptions::adopt`).
+    pub adopt: bool,
+    /// `--metrics-file`, in place of `general.metrics_file`.
+    pub metrics_file: Option<std::path::PathBuf>,
+}
+
+/// What every account's pass shares.
+#[derive(Debug)]
+struct Pass {
+    /// The options of each fetch (the shard spec this watch recorded).
+    fetch: FetchOptions,
+    shard: Option<Shard>,
+    /// `--metrics-file`.
+    metrics_file: Option<std::path::PathBuf>,
+}
+
+impl Pass {
+    /// After an account's pass: rewrites the metrics file, if any, for
+    /// every account of the shard.
+    fn update_metrics(&self, config: &Config) {
+        let Some(path) = self
+            .metrics_file
+            .as_ref()
+            .or(config.general.metrics_file.as_ref())
+        else {
+            return;
+        };
+        let shard = self.shard.unwrap_or(Shard::ALL);
+        let names: Vec<String> = config
+            .accounts
+            .iter()
+            .filter(|a| shard.contains(&a.name))
+            .map(|a| a.name.clone())
+            .collect();
+        if let Err(e) = crate::metrics::update(&config.general.state_dir, path, &names, shard) {
+            log::warn!("{e}");
+        }
+    }
 }
 
 /// Retries spool entries that are due, for every account that has any,
@@ -160,22 +224,35 @@ pub fn flush_spool_due(config: &Config) {
     crate::outgoing::flush_due_quietly(config);
 }
 
-/// The accounts `names` selects (all when empty), by index in the config.
-fn selected(config: &Config, names: &[String]) -> Result<Vec<usize>> {
+/// The accounts `names` selects (all when empty) of those in `shard`,
+/// by index in the config. A shard may have no accounts; a name outside
+/// the shard is an error.
+fn selected(config: &Config, names: &[String], shard: Option<Shard>) -> Result<Vec<usize>> {
+    if config.accounts.is_empty() {
+        return Err(Error::Config("the config defines no [[account]]".into()));
+    }
+    let shard = shard.unwrap_or(Shard::ALL);
     if names.is_empty() {
-        if config.accounts.is_empty() {
-            return Err(Error::Config("the config defines no [[account]]".into()));
-        }
-        return Ok((0..config.accounts.len()).collect());
+        return Ok((0..config.accounts.len())
+            .filter(|&i| shard.contains(&config.accounts[i].name))
+            .collect());
     }
     names
         .iter()
         .map(|name| {
-            config
+            let index = config
                 .accounts
                 .iter()
                 .position(|a| &a.name == name)
-                .ok_or_else(|| Error::Config(format!("no account named {name:?} in the config")))
+                .ok_or_else(|| Error::Config(format!("no account named {name:?} in the config")))?;
+            if !shard.contains(name) {
+                return Err(Error::Config(format!(
+                    "account {name} is in shard {}/{}, not {shard}",
+                    crate::shard::shard_of(name, shard.count),
+                    shard.count
+                )));
+            }
+            Ok(index)
         })
         .collect()
 }
@@ -183,10 +260,18 @@ fn selected(config: &Config, names: &[String]) -> Result<Vec<usize>> {
 fn start_selected(
     config: &Arc<Config>,
     names: &[String],
+    pass: &Arc<Pass>,
     watchers: &mut BTreeMap<String, AccountWatcher>,
 ) -> Result<()> {
-    for index in selected(config, names)? {
-        let watcher = AccountWatcher::start(config.clone(), index);
+    let chosen = selected(config, names, pass.shard)?;
+    if chosen.is_empty() {
+        log::info!(
+            "shard {} has no accounts; waiting for a reload",
+            pass.shard.unwrap_or(Shard::ALL)
+        );
+    }
+    for index in chosen {
+        let watcher = AccountWatcher::start(config.clone(), index, pass.clone());
         watchers.insert(config.accounts[index].name.clone(), watcher);
     }
     Ok(())
@@ -198,9 +283,10 @@ fn start_selected(
 fn reload(
     config: &Arc<Config>,
     names: &[String],
+    pass: &Arc<Pass>,
     watchers: &mut BTreeMap<String, AccountWatcher>,
 ) -> Result<()> {
-    let wanted = selected(config, names)?;
+    let wanted = selected(config, names, pass.shard)?;
     let wanted_names: Vec<&str> = wanted
         .iter()
         .map(|&i| config.accounts[i].name.as_str())
@@ -233,7 +319,7 @@ fn reload(
         }
         watchers.insert(
             account.name.clone(),
-            AccountWatcher::start(config.clone(), index),
+            AccountWatcher::start(config.clone(), index, pass.clone()),
         );
         started += 1;
     }
@@ -305,13 +391,13 @@ struct AccountWatcher {
 }
 
 impl AccountWatcher {
-    fn start(config: Arc<Config>, index: usize) -> AccountWatcher {
+    fn start(config: Arc<Config>, index: usize, pass: Arc<Pass>) -> AccountWatcher {
         let settings = Settings::of(&config, &config.accounts[index]);
         let stop = StopFlag::default();
         let thread_stop = stop.clone();
         let thread = thread::Builder::new()
             .name(format!("watch {}", config.accounts[index].name))
-            .spawn(move || watch_account(&config, index, &thread_stop))
+            .spawn(move || watch_account(&config, index, &pass, &thread_stop))
             .expect("spawning a thread");
         AccountWatcher {
             settings,
@@ -347,7 +433,7 @@ enum Event {
 
 /// The account's thread: wakes up on IDLE events and poll deadlines and
 /// fetches.
-fn watch_account(config: &Config, index: usize, stop: &StopFlag) {
+fn watch_account(config: &Config, index: usize, pass: &Pass, stop: &StopFlag) {
     let account = &config.accounts[index];
     let name = account.name.as_str();
     let (events_tx, events) = mpsc::channel();
@@ -392,7 +478,9 @@ fn watch_account(config: &Config, index: usize, stop: &StopFlag) {
             }
         }
         if fetch_due.is_some_and(|due| Instant::now() >= due) {
-            fetch_due = match fetch_now(config, account) {
+            let fetched = fetch_now(config, account, &pass.fetch);
+            pass.update_metrics(config);
+            fetch_due = match fetched {
                 Fetched::Done => {
                     fetch_backoff.reset();
                     poll.then(|| Instant::now() + account.watch.poll_interval)
@@ -459,9 +547,9 @@ enum Fetched {
 }
 
 /// One fetch of the whole account, the way `mailretr fetch` does it.
-fn fetch_now(config: &Config, account: &Account) -> Fetched {
+fn fetch_now(config: &Config, account: &Account, options: &FetchOptions) -> Fetched {
     let name = &account.name;
-    let report = run::fetch_account_guarded(config, account, &FetchOptions::default());
+    let report = run::fetch_account_guarded(config, account, options);
     for w in &report.warnings {
         log::warn!("account {name}: {w}");
     }
@@ -851,9 +939,20 @@ user = "u"
     #[test]
     fn selection_and_change_detection() {
         let c = config(TWO);
-        assert_eq!(selected(&c, &[]).unwrap(), vec![0, 1]);
-        assert_eq!(selected(&c, &["b".into()]).unwrap(), vec![1]);
-        assert!(selected(&c, &["zz".into()]).is_err());
+        assert_eq!(selected(&c, &[], None).unwrap(), vec![0, 1]);
+        assert_eq!(selected(&c, &["b".into()], None).unwrap(), vec![1]);
+        assert!(selected(&c, &["zz".into()], None).is_err());
+        // "a" and "b" by the documented hash: shards of 2.
+        let (a, b) = (
+            crate::shard::shard_of("a", 2),
+            crate::shard::shard_of("b", 2),
+        );
+        let one = Some(Shard { index: a, count: 2 });
+        assert!(selected(&c, &[], one).unwrap().contains(&0));
+        assert_eq!(selected(&c, &[], one).unwrap().contains(&1), a == b);
+        if a != b {
+            assert!(selected(&c, &["b".into()], one).is_err());
+        }
 
         let changed = config(&TWO.replace(
             "name = \"b\"\nprotocol = \"pop3\"\nhost = \"h\"",

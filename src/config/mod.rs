@@ -356,6 +356,35 @@ pub struct General {
     /// One line per message delivered, spooled, refused, bounced or
     /// skipped is appended here (see `crate::audit`).
     pub audit_log: Option<PathBuf>,
+    /// Where `fetch` and `watch` write Prometheus metrics (`crate::metrics`).
+    pub metrics_file: Option<PathBuf>,
+    /// Where warnings, errors and summaries go (`log`).
+    pub log: LogTarget,
+}
+
+/// `[general] log`: where warnings, errors and per-account summaries go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum LogTarget {
+    /// stderr only (the default).
+    #[default]
+    Stderr,
+    /// syslog (facility mail, ident mailretr) instead of stderr, as
+    /// fetchmail's `set syslog`; an error before the config is read still
+    /// goes to stderr.
+    Syslog,
+    /// Both.
+    Both,
+}
+
+impl LogTarget {
+    /// Whether lines go to syslog.
+    pub fn syslog(self) -> bool {
+        self != LogTarget::Stderr
+    }
+    /// Whether lines go to stderr.
+    pub fn stderr(self) -> bool {
+        self != LogTarget::Syslog
+    }
 }
 
 impl General {
@@ -757,6 +786,25 @@ fn validate(
             }
             Some(p) => Some(relative_to(ctx.path, p.get_ref())),
             None => None,
+        },
+        metrics_file: match &g.metrics_file {
+            Some(p) if p.get_ref().trim().is_empty() => {
+                return Err(ctx.at(p, "general.metrics_file", "must name a file"))
+            }
+            Some(p) => Some(relative_to(ctx.path, p.get_ref())),
+            None => None,
+        },
+        log: match g.log.as_ref().map(|l| (l, l.get_ref().as_str())) {
+            None | Some((_, "stderr")) => LogTarget::Stderr,
+            Some((_, "syslog")) => LogTarget::Syslog,
+            Some((_, "both")) => LogTarget::Both,
+            Some((l, other)) => {
+                return Err(ctx.at(
+                    l,
+                    "general.log",
+                    format!("{other:?} is not one of \"stderr\", \"syslog\", \"both\""),
+                ))
+            }
         },
     };
     let add_received_default = g.add_received.unwrap_or(true);
@@ -1309,6 +1357,8 @@ pub fn from_url(url: &str, to: &str, keep: bool) -> Result<Config> {
             retry_max_delay: Duration::from_secs(4 * 3600),
             bounce_via: None,
             audit_log: None,
+            metrics_file: None,
+            log: LogTarget::Stderr,
         },
         accounts: vec![Account {
             name,

@@ -82,6 +82,8 @@ pub struct RawGeneral {
     pub add_received: Option<bool>,
     pub timeout: Option<Spanned<String>>,
     pub audit_log: Option<Spanned<String>>,
+    pub metrics_file: Option<Spanned<String>>,
+    pub log: Option<Spanned<String>>,
     pub idle_renew: Option<Spanned<String>>,
     pub poll_interval: Option<Spanned<String>>,
     pub max_idle_connections: Option<Spanned<i64>>,

@@ -60,6 +60,8 @@ pub(crate) struct AccountRun<'a> {
     pub(crate) unfinished: Option<Error>,
     /// The first local fault behind a spooled copy: the run ends with it.
     pub(crate) faulted: Option<Error>,
+    /// `--adopt` applies: mark what is on the server seen, fetch nothing.
+    pub(crate) adopt: bool,
 }
 
 /// Fetches one account with its lock held and its state open.
@@ -72,6 +74,7 @@ pub(super) fn fetch_locked(
     audit: Option<&AuditLog>,
 ) -> Result<()> {
     let keep = options.keep || account.keep;
+    let adopt = shard_arrival(account, options, state, keep)?;
     let destinations = account
         .deliver_to
         .iter()
@@ -127,7 +130,36 @@ pub(super) fn fetch_locked(
     );
     run.faulted = spool_fault;
     run.retention = retention;
+    run.adopt = adopt;
     run.fetch(options)
+}
+
+/// Whether this run must adopt the account's mail (`--adopt`), or refuse
+/// it: a keep-mode account whose seen-state is not current here (it moved
+/// from another shard when N changed) would have every message on its
+/// server delivered again (see `crate::store::shards`). Accounts that
+/// delete what they fetch, `--all` and `fetch_all` runs go ahead.
+fn shard_arrival(
+    account: &Account,
+    options: &FetchOptions,
+    state: &State,
+    keep: bool,
+) -> Result<bool> {
+    use crate::store::shards::Placement;
+    if options.shard_spec.is_none() || !keep || options.fetch_all || account.fetch_all {
+        return Ok(false);
+    }
+    match state.placement(&account.name)? {
+        Placement::Current => Ok(false),
+        Placement::New => Ok(options.adopt),
+        Placement::Arrived { .. } if options.adopt => Ok(true),
+        Placement::Arrived { spec } => Err(Error::Config(format!(
+            "moved here from another shard (this state ran as shard {spec}, which left it to another), \
+             and it keeps mail on the server: fetching it now would deliver again what the other shard \
+             delivered. Run once with --adopt to mark the mail now on the server as seen without \
+             downloading it, or with --all to fetch all of it again (README, \"Changing N\")"
+        ))),
+    }
 }
 
 impl<'a> AccountRun<'a> {
@@ -157,6 +189,7 @@ impl<'a> AccountRun<'a> {
             retention: Retention::default(),
             unfinished: None,
             faulted: None,
+            adopt: false,
         }
     }
 
@@ -184,6 +217,9 @@ impl<'a> AccountRun<'a> {
             return Err(Error::Protocol(
                 "the server gives no unique ids (no UIDL), so with keep = true mailretr could not tell old mail from new; use keep = false".into(),
             ));
+        }
+        if self.adopt {
+            return self.adopt(&scans);
         }
         let max_size = options.max_size.or(self.account.max_size);
         let wanted = self.choose(&scans, max_size, fetch_all)?;
@@ -247,6 +283,22 @@ impl<'a> AccountRun<'a> {
             .and(settled)
             .and_then(|()| self.forget_gone(&scans));
         self.end_with(result)
+    }
+
+    /// `--adopt`: records every message on the server that is not seen
+    /// yet as seen, in one transaction, without downloading, delivering
+    /// or deleting anything, and ends the session.
+    fn adopt(&mut self, scans: &[source::Scan]) -> Result<()> {
+        let adopted: Vec<RemoteMessage> =
+            scans.iter().flat_map(|s| s.new.iter().cloned()).collect();
+        let recorded = self.state.adopt_seen(&self.account.name, &adopted);
+        let finished = self.source.finish();
+        recorded.and(finished)?;
+        self.report.warnings.push(format!(
+            "--adopt: {} message(s) on the server marked as seen without downloading them",
+            adopted.len()
+        ));
+        Ok(())
     }
 
     /// Retention with `keep`: deletes the messages delivered on earlier

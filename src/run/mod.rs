@@ -54,6 +54,16 @@ pub struct FetchOptions {
     pub max_size: Option<u64>,
     /// `--jobs`: accounts in parallel.
     pub jobs: Option<usize>,
+    /// The shard spec this run recorded in the state
+    /// (`State::begin_shard`, `1/1` without `--shard`): accounts that
+    /// moved here from another shard are recognised, and each account's
+    /// successful run is noted under it. `None` (`--check`, an ad-hoc
+    /// URL, tests): no shard bookkeeping.
+    pub shard_spec: Option<i64>,
+    /// `--adopt`: a keep-mode account that moved here from another shard
+    /// (or is new here) has the mail now on its server marked as seen
+    /// without downloading it, instead of being refused.
+    pub adopt: bool,
 }
 
 /// How one account's run went.
@@ -258,6 +268,13 @@ pub fn fetch_account(config: &Config, account: &Account, options: &FetchOptions)
                 audit.as_ref(),
             )
         });
+        if let (Ok(()), Some(spec), false) = (&result, options.shard_spec, options.check) {
+            if let Err(e) = state.note_shard_member(&account.name, spec) {
+                report
+                    .warnings
+                    .push(format!("cannot note the shard it ran in: {e}"));
+            }
+        }
         if !options.check {
             let error = result.as_ref().err().map(|e| e.to_string());
             let code = match &result {

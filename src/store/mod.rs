@@ -16,6 +16,7 @@ use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 
 pub mod commit;
 pub mod dedup;
+pub mod shards;
 pub mod spool;
 
 use crate::error::{Error, Result};
@@ -172,6 +173,31 @@ const MIGRATIONS: &[&str] = &[
         rows       TEXT NOT NULL,
         fetched_at INTEGER NOT NULL
     );",
+    // 12: shards (see `crate::store::shards`): each shard spec this
+    // state has run under, in order (`id` grows with each change), and
+    // the spec under which each account last ran here, so an account
+    // that moved here from another shard is recognised; and per-account
+    // counters that only grow (runs, failures, messages, bytes, spooled,
+    // the last successful run), for the metrics file.
+    "CREATE TABLE shard_specs (
+        id          INTEGER PRIMARY KEY,
+        shard_index INTEGER NOT NULL,
+        shard_count INTEGER NOT NULL,
+        first_used  INTEGER NOT NULL
+     );
+     CREATE TABLE shard_members (
+        account TEXT PRIMARY KEY,
+        spec_id INTEGER NOT NULL
+     ) WITHOUT ROWID;
+     CREATE TABLE account_counters (
+        account         TEXT PRIMARY KEY,
+        runs            INTEGER NOT NULL DEFAULT 0,
+        failures        INTEGER NOT NULL DEFAULT 0,
+        messages        INTEGER NOT NULL DEFAULT 0,
+        bytes           INTEGER NOT NULL DEFAULT 0,
+        spooled         INTEGER NOT NULL DEFAULT 0,
+        last_success_at INTEGER
+     ) WITHOUT ROWID;",
 ];
 
 /// An IMAP quota root's usage, as `GETQUOTAROOT INBOX` reported it.
@@ -691,6 +717,27 @@ impl State {
                 run.bytes as i64,
                 run.error,
                 run.spooled as i64
+            ],
+        )?;
+        let succeeded = matches!(run.exit_code, 0 | 1 | 13);
+        tx.execute(
+            "INSERT INTO account_counters
+               (account, runs, failures, messages, bytes, spooled, last_success_at)
+             VALUES (?1, 1, ?2, ?3, ?4, ?5, ?6)
+             ON CONFLICT (account) DO UPDATE SET
+               runs = runs + 1,
+               failures = failures + excluded.failures,
+               messages = messages + excluded.messages,
+               bytes = bytes + excluded.bytes,
+               spooled = spooled + excluded.spooled,
+               last_success_at = coalesce(excluded.last_success_at, last_success_at)",
+            params![
+                run.account,
+                i64::from(!succeeded),
+                run.messages as i64,
+                run.bytes as i64,
+                run.spooled as i64,
+                succeeded.then_some(run.started_at + run.duration.as_secs() as i64)
             ],
         )?;
         tx.execute(
