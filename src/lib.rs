@@ -21,6 +21,7 @@ pub mod lock;
 pub mod message;
 pub mod mime7bit;
 pub mod net;
+pub mod oauth;
 pub mod outgoing;
 pub mod progress;
 pub mod queue;
