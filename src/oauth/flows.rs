@@ -53,6 +53,7 @@ pub fn access_token(oauth: &OAuth2, now: i64) -> Result<AccessToken> {
                 return Ok(AccessToken {
                     token: token.clone(),
                     expires_at: Some(expires),
+                    lifetime,
                 });
             }
         }
@@ -167,6 +168,7 @@ pub fn access_token(oauth: &OAuth2, now: i64) -> Result<AccessToken> {
     Ok(AccessToken {
         token: tokens.access_token.unwrap_or_default(),
         expires_at: Some(now + lifetime),
+        lifetime,
     })
 }
 

@@ -154,6 +154,17 @@ pub struct AccessToken {
     /// Unix time after which it is no longer accepted (as the provider
     /// said), if it said.
     pub expires_at: Option<i64>,
+    /// Its lifetime as issued, in seconds.
+    pub lifetime: i64,
+}
+
+impl AccessToken {
+    /// Unix time from which a new login should use a fresh token: the
+    /// expiry less [`refresh_margin`]. A connection that must outlive the
+    /// token (an IDLE in `watch`) logs in anew by then.
+    pub fn renew_at(&self) -> Option<i64> {
+        self.expires_at.map(|e| e - refresh_margin(self.lifetime))
+    }
 }
 
 /// The access token for `oauth`'s next connection: the cached one while

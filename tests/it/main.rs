@@ -19,6 +19,7 @@ mod fuzz_corpus;
 mod harness_smoke;
 mod hostile;
 mod imap;
+mod oauth;
 mod operability;
 mod parallel;
 mod pop3;

@@ -16,6 +16,7 @@ pub mod dovecot;
 pub mod fake;
 pub mod imapc;
 pub mod mailutils;
+pub mod oauth;
 pub mod proxy;
 pub mod slowlink;
 pub mod smtpd;
