@@ -172,7 +172,12 @@ fn setup(confidential: bool) -> (Env, &'static OAuthServer, &'static Dovecot, Us
 fn pkce_login_then_imap_fetch_without_secrets_in_output() {
     let (env, server, dovecot, user, client) = setup(true);
     let line = server.oauth2_line(&client, "");
-    write(&env, vec![account("gm", "imap", dovecot, &user, &line)]);
+    let transcript = env.path("gm.transcript");
+    write(
+        &env,
+        vec![account("gm", "imap", dovecot, &user, &line)
+            .line(&format!("transcript = \"{}\"", transcript.display()))],
+    );
     let said = browser_login(&env, "gm");
     let (refresh, access) = stored(&env, "gm");
     let (refresh, access) = (
@@ -181,7 +186,7 @@ fn pkce_login_then_imap_fetch_without_secrets_in_output() {
     );
     dovecot.add_message(&user, "INBOX", &message("pkce", 1));
     let out = env.run(&["-vv", "fetch"]);
-    let all = text(&out) + &said;
+    let all = text(&out) + &said + &std::fs::read_to_string(&transcript).unwrap();
     assert_eq!(out.code, 0, "{all}");
     assert_eq!(delivered(&env, "gm").len(), 1);
     assert!(all.contains("AUTHENTICATE"), "{all}");
