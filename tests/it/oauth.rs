@@ -559,3 +559,66 @@ fn bad_oauth2_config_names_file_line_and_key() {
         assert!(err.contains(want), "{want}: {err}");
     }
 }
+
+/// The SMTP destination logs in with AUTH XOAUTH2 and a token of its own
+/// (client credentials here), which the test server confirms it issued.
+#[test]
+fn smtp_destination_sends_with_xoauth2() {
+    use base64::Engine as _;
+    let (server, _) = shared();
+    let source = Dovecot::shared();
+    let from = source.new_user();
+    let client = server.client("relay-user", true);
+    let fake = FakeServer::start(vec![
+        Step::line("220 fake ESMTP"),
+        Step::expect("EHLO"),
+        Step::line("250-fake\r\n250-AUTH XOAUTH2\r\n250 8BITMIME"),
+        Step::expect("AUTH XOAUTH2 "),
+        Step::line("235 2.7.0 accepted"),
+        Step::expect("MAIL FROM"),
+        Step::line("250 ok"),
+        Step::expect("RCPT TO"),
+        Step::line("250 ok"),
+        Step::expect("DATA"),
+        Step::line("354 go"),
+        Step::ExpectData,
+        Step::line("250 queued"),
+        Step::expect("QUIT"),
+        Step::line("221 bye"),
+        Step::ExpectClose,
+    ]);
+    let env = Env::new();
+    let dest = format!(
+        "type = \"smtp\"\nhost = \"localhost\"\nport = {}\ntls = \"none\"\nallow_plaintext = true\nuser = \"relay-user\"\nrecipient = \"jaco@example.org\"\n{}",
+        fake.port(),
+        server.oauth2_line(&client, "grant = \"client_credentials\"")
+    );
+    let account = AccountBuilder::dovecot_imaps("src", source, &from).deliver_to(&["relay"]);
+    ConfigBuilder::new(&env)
+        .destination("relay", &dest)
+        .account(account)
+        .write(&env);
+    source.add_message(&from, "INBOX", &message("smtp", 1));
+    let out = env.run(&["-vv", "fetch"]);
+    assert!(fake.settle(Duration::from_secs(10)), "{}", text(&out));
+    assert_eq!(out.code, 0, "{}", text(&out));
+    fake.assert_no_errors();
+    let t = fake.transcript();
+    let b64 = t
+        .lines()
+        .find_map(|l| l.strip_prefix("AUTH XOAUTH2 "))
+        .unwrap()
+        .trim();
+    let decoded = String::from_utf8(
+        base64::engine::general_purpose::STANDARD
+            .decode(b64)
+            .unwrap(),
+    )
+    .unwrap();
+    let token = decoded
+        .strip_prefix("user=relay-user\u{1}auth=Bearer ")
+        .and_then(|r| r.strip_suffix("\u{1}\u{1}"))
+        .unwrap_or_else(|| panic!("{decoded:?}"));
+    assert!(server.active(token));
+    assert!(!text(&out).contains(token));
+}
