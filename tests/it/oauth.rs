@@ -179,6 +179,12 @@ fn pkce_login_then_imap_fetch_without_secrets_in_output() {
             .line(&format!("transcript = \"{}\"", transcript.display()))],
     );
     let said = browser_login(&env, "gm");
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(env.path("state/state.db"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600, "state.db holds tokens");
     let (refresh, access) = stored(&env, "gm");
     let (refresh, access) = (
         refresh.expect("refresh token"),
