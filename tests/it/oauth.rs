@@ -628,3 +628,30 @@ fn smtp_destination_sends_with_xoauth2() {
     assert!(server.active(token));
     assert!(!text(&out).contains(token));
 }
+
+/// RFC 8628 section 3.5: after `slow_down` the client polls five seconds
+/// less often.
+#[test]
+fn device_login_honours_slow_down() {
+    let (server, dovecot) = shared();
+    let user = dovecot.new_user();
+    let client = server.slow_device_client(&user.name);
+    let env = Env::new();
+    let line = server.oauth2_line(&client, "");
+    write(&env, vec![account("slow", "imap", dovecot, &user, &line)]);
+    let (status, said) = Login::start(&env, &["--device", "slow"]).finish();
+    assert_eq!(status, 0, "{said}");
+    let polls: Vec<f64> = server
+        .requests(&client.id)
+        .iter()
+        .map(|e| e["time"].as_f64().unwrap())
+        .collect();
+    assert_eq!(polls.len(), 3, "pending, slow_down, approved");
+    assert!(polls[1] - polls[0] >= 0.9, "{polls:?}");
+    assert!(
+        polls[2] - polls[1] >= 5.9,
+        "interval raised by 5s: {polls:?}"
+    );
+    let out = env.run(&["fetch"]);
+    assert_eq!(out.code, 1, "{}", text(&out));
+}

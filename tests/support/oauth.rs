@@ -189,6 +189,16 @@ impl OAuthServer {
     /// Registers a new client whose device and app-only tokens are for
     /// `user`; `confidential` gives it a secret.
     pub fn client(&self, user: &str, confidential: bool) -> Client {
+        self.register(user, confidential, false)
+    }
+
+    /// Like [`client`](Self::client), for a client whose second device
+    /// poll is answered `slow_down`.
+    pub fn slow_device_client(&self, user: &str) -> Client {
+        self.register(user, false, true)
+    }
+
+    fn register(&self, user: &str, confidential: bool, slow_down: bool) -> Client {
         let n = self.next.fetch_add(1, Ordering::SeqCst);
         let client = Client {
             id: format!("client-{n}"),
@@ -197,6 +207,9 @@ impl OAuthServer {
         let mut body = format!("client_id={}&user={user}", client.id);
         if let Some(s) = &client.secret {
             body.push_str(&format!("&client_secret={s}"));
+        }
+        if slow_down {
+            body.push_str("&slow_down=1");
         }
         let (status, _, _) = http(self.port, "POST", "/admin/client", &body);
         assert_eq!(status, 200);

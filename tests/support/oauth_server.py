@@ -13,8 +13,10 @@
 #   POST /device      device authorization (RFC 8628)
 #   POST /introspect  RFC 7662, what Dovecot's oauth2 passdb asks
 #   POST /revoke      RFC 7009: a refresh token and its access tokens
-#   POST /admin/client client_id=X[&client_secret=S]&user=U: registers a
-#                     client; U is whom its device and app tokens are for
+#   POST /admin/client client_id=X[&client_secret=S]&user=U[&slow_down=1]:
+#                     registers a client; U is whom its device and app
+#                     tokens are for; with slow_down its second device
+#                     poll is answered slow_down
 #   GET  /log         every token request so far, as JSON (no secrets)
 #
 # Clients: OPTIONS_JSON {"clients": {"id": "secret-or-null"}, "lifetime":
@@ -47,6 +49,7 @@ access = {}      # access token -> dict(user, exp, family)
 revoked = set()  # families
 devices = {}     # device_code -> dict(client, polls, user)
 users = {}       # client_id -> user (device and app tokens)
+slow = set()     # clients whose second device poll gets slow_down
 log = []         # token requests: dict(grant, client, outcome, ...)
 
 public_key = None
@@ -158,6 +161,8 @@ class Handler(BaseHTTPRequestHandler):
             if path == "/admin/client":
                 CLIENTS[f["client_id"]] = f.get("client_secret")
                 users[f["client_id"]] = f.get("user", "")
+                if f.get("slow_down"):
+                    slow.add(f["client_id"])
                 return self.reply(200, {})
         self.error("not_found", status=404)
 
@@ -199,6 +204,8 @@ class Handler(BaseHTTPRequestHandler):
             entry["poll"] = d["polls"]
             if d["polls"] == 1:
                 return fail("authorization_pending")
+            if d["polls"] == 2 and cid in slow:
+                return fail("slow_down")
             del devices[f["device_code"]]
             entry["outcome"] = "ok"
             return self.reply(200, issue(cid, users.get(cid, "")))
