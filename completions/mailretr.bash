@@ -16,6 +16,9 @@ _mailretr() {
             ",$1")
                 cmd="mailretr"
                 ;;
+            mailretr,auth)
+                cmd="mailretr__subcmd__auth"
+                ;;
             mailretr,completions)
                 cmd="mailretr__subcmd__completions"
                 ;;
@@ -43,6 +46,30 @@ _mailretr() {
             mailretr,watch)
                 cmd="mailretr__subcmd__watch"
                 ;;
+            mailretr__subcmd__auth,help)
+                cmd="mailretr__subcmd__auth__subcmd__help"
+                ;;
+            mailretr__subcmd__auth,login)
+                cmd="mailretr__subcmd__auth__subcmd__login"
+                ;;
+            mailretr__subcmd__auth,logout)
+                cmd="mailretr__subcmd__auth__subcmd__logout"
+                ;;
+            mailretr__subcmd__auth,status)
+                cmd="mailretr__subcmd__auth__subcmd__status"
+                ;;
+            mailretr__subcmd__auth__subcmd__help,help)
+                cmd="mailretr__subcmd__auth__subcmd__help__subcmd__help"
+                ;;
+            mailretr__subcmd__auth__subcmd__help,login)
+                cmd="mailretr__subcmd__auth__subcmd__help__subcmd__login"
+                ;;
+            mailretr__subcmd__auth__subcmd__help,logout)
+                cmd="mailretr__subcmd__auth__subcmd__help__subcmd__logout"
+                ;;
+            mailretr__subcmd__auth__subcmd__help,status)
+                cmd="mailretr__subcmd__auth__subcmd__help__subcmd__status"
+                ;;
             mailretr__subcmd__config,check)
                 cmd="mailretr__subcmd__config__subcmd__check"
                 ;;
@@ -54,6 +81,9 @@ _mailretr() {
                 ;;
             mailretr__subcmd__config__subcmd__help,help)
                 cmd="mailretr__subcmd__config__subcmd__help__subcmd__help"
+                ;;
+            mailretr__subcmd__help,auth)
+                cmd="mailretr__subcmd__help__subcmd__auth"
                 ;;
             mailretr__subcmd__help,completions)
                 cmd="mailretr__subcmd__help__subcmd__completions"
@@ -81,6 +111,15 @@ _mailretr() {
                 ;;
             mailretr__subcmd__help,watch)
                 cmd="mailretr__subcmd__help__subcmd__watch"
+                ;;
+            mailretr__subcmd__help__subcmd__auth,login)
+                cmd="mailretr__subcmd__help__subcmd__auth__subcmd__login"
+                ;;
+            mailretr__subcmd__help__subcmd__auth,logout)
+                cmd="mailretr__subcmd__help__subcmd__auth__subcmd__logout"
+                ;;
+            mailretr__subcmd__help__subcmd__auth,status)
+                cmd="mailretr__subcmd__help__subcmd__auth__subcmd__status"
                 ;;
             mailretr__subcmd__help__subcmd__config,check)
                 cmd="mailretr__subcmd__help__subcmd__config__subcmd__check"
@@ -134,8 +173,202 @@ _mailretr() {
 
     case "${cmd}" in
         mailretr)
-            opts="-c -v -q -h -V --config --verbose --quiet --log-format --state-dir --help --version fetch watch status queue config sendmail completions man help"
+            opts="-c -v -q -h -V --config --verbose --quiet --log-format --state-dir --help --version fetch watch status queue config auth sendmail completions man help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -c)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --log-format)
+                    COMPREPLY=($(compgen -W "text json" -- "${cur}"))
+                    return 0
+                    ;;
+                --state-dir)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        mailretr__subcmd__auth)
+            opts="-c -v -q -h --config --verbose --quiet --log-format --state-dir --help login status logout help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -c)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --log-format)
+                    COMPREPLY=($(compgen -W "text json" -- "${cur}"))
+                    return 0
+                    ;;
+                --state-dir)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        mailretr__subcmd__auth__subcmd__help)
+            opts="login status logout help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        mailretr__subcmd__auth__subcmd__help__subcmd__help)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        mailretr__subcmd__auth__subcmd__help__subcmd__login)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        mailretr__subcmd__auth__subcmd__help__subcmd__logout)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        mailretr__subcmd__auth__subcmd__help__subcmd__status)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        mailretr__subcmd__auth__subcmd__login)
+            opts="-c -v -q -h --device --timeout --config --verbose --quiet --log-format --state-dir --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --timeout)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -c)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --log-format)
+                    COMPREPLY=($(compgen -W "text json" -- "${cur}"))
+                    return 0
+                    ;;
+                --state-dir)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        mailretr__subcmd__auth__subcmd__logout)
+            opts="-c -v -q -h --config --verbose --quiet --log-format --state-dir --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -c)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --log-format)
+                    COMPREPLY=($(compgen -W "text json" -- "${cur}"))
+                    return 0
+                    ;;
+                --state-dir)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        mailretr__subcmd__auth__subcmd__status)
+            opts="-c -v -q -h --json --config --verbose --quiet --log-format --state-dir --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
@@ -354,8 +587,64 @@ _mailretr() {
             return 0
             ;;
         mailretr__subcmd__help)
-            opts="fetch watch status queue config sendmail completions man help"
+            opts="fetch watch status queue config auth sendmail completions man help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        mailretr__subcmd__help__subcmd__auth)
+            opts="login status logout"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        mailretr__subcmd__help__subcmd__auth__subcmd__login)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        mailretr__subcmd__help__subcmd__auth__subcmd__logout)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        mailretr__subcmd__help__subcmd__auth__subcmd__status)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi

@@ -65,6 +65,10 @@ pub enum Command {
     /// Inspect the configuration
     #[command(subcommand)]
     Config(ConfigCommand),
+    /// Built-in OAuth2 for accounts and destinations with `oauth2 = {
+    /// ... }`: sign in once, see token state, forget tokens
+    #[command(subcommand)]
+    Auth(AuthCommand),
     /// Queue the message on stdin for sending, sendmail-compatible (also
     /// when the binary is run through a symlink named `sendmail`; one
     /// named `mailq` lists the queue)
@@ -232,6 +236,41 @@ pub enum QueueCommand {
         /// Do not ask
         #[arg(long, short = 'y')]
         yes: bool,
+    },
+}
+
+/// `mailretr auth ...`.
+#[derive(Debug, Subcommand)]
+pub enum AuthCommand {
+    /// Sign in with the provider and store the refresh token in
+    /// state.db: the authorization code flow with PKCE on a loopback
+    /// redirect to http://127.0.0.1 (a browser is opened when DISPLAY or
+    /// WAYLAND_DISPLAY is set; the URL is printed either way), or with
+    /// --device the device flow (a code to enter on any device)
+    Login {
+        /// The account's name, or a destination's (`destination.NAME`
+        /// or NAME)
+        name: String,
+        /// Use the device authorization grant (RFC 8628): for machines
+        /// without a browser
+        #[arg(long)]
+        device: bool,
+        /// How long to wait for the browser's redirect or the code's
+        /// approval
+        #[arg(long, value_name = "DURATION", default_value = "5m")]
+        timeout: String,
+    },
+    /// Show each OAuth2 account's token state and the access token's
+    /// expiry
+    Status {
+        /// Print JSON (an array of objects)
+        #[arg(long)]
+        json: bool,
+    },
+    /// Forget the stored tokens of an account or destination
+    Logout {
+        /// The account's name, or a destination's
+        name: String,
     },
 }
 

@@ -24,6 +24,7 @@ pub mod message;
 pub mod metrics;
 pub mod mime7bit;
 pub mod net;
+pub mod oauth;
 pub mod outgoing;
 pub mod progress;
 pub mod queue;

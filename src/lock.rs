@@ -50,6 +50,15 @@ impl AccountLock {
         })
     }
 
+    /// The lock under which one process at a time obtains an OAuth2
+    /// token for `name` (`locks/oauth/NAME.lock`); waits for the holder.
+    pub fn oauth(state_dir: &Path, name: &str) -> Result<AccountLock> {
+        let dir = state_dir.join("locks").join("oauth");
+        let path = dir.join(file_name(name));
+        take(&dir, &path, true)?
+            .map_err(|_| Error::Locked(format!("cannot take {}", path.display())))
+    }
+
     /// The outgoing queue's lock: `outgoing.lock` in the state directory
     /// (outside `locks/`, so no account's lock file can be it). With
     /// `wait`, blocks until the holder (another flusher) is done;

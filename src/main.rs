@@ -9,7 +9,7 @@ use std::sync::OnceLock;
 use anyhow::Context as _;
 use clap::Parser;
 
-use mailretr::cli::{Cli, Command, ConfigCommand, FetchArgs, LogFormat, QueueCommand};
+use mailretr::cli::{AuthCommand, Cli, Command, ConfigCommand, FetchArgs, LogFormat, QueueCommand};
 use mailretr::config::{self, Config, LogTarget, Secret};
 use mailretr::outgoing::args::Personality;
 use mailretr::outgoing::SysExit;
@@ -400,6 +400,7 @@ fn run(cli: &Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::Retrieved)
         }
         Command::Queue(command) => queue_command(cli, command),
+        Command::Auth(command) => auth_command(cli, command),
         Command::Config(ConfigCommand::Check) => {
             let (config, loaded) = load_with_backends(cli)?;
             print!("{}", describe(&config));
@@ -416,6 +417,82 @@ fn run(cli: &Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Man => {
             std::io::stdout().write_all(&mailretr::cli::man_page())?;
+            Ok(ExitCode::Retrieved)
+        }
+    }
+}
+
+/// The `oauth2` settings of each account and IMAP/SMTP destination that
+/// has them, accounts first.
+fn oauth_configs(config: &Config) -> Vec<&mailretr::oauth::OAuth2> {
+    config
+        .accounts
+        .iter()
+        .filter_map(|a| a.oauth2.as_ref())
+        .chain(config.destinations.values().filter_map(|d| d.oauth2()))
+        .collect()
+}
+
+/// `mailretr auth login|status|logout`.
+fn auth_command(cli: &Cli, command: &AuthCommand) -> anyhow::Result<ExitCode> {
+    let config = load_config(cli)?;
+    let all = oauth_configs(&config);
+    let find = |name: &str| -> Result<&mailretr::oauth::OAuth2, Error> {
+        let qualified = format!("destination.{name}");
+        all.iter()
+            .find(|o| o.name == name)
+            .or_else(|| all.iter().find(|o| o.name == qualified))
+            .copied()
+            .ok_or_else(|| {
+                let known: Vec<&str> = all.iter().map(|o| o.name.as_str()).collect();
+                Error::Config(format!(
+                    "{name}: no account or destination of that name has `oauth2` (those that do: {})",
+                    if known.is_empty() {
+                        "none".to_string()
+                    } else {
+                        known.join(", ")
+                    }
+                ))
+            })
+    };
+    match command {
+        AuthCommand::Login {
+            name,
+            device,
+            timeout,
+        } => {
+            mailretr::signal::install_stop_handlers()?;
+            let oauth = find(name)?;
+            let timeout = humantime::parse_duration(timeout)
+                .map_err(|e| Error::Config(format!("--timeout {timeout}: {e}")))?;
+            mailretr::oauth::login(
+                oauth,
+                &mailretr::oauth::LoginOptions {
+                    device: *device,
+                    timeout,
+                },
+            )?;
+            Ok(ExitCode::Retrieved)
+        }
+        AuthCommand::Status { json } => {
+            let lines = mailretr::oauth::status(&config.general.state_dir, &all)?;
+            if *json {
+                println!("{}", serde_json::to_string_pretty(&lines)?);
+            } else {
+                print!(
+                    "{}",
+                    mailretr::oauth::store::status_text(&lines, mailretr::oauth::store::now())
+                );
+            }
+            Ok(ExitCode::Retrieved)
+        }
+        AuthCommand::Logout { name } => {
+            let oauth = find(name)?;
+            if mailretr::oauth::logout(oauth)? {
+                println!("{}: tokens forgotten", oauth.name);
+            } else {
+                println!("{}: no tokens were stored", oauth.name);
+            }
             Ok(ExitCode::Retrieved)
         }
     }

@@ -690,7 +690,8 @@ fn idle_folder(
         }
         let delay = backoff.next_delay();
         let why = match result {
-            Ok(()) => "the server ended the IDLE session".to_string(),
+            Ok(Ended::Reauthenticate) => continue,
+            Ok(Ended::ByServer) => "the server ended the IDLE session".to_string(),
             Err(e) => e.to_string(),
         };
         log::error!(
@@ -701,6 +702,15 @@ fn idle_folder(
         );
         stop.sleep(delay);
     }
+}
+
+/// How an IDLE session ended without an error.
+enum Ended {
+    /// Stopped, or the server ended it.
+    ByServer,
+    /// Its OAuth2 access token is about to expire: log in anew at once
+    /// with a fresh one.
+    Reauthenticate,
 }
 
 /// What ended one IDLE.
@@ -720,7 +730,7 @@ fn idle_session(
     stop: &StopFlag,
     slot: &Mutex<Option<TcpStream>>,
     backoff: &mut Backoff,
-) -> Result<()> {
+) -> Result<Ended> {
     let name = &account.name;
     let folder_name = &folder.config_name;
     let password = secret::resolve(&account.secret)?;
@@ -731,11 +741,23 @@ fn idle_session(
         ..
     } = imap_source::connect_session(account, password.as_deref().map(String::as_str))?;
     drop(password);
+    // With built-in OAuth2 the connection is logged in anew before the
+    // token it logged in with expires (the one just used is the cached
+    // one this asks for).
+    let reauthenticate_at = account
+        .oauth2
+        .as_ref()
+        .and_then(|o| crate::oauth::access_token(o).ok())
+        .and_then(|t| t.renew_at())
+        .map(|at| {
+            let left = (at - crate::oauth::store::now()).max(1) as u64;
+            Instant::now() + Duration::from_secs(left)
+        });
     {
         let mut slot = slot.lock().unwrap_or_else(|e| e.into_inner());
         if stop.is_set() {
             let _ = session.logout();
-            return Ok(());
+            return Ok(Ended::ByServer);
         }
         *slot = socket.try_clone().ok();
     }
@@ -751,9 +773,21 @@ fn idle_session(
     let _ = events.send(Event::Connected(folder_name.clone()));
     let mut renewals = 0u64;
     while !stop.is_set() {
+        let mut renew = account.watch.idle_renew;
+        if let Some(at) = reauthenticate_at {
+            let left = at.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                log::info!(
+                    "account {name}: {folder_name}: logging in anew before the OAuth2 token expires"
+                );
+                let _ = session.logout();
+                return Ok(Ended::Reauthenticate);
+            }
+            renew = renew.min(left);
+        }
         let woken = {
             let mut handle = session.idle();
-            handle.timeout(account.watch.idle_renew).keepalive(false);
+            handle.timeout(renew).keepalive(false);
             let mut woken = Woken::Renew;
             let outcome = handle.wait_while(|response| {
                 woken = match response {
@@ -774,7 +808,7 @@ fn idle_session(
             match outcome {
                 Ok(WaitOutcome::MailboxChanged) => woken,
                 Ok(WaitOutcome::TimedOut) => Woken::Renew,
-                Err(_) if stop.is_set() => return Ok(()),
+                Err(_) if stop.is_set() => return Ok(Ended::ByServer),
                 Err(e) => return Err(imap_error("IDLE", e)),
             }
         };
@@ -808,7 +842,7 @@ fn idle_session(
     }
     // Stopped between IDLEs: say goodbye.
     let _ = session.logout();
-    Ok(())
+    Ok(Ended::ByServer)
 }
 
 /// The one mapping of the `imap` crate's errors, shared with the source.

@@ -11,7 +11,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-packages=(dovecot-imapd dovecot-pop3d dovecot-lmtpd openssl python3-aiosmtpd procmail time
+packages=(dovecot-imapd dovecot-pop3d dovecot-lmtpd openssl python3-aiosmtpd python3-cryptography procmail time
           mariadb-server mariadb-client postgresql postgresql-client slapd ldap-utils)
 missing=()
 command -v dovecot >/dev/null 2>&1 || missing+=(dovecot-imapd dovecot-pop3d dovecot-lmtpd)
@@ -21,6 +21,8 @@ done
 command -v openssl >/dev/null 2>&1 || missing+=(openssl)
 # tests/destinations.rs: a real SMTP server and a real MDA.
 dpkg -s python3-aiosmtpd >/dev/null 2>&1 || missing+=(python3-aiosmtpd)
+# tests/it/oauth.rs: the test OAuth2 server verifies RS256 JWTs.
+python3 -c "import cryptography" >/dev/null 2>&1 || missing+=(python3-cryptography)
 command -v procmail >/dev/null 2>&1 || missing+=(procmail)
 # tests/it/hostile.rs measures peak memory with GNU time.
 [ -x /usr/bin/time ] || missing+=(time)

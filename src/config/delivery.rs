@@ -80,6 +80,23 @@ impl Subfolders {
 }
 
 impl DestinationConfig {
+    /// The built-in OAuth2 settings of an IMAP or SMTP destination.
+    pub fn oauth2(&self) -> Option<&crate::oauth::OAuth2> {
+        match self {
+            DestinationConfig::Imap(c) => c.oauth2.as_ref(),
+            DestinationConfig::Smtp(c) => c.oauth2.as_ref(),
+            _ => None,
+        }
+    }
+
+    pub(super) fn oauth2_mut(&mut self) -> Option<&mut crate::oauth::OAuth2> {
+        match self {
+            DestinationConfig::Imap(c) => c.oauth2.as_mut(),
+            DestinationConfig::Smtp(c) => c.oauth2.as_mut(),
+            _ => None,
+        }
+    }
+
     /// A Maildir at `path` with every setting at its default.
     pub fn maildir(path: PathBuf) -> DestinationConfig {
         DestinationConfig::Maildir {
@@ -139,6 +156,8 @@ pub struct SmtpConfig {
     pub user: Option<String>,
     /// The password for SMTP AUTH.
     pub secret: Secret,
+    /// Built-in OAuth2: SMTP AUTH XOAUTH2 with its token.
+    pub oauth2: Option<crate::oauth::OAuth2>,
     /// Single-drop: every message goes to this address.
     pub recipient: Option<String>,
     /// The envelope sender for messages without a `Return-Path`.
@@ -191,6 +210,8 @@ pub struct ImapAppendConfig {
     pub secret: Secret,
     /// Mechanisms to try, in order.
     pub auth: Vec<AuthMech>,
+    /// Built-in OAuth2 for XOAUTH2/OAUTHBEARER.
+    pub oauth2: Option<crate::oauth::OAuth2>,
     /// The folder appended to (written with `/`); with `subfolders =
     /// "verbatim"`, where INBOX goes.
     pub folder: String,
@@ -323,6 +344,7 @@ fn keys_of(kind: &str) -> &'static [&'static str] {
             "user",
             "password",
             "password_command",
+            "oauth2",
             "recipient",
             "sender",
             "source_ip",
@@ -350,6 +372,7 @@ fn keys_of(kind: &str) -> &'static [&'static str] {
             "password",
             "password_command",
             "auth",
+            "oauth2",
             "folder",
             "subfolders",
             "flags",
@@ -418,6 +441,19 @@ pub(super) fn validate_destination(
             None => Ok(None),
         }
     };
+    let oauth2 = |user: &str| -> Result<Option<crate::oauth::OAuth2>> {
+        match &raw.oauth2 {
+            Some(o) => Ok(Some(super::oauth::validate(
+                ctx,
+                o,
+                &key("oauth2"),
+                &format!("destination.{name}"),
+                user,
+                timeout,
+            )?)),
+            None => Ok(None),
+        }
+    };
     let secret = || -> Result<Secret> {
         match (&raw.password, &raw.password_command) {
             (Some(_), Some(c)) => Err(ctx.at(
@@ -434,7 +470,7 @@ pub(super) fn validate_destination(
         let host = required(&raw.host, "host")?;
         let tls = raw.tls.as_ref().map(|t| *t.get_ref()).unwrap_or_default();
         if tls == TlsMode::None
-            && *secret != Secret::None
+            && (*secret != Secret::None || raw.oauth2.is_some())
             && raw.allow_plaintext.as_ref().map(|v| *v.get_ref()) != Some(true)
         {
             return Err(ctx.at(
@@ -547,9 +583,10 @@ pub(super) fn validate_destination(
         "smtp" => {
             let secret = secret()?;
             let user = raw.user.as_ref().map(|u| u.get_ref().trim().to_string());
-            if user.is_none() && secret != Secret::None {
+            if user.is_none() && (secret != Secret::None || raw.oauth2.is_some()) {
                 return Err(ctx.at(d, &key("user"), "a password needs a `user` to log in as"));
             }
+            let oauth2 = oauth2(user.as_deref().unwrap_or_default())?;
             DestinationConfig::Smtp(SmtpConfig {
                 server: server(
                     &|tls| match tls {
@@ -561,6 +598,7 @@ pub(super) fn validate_destination(
                 )?,
                 user,
                 secret,
+                oauth2,
                 recipient: address(&raw.recipient, "recipient")?,
                 sender: address(&raw.sender, "sender")?,
             })
@@ -623,6 +661,8 @@ pub(super) fn validate_destination(
         }
         "imap" => {
             let secret = secret()?;
+            let user = required(&raw.user, "user")?;
+            let oauth2 = oauth2(&user)?;
             if let Some(f) = &raw.folder {
                 if f.get_ref().contains(['"', '\\']) || f.get_ref().chars().any(char::is_control) {
                     return Err(ctx.at(
@@ -640,13 +680,14 @@ pub(super) fn validate_destination(
                     },
                     &secret,
                 )?,
-                user: required(&raw.user, "user")?,
+                user,
                 secret,
-                auth: raw
-                    .auth
-                    .as_ref()
-                    .map(|a| a.get_ref().clone())
-                    .unwrap_or_else(|| AuthMech::DEFAULT_ORDER.to_vec()),
+                auth: match &raw.auth {
+                    Some(a) => a.get_ref().clone(),
+                    None if oauth2.is_some() => AuthMech::OAUTH_ORDER.to_vec(),
+                    None => AuthMech::DEFAULT_ORDER.to_vec(),
+                },
+                oauth2,
                 folder: raw
                     .folder
                     .as_ref()

@@ -6,6 +6,7 @@
 mod backends;
 mod delivery;
 mod include;
+mod oauth;
 mod outgoing;
 mod raw;
 
@@ -230,9 +231,12 @@ pub struct Account {
     pub add_received: bool,
     /// How many POP3 commands may be outstanding when the server pipelines.
     pub pipeline_depth: usize,
-    /// IMAP: the shell command printing an OAuth 2.0 access token for
+    /// The shell command printing an OAuth 2.0 access token for
     /// XOAUTH2/OAUTHBEARER (run fresh on every connection).
     pub oauth2_token_command: Option<String>,
+    /// Built-in OAuth2 (`oauth2 = { ... }`): where XOAUTH2/OAUTHBEARER
+    /// tokens come from (see `crate::oauth`).
+    pub oauth2: Option<crate::oauth::OAuth2>,
     /// IMAP: set `\Seen` on the server after delivery (otherwise the
     /// server's flags are left as they were).
     pub mark_seen: bool,
@@ -915,6 +919,14 @@ fn validate(
         None => None,
     };
     add_default_destination(&mut accounts, &mut destinations);
+    // Tokens live in the state database.
+    for o in accounts.iter_mut().filter_map(|a| a.oauth2.as_mut()).chain(
+        destinations
+            .values_mut()
+            .filter_map(DestinationConfig::oauth2_mut),
+    ) {
+        o.state_dir = general.state_dir.clone();
+    }
     Ok(Config {
         path,
         general,
@@ -1079,10 +1091,6 @@ fn validate_account(
             _ => Ok(()),
         }
     };
-    imap_only(
-        raw.oauth2_token_command.as_ref().map(|v| v.span()),
-        "oauth2_token_command",
-    )?;
     imap_only(raw.mark_seen.as_ref().map(|v| v.span()), "mark_seen")?;
     imap_only(raw.only_unseen.as_ref().map(|v| v.span()), "only_unseen")?;
     imap_only(raw.move_to.as_ref().map(|v| v.span()), "move_to")?;
@@ -1090,9 +1098,31 @@ fn validate_account(
         .oauth2_token_command
         .as_ref()
         .map(|c| c.get_ref().clone());
+    let oauth2 = match &raw.oauth2 {
+        Some(o) if oauth2_token_command.is_some() => {
+            return Err(ctx.at(
+                o,
+                &key("oauth2"),
+                "give either oauth2 or oauth2_token_command, not both",
+            ))
+        }
+        Some(o) => Some(oauth::validate(
+            ctx,
+            o,
+            &key("oauth2"),
+            &name,
+            raw.user.get_ref(),
+            match &raw.timeout {
+                Some(t) => parse_duration(ctx, t, &key("timeout"))?,
+                None => default_timeout,
+            },
+        )?),
+        None => None,
+    };
+    let has_token = oauth2_token_command.is_some() || oauth2.is_some();
     let auth = match &raw.auth {
         Some(auth) => auth.clone(),
-        None if oauth2_token_command.is_some() => {
+        None if has_token => {
             let mut order = AuthMech::OAUTH_ORDER.to_vec();
             if secret != Secret::None {
                 order.extend(AuthMech::DEFAULT_ORDER);
@@ -1101,14 +1131,14 @@ fn validate_account(
         }
         None => AuthMech::DEFAULT_ORDER.to_vec(),
     };
-    if oauth2_token_command.is_none() && auth.iter().any(|m| m.uses_token()) {
+    if !has_token && auth.iter().any(|m| m.uses_token()) {
         return Err(ctx.at(
             a,
             &key("auth"),
-            "xoauth2 and oauthbearer need oauth2_token_command",
+            "xoauth2 and oauthbearer need oauth2 or oauth2_token_command",
         ));
     }
-    if tls == TlsMode::None && oauth2_token_command.is_some() && raw.allow_plaintext != Some(true) {
+    if tls == TlsMode::None && has_token && raw.allow_plaintext != Some(true) {
         return Err(ctx.at(
             a,
             &key("tls"),
@@ -1179,6 +1209,7 @@ fn validate_account(
         add_received: raw.add_received.unwrap_or(add_received_default),
         pipeline_depth,
         oauth2_token_command,
+        oauth2,
         mark_seen: raw.mark_seen.as_ref().is_some_and(|v| *v.get_ref()),
         only_unseen: raw.only_unseen.as_ref().is_some_and(|v| *v.get_ref()),
         move_to,
@@ -1387,6 +1418,7 @@ pub fn from_url(url: &str, to: &str, keep: bool) -> Result<Config> {
             add_received: true,
             pipeline_depth: 50,
             oauth2_token_command: None,
+            oauth2: None,
             mark_seen: false,
             only_unseen: false,
             move_to: None,

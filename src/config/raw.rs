@@ -114,6 +114,7 @@ pub struct RawAccount {
     pub timeout: Option<Spanned<String>>,
     pub pipeline_depth: Option<Spanned<i64>>,
     pub oauth2_token_command: Option<Spanned<String>>,
+    pub oauth2: Option<Spanned<RawOAuth2>>,
     pub mark_seen: Option<Spanned<bool>>,
     pub only_unseen: Option<Spanned<bool>>,
     pub move_to: Option<Spanned<String>>,
@@ -153,6 +154,7 @@ pub struct RawDestination {
     pub password: Option<Spanned<String>>,
     pub password_command: Option<Spanned<String>>,
     pub auth: Option<Spanned<Vec<AuthMech>>>,
+    pub oauth2: Option<Spanned<RawOAuth2>>,
     pub recipient: Option<Spanned<String>>,
     pub sender: Option<Spanned<String>>,
     pub socket: Option<Spanned<String>>,
@@ -188,6 +190,7 @@ impl RawDestination {
             at("password", &self.password),
             at("password_command", &self.password_command),
             at("auth", &self.auth),
+            at("oauth2", &self.oauth2),
             at("recipient", &self.recipient),
             at("sender", &self.sender),
             at("socket", &self.socket),
@@ -212,4 +215,20 @@ pub struct RawMultidrop {
     pub to_cc: Option<bool>,
     pub local_domains: Spanned<Vec<String>>,
     pub aliases: Option<BTreeMap<String, String>>,
+}
+
+/// `oauth2 = { ... }` on an account or an IMAP/SMTP destination.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawOAuth2 {
+    pub provider: Spanned<String>,
+    pub client_id: Option<Spanned<String>>,
+    pub tenant: Option<Spanned<String>>,
+    pub auth_url: Option<Spanned<String>>,
+    pub token_url: Option<Spanned<String>>,
+    pub device_url: Option<Spanned<String>>,
+    pub scopes: Option<Spanned<Vec<String>>>,
+    pub client_secret_command: Option<Spanned<String>>,
+    pub grant: Option<Spanned<String>>,
+    pub key_file: Option<Spanned<String>>,
 }

@@ -111,6 +111,7 @@ impl ImapAppend {
         account.secret = c.secret.clone();
         account.auth = c.auth.clone();
         account.auth_explicit = true;
+        account.oauth2 = c.oauth2.clone();
         let password =
             secret::resolve(&c.secret).map_err(|e| self.fail(e.to_string(), Failure::Local))?;
         let logged_in = connect_session(&account, password.as_deref().map(String::as_str))

@@ -239,11 +239,30 @@ impl Smtp {
             }
         }
         if let Some(user) = &self.config.user {
-            let password = secret::resolve(&self.config.secret)
-                .map_err(|e| self.fail(e.to_string(), Failure::Local))?
-                .unwrap_or_default();
+            // Built-in OAuth2: AUTH XOAUTH2 with a fresh token (lettre
+            // has no OAUTHBEARER); otherwise the password.
+            let (password, mechanisms): (_, &[Mechanism]) = match &self.config.oauth2 {
+                Some(o) => (
+                    crate::oauth::access_token(o)
+                        .map_err(|e| {
+                            let failure = e.failure();
+                            self.fail(e.to_string(), failure)
+                        })?
+                        .token,
+                    &[Mechanism::Xoauth2],
+                ),
+                None => (
+                    secret::resolve(&self.config.secret)
+                        .map_err(|e| self.fail(e.to_string(), Failure::Local))?
+                        .unwrap_or_default(),
+                    &[Mechanism::Plain, Mechanism::Login],
+                ),
+            };
             let credentials = Credentials::new(user.clone(), password.to_string());
-            if let Err(e) = conn.auth(&[Mechanism::Plain, Mechanism::Login], &credentials) {
+            if let Err(e) = conn.auth(mechanisms, &credentials) {
+                if let Some(o) = &self.config.oauth2 {
+                    crate::oauth::rejected(o);
+                }
                 // Our credentials, not the message: never a refusal.
                 conn.abort();
                 if e.is_permanent() || e.is_client() {

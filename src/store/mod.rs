@@ -162,9 +162,23 @@ const MIGRATIONS: &[&str] = &[
         delivered_at INTEGER NOT NULL,
         PRIMARY KEY (account, recipient, message_id)
     );",
-    // 10: not this branch's (another branch's migration goes here; the
-    // no-op keeps the numbering until they are merged).
-    "SELECT 1;",
+    // 10: built-in OAuth2 (`crate::oauth::store`): per account (or
+    // destination) the refresh token `mailretr auth login` obtained and
+    // the cached access token with its expiry. A rotated refresh token
+    // replaces the old one in the same commit that caches the new access
+    // token, before that token is used.
+    "CREATE TABLE oauth_tokens (
+        name             TEXT PRIMARY KEY,
+        grant_type       TEXT NOT NULL,
+        client_id        TEXT NOT NULL DEFAULT '',
+        token_url        TEXT NOT NULL DEFAULT '',
+        refresh_token    TEXT,
+        access_token     TEXT,
+        access_expires   INTEGER,
+        access_lifetime  INTEGER,
+        obtained_at      INTEGER NOT NULL,
+        refreshed_at     INTEGER NOT NULL
+    ) WITHOUT ROWID;",
     // 11: `[[accounts_from]] cache = true`: the last rows a backend
     // returned (JSON), used when it is down. They hold what the rows
     // hold, account passwords included, so state.db stays 0600.
@@ -433,6 +447,11 @@ impl State {
                 _ => return Err(err(message)),
             }
         }
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.path
     }
 
     /// Warns when `state.db` is missing but `locks/` exists beside it: the

@@ -21,6 +21,7 @@ mod harness_smoke;
 mod hostile;
 mod imap;
 mod metrics;
+mod oauth;
 mod operability;
 mod parallel;
 mod pop3;

@@ -624,7 +624,7 @@ service auth {{
 
     /// Removes the temporary directory, or keeps it (and says where) when
     /// `MAILRETR_TEST_KEEP` is set, for post-mortems.
-    fn cleanup_dir(&self) {
+    pub fn cleanup_dir(&self) {
         let dir = self
             .tempdir
             .lock()

@@ -17,6 +17,7 @@ pub mod fake;
 pub mod imapc;
 pub mod mailutils;
 pub mod mariadb;
+pub mod oauth;
 pub mod postgres;
 pub mod proxy;
 pub mod slapd;

@@ -296,7 +296,7 @@ pub fn connect_session(account: &Account, password: Option<&str>) -> Result<Logg
         &account.auth,
         &offered,
         password.is_some(),
-        account.oauth2_token_command.is_some(),
+        account.oauth2_token_command.is_some() || account.oauth2.is_some(),
     )?;
     let encrypted = server.tls != TlsMode::None;
     let mut tried = auth::Attempts::new(&account.name);
@@ -324,6 +324,10 @@ pub fn connect_session(account: &Account, password: Option<&str>) -> Result<Logg
             // mechanism, on the same connection (RFC 3501 allows another
             // try after a failed one).
             Err((e @ Error::Auth(_), Some(back))) => {
+                if let (true, Some(o)) = (mech.uses_token(), &account.oauth2) {
+                    // The next token mechanism (or run) gets a fresh token.
+                    crate::oauth::rejected(o);
+                }
                 tried.failed(mech, e);
                 client = Some(*back);
             }
@@ -454,9 +458,14 @@ fn log_in(
     tap: &std::sync::Mutex<Tap>,
 ) -> std::result::Result<Session<Conn>, LoginFailed> {
     let server = &account.server;
-    let credential = match (&account.oauth2_token_command, mech.uses_token()) {
-        (Some(command), true) => secret::run_command(command).map_err(|e| (e, None))?,
-        _ => secret::Password::new(password.unwrap_or_default().to_string()),
+    let credential = if mech.uses_token() {
+        crate::oauth::bearer(
+            account.oauth2.as_ref(),
+            account.oauth2_token_command.as_deref(),
+        )
+        .map_err(|e| (e, None))?
+    } else {
+        secret::Password::new(password.unwrap_or_default().to_string())
     };
     // The tagged OK of LOGIN / AUTHENTICATE usually says what the server
     // offers once logged in (RFC 3501 7.1); the crate drops that line.

@@ -385,8 +385,57 @@ impl<S: Read + Write> Pop3<S> {
             }
             AuthMech::ScramSha256 => self.scram(user, password)?,
             AuthMech::XOAuth2 | AuthMech::OAuthBearer => {
-                return Err(Error::Auth(format!("{mech} is not available for POP3")))
+                return Err(Error::Auth(format!(
+                    "{mech} needs a token: use login_bearer"
+                )))
             }
+        };
+        match status {
+            Status::Ok(_) => Ok(()),
+            Status::Err(t) if t.starts_with("[IN-USE]") || t.starts_with("[SYS/TEMP]") => {
+                Err(Error::Server(format!("login: -ERR {t}")))
+            }
+            Status::Err(t) => Err(Error::Auth(format!("{mech}: -ERR {t}"))),
+        }
+    }
+
+    /// Logs in with XOAUTH2 or OAUTHBEARER (RFC 7628), sending `token`.
+    /// Always in two steps, `AUTH XOAUTH2`, the server's `+ `, then the
+    /// response on its own line: Microsoft's POP3 takes nothing else, and
+    /// every server must take it (RFC 5034 section 4). A failure comes as
+    /// a `+ ` challenge with the error details first; it is answered as
+    /// RFC 7628 section 3.2.3 says (XOAUTH2: an empty line) to get the
+    /// `-ERR`.
+    pub fn login_bearer(
+        &mut self,
+        mech: AuthMech,
+        user: &str,
+        token: &str,
+        host: &str,
+        port: u16,
+    ) -> Result<()> {
+        let name = crate::source::imap::auth::sasl_name(mech);
+        let response = B64.encode(crate::source::imap::auth::initial_response(
+            mech, user, token, host, port,
+        ));
+        self.send_plain(&format!("AUTH {name}"))?;
+        let line = self.read_sasl_line()?;
+        let status = if line.starts_with('+') && !line.starts_with("+OK") {
+            self.send_secret("", &response)?;
+            let line = self.read_sasl_line()?;
+            if line.starts_with('+') && !line.starts_with("+OK") {
+                let answer = if mech == AuthMech::OAuthBearer {
+                    "AQ=="
+                } else {
+                    ""
+                };
+                self.send_plain(answer)?;
+                self.read_status()?
+            } else {
+                parse_status(&line)?
+            }
+        } else {
+            parse_status(&line)?
         };
         match status {
             Status::Ok(_) => Ok(()),

@@ -68,11 +68,35 @@ struct Opened {
 /// `-ERR` gives way to the next (see `auth::Attempts`), on the same
 /// connection, or on a new one when the server closed it.
 pub fn connect(account: &Account, password: Option<&str>) -> Result<Pop3Source> {
-    let Some(password) = password else {
+    let has_token = account.oauth2.is_some() || account.oauth2_token_command.is_some();
+    if password.is_none() && !has_token {
         return Err(Error::Auth(format!(
             "no password configured for {}",
             account.user
         )));
+    }
+    // One login attempt with `mech`: a token mechanism gets a token
+    // obtained right before it.
+    let log_in = |session: &mut Pop3<Stream>, mech: AuthMech| -> Result<()> {
+        if mech.uses_token() {
+            let token = crate::oauth::bearer(
+                account.oauth2.as_ref(),
+                account.oauth2_token_command.as_deref(),
+            )?;
+            let outcome = session.login_bearer(
+                mech,
+                &account.user,
+                &token,
+                &account.server.host,
+                account.server.port,
+            );
+            if let (Err(Error::Auth(_)), Some(o)) = (&outcome, &account.oauth2) {
+                crate::oauth::rejected(o);
+            }
+            outcome
+        } else {
+            session.login(mech, &account.user, password.unwrap_or_default())
+        }
     };
     let mut opened = open(account)?;
     let candidates = candidates(account, &opened.caps, opened.session.greeting())?;
@@ -83,7 +107,7 @@ pub fn connect(account: &Account, password: Option<&str>) -> Result<Pop3Source> 
         if !tried.may_try(mech, encrypted) {
             continue;
         }
-        let mut outcome = opened.session.login(mech, &account.user, password);
+        let mut outcome = log_in(&mut opened.session, mech);
         if failed_before && matches!(outcome, Err(Error::Network { .. })) {
             // Many servers hang up after a failed login: once more, anew.
             log::info!(
@@ -91,7 +115,7 @@ pub fn connect(account: &Account, password: Option<&str>) -> Result<Pop3Source> 
                 account.name
             );
             opened = open(account)?;
-            outcome = opened.session.login(mech, &account.user, password);
+            outcome = log_in(&mut opened.session, mech);
         }
         match outcome {
             Ok(()) => {
@@ -191,8 +215,18 @@ fn candidates(account: &Account, caps: &Capabilities, greeting: &str) -> Result<
         AuthMech::Login => caps.sasl.contains("LOGIN"),
         AuthMech::CramMd5 => caps.sasl.contains("CRAM-MD5"),
         AuthMech::ScramSha256 => caps.sasl.contains("SCRAM-SHA-256"),
-        // Config validation keeps the token mechanisms to IMAP accounts.
-        AuthMech::XOAuth2 | AuthMech::OAuthBearer => false,
+        AuthMech::XOAuth2 => caps.sasl.contains("XOAUTH2"),
+        AuthMech::OAuthBearer => caps.sasl.contains("OAUTHBEARER"),
+    };
+    let has_password = account.secret != crate::config::Secret::None;
+    let has_token = account.oauth2.is_some() || account.oauth2_token_command.is_some();
+    let offered = |m: &AuthMech| {
+        offered(m)
+            && if m.uses_token() {
+                has_token
+            } else {
+                has_password
+            }
     };
     let found: Vec<AuthMech> = account.auth.iter().copied().filter(offered).collect();
     if found.is_empty() {
