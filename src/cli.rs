@@ -171,6 +171,13 @@ pub struct OpsArgs {
     #[arg(long)]
     pub adopt: bool,
 
+    /// Another shard's state dir (where its state.db is; repeatable): a
+    /// keep-mode account that moved to this shard or is new here gets the
+    /// seen-state of the one where it last ran successfully (read-only),
+    /// then runs as usual, so mail that arrived since is fetched
+    #[arg(long, value_name = "DIR")]
+    pub adopt_from: Vec<PathBuf>,
+
     /// Write Prometheus metrics (node_exporter's textfile format) to
     /// PATH at the end of the run (watch: after each account's pass)
     /// [default: general.metrics_file]
