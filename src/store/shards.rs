@@ -216,14 +216,18 @@ pub const SEEN_STATE_TABLES: [&str; 7] = [
 pub struct Donor {
     /// Its state.db.
     pub path: PathBuf,
+    /// The read-only URI it opened with (`mode=ro`, or `immutable` on a
+    /// read-only directory).
+    uri: String,
     /// When the account's last successful run there finished (unix
     /// seconds; 0 when only older records say it ran there).
     pub last_success: i64,
 }
 
 /// Opens `dir/state.db` read-only (never created, never written, never
-/// migrated) and checks that its schema is this mailretr's.
-fn open_donor(dir: &Path) -> Result<(PathBuf, Connection)> {
+/// migrated) and checks that its schema is this mailretr's. Returns the
+/// URI it was opened with.
+fn open_donor(dir: &Path) -> Result<(PathBuf, String, Connection)> {
     let path = dir.join("state.db");
     let err = |message: String| Error::State {
         path: path.display().to_string(),
@@ -232,16 +236,34 @@ fn open_donor(dir: &Path) -> Result<(PathBuf, Connection)> {
     if !path.is_file() {
         return Err(err("no state.db there".into()));
     }
-    let conn = Connection::open_with_flags(
-        &path,
-        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-    )
-    .map_err(|e| err(e.to_string()))?;
-    conn.busy_timeout(std::time::Duration::from_secs(30))
-        .map_err(|e| err(e.to_string()))?;
-    let version: usize = conn
-        .query_row("PRAGMA user_version", [], |r| r.get(0))
-        .map_err(|e| err(e.to_string()))?;
+    let base = format!("file:{}?mode=ro", uri_escape(&path.to_string_lossy()));
+    let open = |uri: &str| -> rusqlite::Result<(Connection, usize)> {
+        let conn = Connection::open_with_flags(
+            uri,
+            OpenFlags::SQLITE_OPEN_READ_ONLY
+                | OpenFlags::SQLITE_OPEN_URI
+                | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )?;
+        conn.busy_timeout(std::time::Duration::from_secs(30))?;
+        let version = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+        Ok((conn, version))
+    };
+    // A WAL database in a directory this process cannot write (a
+    // read-only mount) cannot get its -shm file: with no -wal file
+    // there is nothing but the database to read, and `immutable` reads
+    // it without one.
+    let wal = dir.join("state.db-wal");
+    let (uri, (conn, version)) = match open(&base) {
+        Ok(opened) => (base, opened),
+        Err(first) if !wal.exists() => {
+            let immutable = format!("{base}&immutable=1");
+            match open(&immutable) {
+                Ok(opened) => (immutable, opened),
+                Err(_) => return Err(err(first.to_string())),
+            }
+        }
+        Err(e) => return Err(err(e.to_string())),
+    };
     if version != super::MIGRATIONS.len() {
         return Err(err(format!(
             "its schema version is {version}, this mailretr's is {}: copy from a state.db \
@@ -249,7 +271,7 @@ fn open_donor(dir: &Path) -> Result<(PathBuf, Connection)> {
             super::MIGRATIONS.len()
         )));
     }
-    Ok((path, conn))
+    Ok((path, uri, conn))
 }
 
 /// Of the state dirs `dirs` (`--adopt-from`), the one whose state.db
@@ -259,7 +281,7 @@ fn open_donor(dir: &Path) -> Result<(PathBuf, Connection)> {
 pub fn find_donor(dirs: &[PathBuf], account: &str) -> Result<Option<Donor>> {
     let mut best: Option<Donor> = None;
     for dir in dirs {
-        let (path, conn) = open_donor(dir)?;
+        let (path, uri, conn) = open_donor(dir)?;
         let found: Option<(bool, i64)> = conn
             .query_row(
                 "SELECT EXISTS (SELECT 1 FROM shard_members WHERE account = ?1)
@@ -278,7 +300,11 @@ pub fn find_donor(dirs: &[PathBuf], account: &str) -> Result<Option<Donor>> {
             continue;
         };
         if best.as_ref().is_none_or(|b| last_success > b.last_success) {
-            best = Some(Donor { path, last_success });
+            best = Some(Donor {
+                path,
+                uri,
+                last_success,
+            });
         }
     }
     Ok(best)
