@@ -529,7 +529,7 @@ _mailretr() {
             return 0
             ;;
         mailretr__subcmd__fetch)
-            opts="-j -k -a -l -c -v -q -h --to --jobs --check --keep --all --limit --shard --adopt --metrics-file --config --verbose --quiet --log-format --state-dir --help"
+            opts="-j -k -a -l -c -v -q -h --to --jobs --check --keep --all --limit --shard --adopt --adopt-from --metrics-file --config --verbose --quiet --log-format --state-dir --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -556,6 +556,10 @@ _mailretr() {
                     return 0
                     ;;
                 --shard)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --adopt-from)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -1181,13 +1185,17 @@ _mailretr() {
             return 0
             ;;
         mailretr__subcmd__watch)
-            opts="-c -v -q -h --shard --adopt --metrics-file --config --verbose --quiet --log-format --state-dir --help"
+            opts="-c -v -q -h --shard --adopt --adopt-from --metrics-file --config --verbose --quiet --log-format --state-dir --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
             case "${prev}" in
                 --shard)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --adopt-from)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

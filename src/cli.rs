@@ -171,9 +171,18 @@ pub struct OpsArgs {
 
     /// A keep-mode account that moved to this shard (N changed) or is new
     /// here: mark the mail now on its server as seen without downloading
-    /// it, instead of refusing the account (exit 5)
+    /// it, instead of refusing the account (exit 5). The fallback when the
+    /// old state is lost: mail that arrived since the old shard's last run
+    /// is never delivered (prefer --adopt-from)
     #[arg(long)]
     pub adopt: bool,
+
+    /// Another shard's state dir (where its state.db is; repeatable): a
+    /// keep-mode account that moved to this shard or is new here gets the
+    /// seen-state of the one where it last ran successfully (read-only),
+    /// then runs as usual, so mail that arrived since is fetched
+    #[arg(long, value_name = "DIR")]
+    pub adopt_from: Vec<PathBuf>,
 
     /// Write Prometheus metrics (node_exporter's textfile format) to
     /// PATH at the end of the run (watch: after each account's pass)
@@ -445,7 +454,7 @@ the password for an ad\-hoc URL fetch
 .B MAILRETR_SYSLOG_SOCKET
 with \fBlog = "syslog"\fR: the unix datagram socket to send to instead of /dev/log
 .SH SHARDS
-\fB\-\-shard K/N\fR takes the accounts whose name's SHA\-256, first 8 bytes read big\-endian, falls in bucket K\-1 of N by the jump consistent hash (Lamping and Veach, 2014): going from N to N+1 shards moves only the accounts the new shard takes. Each shard keeps its own state (\fB\-\-state\-dir\fR). When N changes, a keep\-mode account that moved to a shard whose state is not current for it is refused (exit 5) until a run with \fB\-\-adopt\fR marks the mail on its server as seen without downloading it; see the README, "Changing N".
+\fB\-\-shard K/N\fR takes the accounts whose name's SHA\-256, first 8 bytes read big\-endian, falls in bucket K\-1 of N by the jump consistent hash (Lamping and Veach, 2014): going from N to N+1 shards moves only the accounts the new shard takes. Each shard keeps its own state (\fB\-\-state\-dir\fR). When N changes, a keep\-mode account that moved to a shard whose state is not current for it is refused (exit 5) until a run with \fB\-\-adopt\-from\fR \fIDIR\fR (repeatable: the old shards' state dirs) copies its seen\-state from the state.db where it last ran successfully (read\-only; the spool is not copied) and then fetches it as usual, so mail that arrived since the old shard's last run is delivered once. \fB\-\-adopt\fR, the fallback when the old state is lost, marks the mail on its server as seen without downloading it (mail of that gap is never delivered); see the README, "Changing N".
 .SH EXAMPLES
 Fetch every configured account (quiet unless something fails; suitable for cron):
 .PP

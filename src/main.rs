@@ -381,6 +381,7 @@ fn run(cli: &Cli) -> anyhow::Result<ExitCode> {
             let options = mailretr::watch::WatchOptions {
                 shard: args.ops.shard,
                 adopt: args.ops.adopt,
+                adopt_from: args.ops.adopt_from.clone(),
                 metrics_file: args.ops.metrics_file.clone(),
             };
             mailretr::watch::run(config, &load, &args.accounts, &options)?;
@@ -682,6 +683,7 @@ fn fetch_command(cli: &Cli, args: &FetchArgs) -> anyhow::Result<ExitCode> {
         jobs: args.jobs,
         shard_spec: None,
         adopt: args.ops.adopt,
+        adopt_from: args.ops.adopt_from.clone(),
     };
     let mut options = options;
     let urls: Vec<&String> = args.accounts.iter().filter(|a| a.contains("://")).collect();

@@ -91,6 +91,7 @@ pub fn run(
         fetch: FetchOptions {
             shard_spec: Some(spec),
             adopt: options.adopt,
+            adopt_from: options.adopt_from.clone(),
             ..FetchOptions::default()
         },
         shard: options.shard,
@@ -137,6 +138,8 @@ pub struct WatchOptions {
     pub shard: Option<Shard>,
     /// `--adopt` (see `FetchOptions::adopt`).
     pub adopt: bool,
+    /// `--adopt-from` (see `FetchOptions::adopt_from`).
+    pub adopt_from: Vec<std::path::PathBuf>,
     /// `--metrics-file`, in place of `general.metrics_file`.
     pub metrics_file: Option<std::path::PathBuf>,
 }

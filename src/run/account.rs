@@ -74,7 +74,7 @@ pub(super) fn fetch_locked(
     audit: Option<&AuditLog>,
 ) -> Result<()> {
     let keep = options.keep || account.keep;
-    let adopt = shard_arrival(account, options, state, keep)?;
+    let adopt = shard_arrival(account, options, state, keep, report)?;
     let destinations = account
         .deliver_to
         .iter()
@@ -142,22 +142,51 @@ pub(super) fn fetch_locked(
 fn shard_arrival(
     account: &Account,
     options: &FetchOptions,
-    state: &State,
+    state: &mut State,
     keep: bool,
+    report: &mut AccountReport,
 ) -> Result<bool> {
     use crate::store::shards::Placement;
-    if options.shard_spec.is_none() || !keep || options.fetch_all || account.fetch_all {
+    let Some(spec_id) = options.shard_spec else {
+        return Ok(false);
+    };
+    if !keep || options.fetch_all || account.fetch_all {
         return Ok(false);
     }
-    match state.placement(&account.name)? {
+    let placement = state.placement(&account.name)?;
+    if placement == Placement::Current {
+        return Ok(false);
+    }
+    // `--adopt-from`: the seen-state of the shard that last ran it, then
+    // a normal run (which fetches what arrived since).
+    if !options.adopt_from.is_empty() {
+        if let Some(donor) = crate::store::shards::find_donor(&options.adopt_from, &account.name)? {
+            let seen = state.adopt_from(&donor, &account.name, spec_id)?;
+            let line = format!(
+                "--adopt-from: seen-state copied from {} ({seen} message(s) seen there)",
+                donor.path.display()
+            );
+            log::info!("{}: {line}", account.name);
+            report.warnings.push(line);
+            return Ok(false);
+        }
+    }
+    match placement {
         Placement::Current => Ok(false),
         Placement::New => Ok(options.adopt),
         Placement::Arrived { .. } if options.adopt => Ok(true),
         Placement::Arrived { spec } => Err(Error::Config(format!(
             "moved here from another shard (this state ran as shard {spec}, which left it to another), \
              and it keeps mail on the server: fetching it now would deliver again what the other shard \
-             delivered. Run once with --adopt to mark the mail now on the server as seen without \
-             downloading it, or with --all to fetch all of it again (README, \"Changing N\")"
+             delivered. Run once with --adopt-from OLD_STATE_DIR to copy the seen-state of the shard \
+             that had it (then mail that arrived since is fetched){}, with --adopt to mark the mail now \
+             on the server as seen without downloading it, or with --all to fetch all of it again \
+             (README, \"Changing N\")",
+            if options.adopt_from.is_empty() {
+                ""
+            } else {
+                " (none of the --adopt-from dirs has state for it)"
+            }
         ))),
     }
 }

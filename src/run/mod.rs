@@ -64,6 +64,10 @@ pub struct FetchOptions {
     /// (or is new here) has the mail now on its server marked as seen
     /// without downloading it, instead of being refused.
     pub adopt: bool,
+    /// `--adopt-from`: other shards' state dirs; a keep-mode account that
+    /// moved here (or is new here) gets its seen-state copied from the
+    /// one where it last ran successfully, then runs as usual.
+    pub adopt_from: Vec<std::path::PathBuf>,
 }
 
 /// How one account's run went.

@@ -13,10 +13,12 @@
 //! *arrived*: another state.db had it for a while, and what this one
 //! remembers of it is missing or stale.
 
-use rusqlite::{params, OptionalExtension, TransactionBehavior};
+use std::path::{Path, PathBuf};
+
+use rusqlite::{params, Connection, OpenFlags, OptionalExtension, TransactionBehavior};
 
 use super::{wrap, State};
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::shard::Shard;
 use crate::source::RemoteMessage;
 
@@ -190,6 +192,183 @@ impl State {
     }
 }
 
+/// The per-account tables that make up what an account has seen, copied
+/// by `--adopt-from`: delivered messages, IMAP folder bookkeeping
+/// (UIDVALIDITY and the UID everything below is dealt with), oversized
+/// notices, refusals kept on the server, delivery intents (a crashed
+/// run's file names, so a redo finds its own file), the mailbox the
+/// state belongs to, and the Message-IDs `dedup` remembers. Not copied:
+/// the spool (the old shard's `queue flush` delivers it), the run log,
+/// counters and quota (history, not seen-state).
+pub const SEEN_STATE_TABLES: [&str; 7] = [
+    "seen",
+    "imap_folders",
+    "oversized",
+    "refused",
+    "delivery_intents",
+    "account_identity",
+    "dedup",
+];
+
+/// Another shard's state.db that holds an account's seen-state
+/// (`--adopt-from`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Donor {
+    /// Its state.db.
+    pub path: PathBuf,
+    /// The read-only URI it opened with (`mode=ro`, or `immutable` on a
+    /// read-only directory).
+    uri: String,
+    /// When the account's last successful run there finished (unix
+    /// seconds; 0 when only older records say it ran there).
+    pub last_success: i64,
+}
+
+/// Opens `dir/state.db` read-only (never created, never written, never
+/// migrated) and checks that its schema is this mailretr's. Returns the
+/// URI it was opened with.
+fn open_donor(dir: &Path) -> Result<(PathBuf, String, Connection)> {
+    let path = dir.join("state.db");
+    let err = |message: String| Error::State {
+        path: path.display().to_string(),
+        message: format!("--adopt-from: {message}"),
+    };
+    if !path.is_file() {
+        return Err(err("no state.db there".into()));
+    }
+    let base = format!("file:{}?mode=ro", uri_escape(&path.to_string_lossy()));
+    let open = |uri: &str| -> rusqlite::Result<(Connection, usize)> {
+        let conn = Connection::open_with_flags(
+            uri,
+            OpenFlags::SQLITE_OPEN_READ_ONLY
+                | OpenFlags::SQLITE_OPEN_URI
+                | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )?;
+        conn.busy_timeout(std::time::Duration::from_secs(30))?;
+        let version = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+        Ok((conn, version))
+    };
+    // A WAL database in a directory this process cannot write (a
+    // read-only mount) cannot get its -shm file: with no -wal file
+    // there is nothing but the database to read, and `immutable` reads
+    // it without one.
+    let wal = dir.join("state.db-wal");
+    let (uri, (conn, version)) = match open(&base) {
+        Ok(opened) => (base, opened),
+        Err(first) if !wal.exists() => {
+            let immutable = format!("{base}&immutable=1");
+            match open(&immutable) {
+                Ok(opened) => (immutable, opened),
+                Err(_) => return Err(err(first.to_string())),
+            }
+        }
+        Err(e) => return Err(err(e.to_string())),
+    };
+    if version != super::MIGRATIONS.len() {
+        return Err(err(format!(
+            "its schema version is {version}, this mailretr's is {}: copy from a state.db \
+             of the same mailretr version (run that shard once with it), or use --adopt",
+            super::MIGRATIONS.len()
+        )));
+    }
+    Ok((path, uri, conn))
+}
+
+/// Of the state dirs `dirs` (`--adopt-from`), the one whose state.db
+/// holds `account`'s seen-state from the most recent successful run.
+/// `None` when none of them has state for it. A dir without a state.db,
+/// or with one of another schema version, is an error.
+pub fn find_donor(dirs: &[PathBuf], account: &str) -> Result<Option<Donor>> {
+    let mut best: Option<Donor> = None;
+    for dir in dirs {
+        let (path, uri, conn) = open_donor(dir)?;
+        let found: Option<(bool, i64)> = conn
+            .query_row(
+                "SELECT EXISTS (SELECT 1 FROM shard_members WHERE account = ?1)
+                     OR EXISTS (SELECT 1 FROM seen WHERE account = ?1)
+                     OR EXISTS (SELECT 1 FROM imap_folders WHERE account = ?1),
+                        coalesce((SELECT last_success_at FROM account_counters WHERE account = ?1),
+                                 (SELECT max(started_at) FROM runs
+                                  WHERE account = ?1 AND exit_code IN (0, 1, 13)),
+                                 0)",
+                params![account],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()
+            .map_err(|e| wrap(&path, e))?;
+        let Some((true, last_success)) = found else {
+            continue;
+        };
+        if best.as_ref().is_none_or(|b| last_success > b.last_success) {
+            best = Some(Donor {
+                path,
+                uri,
+                last_success,
+            });
+        }
+    }
+    Ok(best)
+}
+
+impl State {
+    /// `--adopt-from`: replaces `account`'s seen-state here
+    /// (`SEEN_STATE_TABLES`) with the one in `donor` (attached
+    /// read-only) and notes the account current under `spec_id`, in one
+    /// transaction. Returns how many `seen` rows were copied.
+    pub fn adopt_from(&mut self, donor: &Donor, account: &str, spec_id: i64) -> Result<u64> {
+        let path = self.path.clone();
+        let uri = format!("file:{}?mode=ro", uri_escape(&donor.path.to_string_lossy()));
+        self.conn
+            .execute("ATTACH DATABASE ?1 AS donor", params![uri])
+            .map_err(|e| wrap(&donor.path, e))?;
+        let copied = (|| -> rusqlite::Result<u64> {
+            let tx = self
+                .conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)?;
+            for table in SEEN_STATE_TABLES {
+                tx.execute(
+                    &format!("DELETE FROM main.{table} WHERE account = ?1"),
+                    params![account],
+                )?;
+                tx.execute(
+                    &format!(
+                        "INSERT INTO main.{table} SELECT * FROM donor.{table} WHERE account = ?1"
+                    ),
+                    params![account],
+                )?;
+            }
+            let copied: i64 = tx.query_row(
+                "SELECT count(*) FROM main.seen WHERE account = ?1",
+                params![account],
+                |r| r.get(0),
+            )?;
+            tx.execute(
+                "INSERT INTO main.shard_members (account, spec_id) VALUES (?1, ?2)
+                 ON CONFLICT (account) DO UPDATE SET spec_id = excluded.spec_id",
+                params![account, spec_id],
+            )?;
+            tx.commit()?;
+            Ok(copied as u64)
+        })();
+        let detached = self.conn.execute("DETACH DATABASE donor", []);
+        let copied = copied.map_err(|e| wrap(&path, e))?;
+        detached.map_err(|e| wrap(&path, e))?;
+        Ok(copied)
+    }
+}
+
+/// Escapes a path for an SQLite `file:` URI.
+fn uri_escape(path: &str) -> String {
+    let mut out = String::with_capacity(path.len());
+    for c in path.chars() {
+        match c {
+            '%' | '?' | '#' => out.push_str(&format!("%{:02X}", c as u32)),
+            _ => out.push(c),
+        }
+    }
+    out
+}
+
 /// See `State::counters`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Counters {
@@ -293,5 +472,36 @@ mod tests {
         state.adopt_seen("a", &[msg("u1"), msg("u2")]).unwrap();
         let seen = state.seen_uids("a", "INBOX", 0).unwrap();
         assert_eq!(seen.len(), 2);
+    }
+
+    #[test]
+    fn adopt_from_copies_seen_state_and_leaves_the_donor_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let (old, new, empty) = (
+            dir.path().join("old"),
+            dir.path().join("new"),
+            dir.path().join("empty"),
+        );
+        {
+            let mut donor = State::open(&old).unwrap();
+            donor.adopt_seen("a", &[msg("u1"), msg("u2")]).unwrap();
+            drop(State::open(&empty).unwrap());
+        }
+        let before = std::fs::read(old.join("state.db")).unwrap();
+        // A dir that lacks the account: nothing to adopt.
+        assert_eq!(find_donor(std::slice::from_ref(&empty), "a").unwrap(), None);
+        assert!(find_donor(&[dir.path().join("nowhere")], "a").is_err());
+        let donor = find_donor(&[empty, old.clone()], "a").unwrap().unwrap();
+        let mut state = State::open(&new).unwrap();
+        state.adopt_seen("a", &[msg("stale")]).unwrap();
+        let id = state.begin_shard(sh(1, 2), 100).unwrap();
+        assert_eq!(state.adopt_from(&donor, "a", id).unwrap(), 2);
+        let seen = state.seen_uids("a", "INBOX", 0).unwrap();
+        assert_eq!(seen, ["u1", "u2"].iter().map(|s| s.to_string()).collect());
+        assert_eq!(std::fs::read(old.join("state.db")).unwrap(), before);
+        // Noted current under the spec of this run.
+        if sh(1, 2).contains("a") {
+            assert_eq!(state.placement("a").unwrap(), Placement::Current);
+        }
     }
 }

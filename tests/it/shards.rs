@@ -215,3 +215,96 @@ fn changing_n_refuses_a_moved_keep_account_until_adopt_and_nothing_is_delivered_
     assert_eq!(delivered(&maildir(&env, &mover)), want);
     assert_eq!(delivered(&maildir(&env, &stayer)).len(), 3);
 }
+
+#[test]
+fn changing_n_adopt_from_the_old_state_dir_delivers_what_arrived_in_the_gap_once() {
+    let dovecot = Dovecot::shared();
+    let env = Env::new();
+    // N goes from 3 to 2, as above: `mover` leaves shard 3 of 3.
+    let names: Vec<String> = (0..500).map(|i| format!("g{i}")).collect();
+    let mover = names.iter().find(|n| shard_of(n, 3) == 3).unwrap().clone();
+    let mover_user = dovecot.new_user();
+    for n in 0..3 {
+        dovecot.add_message(&mover_user, "INBOX", &message(&mover, n));
+    }
+    config(
+        &env,
+        dovecot,
+        &[(mover.clone(), mover_user.clone(), "imap", true)],
+    );
+    for k in 1..=3 {
+        let out = fetch_shard(&env, &format!("{k}/3"), &format!("state-{k}"), &[]);
+        assert!(out.code <= 1, "{k}/3: {}", out.stderr);
+    }
+    assert_eq!(delivered(&maildir(&env, &mover)).len(), 3);
+
+    // Mail arrives after the old shard's last run.
+    dovecot.add_message(&mover_user, "INBOX", &message(&mover, 3));
+
+    let y = shard_of(&mover, 2);
+    let other = 3 - y;
+    let old_dir = env.path("state-3").display().to_string();
+    let other_dir = env.path(format!("state-{other}")).display().to_string();
+    let old_db = env.path("state-3").join("state.db");
+    let before = std::fs::read(&old_db).unwrap();
+
+    // A dir that never had the account: still refused, naming both ways.
+    let out = fetch_shard(
+        &env,
+        &format!("{y}/2"),
+        &format!("state-{y}"),
+        &["--adopt-from", &other_dir],
+    );
+    out.expect_code(5);
+    let line = out
+        .stderr
+        .lines()
+        .find(|l| l.contains(&format!("account {mover}:")))
+        .unwrap_or_else(|| panic!("no line for {mover}: {}", out.stderr));
+    assert!(
+        line.contains("--adopt-from") && line.contains("--adopt "),
+        "{line}"
+    );
+    assert_eq!(delivered(&maildir(&env, &mover)).len(), 3, "nothing yet");
+
+    // The old shard's dir (with one that lacks it): the seen-state is
+    // copied, and the message of the gap is delivered, once.
+    let out = fetch_shard(
+        &env,
+        &format!("{y}/2"),
+        &format!("state-{y}"),
+        &["--adopt-from", &other_dir, "--adopt-from", &old_dir],
+    );
+    out.expect_success();
+    assert!(
+        out.stderr.contains("seen-state copied from"),
+        "{}",
+        out.stderr
+    );
+    let mut want: Vec<Vec<u8>> = (0..4).map(|n| message(&mover, n)).collect();
+    want.sort();
+    assert_eq!(
+        delivered(&maildir(&env, &mover)),
+        want,
+        "the gap's message, once"
+    );
+    assert_eq!(dovecot.messages(&mover_user, "INBOX").len(), 4, "kept");
+    assert_eq!(
+        std::fs::read(&old_db).unwrap(),
+        before,
+        "old state.db unchanged"
+    );
+
+    // Current here from now on: no flag needed, nothing twice.
+    fetch_shard(&env, &format!("{y}/2"), &format!("state-{y}"), &[]).expect_code(1);
+    dovecot.add_message(&mover_user, "INBOX", &message(&mover, 4));
+    fetch_shard(&env, &format!("{y}/2"), &format!("state-{y}"), &[]).expect_success();
+    let mut want: Vec<Vec<u8>> = (0..5).map(|n| message(&mover, n)).collect();
+    want.sort();
+    assert_eq!(delivered(&maildir(&env, &mover)), want);
+
+    // A dir without a state.db is an error, not "no state".
+    let none = env.path("nowhere").display().to_string();
+    let out = fetch_shard(&env, "3/3", "state-new", &["--adopt-from", &none]);
+    assert!(out.stderr.contains("no state.db there"), "{}", out.stderr);
+}
