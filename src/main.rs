@@ -795,17 +795,7 @@ fn fetch_command(cli: &Cli, args: &FetchArgs) -> anyhow::Result<ExitCode> {
         .as_ref()
         .or(config.general.metrics_file.as_ref());
     if let (Some(path), false) = (metrics_file, check) {
-        // Every account of the shard, not only those named: the file
-        // describes them all.
-        let names: Vec<String> = config
-            .accounts
-            .iter()
-            .filter(|a| shard.contains(&a.name))
-            .map(|a| a.name.clone())
-            .collect();
-        if let Err(e) = mailretr::metrics::update(&config.general.state_dir, path, &names, shard) {
-            log::warn!("{e}");
-        }
+        mailretr::metrics::update_for(&config, path, shard);
     }
     Ok(loaded.merged_with(run::merged_exit_code(&reports)))
 }

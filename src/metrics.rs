@@ -260,6 +260,21 @@ pub fn write_atomically(path: &Path, text: &str) -> std::io::Result<()> {
     result
 }
 
+/// Writes the metrics file at `path` for every account of `config` in
+/// `shard` (not only those that ran: the file describes them all). A
+/// failure is a warning; it never fails the run.
+pub fn update_for(config: &crate::config::Config, path: &Path, shard: Shard) {
+    let names: Vec<String> = config
+        .accounts
+        .iter()
+        .filter(|a| shard.contains(&a.name))
+        .map(|a| a.name.clone())
+        .collect();
+    if let Err(e) = update(&config.general.state_dir, path, &names, shard) {
+        log::warn!("{e}");
+    }
+}
+
 /// Renders the metrics of `accounts` from the state in `state_dir` and
 /// writes them to `path`.
 pub fn update(state_dir: &Path, path: &Path, accounts: &[String], shard: Shard) -> Result<()> {

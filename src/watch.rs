@@ -165,16 +165,7 @@ impl Pass {
         else {
             return;
         };
-        let shard = self.shard.unwrap_or(Shard::ALL);
-        let names: Vec<String> = config
-            .accounts
-            .iter()
-            .filter(|a| shard.contains(&a.name))
-            .map(|a| a.name.clone())
-            .collect();
-        if let Err(e) = crate::metrics::update(&config.general.state_dir, path, &names, shard) {
-            log::warn!("{e}");
-        }
+        crate::metrics::update_for(config, path, self.shard.unwrap_or(Shard::ALL));
     }
 }
 
