@@ -71,10 +71,7 @@ pub fn collect(state: &State, configured: &[String]) -> Result<Vec<AccountStatus
             names.push((name, false));
         }
     }
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0);
+    let now = crate::retry::now();
     names
         .into_iter()
         .map(|(account, configured)| {

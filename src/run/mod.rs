@@ -422,7 +422,7 @@ pub(crate) fn open_source(
     report: &mut AccountReport,
 ) -> Result<Option<(Box<dyn Source>, Slot)>> {
     let host = &account.server.host;
-    let now = now_unix();
+    let now = crate::retry::now();
     let delayed = state.login_delay(&account.name)?;
     if let Some((_, not_before, _)) = delayed.as_ref().filter(|d| d.1 > now) {
         log::info!(
@@ -457,7 +457,7 @@ pub(crate) fn open_source(
         };
         if let Throttle::LoginDelay(seconds) = throttle {
             let seconds = seconds.unwrap_or(DEFAULT_LOGIN_DELAY);
-            let not_before = now_unix() + seconds as i64;
+            let not_before = crate::retry::now() + seconds as i64;
             state.set_login_delay(&account.name, host, not_before, &message)?;
             return Err(Error::Throttled {
                 message: format!(
@@ -507,13 +507,6 @@ fn sleep_unless_stopped(delay: Duration) -> bool {
         thread::sleep(left.min(Duration::from_millis(100)));
     }
     false
-}
-
-fn now_unix() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
 }
 
 /// Appends one audit line about `message`, when an audit log is set.
