@@ -382,3 +382,43 @@ fn a_bad_limit_is_a_config_error() {
         out.stderr
     );
 }
+
+/// SIGTERM during the backoff wait ends it at once: the run exits with
+/// the server's refusal, without the third attempt.
+#[test]
+fn a_stop_signal_cuts_the_backoff_short() {
+    let server = FakeServer::start_many(vec![
+        imap_unavailable(),
+        imap_unavailable(),
+        imap_unavailable(),
+    ]);
+    let env = Env::new();
+    let account = AccountBuilder::fake("imapbusy", "imap", server.port())
+        .tls("implicit")
+        .ca_file(&server.cert().cert_pem)
+        .line("auth = [\"login\"]");
+    ConfigBuilder::single(&env, account).write(&env);
+    let mut cmd = env.cmd();
+    cmd.arg("fetch")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let child = cmd.spawn().unwrap();
+    // The second refusal starts the 3 s wait.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while server.connections() < 2 || !server.settle(Duration::from_millis(10)) {
+        assert!(std::time::Instant::now() < deadline, "no second attempt");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    std::thread::sleep(Duration::from_millis(200));
+    let signalled = std::time::Instant::now();
+    // SAFETY: signalling our own child by its pid.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let out = child.wait_with_output().unwrap();
+    let took = signalled.elapsed();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(took < Duration::from_millis(1500), "{took:?}: {stderr}");
+    assert_eq!(out.status.code(), Some(7), "{stderr}");
+    assert!(stderr.contains("NO [UNAVAILABLE]"), "{stderr}");
+    assert_eq!(server.connections(), 2, "no third attempt");
+}
