@@ -601,7 +601,7 @@ fn connection_slot(config: &Config, account: &Account, stop: &StopFlag) -> Resul
     let limit = account.connection_limit(&config.general);
     Slots::global()
         .acquire(&account.server.host, limit, &|| stop.is_set())
-        .ok_or_else(|| Error::Internal("stopped while waiting for a connection".into()))
+        .ok_or_else(|| run::stopped_waiting(&account.server.host))
 }
 
 /// Starts the IDLE connections for the folders found, up to the limit
@@ -780,7 +780,7 @@ fn idle_session(
     // host's limit).
     let _slot = place
         .slot(&|| stop.is_set())
-        .ok_or_else(|| Error::Internal("stopped while waiting for a connection".into()))?;
+        .ok_or_else(|| run::stopped_waiting(&account.server.host))?;
     let password = secret::resolve(&account.secret)?;
     let LoggedIn {
         mut session,

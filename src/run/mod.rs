@@ -437,9 +437,7 @@ pub(crate) fn open_source(
     let mut attempt = 0;
     loop {
         let Some(slot) = slots.acquire(host, limit, &crate::signal::stop_requested) else {
-            return Err(Error::Internal(format!(
-                "stopped while waiting for a connection to {host}"
-            )));
+            return Err(stopped_waiting(host));
         };
         let e = match connect(account, keep, retention) {
             Ok(source) => {
@@ -493,6 +491,16 @@ pub(crate) fn open_source(
             return Err(Error::Throttled { message, throttle });
         }
     }
+}
+
+/// A stop (SIGTERM, or `watch` stopping the account) came while waiting
+/// for a connection slot to `host`: nothing was done, a temporary
+/// failure.
+pub(crate) fn stopped_waiting(host: &str) -> Error {
+    Error::net(
+        format!("waiting for a connection to {host}"),
+        std::io::Error::new(std::io::ErrorKind::Interrupted, "stopped"),
+    )
 }
 
 /// Sleeps for `delay`, cut short by a stop signal; whether it slept it
