@@ -41,15 +41,26 @@ fn fill(dovecot: &Dovecot, user: &User) -> Vec<Vec<u8>> {
     messages
 }
 
-/// Six accounts of one user of `dovecot` (`protocol`), keeping the mail
-/// (each delivers every message to its own Maildir), with `general`.
+/// Six accounts of one user of `dovecot` (`protocol`), with different
+/// names and the host name spelled two ways, keeping the mail (each
+/// delivers every message to its own Maildir), with `general`.
 fn six_accounts(env: &Env, dovecot: &Dovecot, user: &User, protocol: &str, general: &str) {
     let mut config = ConfigBuilder::new(env)
         .hostname("test.example")
         .general(general);
     for i in 0..6 {
         let name = format!("{protocol}{i}");
-        let account = AccountBuilder::dovecot(&name, protocol, dovecot, user)
+        // One server, spelled two ways: one host for the limit.
+        let host = if i % 2 == 0 { "localhost" } else { "LocalHost" };
+        let port = if protocol == "imap" {
+            dovecot.imaps
+        } else {
+            dovecot.pop3s
+        };
+        let account = AccountBuilder::new(&name, protocol, host)
+            .port(port)
+            .ca_file(&dovecot.cert_pem)
+            .login(user)
             .keep(true)
             .line("add_received = false");
         let path = maildir(env, &name);
