@@ -1544,6 +1544,31 @@ path = "/tmp/Maildir"
 "#;
 
     #[test]
+    fn max_connections_per_host_defaults_and_overrides() {
+        let c = parse_str(GOOD).unwrap();
+        assert_eq!(c.general.max_connections_per_host, 10);
+        assert_eq!(c.accounts[0].connection_limit(&c.general), 10);
+        let text = GOOD
+            .replace(
+                "hostname = \"mx.example.org\"",
+                "hostname = \"mx.example.org\"\nmax_connections_per_host = 3",
+            )
+            .replace("max_size = \"25MB\"", "max_connections_per_host = 1");
+        let c = parse_str(&text).unwrap();
+        assert_eq!(c.general.max_connections_per_host, 3);
+        assert_eq!(c.accounts[0].connection_limit(&c.general), 1);
+        let bad = GOOD.replace(
+            "hostname = \"mx.example.org\"",
+            "max_connections_per_host = 1001",
+        );
+        let e = parse_str(&bad).unwrap_err().to_string();
+        assert!(
+            e.contains("test.toml:4") && e.contains("general.max_connections_per_host"),
+            "{e}"
+        );
+    }
+
+    #[test]
     fn good_config_validates_with_defaults() {
         let c = parse_str(GOOD).unwrap();
         let a = &c.accounts[0];
