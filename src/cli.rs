@@ -362,7 +362,7 @@ config or command\-line error
 unsafe config file permissions (a password readable by others)
 .TP
 .B 7
-the server reported an error or timed out
+the server reported an error (or is throttling connections) or timed out
 .TP
 .B 8
 another mailretr holds the lock for that account
@@ -426,6 +426,13 @@ On a terminal (not on a pipe, not under cron, not with \fB\-q\fR, \fB\-vv\fR or 
         "percent": 92,           // the fullest resource (null: none)
         "checked_at": "2026\-11\-24T06:00:01Z",
         "checked_at_unix": 1795500001
+      },
+      "login_delay": {           // null unless a POP3 server answered
+                                 // [LOGIN-DELAY] and it is not over
+        "host": "pop.isp.example",
+        "not_before": "2026\-11\-24T06:15:01Z",  // no connection before
+        "not_before_unix": 1795500901,
+        "reason": "the server is throttling connections: login: \-ERR [LOGIN\-DELAY] ..."
       }
     }
   ]

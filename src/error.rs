@@ -43,6 +43,16 @@ pub enum Error {
     /// The server answered a command with an error.
     #[error("server error: {0}")]
     Server(String),
+    /// The server said it is throttling us (too many connections, or a
+    /// POP3 `LOGIN-DELAY`): classified once here (`throttle_signal`),
+    /// temporary. The session it ended had done nothing yet.
+    #[error("{message}")]
+    Throttled {
+        /// What the server said, with what mailretr does about it.
+        message: String,
+        /// Which kind of throttle.
+        throttle: Throttle,
+    },
     /// A destination refused or failed to take a message.
     #[error("delivery to {destination} failed: {message}")]
     Delivery {
@@ -82,6 +92,47 @@ pub enum Error {
     /// Anything else that went wrong locally.
     #[error("{0}")]
     Internal(String),
+}
+
+/// How a server throttles (see `throttle_signal`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Throttle {
+    /// Too many connections now (IMAP `[UNAVAILABLE]`, Dovecot's
+    /// "Maximum number of connections from user+IP exceeded", POP3
+    /// `[IN-USE]`): retried after a backoff within the run, with the
+    /// host's connection limit lowered.
+    Busy,
+    /// POP3 `[LOGIN-DELAY]` (RFC 2449): not before this many seconds (the
+    /// `LOGIN-DELAY` capability, when the server announced it) since the
+    /// last login. Not retried in the run; remembered in the state.
+    LoginDelay(Option<u64>),
+}
+
+/// Words in a server's refusal that say it is throttling connections
+/// (lower case): servers say it in prose as often as with a code.
+const THROTTLE_WORDS: &[&str] = &[
+    "too many simultaneous connections",
+    "too many connections",
+    "maximum number of connections",
+    "connection limit",
+    "too many concurrent connections",
+];
+
+/// Whether a server's refusal (a greeting, a `NO`, a `BYE`, an `-ERR`) is
+/// it throttling us, and how: the one place such texts are classified.
+/// IMAP `[UNAVAILABLE]` (RFC 5530), POP3 `[IN-USE]` and `[LOGIN-DELAY]`
+/// (RFC 2449), and the prose of Dovecot's `mail_max_userip_connections`
+/// or Gmail's "Too many simultaneous connections".
+pub fn throttle_signal(text: &str) -> Option<Throttle> {
+    let upper = text.to_ascii_uppercase();
+    if upper.contains("[LOGIN-DELAY]") {
+        return Some(Throttle::LoginDelay(None));
+    }
+    let lower = text.to_ascii_lowercase();
+    (upper.contains("[UNAVAILABLE]")
+        || upper.contains("[IN-USE]")
+        || THROTTLE_WORDS.iter().any(|w| lower.contains(w)))
+    .then_some(Throttle::Busy)
 }
 
 /// The three kinds of delivery failure, each with its one consequence
@@ -176,9 +227,11 @@ impl Error {
     pub fn failure(&self) -> Failure {
         match self {
             Error::Delivery { failure, .. } | Error::Unfinished { failure, .. } => *failure,
-            Error::Network { .. } | Error::Timeout(_) | Error::Server(_) | Error::Locked(_) => {
-                Failure::Temporary
-            }
+            Error::Network { .. }
+            | Error::Timeout(_)
+            | Error::Server(_)
+            | Error::Throttled { .. }
+            | Error::Locked(_) => Failure::Temporary,
             Error::Tls(_)
             | Error::Config(_)
             | Error::UnsafePermissions(_)
@@ -201,7 +254,7 @@ impl Error {
             Error::Config(_) => ExitCode::Config,
             Error::UnsafePermissions(_) => ExitCode::UnsafePermissions,
             Error::Network { .. } | Error::Tls(_) => ExitCode::Network,
-            Error::Timeout(_) | Error::Server(_) => ExitCode::Server,
+            Error::Timeout(_) | Error::Server(_) | Error::Throttled { .. } => ExitCode::Server,
             Error::Auth(_) => ExitCode::Auth,
             Error::Protocol(_) => ExitCode::Protocol,
             Error::Delivery { .. } | Error::Unfinished { .. } => ExitCode::Delivery,
@@ -213,6 +266,27 @@ impl Error {
     /// Whether trying the same thing again later might work.
     pub fn is_transient(&self) -> bool {
         self.failure() == Failure::Temporary
+    }
+
+    /// A server's refusal `text` (said while `context`, e.g. `login`):
+    /// `Throttled` when it says it is throttling (`throttle_signal`),
+    /// otherwise a server error.
+    pub fn refused_by_server(context: &str, text: &str) -> Error {
+        match throttle_signal(text) {
+            Some(throttle) => Error::Throttled {
+                message: format!("the server is throttling connections: {context}: {text}"),
+                throttle,
+            },
+            None => Error::Server(format!("{context}: {text}")),
+        }
+    }
+
+    /// The throttle, when the server said it is throttling.
+    pub fn throttle(&self) -> Option<Throttle> {
+        match self {
+            Error::Throttled { throttle, .. } => Some(*throttle),
+            _ => None,
+        }
     }
 
     /// Wraps an I/O error from talking to a server, telling a timeout from
@@ -238,6 +312,39 @@ impl From<rusqlite::Error> for Error {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn throttling_is_recognised_by_code_and_by_prose() {
+        for busy in [
+            "NO [UNAVAILABLE] Try again later",
+            "* BYE Maximum number of connections from user+IP exceeded (mail_max_userip_connections=2)",
+            "-ERR [IN-USE] Mailbox locked",
+            "NO [ALERT] Too many simultaneous connections. (Failure)",
+        ] {
+            assert_eq!(throttle_signal(busy), Some(Throttle::Busy), "{busy}");
+        }
+        assert_eq!(
+            throttle_signal("-ERR [LOGIN-DELAY] wait a while"),
+            Some(Throttle::LoginDelay(None))
+        );
+        for not in [
+            "NO [AUTHENTICATIONFAILED] Authentication failed.",
+            "-ERR [AUTH] bad password",
+            "NO [SERVERBUG] oops",
+        ] {
+            assert_eq!(throttle_signal(not), None, "{not}");
+        }
+        let e = Error::refused_by_server("login", "-ERR [IN-USE] locked");
+        assert_eq!(e.throttle(), Some(Throttle::Busy));
+        assert!(e.is_transient());
+        assert_eq!(e.exit_code(), ExitCode::Server);
+        assert_eq!(
+            e.to_string(),
+            "the server is throttling connections: login: -ERR [IN-USE] locked"
+        );
+        let e = Error::refused_by_server("login", "NO [SERVERBUG] oops");
+        assert!(matches!(e, Error::Server(_)), "{e}");
+    }
 
     #[test]
     fn a_detail_leaves_the_destination_to_whoever_names_it() {

@@ -50,7 +50,9 @@ pub fn pop3_session(data: &[u8]) {
                     }
                 }
             }
-            Ok(_) => {}
+            Ok(Status::Err(text)) => {
+                let _ = crate::error::throttle_signal(&text);
+            }
             Err(_) => break,
         }
     }

@@ -37,6 +37,7 @@ pub mod scram;
 pub mod secret;
 pub mod shard;
 pub mod signal;
+pub mod slots;
 pub mod source;
 pub mod status;
 pub mod store;

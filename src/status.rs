@@ -33,6 +33,20 @@ pub struct AccountStatus {
     /// The IMAP quota the last run read (servers offering QUOTA), and
     /// when.
     pub quota: Option<(Quota, i64)>,
+    /// A POP3 `[LOGIN-DELAY]` still in force: the server is not connected
+    /// to before this time.
+    pub login_delay: Option<LoginDelay>,
+}
+
+/// A POP3 `[LOGIN-DELAY]` in force (see `State::set_login_delay`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LoginDelay {
+    /// The server.
+    pub host: String,
+    /// Unix time before which it is not connected to.
+    pub not_before: i64,
+    /// What the server said.
+    pub reason: String,
 }
 
 /// The one-word outcome of a run, from its exit code: `retrieved`,
@@ -57,6 +71,7 @@ pub fn collect(state: &State, configured: &[String]) -> Result<Vec<AccountStatus
             names.push((name, false));
         }
     }
+    let now = crate::retry::now();
     names
         .into_iter()
         .map(|(account, configured)| {
@@ -66,6 +81,14 @@ pub fn collect(state: &State, configured: &[String]) -> Result<Vec<AccountStatus
                 spooled: state.spooled_count(&account)?,
                 recent: state.run_totals(&account)?,
                 quota: state.quota(&account)?,
+                login_delay: state
+                    .login_delay(&account)?
+                    .filter(|(_, not_before, _)| *not_before > now)
+                    .map(|(host, not_before, reason)| LoginDelay {
+                        host,
+                        not_before,
+                        reason,
+                    }),
                 configured,
                 account,
             })
@@ -79,7 +102,8 @@ fn rfc3339(unix: i64) -> String {
         .unwrap_or_default()
 }
 
-fn local_time(unix: i64) -> String {
+/// A Unix time in local time, as people read it.
+pub fn local_time(unix: i64) -> String {
     chrono::DateTime::from_timestamp(unix, 0)
         .map(|t| {
             t.with_timezone(&chrono::Local)
@@ -122,6 +146,12 @@ pub fn to_json(statuses: &[AccountStatus]) -> Value {
                     "failures": s.recent.failures,
                 },
                 "quota": s.quota.as_ref().map(|(q, at)| quota_json(q, *at)),
+                "login_delay": s.login_delay.as_ref().map(|d| json!({
+                    "host": d.host,
+                    "not_before": rfc3339(d.not_before),
+                    "not_before_unix": d.not_before,
+                    "reason": d.reason,
+                })),
             })
         })
         .collect();
@@ -191,6 +221,13 @@ pub fn to_text(statuses: &[AccountStatus]) -> String {
                 what.join(", "),
                 q.percent().unwrap_or(0),
                 local_time(*at)
+            ));
+        }
+        if let Some(d) = &s.login_delay {
+            out.push_str(&format!(
+                "  not connecting to {} before {} (LOGIN-DELAY)\n",
+                d.host,
+                local_time(d.not_before)
             ));
         }
         if let Some(e) = &s.last_error {
@@ -312,5 +349,29 @@ mod tests {
         let text = to_text(&statuses);
         assert!(text.contains("  quota User quota: "), "{text}");
         assert!(text.contains("(95% full)"), "{text}");
+    }
+
+    #[test]
+    fn a_login_delay_in_force_is_shown_and_one_over_is_not() {
+        let mut state = State::in_memory().unwrap();
+        let later = chrono::Utc::now().timestamp() + 600;
+        state
+            .set_login_delay("pop", "pop.example.com", later, "-ERR [LOGIN-DELAY] wait")
+            .unwrap();
+        state
+            .set_login_delay("old", "pop.example.com", 1_000, "-ERR [LOGIN-DELAY] wait")
+            .unwrap();
+        let statuses = collect(&state, &["pop".into(), "old".into()]).unwrap();
+        let v = to_json(&statuses);
+        let d = &v["accounts"][0]["login_delay"];
+        assert_eq!(d["host"], "pop.example.com");
+        assert_eq!(d["not_before_unix"], later);
+        assert!(v["accounts"][1]["login_delay"].is_null());
+        let text = to_text(&statuses);
+        assert!(
+            text.contains("  not connecting to pop.example.com before "),
+            "{text}"
+        );
+        assert_eq!(text.matches("LOGIN-DELAY").count(), 1, "{text}");
     }
 }

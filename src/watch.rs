@@ -42,6 +42,7 @@ use crate::run::{self, FetchOptions};
 use crate::secret;
 use crate::shard::Shard;
 use crate::signal;
+use crate::slots::{IdlePlace, Slot, Slots};
 use crate::source::imap::folders::ChosenFolder;
 use crate::source::imap::transcript::Traced;
 use crate::source::imap::{self as imap_source, LoggedIn};
@@ -451,18 +452,19 @@ fn watch_account(config: &Config, index: usize, pass: &Pass, stop: &StopFlag) {
         if !discovered && Instant::now() >= discover_at {
             // A panic (a bug) while finding folders costs a retry, not
             // the account's watcher.
-            let found =
-                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| discover(account)))
-                    .unwrap_or_else(|_| {
-                        Err(Error::Internal(
-                            "internal error while finding folders".into(),
-                        ))
-                    });
+            let found = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                discover(config, account, stop)
+            }))
+            .unwrap_or_else(|_| {
+                Err(Error::Internal(
+                    "internal error while finding folders".into(),
+                ))
+            });
             match found {
                 Ok(found) => {
                     discovered = true;
                     discover_backoff.reset();
-                    poll = start_idlers(account, found, &events_tx, stop, &mut idlers);
+                    poll = start_idlers(config, account, found, &events_tx, stop, &mut idlers);
                 }
                 Err(e) => {
                     let delay = discover_backoff.next_delay();
@@ -579,7 +581,8 @@ struct Found {
     idle: bool,
 }
 
-fn discover(account: &Account) -> Result<Found> {
+fn discover(config: &Config, account: &Account, stop: &StopFlag) -> Result<Found> {
+    let _slot = connection_slot(config, account, stop)?;
     let password = secret::resolve(&account.secret)?;
     let mut source = imap_source::connect(account, password.as_deref().map(String::as_str), true)?;
     let folders = source.chosen_folders();
@@ -591,9 +594,23 @@ fn discover(account: &Account) -> Result<Found> {
     })
 }
 
-/// Starts the IDLE connections for the folders found, up to the limit.
-/// Returns whether the account must also be polled.
+/// A slot of the account's server's `max_connections_per_host`
+/// (`crate::slots`), shared with every fetch of the process; waits for
+/// one, unless stopped.
+fn connection_slot(config: &Config, account: &Account, stop: &StopFlag) -> Result<Slot> {
+    let limit = account.connection_limit(&config.general);
+    Slots::global()
+        .acquire(&account.server.host, limit, &|| stop.is_set())
+        .ok_or_else(|| run::stopped_waiting(&account.server.host))
+}
+
+/// Starts the IDLE connections for the folders found, up to the limit
+/// (`max_idle_connections`, and `max_connections_per_host`: the IDLE
+/// connections to one host stay below it, so that one connection is
+/// always left for fetching). Returns whether the account must also be
+/// polled.
 fn start_idlers(
+    config: &Config,
     account: &Account,
     found: Found,
     events: &Sender<Event>,
@@ -609,8 +626,19 @@ fn start_idlers(
         );
         return true;
     }
+    let host_limit = account.connection_limit(&config.general);
+    let mut over_host_limit = 0;
     for folder in found.folders.iter().take(limit) {
-        idlers.push(Idler::start(account, folder.clone(), events.clone(), stop));
+        match Slots::global().reserve_idle(&account.server.host, host_limit) {
+            Some(place) => idlers.push(Idler::start(
+                account,
+                folder.clone(),
+                events.clone(),
+                stop,
+                place,
+            )),
+            None => over_host_limit += 1,
+        }
     }
     let polled = found.folders.len().saturating_sub(limit);
     if polled > 0 {
@@ -619,7 +647,15 @@ fn start_idlers(
             secs(account.watch.poll_interval)
         );
     }
-    polled > 0
+    if over_host_limit > 0 {
+        log::warn!(
+            "account {name}: {over_host_limit} folders get no IDLE connection: {} allows {} connections (max_connections_per_host), one of them kept for fetching; polling them every {}",
+            account.server.host,
+            Slots::global().limit(&account.server.host).unwrap_or(host_limit),
+            secs(account.watch.poll_interval)
+        );
+    }
+    polled > 0 || over_host_limit > 0
 }
 
 /// One folder's IDLE connection, in its own thread.
@@ -636,6 +672,7 @@ impl Idler {
         folder: ChosenFolder,
         events: Sender<Event>,
         account_stop: &StopFlag,
+        place: IdlePlace,
     ) -> Idler {
         // The account's flag: stopping the account stops its folders.
         let stop = account_stop.clone();
@@ -645,7 +682,17 @@ impl Idler {
         let thread_socket = socket.clone();
         let thread = thread::Builder::new()
             .name(format!("idle {} {}", account.name, folder.config_name))
-            .spawn(move || idle_folder(&account, &folder, &events, &thread_stop, &thread_socket))
+            .spawn(move || {
+                // The IDLE place is the thread's while it runs.
+                idle_folder(
+                    &account,
+                    &folder,
+                    &events,
+                    &thread_stop,
+                    &thread_socket,
+                    &place,
+                )
+            })
             .expect("spawning a thread");
         Idler {
             stop,
@@ -670,13 +717,14 @@ fn idle_folder(
     events: &Sender<Event>,
     stop: &StopFlag,
     socket: &Mutex<Option<TcpStream>>,
+    place: &IdlePlace,
 ) {
     let mut backoff = Backoff::default();
     while !stop.is_set() {
         // The `imap` crate asserts things about the server's answers to
         // IDLE; a server breaking them costs a reconnect, not the thread.
         let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            idle_session(account, folder, events, stop, socket, &mut backoff)
+            idle_session(account, folder, events, stop, socket, &mut backoff, place)
         }))
         .unwrap_or_else(|_| Err(Error::Protocol("unexpected answer to IDLE".into())));
         if stop.is_set() {
@@ -724,9 +772,15 @@ fn idle_session(
     stop: &StopFlag,
     slot: &Mutex<Option<TcpStream>>,
     backoff: &mut Backoff,
+    place: &IdlePlace,
 ) -> Result<Ended> {
     let name = &account.name;
     let folder_name = &folder.config_name;
+    // Held while the session lasts (IDLE places keep these below the
+    // host's limit).
+    let _slot = place
+        .slot(&|| stop.is_set())
+        .ok_or_else(|| run::stopped_waiting(&account.server.host))?;
     let password = secret::resolve(&account.secret)?;
     let LoggedIn {
         mut session,

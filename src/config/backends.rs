@@ -215,7 +215,11 @@ enum KeyType {
 
 fn key_type(key: &str) -> KeyType {
     match key {
-        "port" | "pipeline_depth" | "fetch_limit" | "max_idle_connections" => KeyType::Int,
+        "port"
+        | "pipeline_depth"
+        | "fetch_limit"
+        | "max_idle_connections"
+        | "max_connections_per_host" => KeyType::Int,
         "allow_plaintext" | "keep" | "fetch_all" | "add_received" | "mark_seen" | "only_unseen" => {
             KeyType::Bool
         }

@@ -268,6 +268,20 @@ pub struct Account {
     /// `dedup`: a Message-ID is delivered at most once per recipient
     /// within this window (`None`: no suppression).
     pub dedup: Option<Duration>,
+    /// `max_connections_per_host` of this account, in place of
+    /// `[general]`'s (see `Account::connection_limit`).
+    pub max_connections_per_host: Option<usize>,
+}
+
+impl Account {
+    /// The most source connections to this account's server that may be
+    /// open at once (its own `max_connections_per_host`, else
+    /// `[general]`'s); when accounts on one host differ, the smallest
+    /// applies (`crate::slots`).
+    pub fn connection_limit(&self, general: &General) -> usize {
+        self.max_connections_per_host
+            .unwrap_or(general.max_connections_per_host)
+    }
 }
 
 /// How `mailretr watch` keeps an eye on an account: `[general]` gives the
@@ -364,6 +378,9 @@ pub struct General {
     pub metrics_file: Option<PathBuf>,
     /// Where warnings, errors and summaries go (`log`).
     pub log: LogTarget,
+    /// `max_connections_per_host`: source connections open at once to one
+    /// server, over all accounts of the process (`crate::slots`).
+    pub max_connections_per_host: usize,
 }
 
 /// `[general] log`: where warnings, errors and per-account summaries go.
@@ -754,6 +771,12 @@ fn validate(
         Some(j) => *j.get_ref() as usize,
         None => 4,
     };
+    let max_connections_per_host = connection_limit(
+        ctx,
+        g.max_connections_per_host.as_ref(),
+        "general.max_connections_per_host",
+    )?
+    .unwrap_or(crate::slots::DEFAULT_LIMIT);
     let default_timeout = match &g.timeout {
         Some(t) => parse_duration(ctx, t, "general.timeout")?,
         None => Duration::from_secs(60),
@@ -810,6 +833,7 @@ fn validate(
                 ))
             }
         },
+        max_connections_per_host,
     };
     let add_received_default = g.add_received.unwrap_or(true);
     let watch_default = watch_settings(
@@ -1251,8 +1275,25 @@ fn validate_account(
             },
             None => None,
         },
+        max_connections_per_host: connection_limit(
+            ctx,
+            raw.max_connections_per_host.as_ref(),
+            &key("max_connections_per_host"),
+        )?,
         name,
     })
+}
+
+/// A `max_connections_per_host` key (`key` names it in errors): 1 to
+/// 1000.
+fn connection_limit(ctx: &Ctx, value: Option<&Spanned<i64>>, key: &str) -> Result<Option<usize>> {
+    match value {
+        Some(n) if !(1..=1000).contains(n.get_ref()) => {
+            Err(ctx.at(n, key, "must be between 1 and 1000"))
+        }
+        Some(n) => Ok(Some(*n.get_ref() as usize)),
+        None => Ok(None),
+    }
 }
 
 /// Validates a `proxy` key (see `net::proxy::Proxy::parse`).
@@ -1390,6 +1431,7 @@ pub fn from_url(url: &str, to: &str, keep: bool) -> Result<Config> {
             audit_log: None,
             metrics_file: None,
             log: LogTarget::Stderr,
+            max_connections_per_host: crate::slots::DEFAULT_LIMIT,
         },
         accounts: vec![Account {
             name,
@@ -1430,6 +1472,7 @@ pub fn from_url(url: &str, to: &str, keep: bool) -> Result<Config> {
             multidrop: None,
             on_refused: OnRefused::Keep,
             dedup: None,
+            max_connections_per_host: None,
         }],
         destinations,
         outgoing: None,
@@ -1499,6 +1542,31 @@ deliver_to = ["home"]
 type = "maildir"
 path = "/tmp/Maildir"
 "#;
+
+    #[test]
+    fn max_connections_per_host_defaults_and_overrides() {
+        let c = parse_str(GOOD).unwrap();
+        assert_eq!(c.general.max_connections_per_host, 10);
+        assert_eq!(c.accounts[0].connection_limit(&c.general), 10);
+        let text = GOOD
+            .replace(
+                "hostname = \"mx.example.org\"",
+                "hostname = \"mx.example.org\"\nmax_connections_per_host = 3",
+            )
+            .replace("max_size = \"25MB\"", "max_connections_per_host = 1");
+        let c = parse_str(&text).unwrap();
+        assert_eq!(c.general.max_connections_per_host, 3);
+        assert_eq!(c.accounts[0].connection_limit(&c.general), 1);
+        let bad = GOOD.replace(
+            "hostname = \"mx.example.org\"",
+            "max_connections_per_host = 1001",
+        );
+        let e = parse_str(&bad).unwrap_err().to_string();
+        assert!(
+            e.contains("test.toml:4") && e.contains("general.max_connections_per_host"),
+            "{e}"
+        );
+    }
 
     #[test]
     fn good_config_validates_with_defaults() {

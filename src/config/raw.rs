@@ -87,6 +87,7 @@ pub struct RawGeneral {
     pub idle_renew: Option<Spanned<String>>,
     pub poll_interval: Option<Spanned<String>>,
     pub max_idle_connections: Option<Spanned<i64>>,
+    pub max_connections_per_host: Option<Spanned<i64>>,
 }
 
 /// One `[[account]]`.
@@ -129,6 +130,7 @@ pub struct RawAccount {
     pub idle_renew: Option<Spanned<String>>,
     pub poll_interval: Option<Spanned<String>>,
     pub max_idle_connections: Option<Spanned<i64>>,
+    pub max_connections_per_host: Option<Spanned<i64>>,
     pub proxy: Option<Spanned<String>>,
     pub source_ip: Option<Spanned<String>>,
 }

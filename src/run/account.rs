@@ -117,7 +117,13 @@ pub(super) fn fetch_locked(
     } else {
         account.retention
     };
-    let source = super::connect(account, keep, retention.is_set())?;
+    // The source, holding a slot of its server's max_connections_per_host
+    // until the run ends; none while a LOGIN-DELAY lasts.
+    let Some((source, _slot)) =
+        super::open_source(config, account, keep, retention.is_set(), state, report)?
+    else {
+        return Ok(());
+    };
     let mut run = AccountRun::new(
         config,
         account,

@@ -26,14 +26,15 @@ mod verdict;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::thread;
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crate::audit::{self, AuditLog};
 use crate::config::{Account, Config, Protocol};
-use crate::error::{Error, Failure, Result};
+use crate::error::{Error, Failure, Result, Throttle};
 use crate::exit::ExitCode;
 use crate::lock::AccountLock;
 use crate::secret;
+use crate::slots::{Slot, Slots};
 use crate::source::{self, Source};
 use crate::store::commit::Outcome;
 use crate::store::{RunRecord, State};
@@ -390,6 +391,130 @@ fn connect(account: &Account, keep: bool, retention: bool) -> Result<Box<dyn Sou
             Ok(Box::new(source))
         }
     }
+}
+
+/// How long an account waits before connecting again after its server
+/// said it is throttling, once per retry: bounded, so a cron run does
+/// not hang (a stop signal cuts the wait short).
+pub(crate) const THROTTLE_BACKOFF: [Duration; 2] = [Duration::from_secs(1), Duration::from_secs(3)];
+
+/// How long a `[LOGIN-DELAY]` keeps the account from connecting when the
+/// server did not announce the `LOGIN-DELAY` capability's seconds.
+pub(crate) const DEFAULT_LOGIN_DELAY: u64 = 15 * 60;
+
+/// Opens the account's source (`connect`) holding a slot of its server's
+/// `max_connections_per_host` (`crate::slots`), waiting for one when all
+/// are taken; the slot is held until it is dropped, after the session.
+///
+/// When the server says it is throttling (`Error::Throttled`), nothing
+/// was done in that session: the host's limit is lowered for the rest of
+/// the process and the account tries again after `THROTTLE_BACKOFF`; the
+/// last refusal is the account's error. A POP3 `[LOGIN-DELAY]` is not
+/// retried: the time before which the server is not connected to again
+/// is recorded in the state, and until then `Ok(None)` (nothing to do, no
+/// connection made).
+pub(crate) fn open_source(
+    config: &Config,
+    account: &Account,
+    keep: bool,
+    retention: bool,
+    state: &mut State,
+    report: &mut AccountReport,
+) -> Result<Option<(Box<dyn Source>, Slot)>> {
+    let host = &account.server.host;
+    let now = crate::retry::now();
+    let delayed = state.login_delay(&account.name)?;
+    if let Some((_, not_before, _)) = delayed.as_ref().filter(|d| d.1 > now) {
+        log::info!(
+            "account {}: not connecting to {host} before {} (the server asked for a LOGIN-DELAY)",
+            account.name,
+            crate::status::local_time(*not_before)
+        );
+        return Ok(None);
+    }
+    let slots = Slots::global();
+    let limit = account.connection_limit(&config.general);
+    let mut attempt = 0;
+    loop {
+        let Some(slot) = slots.acquire(host, limit, &crate::signal::stop_requested) else {
+            return Err(stopped_waiting(host));
+        };
+        let e = match connect(account, keep, retention) {
+            Ok(source) => {
+                if delayed.is_some() {
+                    state.clear_login_delay(&account.name)?;
+                }
+                return Ok(Some((source, slot)));
+            }
+            Err(e) => e,
+        };
+        drop(slot);
+        let (message, throttle) = match e {
+            Error::Throttled { message, throttle } => (message, throttle),
+            other => return Err(other),
+        };
+        if let Throttle::LoginDelay(seconds) = throttle {
+            let seconds = seconds.unwrap_or(DEFAULT_LOGIN_DELAY);
+            let not_before = crate::retry::now() + seconds as i64;
+            state.set_login_delay(&account.name, host, not_before, &message)?;
+            return Err(Error::Throttled {
+                message: format!(
+                    "{host}: {message}; not connecting again before {} (LOGIN-DELAY {seconds}s)",
+                    crate::status::local_time(not_before)
+                ),
+                throttle,
+            });
+        }
+        let (lowered, first) = slots.lower(host);
+        if first {
+            report.warnings.push(format!(
+                "{host} is throttling connections; max_connections_per_host for it lowered to {lowered} for this run"
+            ));
+        }
+        let Some(delay) = THROTTLE_BACKOFF.get(attempt).copied() else {
+            return Err(Error::Throttled {
+                message: format!(
+                    "{host}: {message}; gave up after {} attempts, the next run tries again",
+                    attempt + 1
+                ),
+                throttle,
+            });
+        };
+        attempt += 1;
+        log::info!(
+            "account {}: {host}: {message}; trying again in {}s ({} connections allowed now)",
+            account.name,
+            delay.as_secs(),
+            lowered
+        );
+        if !sleep_unless_stopped(delay) {
+            return Err(Error::Throttled { message, throttle });
+        }
+    }
+}
+
+/// A stop (SIGTERM, or `watch` stopping the account) came while waiting
+/// for a connection slot to `host`: nothing was done, a temporary
+/// failure.
+pub(crate) fn stopped_waiting(host: &str) -> Error {
+    Error::net(
+        format!("waiting for a connection to {host}"),
+        std::io::Error::new(std::io::ErrorKind::Interrupted, "stopped"),
+    )
+}
+
+/// Sleeps for `delay`, cut short by a stop signal; whether it slept it
+/// all.
+fn sleep_unless_stopped(delay: Duration) -> bool {
+    let until = Instant::now() + delay;
+    while !crate::signal::stop_requested() {
+        let left = until.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return true;
+        }
+        thread::sleep(left.min(Duration::from_millis(100)));
+    }
+    false
 }
 
 /// Appends one audit line about `message`, when an audit log is set.

@@ -212,6 +212,18 @@ const MIGRATIONS: &[&str] = &[
         spooled         INTEGER NOT NULL DEFAULT 0,
         last_success_at INTEGER
      ) WITHOUT ROWID;",
+    // 13: reserved for another branch of issue 16 (the merge puts its
+    // migration here); empty on this branch.
+    "",
+    // 14: POP3 `[LOGIN-DELAY]` (RFC 2449): per account, the server's
+    // name and the time before which it is not connected to again (see
+    // `State::set_login_delay`).
+    "CREATE TABLE login_delay (
+        account    TEXT PRIMARY KEY,
+        host       TEXT NOT NULL,
+        not_before INTEGER NOT NULL,
+        reason     TEXT NOT NULL
+     ) WITHOUT ROWID;",
 ];
 
 /// An IMAP quota root's usage, as `GETQUOTAROOT INBOX` reported it.
@@ -921,6 +933,51 @@ impl State {
                     n(quota.messages.map(|s| s.1)),
                     now
                 ],
+            )
+            .map_err(|e| wrap(&self.path, e))?;
+        Ok(())
+    }
+
+    /// POP3 `[LOGIN-DELAY]`: the account's server (`host`) is not
+    /// connected to again before `not_before` (Unix time); `reason` is
+    /// what the server said.
+    pub fn set_login_delay(
+        &mut self,
+        account: &str,
+        host: &str,
+        not_before: i64,
+        reason: &str,
+    ) -> Result<()> {
+        self.conn
+            .execute(
+                "INSERT OR REPLACE INTO login_delay (account, host, not_before, reason)
+                 VALUES (?1, ?2, ?3, ?4)",
+                params![account, host, not_before, reason],
+            )
+            .map_err(|e| wrap(&self.path, e))?;
+        Ok(())
+    }
+
+    /// The account's recorded `[LOGIN-DELAY]` as (host, not before,
+    /// reason), if one is recorded (it may be over: compare with now).
+    pub fn login_delay(&self, account: &str) -> Result<Option<(String, i64, String)>> {
+        self.conn
+            .query_row(
+                "SELECT host, not_before, reason FROM login_delay WHERE account = ?1",
+                params![account],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )
+            .optional()
+            .map_err(|e| wrap(&self.path, e))
+    }
+
+    /// Forgets the account's `[LOGIN-DELAY]` (it is over and the server
+    /// took a login).
+    pub fn clear_login_delay(&mut self, account: &str) -> Result<()> {
+        self.conn
+            .execute(
+                "DELETE FROM login_delay WHERE account = ?1",
+                params![account],
             )
             .map_err(|e| wrap(&self.path, e))?;
         Ok(())

@@ -369,3 +369,57 @@ url = \"sqlite://{}\"
     });
     assert_eq!(watch.terminate(), 0);
 }
+
+/// `max_connections_per_host` holds for `watch` too, against a Dovecot
+/// that takes 2 connections per user: of two accounts of one user with
+/// three folders each, only one folder gets an IDLE connection (one of
+/// the two is kept for fetching), the others are polled with a warning,
+/// mail in both kinds of folder is delivered, and the server never has
+/// to refuse a connection.
+#[test]
+fn watch_keeps_its_idle_connections_below_max_connections_per_host() {
+    let dovecot = crate::throttle::strict_dovecot();
+    let env = Env::new();
+    let user = dovecot.new_user();
+    for folder in ["A", "B"] {
+        dovecot.add_message(&user, folder, &message(folder, 0));
+    }
+    let accounts = ["w1", "w2"]
+        .iter()
+        .map(|name| {
+            imap(dovecot, name, &user)
+                .keep(true)
+                .line(r#"folders = ["INBOX", "A", "B"]"#)
+        })
+        .collect();
+    config(&env, accounts)
+        .general("max_connections_per_host = 2")
+        .write(&env);
+    let watch = Watch::start(&env, &[]);
+    watch.wait_for_log(": INBOX: connected, idling", 1);
+    watch.wait_for_log("folders get no IDLE connection", 2);
+    for name in ["w1", "w2"] {
+        wait_until(&watch, "catch-up", || {
+            has_subject(&maildir(&env, name), "A 0") && has_subject(&maildir(&env, name), "B 0")
+        });
+    }
+    dovecot.add_message(&user, "INBOX", &message("inbox", 1));
+    dovecot.add_message(&user, "B", &message("B", 1));
+    for name in ["w1", "w2"] {
+        wait_until(&watch, "new mail", || {
+            has_subject(&maildir(&env, name), "inbox 1") && has_subject(&maildir(&env, name), "B 1")
+        });
+    }
+    let log = watch.stderr();
+    assert_eq!(log.matches("connected, idling").count(), 1, "{log}");
+    assert_eq!(watch.terminate(), 0);
+    let server_log = std::fs::read_to_string(&dovecot.log).unwrap_or_default();
+    assert!(
+        !server_log
+            .lines()
+            .any(|l| l.contains(&user.name) && l.contains("Maximum number of connections")),
+        "Dovecot refused a connection:\n{}\n{log}",
+        dovecot.log_tail(40)
+    );
+    assert!(!log.to_lowercase().contains("throttl"), "{log}");
+}

@@ -519,7 +519,7 @@ fn read_greeting(client: &mut Client<Conn>) -> Result<Option<HashSet<String>>> {
             "the server greeted with PREAUTH (already logged in); mailretr needs to log in itself"
                 .into(),
         )),
-        (Some("*"), Some(s)) if s == "BYE" => Err(Error::Server(format!("greeting: {line}"))),
+        (Some("*"), Some(s)) if s == "BYE" => Err(Error::refused_by_server("greeting", line)),
         _ => Err(Error::Protocol(format!(
             "expected an IMAP greeting, got {:?}",
             line.chars().take(80).collect::<String>()
@@ -586,6 +586,11 @@ fn login_error(mech: AuthMech, e: imap::Error) -> Error {
     match e {
         imap::Error::No(no) => {
             let text = no.information;
+            // `[UNAVAILABLE]` (RFC 5530; the crate leaves codes it does
+            // not know in the text), or a server saying so in words.
+            if crate::error::throttle_signal(&text).is_some() {
+                return Error::refused_by_server("login", &format!("NO {text}"));
+            }
             let temporary = ["UNAVAILABLE", "INUSE", "SERVERBUG", "LIMIT"]
                 .iter()
                 .any(|code| text.contains(&format!("[{code}]")))
@@ -620,7 +625,7 @@ pub(crate) fn imap_error(context: &str, e: imap::Error) -> Error {
             io::Error::new(io::ErrorKind::UnexpectedEof, "connection closed by server"),
         ),
         imap::Error::Tls(e) => Error::Tls(e.to_string()),
-        imap::Error::No(no) => Error::Server(format!("{context}: NO {no}")),
+        imap::Error::No(no) => Error::refused_by_server(context, &format!("NO {no}")),
         // The crate reports a line its parser rejects as a BYE without
         // text or code: name the line instead.
         imap::Error::Bye(bye) if bye.code.is_none() && bye.information == NO_EXPLANATION => {
@@ -631,7 +636,9 @@ pub(crate) fn imap_error(context: &str, e: imap::Error) -> Error {
                 None => Error::Server(format!("{context}: server said BYE")),
             }
         }
-        imap::Error::Bye(bye) => Error::Server(format!("{context}: server said BYE: {bye}")),
+        imap::Error::Bye(bye) => {
+            Error::refused_by_server(context, &format!("server said BYE: {bye}"))
+        }
         imap::Error::Bad(bad) => Error::Protocol(format!("{context}: BAD {bad}")),
         other => Error::Protocol(format!("{context}: {other}")),
     }

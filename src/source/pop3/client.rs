@@ -31,6 +31,9 @@ pub struct Capabilities {
     pub sasl: HashSet<String>,
     /// Whether the server answered CAPA at all.
     pub answered: bool,
+    /// `LOGIN-DELAY n` (RFC 2449): the seconds the server wants between
+    /// logins.
+    pub login_delay: Option<u64>,
 }
 
 impl Capabilities {
@@ -89,6 +92,23 @@ pub struct Pop3<S: Read + Write> {
     stream: BufReader<S>,
     greeting: String,
     label: String,
+}
+
+/// The answer to a login: an `-ERR` is an authentication failure unless
+/// the server is throttling (`[IN-USE]`, `[LOGIN-DELAY]`, "too many
+/// connections": `Error::refused_by_server`) or marks it temporary (RFC
+/// 3206 `[SYS/TEMP]`).
+fn login_status(mech: AuthMech, status: Status) -> Result<()> {
+    match status {
+        Status::Ok(_) => Ok(()),
+        Status::Err(t) if crate::error::throttle_signal(&t).is_some() => {
+            Err(Error::refused_by_server("login", &format!("-ERR {t}")))
+        }
+        Status::Err(t) if t.starts_with("[SYS/TEMP]") => {
+            Err(Error::Server(format!("login: -ERR {t}")))
+        }
+        Status::Err(t) => Err(Error::Auth(format!("{mech}: -ERR {t}"))),
+    }
 }
 
 /// `+OK` or `-ERR`, with the rest of the line.
@@ -193,7 +213,12 @@ impl<S: Read + Write> Pop3<S> {
         };
         match session.read_status()? {
             Status::Ok(text) => session.greeting = text,
-            Status::Err(text) => return Err(Error::Server(format!("greeting: -ERR {text}"))),
+            Status::Err(text) => {
+                return Err(Error::refused_by_server(
+                    "greeting",
+                    &format!("-ERR {text}"),
+                ))
+            }
         }
         Ok(session)
     }
@@ -295,6 +320,8 @@ impl<S: Read + Write> Pop3<S> {
             let name = name.to_ascii_uppercase();
             if name == "SASL" {
                 caps.sasl.extend(words.map(|w| w.to_ascii_uppercase()));
+            } else if name == "LOGIN-DELAY" {
+                caps.login_delay = words.next().and_then(|w| w.parse().ok());
             }
             caps.names.insert(name);
         }
@@ -390,13 +417,7 @@ impl<S: Read + Write> Pop3<S> {
                 )))
             }
         };
-        match status {
-            Status::Ok(_) => Ok(()),
-            Status::Err(t) if t.starts_with("[IN-USE]") || t.starts_with("[SYS/TEMP]") => {
-                Err(Error::Server(format!("login: -ERR {t}")))
-            }
-            Status::Err(t) => Err(Error::Auth(format!("{mech}: -ERR {t}"))),
-        }
+        login_status(mech, status)
     }
 
     /// Logs in with XOAUTH2 or OAUTHBEARER (RFC 7628), sending `token`.
@@ -437,13 +458,7 @@ impl<S: Read + Write> Pop3<S> {
         } else {
             parse_status(&line)?
         };
-        match status {
-            Status::Ok(_) => Ok(()),
-            Status::Err(t) if t.starts_with("[IN-USE]") || t.starts_with("[SYS/TEMP]") => {
-                Err(Error::Server(format!("login: -ERR {t}")))
-            }
-            Status::Err(t) => Err(Error::Auth(format!("{mech}: -ERR {t}"))),
-        }
+        login_status(mech, status)
     }
 
     /// The SCRAM-SHA-256 exchange (RFC 5034 continuations). The server
@@ -559,7 +574,7 @@ mod tests {
     fn capa_is_parsed() {
         let mut p = Pop3::connect(
             Script::new(
-                "+OK hi\r\n+OK\r\nUIDL\r\nPIPELINING\r\nSASL PLAIN cram-md5\r\nSTLS\r\n.\r\n",
+                "+OK hi\r\n+OK\r\nUIDL\r\nPIPELINING\r\nSASL PLAIN cram-md5\r\nSTLS\r\nLOGIN-DELAY 900\r\n.\r\n",
             ),
             "t",
         )
@@ -567,6 +582,7 @@ mod tests {
         let caps = p.capa().unwrap();
         assert!(caps.has("PIPELINING") && caps.has("STLS") && caps.has("UIDL"));
         assert!(caps.sasl.contains("CRAM-MD5"));
+        assert_eq!(caps.login_delay, Some(900));
     }
 
     #[test]
@@ -586,7 +602,18 @@ mod tests {
         )
         .unwrap();
         let e = p.login(AuthMech::User, "u", "pw").unwrap_err();
-        assert!(matches!(e, Error::Server(_)), "{e}");
+        assert_eq!(e.throttle(), Some(crate::error::Throttle::Busy), "{e}");
+        let mut p = Pop3::connect(
+            Script::new("+OK hi\r\n+OK\r\n-ERR [LOGIN-DELAY] wait\r\n"),
+            "t",
+        )
+        .unwrap();
+        let e = p.login(AuthMech::User, "u", "pw").unwrap_err();
+        assert_eq!(
+            e.throttle(),
+            Some(crate::error::Throttle::LoginDelay(None)),
+            "{e}"
+        );
     }
 
     #[test]

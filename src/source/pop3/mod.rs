@@ -13,7 +13,7 @@ pub mod client;
 use std::collections::{HashMap, VecDeque};
 
 use crate::config::{Account, AuthMech, TlsMode};
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, Throttle};
 use crate::net::{self, Stream};
 use client::{Capabilities, Command, Pop3, Status};
 
@@ -144,6 +144,16 @@ pub fn connect(account: &Account, password: Option<&str>) -> Result<Pop3Source> 
             Err(e @ Error::Auth(_)) if e.to_string().contains("-ERR") => {
                 tried.failed(mech, e);
                 failed_before = true;
+            }
+            // `[LOGIN-DELAY]`: how long, when CAPA said (RFC 2449).
+            Err(Error::Throttled {
+                message,
+                throttle: Throttle::LoginDelay(None),
+            }) => {
+                return Err(Error::Throttled {
+                    message,
+                    throttle: Throttle::LoginDelay(opened.caps.login_delay),
+                })
             }
             Err(e) => return Err(e),
         }
