@@ -5,6 +5,8 @@
 
 mod backends;
 mod delivery;
+mod filter;
+pub use filter::cannot_take;
 mod include;
 mod oauth;
 mod outgoing;
@@ -268,6 +270,9 @@ pub struct Account {
     /// `dedup`: a Message-ID is delivered at most once per recipient
     /// within this window (`None`: no suppression).
     pub dedup: Option<Duration>,
+    /// `rule` and `filter_command`: what becomes of a message, decided
+    /// on its header before the body is downloaded.
+    pub filter: crate::filter::Filter,
 }
 
 /// How `mailretr watch` keeps an eye on an account: `[general]` gives the
@@ -1179,6 +1184,7 @@ fn validate_account(
         None => None,
     };
     let retention = retention(ctx, raw, keep, &key)?;
+    let filter = filter::validate_filter(ctx, raw, &key, destinations, multidrop.is_some())?;
     Ok(Account {
         protocol,
         server: ServerConfig {
@@ -1251,6 +1257,7 @@ fn validate_account(
             },
             None => None,
         },
+        filter,
         name,
     })
 }
@@ -1430,6 +1437,7 @@ pub fn from_url(url: &str, to: &str, keep: bool) -> Result<Config> {
             multidrop: None,
             on_refused: OnRefused::Keep,
             dedup: None,
+            filter: Default::default(),
         }],
         destinations,
         outgoing: None,

@@ -396,6 +396,7 @@ fn connect(account: &Account, keep: bool, retention: bool) -> Result<Box<dyn Sou
 fn audit_message(
     audit: Option<&AuditLog>,
     account: &Account,
+    to: Option<&[String]>,
     message: &source::RemoteMessage,
     message_id: Option<&str>,
     outcome: audit::Outcome,
@@ -410,7 +411,7 @@ fn audit_message(
         uid: message.uid.as_deref(),
         size: message.size,
         message_id,
-        destinations: &account.deliver_to,
+        destinations: to.unwrap_or(&account.deliver_to),
         outcome,
         detail,
     })
