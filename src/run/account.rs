@@ -123,8 +123,8 @@ pub(super) fn fetch_locked(
     };
     // A rule or the filter may delete what the account otherwise keeps
     // (never with `--keep`).
-    let deletes = retention.is_set() || (!options.keep && account.filter.may_delete());
-    let source = super::connect(account, keep, deletes)?;
+    let filter_deletes = !options.keep && account.filter.may_delete();
+    let source = super::connect(account, keep, retention.is_set(), filter_deletes)?;
     let mut run = AccountRun::new(
         config,
         account,

@@ -374,7 +374,15 @@ fn apply_limits(
 /// `--keep`): IMAP then neither deletes nor moves, unless `retention`
 /// (the account's `delete_after`/`delete_bigger_than`, not overridden by
 /// `--keep`) lets the run delete what is due.
-fn connect(account: &Account, keep: bool, retention: bool) -> Result<Box<dyn Source>> {
+/// `retention`: kept mail delivered earlier may be deleted
+/// (`delete_after`); `filter_deletes`: a rule or the filter may delete a
+/// new message of an account that keeps its mail.
+fn connect(
+    account: &Account,
+    keep: bool,
+    retention: bool,
+    filter_deletes: bool,
+) -> Result<Box<dyn Source>> {
     let password = secret::resolve(&account.secret)?;
     match account.protocol {
         Protocol::Pop3 => Ok(Box::new(source::pop3::connect(
@@ -386,6 +394,9 @@ fn connect(account: &Account, keep: bool, retention: bool) -> Result<Box<dyn Sou
                 source::imap::connect(account, password.as_deref().map(String::as_str), keep)?;
             if retention {
                 source.allow_retention();
+            }
+            if filter_deletes {
+                source.allow_filter_deletes();
             }
             Ok(Box::new(source))
         }

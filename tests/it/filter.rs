@@ -465,3 +465,93 @@ fn without_top_the_filter_gets_the_downloaded_header() {
     );
     assert_eq!(audit(&env), ["filtered delete (filter_command)"]);
 }
+
+#[test]
+fn with_dash_dash_keep_a_rule_deletes_nothing_and_the_next_run_decides_again() {
+    let dovecot = Dovecot::shared();
+    let user = dovecot.new_user();
+    dovecot.add_message(&user, "INBOX", &message("spam", "X-Spam-Flag: YES", "buy"));
+    let env = Env::new();
+    let account = AccountBuilder::dovecot("acct", "imap", dovecot, &user).line(SPAM_RULE);
+    config(&env, account).write(&env);
+    let out = env.run(&["fetch", "--keep"]);
+    assert!(
+        out.stderr.contains("--keep deletes nothing"),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(dovecot.messages(&user, "INBOX").len(), 1);
+    assert!(audit(&env).is_empty(), "{:?}", audit(&env));
+    env.run(&["fetch"]).expect_code(1);
+    assert!(dovecot.messages(&user, "INBOX").is_empty());
+    assert_eq!(audit(&env), ["filtered delete (rule 1)"]);
+    assert!(env.maildir_messages(env.path("Maildir")).is_empty());
+}
+
+/// A rule routing to an LMTP destination goes through the envelope check
+/// (headers first, then the body) to Dovecot's LMTP; the rest goes to the
+/// Maildir.
+#[test]
+fn a_rule_routes_to_lmtp_through_the_envelope_check() {
+    let dovecot = Dovecot::shared();
+    let source = dovecot.new_user();
+    let target = dovecot.new_user();
+    dovecot.add_message(
+        &source,
+        "INBOX",
+        &message("list", "List-Id: <l.example>", "to lmtp"),
+    );
+    dovecot.add_message(&source, "INBOX", &message("plain", "", "to the maildir"));
+    let env = Env::new();
+    let account = AccountBuilder::dovecot("acct", "pop3", dovecot, &source).line(
+        r#"rule = [{ header = "List-Id", matches = "l\\.example", deliver_to = ["dovecot"] }]"#,
+    );
+    config(&env, account)
+        .destination(
+            "dovecot",
+            &format!(
+                "type = \"lmtp\"\nsocket = \"{}\"\nrecipient = \"{}\"",
+                dovecot.lmtp_socket.display(),
+                target.address()
+            ),
+        )
+        .write(&env);
+    env.run(&["fetch"]).expect_success();
+    assert_eq!(
+        subjects(&env.maildir_messages(env.path("Maildir"))),
+        ["plain"]
+    );
+    assert_eq!(subjects(&dovecot.messages(&target, "INBOX")), ["list"]);
+    assert!(dovecot.messages(&source, "INBOX").is_empty());
+    let log = fs::read_to_string(env.path("audit.log")).unwrap();
+    assert!(
+        log.lines()
+            .any(|l| l.contains("\tdovecot\tdelivered\tfiltered: deliver_to dovecot (rule 1)")),
+        "{log}"
+    );
+}
+
+#[test]
+fn a_bad_rule_is_refused_before_any_connection() {
+    // Nothing listens here: a connection attempt would be exit 2.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let env = Env::new();
+    let account = AccountBuilder::fake("acct", "imap", port)
+        .plaintext()
+        .line(r#"rule = [{ header = "Subject", matches = "([a-z", action = "delete" }]"#);
+    let path = config(&env, account).write(&env);
+    let out = env.run(&["fetch"]);
+    out.expect_code(5);
+    assert!(
+        out.stderr.contains(&format!("{}:", path.display()))
+            && out
+                .stderr
+                .contains("account[acct].rule[1].matches: not a regular expression"),
+        "{}",
+        out.stderr
+    );
+}
