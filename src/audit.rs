@@ -42,6 +42,10 @@ pub enum Outcome {
     /// Not delivered: its Message-ID was already delivered to its
     /// recipients within `dedup` (marked seen, deleted unless keep).
     Duplicate,
+    /// A rule or `filter_command` left it on the server or deleted it
+    /// without downloading it (the detail says which and why, e.g.
+    /// `delete (rule 2)`).
+    Filtered,
 }
 
 impl fmt::Display for Outcome {
@@ -54,6 +58,7 @@ impl fmt::Display for Outcome {
             Outcome::Skipped => "skipped",
             Outcome::Looped => "loop",
             Outcome::Duplicate => "duplicate",
+            Outcome::Filtered => "filtered",
         })
     }
 }

@@ -17,6 +17,7 @@ pub mod destination;
 pub mod error;
 pub mod exit;
 pub mod fault;
+pub mod filter;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod lock;

@@ -5,6 +5,8 @@
 
 mod backends;
 mod delivery;
+mod filter;
+pub use filter::cannot_take;
 mod include;
 mod oauth;
 mod outgoing;
@@ -271,6 +273,9 @@ pub struct Account {
     /// `max_connections_per_host` of this account, in place of
     /// `[general]`'s (see `Account::connection_limit`).
     pub max_connections_per_host: Option<usize>,
+    /// `rule` and `filter_command`: what becomes of a message, decided
+    /// on its header before the body is downloaded.
+    pub filter: crate::filter::Filter,
 }
 
 impl Account {
@@ -1203,6 +1208,7 @@ fn validate_account(
         None => None,
     };
     let retention = retention(ctx, raw, keep, &key)?;
+    let filter = filter::validate_filter(ctx, raw, &key, destinations, multidrop.is_some())?;
     Ok(Account {
         protocol,
         server: ServerConfig {
@@ -1280,6 +1286,7 @@ fn validate_account(
             raw.max_connections_per_host.as_ref(),
             &key("max_connections_per_host"),
         )?,
+        filter,
         name,
     })
 }
@@ -1473,6 +1480,7 @@ pub fn from_url(url: &str, to: &str, keep: bool) -> Result<Config> {
             on_refused: OnRefused::Keep,
             dedup: None,
             max_connections_per_host: None,
+            filter: Default::default(),
         }],
         destinations,
         outgoing: None,

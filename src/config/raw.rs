@@ -133,6 +133,20 @@ pub struct RawAccount {
     pub max_connections_per_host: Option<Spanned<i64>>,
     pub proxy: Option<Spanned<String>>,
     pub source_ip: Option<Spanned<String>>,
+    /// `rule = [...]` or `[[account.rule]]` (see `config::filter`).
+    pub rule: Option<Vec<Spanned<RawRule>>>,
+    pub filter_command: Option<Spanned<Vec<String>>>,
+    pub filter_timeout: Option<Spanned<String>>,
+}
+
+/// One rule of an account: `{ header, matches, action | deliver_to }`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRule {
+    pub header: Spanned<String>,
+    pub matches: Spanned<String>,
+    pub action: Option<Spanned<String>>,
+    pub deliver_to: Option<Spanned<Vec<Spanned<String>>>>,
 }
 
 /// One `[destination.NAME]`. Every type's keys are optional here; which

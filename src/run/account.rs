@@ -45,6 +45,9 @@ pub(crate) struct AccountRun<'a> {
     pub(crate) audit: Option<&'a AuditLog>,
     pub(crate) source: Box<dyn Source + 'a>,
     pub(crate) destinations: Vec<Box<dyn Destination>>,
+    /// The names of `destinations`: the account's `deliver_to`, then
+    /// those only its rules or its filter command route to.
+    pub(crate) names: Vec<String>,
     pub(crate) batch: Batch,
     pub(crate) policy: RetryPolicy,
     /// `delivery_fingerprint` of the account's delivery config.
@@ -62,6 +65,8 @@ pub(crate) struct AccountRun<'a> {
     pub(crate) faulted: Option<Error>,
     /// `--adopt` applies: mark what is on the server seen, fetch nothing.
     pub(crate) adopt: bool,
+    /// `--keep`: nothing is deleted this run, not even by a rule.
+    pub(crate) no_delete: bool,
 }
 
 /// Fetches one account with its lock held and its state open.
@@ -75,8 +80,7 @@ pub(super) fn fetch_locked(
 ) -> Result<()> {
     let keep = options.keep || account.keep;
     let adopt = shard_arrival(account, options, state, keep, report)?;
-    let destinations = account
-        .deliver_to
+    let destinations = routed_to(config, account)
         .iter()
         .map(|name| destination::open(name, &config.destinations[name], &config.general.hostname))
         .collect::<Result<Vec<_>>>()?;
@@ -117,10 +121,20 @@ pub(super) fn fetch_locked(
     } else {
         account.retention
     };
+    // A rule or the filter may delete what the account otherwise keeps
+    // (never with `--keep`).
+    let filter_deletes = !options.keep && account.filter.may_delete();
     // The source, holding a slot of its server's max_connections_per_host
     // until the run ends; none while a LOGIN-DELAY lasts.
-    let Some((source, _slot)) =
-        super::open_source(config, account, keep, retention.is_set(), state, report)?
+    let Some((source, _slot)) = super::open_source(
+        config,
+        account,
+        keep,
+        retention.is_set(),
+        filter_deletes,
+        state,
+        report,
+    )?
     else {
         return Ok(());
     };
@@ -137,7 +151,30 @@ pub(super) fn fetch_locked(
     run.faulted = spool_fault;
     run.retention = retention;
     run.adopt = adopt;
+    run.no_delete = options.keep;
     run.fetch(options)
+}
+
+/// The destinations an account's mail may go to: its `deliver_to`, then
+/// those its rules name, then (with `filter_command`, which may print any)
+/// every other destination of the config. Opening one costs nothing until
+/// a message goes there.
+fn routed_to(config: &Config, account: &Account) -> Vec<String> {
+    let mut names = account.deliver_to.clone();
+    let mut add = |name: &String| {
+        if !names.contains(name) && config.destinations.contains_key(name) {
+            names.push(name.clone());
+        }
+    };
+    for rule in &account.filter.rules {
+        if let crate::filter::Action::DeliverTo(to) = &rule.action {
+            to.iter().for_each(&mut add);
+        }
+    }
+    if account.filter.command.is_some() {
+        config.destinations.keys().for_each(&mut add);
+    }
+    names
 }
 
 /// Whether this run must adopt the account's mail (`--adopt`), or refuse
@@ -209,6 +246,14 @@ impl<'a> AccountRun<'a> {
         destinations: Vec<Box<dyn Destination>>,
         keep: bool,
     ) -> AccountRun<'a> {
+        let names = destinations
+            .iter()
+            .enumerate()
+            .map(|(i, d)| match account.deliver_to.get(i) {
+                Some(name) => name.clone(),
+                None => d.name().to_string(),
+            })
+            .collect();
         AccountRun {
             config,
             account,
@@ -217,6 +262,7 @@ impl<'a> AccountRun<'a> {
             audit,
             source,
             destinations,
+            names,
             batch: Batch::new(1),
             policy: retry::policy(config),
             fingerprint: envelope::delivery_fingerprint(config, account),
@@ -225,6 +271,7 @@ impl<'a> AccountRun<'a> {
             unfinished: None,
             faulted: None,
             adopt: false,
+            no_delete: false,
         }
     }
 
@@ -461,6 +508,7 @@ impl<'a> AccountRun<'a> {
                     super::audit_message(
                         self.audit,
                         self.account,
+                        None,
                         message,
                         None,
                         audit::Outcome::Skipped,
@@ -496,51 +544,33 @@ impl<'a> AccountRun<'a> {
     /// the first error that ends the run (a local fault, a broken
     /// connection, a failed commit). Messages decided before it stay
     /// decided.
+    ///
+    /// Headers first, when the account has rules or a filter command, or
+    /// when every destination checks the envelope (SMTP, LMTP): the
+    /// headers come `HEADERS_AT_ONCE` messages at a time (so what is kept
+    /// in memory is bounded whatever the server sends), each is judged
+    /// (routing, rules and filter, duplicates), and only the bodies still
+    /// wanted are downloaded: those whose destinations all check the
+    /// envelope one at a time once a destination accepted a recipient,
+    /// the others together. A source that cannot give headers first gets
+    /// every message downloaded whole and judged then.
     fn deliver_all(&mut self, wanted: Vec<RemoteMessage>) -> Result<()> {
         let mut progress = AccountProgress::start(
             &self.account.name,
             wanted.len() as u64,
             wanted.iter().map(|m| m.size).sum(),
         );
-        // Headers first, when every destination checks the envelope
-        // (SMTP, LMTP): only headers now; each body is downloaded only once
-        // a destination has accepted a recipient.
-        let headers_first = !self.destinations.is_empty()
-            && self
-                .destinations
-                .iter_mut()
-                .all(|d| d.envelope_check().is_some());
-        // Headers come HEADERS_AT_ONCE messages at a time, so what is kept
-        // in memory is bounded whatever the server sends.
-        let mut queue: VecDeque<RemoteMessage> = VecDeque::new();
-        let mut headers: HashMap<(String, u32), Vec<u8>> = HashMap::new();
-        let mut rest: VecDeque<RemoteMessage> = VecDeque::new();
-        let first_chunk = &wanted[..wanted.len().min(HEADERS_AT_ONCE)];
-        let headers_first = headers_first
-            && match self.source.fetch_headers(first_chunk)? {
-                Some(fetched) => {
-                    headers.extend(
-                        fetched
-                            .into_iter()
-                            .map(|(m, h)| ((m.folder.clone(), m.number), h)),
-                    );
-                    queue.extend(first_chunk.iter().cloned());
-                    rest.extend(wanted[first_chunk.len()..].iter().cloned());
-                    true
-                }
-                None => false,
-            };
-        let mut plans = HashMap::new();
-        if !headers_first {
-            plans = self.plan_deliveries(&wanted)?;
-            self.source.retrieve(wanted)?;
-        }
-        // Group commit only where a crash inside a batch duplicates nothing.
-        let group = !self.destinations.is_empty()
-            && self
-                .destinations
-                .iter_mut()
-                .all(|d| d.group_commit().is_some());
+        let default = self.default_route();
+        let headers_first = self.account.filter.is_set() || self.checks_envelope(&default.targets);
+        let mut plans = self.plan_deliveries(&wanted)?;
+        // Group commit only where a crash inside a batch duplicates nothing
+        // (a message routed elsewhere is committed at once: see
+        // `deliver_one`).
+        let group = !default.targets.is_empty()
+            && default
+                .targets
+                .iter()
+                .all(|&i| self.destinations[i].group_commit().is_some());
         if group {
             for d in self.destinations.iter_mut() {
                 if let Some(g) = d.group_commit() {
@@ -549,75 +579,125 @@ impl<'a> AccountRun<'a> {
             }
         }
         self.batch = Batch::new(if group { BATCH_MESSAGES } else { 1 });
-        let mut bytes_saved = 0u64;
+        let mut saved = 0u64;
+        let mut queue: VecDeque<RemoteMessage> = wanted.into();
         // A stop (SIGINT/SIGTERM) is honoured between messages: the one in
         // hand is decided and committed, then the session ends politely.
-        while !crate::signal::stop_requested() {
-            // 0. Headers first: route on the headers and open the
-            //    transactions before the body is downloaded; a refusal
-            //    costs only the headers.
-            let mut opened = None;
-            if headers_first {
-                if queue.is_empty() && !rest.is_empty() {
-                    let chunk: Vec<RemoteMessage> =
-                        rest.drain(..rest.len().min(HEADERS_AT_ONCE)).collect();
-                    // A source that cannot give these headers now: they
-                    // are downloaded whole.
-                    if let Some(fetched) = self.source.fetch_headers(&chunk)? {
-                        headers.extend(
-                            fetched
-                                .into_iter()
-                                .map(|(m, h)| ((m.folder.clone(), m.number), h)),
-                        );
-                    }
-                    queue.extend(chunk);
-                }
-                let Some(next) = queue.pop_front() else {
-                    break;
-                };
-                if let Some(header) = headers.remove(&(next.folder.clone(), next.number)) {
-                    let Some(envelope) = self.envelope_or_leave(&next, &header, None)? else {
-                        continue;
-                    };
-                    let Some(envelope) = self.unless_duplicate(&next, &header, envelope, 0)? else {
-                        bytes_saved += next.size;
-                        continue;
-                    };
-                    match self.open_envelope(&next, &envelope, &header)? {
-                        Opened::Accepted(begun) => opened = Some((envelope, begun)),
-                        Opened::Deferred => continue,
-                        Opened::Decided => {
-                            bytes_saved += next.size;
-                            continue;
-                        }
-                    }
-                }
-                self.source.retrieve(vec![next])?;
-            }
-            // 1. Download.
-            let Some((remote, bytes)) = self.source.next_message()? else {
-                if opened.is_some() {
-                    // Gone from the server between its header and body.
-                    for d in self.destinations.iter_mut() {
-                        if let Some(c) = d.envelope_check() {
-                            c.abandon();
-                        }
-                    }
-                    continue;
+        while headers_first && !queue.is_empty() && !crate::signal::stop_requested() {
+            let chunk: Vec<RemoteMessage> =
+                queue.drain(..queue.len().min(HEADERS_AT_ONCE)).collect();
+            let Some(fetched) = self.source.fetch_headers(&chunk)? else {
+                // No headers first from this source: whole messages.
+                for m in chunk.into_iter().rev() {
+                    queue.push_front(m);
                 }
                 break;
             };
-            crate::fault::point("downloaded");
-            let (envelope, begun) = match opened {
-                Some((envelope, begun)) => (envelope, Some(begun)),
-                None => match self.envelope_or_leave(&remote, &bytes, Some(&bytes))? {
-                    Some(envelope) => {
-                        let size = bytes.len() as u64;
-                        match self.unless_duplicate(&remote, &bytes, envelope, size)? {
-                            Some(envelope) => (envelope, None),
-                            None => continue,
-                        }
+            let mut headers: HashMap<(String, u32), Vec<u8>> = fetched
+                .into_iter()
+                .map(|(m, h)| ((m.folder.clone(), m.number), h))
+                .collect();
+            // Judged and waiting for their bodies, downloaded together.
+            let mut bulk = Vec::new();
+            let mut judged = HashMap::new();
+            // `dedup`: a copy is judged only once the copies before it
+            // are delivered (and so recorded): the Message-IDs judged
+            // since `bulk` was last downloaded, and whether it holds one
+            // judged only after its download.
+            let mut bulk_ids: Vec<String> = Vec::new();
+            let mut bulk_unknown = false;
+            for next in chunk {
+                if crate::signal::stop_requested() {
+                    break;
+                }
+                let key = (next.folder.clone(), next.number);
+                let header = headers.remove(&key);
+                if self.account.dedup.is_some() {
+                    let id = header
+                        .as_deref()
+                        .and_then(|h| message::header_value(h, "Message-ID"))
+                        .as_deref()
+                        .and_then(normalise_message_id);
+                    if bulk_unknown || id.as_ref().is_some_and(|id| bulk_ids.contains(id)) {
+                        self.download(
+                            std::mem::take(&mut bulk),
+                            &mut judged,
+                            &mut plans,
+                            &mut progress,
+                        )?;
+                        bulk_ids.clear();
+                        bulk_unknown = false;
                     }
+                    match id {
+                        _ if header.is_none() => bulk_unknown = true,
+                        Some(id) => bulk_ids.push(id),
+                        None => {}
+                    }
+                }
+                let Some(header) = header else {
+                    // The source could not give this header now: the
+                    // message is downloaded whole and judged then.
+                    bulk.push(next);
+                    continue;
+                };
+                let Some(ready) = self.judge(&next, &header, None)? else {
+                    saved += next.size;
+                    continue;
+                };
+                if !self.checks_envelope(&ready.route.targets) {
+                    judged.insert(key, ready);
+                    bulk.push(next);
+                    continue;
+                }
+                // The source hands messages over in order: what is queued
+                // goes first.
+                self.download(
+                    std::mem::take(&mut bulk),
+                    &mut judged,
+                    &mut plans,
+                    &mut progress,
+                )?;
+                bulk_ids.clear();
+                bulk_unknown = false;
+                saved += self.through_envelope(next, &header, ready, &mut plans, &mut progress)?;
+            }
+            self.download(bulk, &mut judged, &mut plans, &mut progress)?;
+        }
+        if !queue.is_empty() && !crate::signal::stop_requested() {
+            self.download(queue.into(), &mut HashMap::new(), &mut plans, &mut progress)?;
+        }
+        if saved > 0 {
+            log::info!(
+                "{}: headers first saved {saved} bytes of downloads",
+                self.account.name
+            );
+        }
+        Ok(())
+    }
+
+    /// Downloads `messages` (queued at once, so the source may pipeline)
+    /// and delivers each: as judged on its header (`judged`, by folder and
+    /// number), or judged now on the downloaded message.
+    fn download(
+        &mut self,
+        messages: Vec<RemoteMessage>,
+        judged: &mut HashMap<(String, u32), Ready>,
+        plans: &mut Plans,
+        progress: &mut AccountProgress,
+    ) -> Result<()> {
+        if messages.is_empty() {
+            return Ok(());
+        }
+        self.source.retrieve(messages)?;
+        while !crate::signal::stop_requested() {
+            let Some((remote, bytes)) = self.source.next_message()? else {
+                break;
+            };
+            crate::fault::point("downloaded");
+            let ready = match judged.remove(&(remote.folder.clone(), remote.number)) {
+                Some(ready) => ready,
+                None => match self.judge(&remote, message::header_block(&bytes), Some(&bytes))? {
+                    Some(ready) => ready,
                     None => continue,
                 },
             };
@@ -626,16 +706,262 @@ impl<'a> AccountRun<'a> {
                 .as_ref()
                 .and_then(|uid| plans.remove(&(remote.folder.clone(), uid.clone())));
             let size = remote.size;
-            self.deliver_one(remote, bytes, envelope, begun, plan)?;
+            self.deliver_one(remote, bytes, ready, None, plan)?;
             progress.message_done(size);
         }
-        if bytes_saved > 0 {
-            log::info!(
-                "{}: headers first saved {bytes_saved} bytes of downloads",
-                self.account.name
-            );
-        }
         Ok(())
+    }
+
+    /// Headers first to destinations that all check the envelope: asks
+    /// them, and downloads and delivers the body only if one accepted a
+    /// recipient. Returns the bytes not downloaded.
+    fn through_envelope(
+        &mut self,
+        next: RemoteMessage,
+        header: &[u8],
+        ready: Ready,
+        plans: &mut Plans,
+        progress: &mut AccountProgress,
+    ) -> Result<u64> {
+        let size = next.size;
+        let begun = match self.open_envelope(&next, &ready, header)? {
+            Opened::Accepted(begun) => begun,
+            Opened::Deferred => return Ok(0),
+            Opened::Decided => return Ok(size),
+        };
+        self.source.retrieve(vec![next])?;
+        let Some((remote, bytes)) = self.source.next_message()? else {
+            // Gone from the server between its header and body.
+            for &i in &ready.route.targets {
+                if let Some(c) = self.destinations[i].envelope_check() {
+                    c.abandon();
+                }
+            }
+            return Ok(0);
+        };
+        crate::fault::point("downloaded");
+        let plan = remote
+            .uid
+            .as_ref()
+            .and_then(|uid| plans.remove(&(remote.folder.clone(), uid.clone())));
+        self.deliver_one(remote, bytes, ready, Some(begun), plan)?;
+        progress.message_done(size);
+        Ok(0)
+    }
+
+    /// Judges a message on its header (`body`: the whole message, when it
+    /// was downloaded): whom it is for, what the rules and the filter make
+    /// of it, whether it is a duplicate. `None` when that decided it (or
+    /// left it): nothing more is to be done with it now.
+    fn judge(
+        &mut self,
+        message: &RemoteMessage,
+        header: &[u8],
+        body: Option<&[u8]>,
+    ) -> Result<Option<Ready>> {
+        let Some(envelope) = self.envelope_or_leave(message, header, body)? else {
+            return Ok(None);
+        };
+        let Some(route) = self.filtered(message, header, &envelope, body)? else {
+            return Ok(None);
+        };
+        let downloaded = body.map_or(0, |b| b.len() as u64);
+        let Some(envelope) =
+            self.unless_duplicate(message, body.unwrap_or(header), envelope, downloaded)?
+        else {
+            return Ok(None);
+        };
+        Ok(Some(Ready { envelope, route }))
+    }
+
+    /// The account's own destinations (`deliver_to`), in order.
+    fn default_route(&self) -> Route {
+        Route {
+            targets: (0..self.account.deliver_to.len().min(self.destinations.len())).collect(),
+            why: None,
+        }
+    }
+
+    /// Whether every one of `targets` checks the envelope (SMTP, LMTP).
+    fn checks_envelope(&mut self, targets: &[usize]) -> bool {
+        !targets.is_empty()
+            && targets
+                .iter()
+                .all(|&i| self.destinations[i].envelope_check().is_some())
+    }
+
+    /// The rules, then `filter_command`, on a message's header: the
+    /// destinations it goes to, or `None` when it was decided (left or
+    /// deleted, through the batch like every decision) or left untouched
+    /// because the filter failed (a local fault, reported; the run stops
+    /// when the program cannot be started at all).
+    fn filtered(
+        &mut self,
+        message: &RemoteMessage,
+        header: &[u8],
+        envelope: &Envelope,
+        body: Option<&[u8]>,
+    ) -> Result<Option<Route>> {
+        let account = self.account;
+        let filter = &account.filter;
+        if !filter.is_set() {
+            return Ok(Some(self.default_route()));
+        }
+        let (action, by) = match filter.rule_for(header) {
+            Some((n, rule)) => (rule.action.clone(), format!("rule {n}")),
+            None => match &filter.command {
+                None => return Ok(Some(self.default_route())),
+                Some(command) => {
+                    let vars = self.filter_vars(message, envelope, body.is_none());
+                    match command.run(header, &vars) {
+                        Ok(action) => (action, "filter_command".to_string()),
+                        Err(fault) => {
+                            if fault.cannot_start {
+                                return Err(Error::delivery(
+                                    "filter_command",
+                                    format!(
+                                        "{}; {} left on the server",
+                                        fault.why,
+                                        describe(message)
+                                    ),
+                                    Failure::Local,
+                                ));
+                            }
+                            self.filter_fault(message, &fault.why)?;
+                            return Ok(None);
+                        }
+                    }
+                }
+            },
+        };
+        log::info!(
+            "{}: filtered: {} ({by})",
+            describe(message),
+            action.describe()
+        );
+        let what = format!("{} ({by})", action.describe());
+        let decided = |disposition, detail: String| Pending {
+            outcome: Outcome {
+                message: message.clone(),
+                message_id: message::header_value(header, "Message-ID"),
+                header_hash: Some(message::header_hash(header)),
+                disposition,
+                owed: Vec::new(),
+                sender: envelope.sender.clone(),
+                bytes: Vec::new(),
+                dedup: None,
+            },
+            counts: false,
+            bytes: body.map_or(0, |b| b.len() as u64),
+            warnings: Vec::new(),
+            alert: None,
+            audit: audit::Outcome::Filtered,
+            detail: Some(detail),
+            to: Some(Vec::new()),
+        };
+        match action {
+            crate::filter::Action::Deliver => Ok(Some(self.default_route())),
+            crate::filter::Action::DeliverTo(names) => match self.route_to(&names) {
+                Ok(targets) => Ok(Some(Route {
+                    targets,
+                    why: Some(format!("filtered: {what}")),
+                })),
+                Err(why) => {
+                    self.filter_fault(message, &format!("{by}: {why}"))?;
+                    Ok(None)
+                }
+            },
+            crate::filter::Action::Leave => {
+                let pending = decided(Disposition::Left(format!("filtered: {what}")), what);
+                self.decide(pending)?;
+                Ok(None)
+            }
+            crate::filter::Action::Delete if self.no_delete => {
+                // `--keep`: nothing is deleted this run, and nothing is
+                // recorded either, so the next run decides again.
+                self.report.warnings.push(format!(
+                    "{}: filtered: {what}, but --keep deletes nothing: left on the server this time",
+                    describe(message)
+                ));
+                Ok(None)
+            }
+            crate::filter::Action::Delete => {
+                let pending = decided(Disposition::Filtered(format!("filtered: {what}")), what);
+                self.decide(pending)?;
+                Ok(None)
+            }
+        }
+    }
+
+    /// A filter that gave no usable answer: the message stays on the
+    /// server untouched (nothing recorded, so the next run asks again),
+    /// the run ends with a local fault (exit 10), and the audit log says
+    /// why.
+    fn filter_fault(&mut self, message: &RemoteMessage, why: &str) -> Result<()> {
+        self.unfinished(
+            format!("{} left on the server: {why}", describe(message)),
+            Failure::Local,
+        );
+        super::audit_message(
+            self.audit,
+            self.account,
+            Some(&[]),
+            message,
+            None,
+            audit::Outcome::Skipped,
+            Some(why),
+        )
+    }
+
+    /// The destinations named by a rule or printed by `filter_command`,
+    /// as indices into `destinations`.
+    fn route_to(&self, names: &[String]) -> std::result::Result<Vec<usize>, String> {
+        let mut targets = Vec::new();
+        for name in names {
+            let Some(i) = self.names.iter().position(|n| n == name) else {
+                return Err(format!("no [destination.{name}] is defined"));
+            };
+            if let Some(why) =
+                self.config.destinations.get(name).and_then(|d| {
+                    crate::config::cannot_take(name, d, self.account.multidrop.is_some())
+                })
+            {
+                return Err(why);
+            }
+            if !targets.contains(&i) {
+                targets.push(i);
+            }
+        }
+        Ok(targets)
+    }
+
+    /// What `filter_command` finds in its environment.
+    fn filter_vars(
+        &self,
+        message: &RemoteMessage,
+        envelope: &Envelope,
+        headers_only: bool,
+    ) -> Vec<(&'static str, String)> {
+        vec![
+            ("MAILRETR_ACCOUNT", self.account.name.clone()),
+            ("MAILRETR_USER", self.account.user.clone()),
+            ("MAILRETR_SERVER", self.account.server.host.clone()),
+            ("MAILRETR_PROTOCOL", self.source.protocol_name().to_string()),
+            ("MAILRETR_FOLDER", message.folder.clone()),
+            ("MAILRETR_UID", message.uid.clone().unwrap_or_default()),
+            (
+                "MAILRETR_UIDVALIDITY",
+                message.uidvalidity.map_or(String::new(), |v| v.to_string()),
+            ),
+            ("MAILRETR_SIZE", message.size.to_string()),
+            ("MAILRETR_FROM", envelope.sender.clone().unwrap_or_default()),
+            ("MAILRETR_RECIPIENTS", envelope.recipients.join(",")),
+            ("MAILRETR_DESTINATIONS", self.account.deliver_to.join(",")),
+            (
+                "MAILRETR_HEADERS_ONLY",
+                if headers_only { "1" } else { "0" }.to_string(),
+            ),
+        ]
     }
 
     /// The envelope of a message, or `None` when routing leaves it on the
@@ -682,6 +1008,7 @@ impl<'a> AccountRun<'a> {
                     )),
                     audit: audit::Outcome::Looped,
                     detail: Some(why),
+                    to: None,
                 })?;
                 Ok(None)
             }
@@ -747,24 +1074,31 @@ impl<'a> AccountRun<'a> {
             alert: None,
             audit: audit::Outcome::Duplicate,
             detail: Some(why),
+            to: None,
         })?;
         Ok(None)
     }
 
-    /// Headers first: asks every destination about the envelope.
+    /// Headers first: asks each of the message's destinations about the
+    /// envelope.
     fn open_envelope(
         &mut self,
         message: &RemoteMessage,
-        envelope: &Envelope,
+        ready: &Ready,
         header: &[u8],
     ) -> Result<Opened> {
+        let envelope = &ready.envelope;
         let size = message.size + RECEIVED_ALLOWANCE;
-        let begun: Vec<Result<DeliveryReport>> = self
-            .destinations
-            .iter_mut()
-            .map(|d| match d.envelope_check() {
-                Some(c) => c.begin(envelope, size, header),
-                None => Ok(DeliveryReport::all(&d.recipients(envelope))),
+        let begun: Vec<Result<DeliveryReport>> = ready
+            .route
+            .targets
+            .iter()
+            .map(|&i| {
+                let d = &mut self.destinations[i];
+                match d.envelope_check() {
+                    Some(c) => c.begin(envelope, size, header),
+                    None => Ok(DeliveryReport::all(&d.recipients(envelope))),
+                }
             })
             .collect();
         if begun
@@ -773,12 +1107,18 @@ impl<'a> AccountRun<'a> {
         {
             return Ok(Opened::Accepted(begun));
         }
-        for d in self.destinations.iter_mut() {
-            if let Some(c) = d.envelope_check() {
+        for &i in &ready.route.targets {
+            if let Some(c) = self.destinations[i].envelope_check() {
                 c.abandon();
             }
         }
-        let named = self.account.deliver_to.iter().cloned().zip(begun).collect();
+        let named = ready
+            .route
+            .targets
+            .iter()
+            .map(|&i| self.names[i].clone())
+            .zip(begun)
+            .collect();
         let why = match verdict::judge_unopened(named) {
             Unopened::Deferred(why) => {
                 let line = format!(
@@ -814,6 +1154,7 @@ impl<'a> AccountRun<'a> {
             alert: None,
             audit: refusal.audit,
             detail: Some(why),
+            to: ready.route.names(&self.names),
         })?;
         Ok(Opened::Decided)
     }
@@ -824,10 +1165,11 @@ impl<'a> AccountRun<'a> {
         &mut self,
         remote: RemoteMessage,
         bytes: Vec<u8>,
-        envelope: Envelope,
+        ready: Ready,
         begun: Option<Vec<Result<DeliveryReport>>>,
         plan: Option<Vec<Option<Planned>>>,
     ) -> Result<()> {
+        let Ready { envelope, route } = ready;
         // Headers first built the envelope before the body (and its
         // flags) came.
         let mut envelope = envelope;
@@ -846,18 +1188,24 @@ impl<'a> AccountRun<'a> {
         } else {
             bytes
         };
-        let owed_to: Vec<Vec<String>> = self
-            .destinations
+        let owed_to: Vec<Vec<String>> = route
+            .targets
             .iter()
-            .map(|d| d.recipients(&envelope))
+            .map(|&i| self.destinations[i].recipients(&envelope))
             .collect();
-        let results = fan_out(&mut self.destinations, &envelope, &bytes, begun, plan);
+        let results = fan_out(
+            &mut self.destinations,
+            &route.targets,
+            &envelope,
+            &bytes,
+            begun,
+            plan,
+        );
         crate::fault::point("delivered");
-        let attempts = self
-            .account
-            .deliver_to
+        let attempts = route
+            .targets
             .iter()
-            .cloned()
+            .map(|&i| self.names[i].clone())
             .zip(owed_to)
             .zip(results)
             .map(|((destination, recipients), result)| Attempt {
@@ -948,8 +1296,21 @@ impl<'a> AccountRun<'a> {
             warnings,
             alert: None,
             audit: audit_outcome,
-            detail,
+            // A rule's or the filter's routing, said when nothing else is.
+            detail: detail.or(route.why.clone()),
+            to: route.names(&self.names),
         })?;
+        // Routed to a destination that cannot defer its sync nor
+        // recognise its own deliveries: committed now, so a crash cannot
+        // deliver it twice (as with a batch of one).
+        if route.why.is_some()
+            && !route
+                .targets
+                .iter()
+                .all(|&i| self.destinations[i].group_commit().is_some())
+        {
+            self.commit_batch()?;
+        }
         Ok(())
     }
 
@@ -972,7 +1333,7 @@ impl<'a> AccountRun<'a> {
             let Some(uid) = &message.uid else { continue };
             let uidvalidity = message.uidvalidity.unwrap_or(0);
             let mut per_destination = Vec::new();
-            for (d, dest_name) in self.destinations.iter_mut().zip(&self.account.deliver_to) {
+            for (d, dest_name) in self.destinations.iter_mut().zip(&self.names) {
                 let Some(recovery) = d.crash_recovery() else {
                     per_destination.push(None);
                     continue;
@@ -1014,6 +1375,32 @@ impl<'a> AccountRun<'a> {
     }
 }
 
+/// Where one message goes: indices into `AccountRun::destinations`.
+#[derive(Debug, Clone)]
+pub(crate) struct Route {
+    /// The destinations, in order.
+    pub(crate) targets: Vec<usize>,
+    /// Why, when a rule or the filter chose them (for the audit log).
+    pub(crate) why: Option<String>,
+}
+
+impl Route {
+    /// The destinations' names, when a rule or the filter chose them.
+    fn names(&self, all: &[String]) -> Option<Vec<String>> {
+        self.why
+            .as_ref()
+            .map(|_| self.targets.iter().map(|&i| all[i].clone()).collect())
+    }
+}
+
+/// A message judged on its header and still to be delivered.
+pub(crate) struct Ready {
+    /// Whom it is for.
+    pub(crate) envelope: Envelope,
+    /// Where it goes.
+    pub(crate) route: Route,
+}
+
 /// What asking the destinations about an envelope came to.
 enum Opened {
     /// Someone accepted a recipient: download the body.
@@ -1049,11 +1436,14 @@ struct Planned {
     earlier: bool,
 }
 
-/// Hands the message to every destination. With headers first, `begun`
-/// holds each destination's answer to the envelope: those that accepted
-/// someone get the body (`finish`), the others keep that answer.
+/// Hands the message to each of `targets` (indices into
+/// `destinations`; `plan` is indexed the same way), returning their
+/// results in that order. With headers first, `begun` holds each
+/// target's answer to the envelope: those that accepted someone get the
+/// body (`finish`), the others keep that answer.
 fn fan_out(
     destinations: &mut [Box<dyn Destination>],
+    targets: &[usize],
     envelope: &Envelope,
     bytes: &[u8],
     begun: Option<Vec<Result<DeliveryReport>>>,
@@ -1061,10 +1451,10 @@ fn fan_out(
 ) -> Vec<Result<DeliveryReport>> {
     let Some(begun) = begun else {
         let plan = plan.unwrap_or_default();
-        return destinations
-            .iter_mut()
-            .enumerate()
-            .map(|(i, d)| {
+        return targets
+            .iter()
+            .map(|&i| {
+                let d = &mut destinations[i];
                 if let Some(Some(planned)) = plan.get(i) {
                     let recipients = d.recipients(envelope);
                     let name = d.name().to_string();
@@ -1084,22 +1474,25 @@ fn fan_out(
             })
             .collect();
     };
-    destinations
-        .iter_mut()
+    targets
+        .iter()
         .zip(begun)
-        .map(|(d, began)| match (d.envelope_check(), began) {
-            (Some(c), Ok(mut report)) if !report.accepted.is_empty() => {
-                let done = c.finish(envelope, bytes)?;
-                report.accepted = done.accepted;
-                report.refused.extend(done.refused);
-                Ok(report)
-            }
-            (None, Ok(report)) if !report.accepted.is_empty() => d.deliver(envelope, bytes),
-            (check, other) => {
-                if let Some(c) = check {
-                    c.abandon();
+        .map(|(&i, began)| {
+            let d = &mut destinations[i];
+            match (d.envelope_check(), began) {
+                (Some(c), Ok(mut report)) if !report.accepted.is_empty() => {
+                    let done = c.finish(envelope, bytes)?;
+                    report.accepted = done.accepted;
+                    report.refused.extend(done.refused);
+                    Ok(report)
                 }
-                other
+                (None, Ok(report)) if !report.accepted.is_empty() => d.deliver(envelope, bytes),
+                (check, other) => {
+                    if let Some(c) = check {
+                        c.abandon();
+                    }
+                    other
+                }
             }
         })
         .collect()

@@ -46,6 +46,9 @@ pub(crate) struct Pending {
     pub audit: audit::Outcome,
     /// Why, for the audit log.
     pub detail: Option<String>,
+    /// The destinations it went to, for the audit log, when a rule or the
+    /// filter chose them (`None`: the account's `deliver_to`).
+    pub to: Option<Vec<String>>,
 }
 
 /// Messages decided and waiting for their commit.
@@ -162,7 +165,7 @@ impl AccountRun<'_> {
             let message = &p.outcome.message;
             if matches!(
                 p.outcome.disposition,
-                Disposition::Delivered | Disposition::Dropped(_)
+                Disposition::Delivered | Disposition::Dropped(_) | Disposition::Filtered(_)
             ) {
                 self.source.delivered(message)?;
             }
@@ -177,7 +180,10 @@ impl AccountRun<'_> {
                     now,
                 )
             };
-            if p.outcome.removes_from_server() && (!self.keep || due()) {
+            // A rule's or filter's `delete` is never decided under
+            // `--keep` (see `AccountRun::filtered`).
+            let despite_keep = p.outcome.deleted_despite_keep();
+            if p.outcome.removes_from_server() && (!self.keep || despite_keep || due()) {
                 self.source.delete(message)?;
                 crate::fault::point("delete-queued");
             }
@@ -214,6 +220,7 @@ impl AccountRun<'_> {
         super::audit_message(
             self.audit,
             self.account,
+            p.to.as_deref(),
             &o.message,
             o.message_id.as_deref(),
             p.audit,

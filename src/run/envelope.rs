@@ -169,8 +169,8 @@ fn bounce(
 }
 
 /// A digest of everything that decides where an account's mail goes and
-/// what a refusal does: its destinations' config, `on_refused` and its
-/// routing. A refusal recorded under another digest no longer keeps a
+/// what a refusal does: its destinations' config, `on_refused`, its
+/// routing, its rules and filter command. A refusal recorded under another digest no longer keeps a
 /// message from being tried again.
 pub(crate) fn delivery_fingerprint(config: &Config, account: &Account) -> String {
     use sha2::{Digest, Sha256};
@@ -181,6 +181,12 @@ pub(crate) fn delivery_fingerprint(config: &Config, account: &Account) -> String
     }
     h.update(format!("{:?}", account.on_refused).as_bytes());
     h.update(format!("{:?}", account.multidrop).as_bytes());
+    // Rules and the filter command decide what is left on the server: a
+    // change asks about those messages again. (Left out when unset, so
+    // accounts without them keep their digest.)
+    if account.filter.is_set() {
+        h.update(format!("{:?}", account.filter).as_bytes());
+    }
     let digest = h.finalize();
     digest[..12].iter().map(|b| format!("{b:02x}")).collect()
 }

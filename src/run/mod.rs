@@ -375,7 +375,15 @@ fn apply_limits(
 /// `--keep`): IMAP then neither deletes nor moves, unless `retention`
 /// (the account's `delete_after`/`delete_bigger_than`, not overridden by
 /// `--keep`) lets the run delete what is due.
-fn connect(account: &Account, keep: bool, retention: bool) -> Result<Box<dyn Source>> {
+/// `retention`: kept mail delivered earlier may be deleted
+/// (`delete_after`); `filter_deletes`: a rule or the filter may delete a
+/// new message of an account that keeps its mail.
+fn connect(
+    account: &Account,
+    keep: bool,
+    retention: bool,
+    filter_deletes: bool,
+) -> Result<Box<dyn Source>> {
     let password = secret::resolve(&account.secret)?;
     match account.protocol {
         Protocol::Pop3 => Ok(Box::new(source::pop3::connect(
@@ -387,6 +395,9 @@ fn connect(account: &Account, keep: bool, retention: bool) -> Result<Box<dyn Sou
                 source::imap::connect(account, password.as_deref().map(String::as_str), keep)?;
             if retention {
                 source.allow_retention();
+            }
+            if filter_deletes {
+                source.allow_filter_deletes();
             }
             Ok(Box::new(source))
         }
@@ -418,6 +429,7 @@ pub(crate) fn open_source(
     account: &Account,
     keep: bool,
     retention: bool,
+    filter_deletes: bool,
     state: &mut State,
     report: &mut AccountReport,
 ) -> Result<Option<(Box<dyn Source>, Slot)>> {
@@ -439,7 +451,7 @@ pub(crate) fn open_source(
         let Some(slot) = slots.acquire(host, limit, &crate::signal::stop_requested) else {
             return Err(stopped_waiting(host));
         };
-        let e = match connect(account, keep, retention) {
+        let e = match connect(account, keep, retention, filter_deletes) {
             Ok(source) => {
                 if delayed.is_some() {
                     state.clear_login_delay(&account.name)?;
@@ -521,6 +533,7 @@ fn sleep_unless_stopped(delay: Duration) -> bool {
 fn audit_message(
     audit: Option<&AuditLog>,
     account: &Account,
+    to: Option<&[String]>,
     message: &source::RemoteMessage,
     message_id: Option<&str>,
     outcome: audit::Outcome,
@@ -535,7 +548,7 @@ fn audit_message(
         uid: message.uid.as_deref(),
         size: message.size,
         message_id,
-        destinations: &account.deliver_to,
+        destinations: to.unwrap_or(&account.deliver_to),
         outcome,
         detail,
     })

@@ -44,6 +44,15 @@ pub enum Disposition {
     /// A suspected mail loop: left on the server, recorded like a refusal
     /// (reported again by every run), never deleted.
     Loop(String),
+    /// Left on the server by a rule or `filter_command` (`leave`):
+    /// recorded like a refusal, so it is not asked about again while the
+    /// account's delivery config (its rules and filter included) stays
+    /// the same; not seen, never deleted.
+    Left(String),
+    /// Deleted by a rule or `filter_command` (`delete`), its body never
+    /// downloaded: marked seen; the server copy goes, with `keep = true`
+    /// too (never with `--keep`, which does not decide this at all).
+    Filtered(String),
 }
 
 /// One message's outcome, for `State::commit`.
@@ -74,14 +83,22 @@ impl Outcome {
     pub fn removes_from_server(&self) -> bool {
         matches!(
             self.disposition,
-            Disposition::Delivered | Disposition::Dropped(_)
+            Disposition::Delivered | Disposition::Dropped(_) | Disposition::Filtered(_)
         )
+    }
+
+    /// Whether it is deleted even from an account that keeps its mail
+    /// (`keep = true`): a rule's or filter's `delete`.
+    pub fn deleted_despite_keep(&self) -> bool {
+        matches!(self.disposition, Disposition::Filtered(_))
     }
 }
 
 /// Kinds of rows in the `refused` table.
 pub(crate) const REFUSED: &str = "refused";
 pub(crate) const LOOP: &str = "loop";
+/// Left on the server by a rule or the filter command.
+pub(crate) const LEFT: &str = "filtered";
 
 /// A message recorded as refused or as a suspected loop, kept on the
 /// server.
@@ -146,7 +163,7 @@ impl State {
             .map_err(err)?;
         for o in outcomes {
             match &o.disposition {
-                Disposition::Delivered | Disposition::Dropped(_) => {
+                Disposition::Delivered | Disposition::Dropped(_) | Disposition::Filtered(_) => {
                     record_seen(
                         &tx,
                         account,
@@ -162,10 +179,13 @@ impl State {
                         record_delivered(&tx, account, key, now).map_err(err)?;
                     }
                 }
-                Disposition::RefusedKept(reason) | Disposition::Loop(reason) => {
+                Disposition::RefusedKept(reason)
+                | Disposition::Loop(reason)
+                | Disposition::Left(reason) => {
                     if let Some(uid) = &o.message.uid {
                         let kind = match o.disposition {
                             Disposition::Loop(_) => LOOP,
+                            Disposition::Left(_) => LEFT,
                             _ => REFUSED,
                         };
                         tx.prepare_cached(
@@ -283,7 +303,7 @@ mod tests {
     #[test]
     fn one_commit_records_every_kind_and_settles_intents() {
         let mut s = State::in_memory().unwrap();
-        for uid in ["d", "k", "x", "l", "s"] {
+        for uid in ["d", "k", "x", "l", "s", "f", "g"] {
             s.record_intents(
                 "a",
                 &[super::super::spool::Intent {
@@ -310,14 +330,27 @@ mod tests {
             outcome("x", Disposition::Dropped("550".into())),
             outcome("l", Disposition::Loop("loop".into())),
             spooled,
+            outcome("f", Disposition::Left("filtered: leave (rule 1)".into())),
+            outcome(
+                "g",
+                Disposition::Filtered("filtered: delete (rule 2)".into()),
+            ),
         ];
         s.commit("a", &outcomes, "cfg1", 100, &RetryPolicy::default())
             .unwrap();
         let seen = s.seen_uids("a", "INBOX", 0).unwrap();
         assert!(seen.contains("d") && seen.contains("x") && seen.contains("s"));
         assert!(!seen.contains("k") && !seen.contains("l"));
+        // Left by a filter: not seen, recorded so it is not asked again
+        // under the same config; deleted by one: seen.
+        assert!(!seen.contains("f") && seen.contains("g"));
+        let f = s.refused_record("a", &msg("f"), "cfg1").unwrap().unwrap();
+        assert!(!f.is_loop && f.reason.contains("leave (rule 1)"));
+        assert_eq!(s.refused_record("a", &msg("f"), "cfg2").unwrap(), None);
+        assert!(!outcomes[5].removes_from_server() && !outcomes[5].deleted_despite_keep());
+        assert!(outcomes[6].removes_from_server() && outcomes[6].deleted_despite_keep());
         assert_eq!(s.spooled_count("a").unwrap(), 1);
-        for uid in ["d", "k", "x", "l", "s"] {
+        for uid in ["d", "k", "x", "l", "s", "f", "g"] {
             assert_eq!(s.intent("a", "INBOX", 0, uid, "home").unwrap(), None);
         }
         let k = s.refused_record("a", &msg("k"), "cfg1").unwrap().unwrap();

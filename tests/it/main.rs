@@ -15,6 +15,7 @@ mod destinations;
 mod destinations_tls;
 mod docs;
 mod faults;
+mod filter;
 mod folders;
 mod fuzz_corpus;
 mod harness_smoke;

@@ -109,6 +109,9 @@ struct Options {
     /// `delete_bigger_than`) are deleted all the same, and the messages
     /// below the folder's last UID are looked at for that.
     retention: bool,
+    /// With `keep`: a rule or the filter may delete a new message (the
+    /// older ones are not looked at for it).
+    filter_deletes: bool,
     mark_seen: bool,
     only_unseen: bool,
     move_to: Option<String>,
@@ -214,6 +217,7 @@ pub fn connect(account: &Account, password: Option<&str>, keep: bool) -> Result<
         options: Options {
             keep,
             retention: false,
+            filter_deletes: false,
             mark_seen: account.mark_seen,
             only_unseen: account.only_unseen,
             move_to: account.move_to.clone(),
@@ -240,9 +244,22 @@ impl ImapSource {
         self.options.retention = true;
     }
 
+    /// With `keep`: lets the run delete the new messages a rule or the
+    /// filter command decides to delete (see `crate::filter`).
+    pub fn allow_filter_deletes(&mut self) {
+        self.options.filter_deletes = true;
+    }
+
     /// Whether `delete` may remove anything: not with `keep`, unless
-    /// retention is on.
+    /// retention is on or a rule may delete.
     fn may_delete(&self) -> bool {
+        !self.options.keep || self.options.retention || self.options.filter_deletes
+    }
+
+    /// Whether messages delivered on earlier runs may be deleted now
+    /// (without `keep`, or with retention), so the scan looks below the
+    /// folder's last UID for them.
+    fn may_delete_older(&self) -> bool {
         !self.options.keep || self.options.retention
     }
 }
@@ -1293,7 +1310,7 @@ impl ImapSource {
         // between the commit and the expunge), or kept and perhaps due for
         // retention: only worth a look when mail may be deleted and the
         // folder holds more than the listing saw.
-        if self.may_delete() && last_uid > 0 && selected.exists as usize > listing.len() {
+        if self.may_delete_older() && last_uid > 0 && selected.exists as usize > listing.len() {
             let on_server =
                 self.with_session("UID SEARCH", |s| s.uid_search(format!("UID 1:{last_uid}")))?;
             let listed: HashSet<u32> = uids.iter().copied().collect();
