@@ -131,6 +131,8 @@ pub struct RawAccount {
     pub max_idle_connections: Option<Spanned<i64>>,
     pub proxy: Option<Spanned<String>>,
     pub source_ip: Option<Spanned<String>>,
+    pub compress: Option<Spanned<bool>>,
+    pub tunnel: Option<Spanned<Vec<String>>>,
 }
 
 /// One `[destination.NAME]`. Every type's keys are optional here; which
@@ -164,6 +166,8 @@ pub struct RawDestination {
     pub flags: Option<Spanned<bool>>,
     pub proxy: Option<Spanned<String>>,
     pub source_ip: Option<Spanned<String>>,
+    pub compress: Option<Spanned<bool>>,
+    pub tunnel: Option<Spanned<Vec<String>>>,
 }
 
 impl RawDestination {
@@ -200,6 +204,8 @@ impl RawDestination {
             at("flags", &self.flags),
             at("proxy", &self.proxy),
             at("source_ip", &self.source_ip),
+            at("compress", &self.compress),
+            at("tunnel", &self.tunnel),
         ]
         .into_iter()
         .flatten()

@@ -8,6 +8,7 @@
 mod support;
 
 mod backends;
+mod compress;
 mod connections;
 mod crash;
 mod dedup;

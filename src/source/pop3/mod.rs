@@ -100,7 +100,8 @@ pub fn connect(account: &Account, password: Option<&str>) -> Result<Pop3Source> 
     };
     let mut opened = open(account)?;
     let candidates = candidates(account, &opened.caps, opened.session.greeting())?;
-    let encrypted = account.server.tls != TlsMode::None;
+    // A tunnel (ssh) is the secure channel, as fetchmail and mbsync take it.
+    let encrypted = account.server.tls != TlsMode::None || account.server.tunnel.is_some();
     let mut tried = Attempts::new(&account.name);
     let mut failed_before = false;
     for mech in candidates {
