@@ -277,9 +277,14 @@ pub fn connect_tcp(server: &ServerConfig) -> Result<TcpStream> {
         // A Unix socket to the tunnel command, in a `TcpStream` (see
         // `tunnel`): everything above treats it as the connection.
         let context = format!("connecting to {}:{}", server.host, server.port);
+        let server_first = server.tls != crate::config::TlsMode::Implicit;
         return tunnel
-            .open(&server.host, server.port, server.timeout)
-            .map_err(|e| Error::net(context, e));
+            .open(&server.host, server.port, server.timeout, server_first)
+            .map_err(|e| match e.kind() {
+                // Its message says what the tunnel said.
+                io::ErrorKind::TimedOut => Error::Timeout(format!("{context}: {e}")),
+                _ => Error::net(context, e),
+            });
     }
     let Some(proxy) = &server.proxy else {
         let context = format!("connecting to {}:{}", server.host, server.port);

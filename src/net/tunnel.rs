@@ -92,12 +92,19 @@ impl Tunnel {
             .collect()
     }
 
-    /// Starts the command for `host:port` and waits until it has
-    /// something to say (every protocol mailretr speaks through a tunnel
-    /// has the server speak first): an exit before that is an error with
-    /// the command's exit status and standard error. Reads and writes of
-    /// the socket returned time out after `timeout`.
-    pub fn open(&self, host: &str, port: u16, timeout: Duration) -> io::Result<TcpStream> {
+    /// Starts the command for `host:port`. With `server_first` (a
+    /// greeting comes first: not implicit TLS, where the client speaks
+    /// first) waits until it has something to say: an exit before that is
+    /// an error with the command's exit status and standard error.
+    /// Otherwise `explain` gives that error for a handshake that failed.
+    /// Reads and writes of the socket returned time out after `timeout`.
+    pub fn open(
+        &self,
+        host: &str,
+        port: u16,
+        timeout: Duration,
+        server_first: bool,
+    ) -> io::Result<TcpStream> {
         let argv = self.argv(host, port);
         let (ours, theirs) = UnixStream::pair()?;
         // The watchdog keeps a handle on the command's end, to see ours
@@ -121,6 +128,10 @@ impl Tunnel {
             .spawn(move || watchdog(child, watch_end, stderr, &watched))?;
         ours.set_read_timeout(Some(timeout))?;
         ours.set_write_timeout(Some(timeout))?;
+        LAST.with(|last| *last.borrow_mut() = Some((self.clone(), shared.clone())));
+        if !server_first {
+            return Ok(TcpStream::from(OwnedFd::from(ours)));
+        }
         // What the command said first: it must say something.
         let started = Instant::now();
         let mut byte = [0u8; 1];
@@ -151,6 +162,42 @@ impl Tunnel {
         }
         Ok(TcpStream::from(OwnedFd::from(ours)))
     }
+}
+
+thread_local! {
+    /// The tunnel this thread opened last, for `explain`.
+    static LAST: std::cell::RefCell<Option<(Tunnel, Arc<Shared>)>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+/// For a connection through a tunnel that failed before the protocol
+/// began (the TLS handshake of implicit TLS): when the tunnel this thread
+/// opened last has exited (or does within a second), why, with its
+/// standard error; `None` when it still runs (the error is the server's).
+pub fn explain() -> Option<String> {
+    let (tunnel, shared) = LAST.with(|last| last.borrow().clone())?;
+    let e = shared.failure(&tunnel, Duration::from_secs(1));
+    let exited = shared.lock().status.is_some();
+    exited.then(|| e.to_string())
+}
+
+/// `net::tls_handshake` on a connection `net::connect_tcp` made: when
+/// the connection is a tunnel whose command exited, the error says so
+/// (with its standard error) instead of the handshake's end-of-file.
+pub fn tls_handshake(
+    server: &crate::config::ServerConfig,
+    tcp: TcpStream,
+) -> crate::error::Result<super::Stream> {
+    super::tls_handshake(server, tcp).map_err(|e| match &server.tunnel {
+        Some(_) => match explain() {
+            Some(why) => crate::error::Error::net(
+                format!("connecting to {}:{}", server.host, server.port),
+                io::Error::new(io::ErrorKind::ConnectionAborted, why),
+            ),
+            None => e,
+        },
+        None => e,
+    })
 }
 
 /// `recv(MSG_PEEK)`: whether there is input, without taking it.
@@ -358,7 +405,7 @@ mod tests {
             "-c",
             "echo '* OK hi %h'; read line; echo \"got $line\"",
         ]);
-        let mut s = t.open("h", 1, Duration::from_secs(5)).unwrap();
+        let mut s = t.open("h", 1, Duration::from_secs(5), true).unwrap();
         let mut buf = [0u8; 64];
         let n = s.read(&mut buf).unwrap();
         assert_eq!(&buf[..n], b"* OK hi h\n");
@@ -371,12 +418,12 @@ mod tests {
     #[test]
     fn an_early_exit_says_why() {
         let t = tunnel(&["sh", "-c", "echo 'ssh: no route to %h' >&2; exit 255"]);
-        let e = t.open("gw", 1, Duration::from_secs(5)).unwrap_err();
+        let e = t.open("gw", 1, Duration::from_secs(5), true).unwrap_err();
         let text = e.to_string();
         assert!(text.contains("exited with status 255"), "{text}");
         assert!(text.contains("ssh: no route to gw"), "{text}");
         let e = tunnel(&["/nonexistent/tunnel"])
-            .open("gw", 1, Duration::from_secs(5))
+            .open("gw", 1, Duration::from_secs(5), true)
             .unwrap_err();
         assert!(e.to_string().contains("cannot start tunnel"), "{e}");
     }
@@ -391,7 +438,7 @@ mod tests {
             "-c",
             &format!("echo $$ > {}; echo ready; exec sleep 60", pidfile.display()),
         ]);
-        let s = t.open("h", 1, Duration::from_secs(5)).unwrap();
+        let s = t.open("h", 1, Duration::from_secs(5), true).unwrap();
         let pid: i32 = std::fs::read_to_string(&pidfile)
             .unwrap()
             .trim()

@@ -34,4 +34,5 @@ mod servers_real;
 mod shards;
 mod smtp8bit;
 mod spool;
+mod tunnel;
 mod watch;

@@ -465,7 +465,7 @@ fn open(account: &Account) -> Result<Opened> {
         .try_clone()
         .map_err(|e| Error::net(format!("connecting to {}", server.host), e))?;
     let stream = match server.tls {
-        TlsMode::Implicit => net::tls_handshake(server, tcp)?,
+        TlsMode::Implicit => net::tunnel::tls_handshake(server, tcp)?,
         TlsMode::None => net::plain(server, tcp)?,
         TlsMode::Starttls => {
             let tcp = starttls::negotiate(Traced::new(tcp, label))?.into_inner();

@@ -161,7 +161,7 @@ fn open(account: &Account) -> Result<Opened> {
     let label = account.name.as_str();
     let (mut session, protocol_name) = match server.tls {
         TlsMode::Implicit => (
-            Pop3::connect(net::tls_handshake(server, tcp)?, label)?,
+            Pop3::connect(net::tunnel::tls_handshake(server, tcp)?, label)?,
             "POP3S",
         ),
         TlsMode::None => (Pop3::connect(net::plain(server, tcp)?, label)?, "POP3"),
