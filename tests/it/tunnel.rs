@@ -196,3 +196,37 @@ fn the_imap_destination_appends_through_a_tunnel() {
         sorted(originals)
     );
 }
+
+#[test]
+fn the_lmtp_destination_delivers_through_a_tunnel() {
+    let dovecot = Dovecot::shared();
+    let source = dovecot.new_user();
+    let target = dovecot.new_user();
+    let originals = fill(dovecot, &source, 3);
+    let env = Env::new();
+    let account = AccountBuilder::dovecot_pop3s("acct", dovecot, &source)
+        .line("add_received = false")
+        .deliver_to(&["local"]);
+    ConfigBuilder::new(&env)
+        .account(account)
+        .destination(
+            "local",
+            &format!(
+                "type = \"lmtp\"\nhost = \"127.0.0.1\"\nport = {}\nrecipient = \"{}\"\n{}",
+                dovecot.lmtp,
+                target.address(),
+                relay_line()
+            ),
+        )
+        .write(&env);
+    env.run(&["fetch"]).expect_success();
+    let got = dovecot.messages(&target, "INBOX");
+    assert_eq!(got.len(), originals.len());
+    for m in &got {
+        // Dovecot's LMTP adds a Return-Path: on top; the rest is the mail.
+        assert!(
+            originals.iter().any(|o| m.ends_with(o)),
+            "delivered as fetched"
+        );
+    }
+}
