@@ -230,3 +230,53 @@ fn the_lmtp_destination_delivers_through_a_tunnel() {
         );
     }
 }
+
+#[test]
+fn starttls_runs_through_a_tunnel() {
+    let dovecot = Dovecot::shared();
+    for protocol in ["imap", "pop3"] {
+        let user = dovecot.new_user();
+        let originals = fill(dovecot, &user, 3);
+        let port = if protocol == "imap" {
+            dovecot.imap
+        } else {
+            dovecot.pop3
+        };
+        let account = AccountBuilder::dovecot("acct", protocol, dovecot, &user)
+            .port(port)
+            .tls("starttls")
+            .line(&relay_line());
+        fetch_exact(account, originals, &[]);
+    }
+}
+
+#[test]
+fn a_tunnel_that_goes_quiet_times_out() {
+    let env = Env::new();
+    // A greeting, then nothing: the server's timeout ends the run.
+    let account = AccountBuilder::new("quiet", "imap", "mail.example")
+        .tls("none")
+        .user("me")
+        .password("pw")
+        .timeout("2s")
+        .line(&toml_argv(&[
+            "sh",
+            "-c",
+            "echo '* OK hello'; exec sleep 60",
+        ]));
+    ConfigBuilder::single(&env, account).write(&env);
+    let started = std::time::Instant::now();
+    let out = env.run(&["fetch"]);
+    let took = started.elapsed();
+    assert!(
+        took < std::time::Duration::from_secs(20),
+        "timed out after {took:?}"
+    );
+    assert_ne!(out.code, 0);
+    assert!(out.stderr.contains("quiet"), "{}", out.stderr);
+    assert!(
+        out.stderr.to_lowercase().contains("timed out"),
+        "{}",
+        out.stderr
+    );
+}
