@@ -27,7 +27,22 @@ const INPUT_BUF: usize = 16 * 1024;
 
 /// The shared compression state of one connection (cheap to clone).
 #[derive(Clone, Default)]
-pub struct Switch(Arc<Mutex<Option<Box<Codec>>>>);
+pub struct Switch(Arc<Mutex<State>>);
+
+/// What a `Switch` holds.
+#[derive(Default)]
+struct State {
+    /// Set once compression is on.
+    codec: Option<Box<Codec>>,
+    /// While the answer to `COMPRESS DEFLATE` is awaited: reads hand out
+    /// at most one line each, so nothing after the tagged OK (compressed
+    /// already) reaches a reader above as plain bytes.
+    lines: bool,
+    /// Bytes read from the connection and not yet handed out (at most
+    /// `INPUT_BUF`): the rest of a line, or what came after it, which
+    /// `turn_on` gives to the decompressor.
+    ahead: Vec<u8>,
+}
 
 impl std::fmt::Debug for Switch {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -41,22 +56,40 @@ impl Switch {
         Switch::default()
     }
 
+    /// Call before sending `COMPRESS DEFLATE`: until `turn_on` or
+    /// `cancel`, reads hand out a line at a time.
+    pub fn expect(&self) {
+        self.lock().lines = true;
+    }
+
     /// Turns compression on for everything read and written from now on
     /// (call right after reading the tagged OK of `COMPRESS DEFLATE`,
-    /// before writing anything).
+    /// before writing anything). Bytes the server sent after the OK and
+    /// already read are the first compressed input.
     pub fn turn_on(&self) {
-        *self.lock() = Some(Box::new(Codec::new()));
+        let mut state = self.lock();
+        let mut codec = Codec::new();
+        let ahead = std::mem::take(&mut state.ahead);
+        codec.input[..ahead.len()].copy_from_slice(&ahead);
+        codec.end = ahead.len();
+        state.codec = Some(Box::new(codec));
+        state.lines = false;
+    }
+
+    /// `COMPRESS DEFLATE` was refused: reads go on uncompressed.
+    pub fn cancel(&self) {
+        self.lock().lines = false;
     }
 
     /// Whether compression is on.
     pub fn is_on(&self) -> bool {
-        self.lock().is_some()
+        self.lock().codec.is_some()
     }
 
     /// Bytes (compressed, uncompressed) read and written since compression
     /// was turned on: `((in_wire, in_plain), (out_plain, out_wire))`.
     pub fn totals(&self) -> Option<((u64, u64), (u64, u64))> {
-        self.lock().as_ref().map(|c| {
+        self.lock().codec.as_ref().map(|c| {
             (
                 (c.inflate.total_in(), c.inflate.total_out()),
                 (c.deflate.total_in(), c.deflate.total_out()),
@@ -64,7 +97,7 @@ impl Switch {
         })
     }
 
-    fn lock(&self) -> MutexGuard<'_, Option<Box<Codec>>> {
+    fn lock(&self) -> MutexGuard<'_, State> {
         self.0.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
@@ -182,12 +215,42 @@ impl Codec {
 impl<S: Read> Read for Deflate<S> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         let mut guard = self.switch.lock();
-        match guard.as_mut() {
-            Some(codec) => codec.read_from(&mut self.inner, buf),
-            None => {
-                drop(guard);
-                self.inner.read(buf)
+        let state = &mut *guard;
+        if let Some(codec) = state.codec.as_mut() {
+            return codec.read_from(&mut self.inner, buf);
+        }
+        if state.ahead.is_empty() && !state.lines {
+            drop(guard);
+            return self.inner.read(buf);
+        }
+        loop {
+            let line_end = state.ahead.iter().position(|&b| b == b'\n');
+            let ready = match line_end {
+                Some(i) => i + 1,
+                // A line too long to hold is handed out as it is.
+                None if state.ahead.len() >= INPUT_BUF || !state.lines => state.ahead.len(),
+                None => 0,
+            };
+            if ready > 0 {
+                let n = if state.lines {
+                    ready
+                } else {
+                    state.ahead.len()
+                }
+                .min(buf.len());
+                buf[..n].copy_from_slice(&state.ahead[..n]);
+                state.ahead.drain(..n);
+                return Ok(n);
             }
+            let mut chunk = vec![0u8; INPUT_BUF - state.ahead.len()];
+            let n = self.inner.read(&mut chunk)?;
+            if n == 0 {
+                let n = state.ahead.len().min(buf.len());
+                buf[..n].copy_from_slice(&state.ahead[..n]);
+                state.ahead.drain(..n);
+                return Ok(n);
+            }
+            state.ahead.extend_from_slice(&chunk[..n]);
         }
     }
 }
@@ -195,7 +258,7 @@ impl<S: Read> Read for Deflate<S> {
 impl<S: Write> Write for Deflate<S> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         let mut guard = self.switch.lock();
-        let Some(codec) = guard.as_mut() else {
+        let Some(codec) = guard.codec.as_mut() else {
             drop(guard);
             return self.inner.write(buf);
         };
@@ -322,6 +385,48 @@ mod tests {
             let ((wire_in, plain_in), _) = switch.totals().unwrap();
             assert_eq!(plain_in, want.len() as u64);
             assert!(wire_in * 20 < plain_in, "{wire_in} {plain_in}");
+        }
+    }
+
+    #[test]
+    fn compressed_bytes_right_behind_the_ok_are_not_read_as_plain() {
+        let mut incoming = b"* OK [CAPABILITY X] hi\r\na1 OK go\r\n".to_vec();
+        incoming.extend_from_slice(&server_deflate(&[b"* 1 EXISTS\r\n"]));
+        for (refused, chunk) in [(false, 1 << 20), (false, 3), (true, 1 << 20)] {
+            let switch = Switch::new();
+            let mut d = Deflate::new(
+                Pipe {
+                    sent: Vec::new(),
+                    incoming: io::Cursor::new(if refused {
+                        b"a1 NO not now\r\n* 2 EXISTS\r\n".to_vec()
+                    } else {
+                        incoming.clone()
+                    }),
+                    chunk,
+                },
+                switch.clone(),
+            );
+            switch.expect();
+            let mut buf = [0u8; 4096];
+            let mut lines = Vec::new();
+            while !lines.ends_with(b"go\r\n") && !lines.ends_with(b"now\r\n") {
+                let n = d.read(&mut buf).unwrap();
+                assert!(n > 0);
+                lines.extend_from_slice(&buf[..n]);
+            }
+            if refused {
+                switch.cancel();
+            } else {
+                switch.turn_on();
+            }
+            let mut rest = Vec::new();
+            d.read_to_end(&mut rest).unwrap();
+            let want: &[u8] = if refused {
+                b"* 2 EXISTS\r\n"
+            } else {
+                b"* 1 EXISTS\r\n"
+            };
+            assert_eq!(rest, want, "refused {refused}, chunk {chunk}");
         }
     }
 

@@ -319,9 +319,11 @@ pub fn connect_session(account: &Account, password: Option<&str>) -> Result<Logg
     if account.server.compress && caps.contains("COMPRESS=DEFLATE") {
         // RFC 4978: everything after the tagged OK is compressed, both
         // ways; the server sends nothing until the next command.
+        switch.expect();
         match session.run_command_and_check_ok("COMPRESS DEFLATE") {
             Ok(()) => switch.turn_on(),
             Err(imap::Error::No(no)) => {
+                switch.cancel();
                 log::info!("{label}: COMPRESS DEFLATE refused: {}", no.information)
             }
             Err(e) => return Err(imap_error("COMPRESS DEFLATE", e)),
