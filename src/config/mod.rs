@@ -1609,6 +1609,68 @@ path = "/tmp/Maildir"
     }
 
     #[test]
+    fn tunnel_and_compress_are_validated() {
+        let tunnel = "tunnel = [\"ssh\", \"gw\", \"nc %h %p\"]\ntls = \"none\"\nmax_size";
+        // Through a tunnel, tls = "none" with a password needs no
+        // allow_plaintext (the tunnel is the secure channel).
+        let c = parse_str(&GOOD.replace("max_size", tunnel)).unwrap();
+        let s = &c.accounts[0].server;
+        assert_eq!(
+            s.tunnel.as_ref().unwrap().argv(&s.host, s.port),
+            ["ssh", "gw", "nc pop.example.com 110"]
+        );
+        assert!(s.compress, "on by default");
+        let e = err_of(&GOOD.replace("max_size", "tls = \"none\"\nmax_size"));
+        assert!(e.contains("allow_plaintext"), "{e}");
+        let e = err_of(&GOOD.replace("max_size", &format!("source_ip = \"::1\"\n{tunnel}")));
+        assert!(
+            e.starts_with("test.toml:12: account[isp].source_ip: does not apply through a tunnel"),
+            "{e}"
+        );
+        let e = err_of(&GOOD.replace("max_size", "compress = false\nmax_size"));
+        assert!(
+            e.starts_with("test.toml:12: account[isp].compress: COMPRESS is an IMAP extension"),
+            "{e}"
+        );
+        let imap = GOOD.replace("protocol = \"pop3\"", "protocol = \"imap\"");
+        let c = parse_str(&imap.replace("max_size", "compress = false\nmax_size")).unwrap();
+        assert!(!c.accounts[0].server.compress);
+        let dest = |keys: &str| {
+            GOOD.replace(
+                "[destination.home]",
+                &format!("[destination.d]\n{keys}\n\n[destination.home]"),
+            )
+        };
+        let c = parse_str(&dest(
+            "type = \"imap\"\nhost = \"h\"\nuser = \"u\"\ncompress = false\ntunnel = [\"ssh\", \"gw\"]",
+        ))
+        .unwrap();
+        let DestinationConfig::Imap(d) = &c.destinations["d"] else {
+            panic!("imap")
+        };
+        assert!(!d.server.compress && d.server.tunnel.is_some());
+        let e = err_of(&dest(
+            "type = \"lmtp\"\nsocket = \"/run/lmtp\"\ntunnel = [\"ssh\", \"gw\"]",
+        ));
+        assert!(
+            e.contains("destination.d.tunnel: does not apply to an LMTP socket"),
+            "{e}"
+        );
+        let e = err_of(&dest("type = \"lmtp\"\nhost = \"h\"\ncompress = true"));
+        assert!(
+            e.contains("destination.d.compress: does not apply to a lmtp destination"),
+            "{e}"
+        );
+        let e = err_of(&dest(
+            "type = \"imap\"\nhost = \"h\"\nuser = \"u\"\nproxy = \"http://p:1\"\ntunnel = [\"ssh\"]",
+        ));
+        assert!(
+            e.contains("destination.d.tunnel: give either tunnel or proxy"),
+            "{e}"
+        );
+    }
+
+    #[test]
     fn subfolders_and_flags_are_validated() {
         let base = GOOD.replace(
             "[destination.home]",
