@@ -16,6 +16,7 @@
 #
 # As root: login processes run as dovenull, internal processes as dovecot and
 # mail is owned by the `mail` user. As non-root: everything runs as the caller.
+# With DOVECOT_IMAP_ZLIB=1 in the environment IMAP offers COMPRESS=DEFLATE.
 # Stop it with bench/dovecot-down.sh DIR.
 set -euo pipefail
 
@@ -160,6 +161,15 @@ protocol lmtp {
   postmaster_address = postmaster@localhost
 }
 EOF
+
+if [ "${DOVECOT_IMAP_ZLIB:-0}" = 1 ]; then
+  # IMAP COMPRESS=DEFLATE (RFC 4978), for the bytes scenario (bench/bytes.sh).
+  cat >> "$CONF" <<EOF
+protocol imap {
+  mail_plugins = \$mail_plugins imap_zlib
+}
+EOF
+fi
 
 if [ "$(id -u)" != 0 ]; then
   # Rootless mode: no privilege dropping is possible, so nothing may ask for it.

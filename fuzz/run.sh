@@ -7,7 +7,7 @@ set -euo pipefail
 cd "$(dirname "$0")"
 seconds=${1:-600}
 jobs=${JOBS:-2}
-targets=(pop3_session imap_bodies imap_starttls scram_server lmtp_reply headers config imap_lines mime7bit)
+targets=(pop3_session imap_bodies imap_starttls scram_server lmtp_reply headers config imap_lines mime7bit imap_deflate)
 toolchain=+nightly
 rustup toolchain list | grep -q nightly || { toolchain=; export RUSTC_BOOTSTRAP=1; }
 cargo $toolchain fuzz build

@@ -28,6 +28,7 @@ pub const TARGETS: &[Target] = &[
     ("config", config),
     ("imap_lines", imap_lines),
     ("mime7bit", mime7bit),
+    ("imap_deflate", imap_deflate),
 ];
 
 /// A POP3 server's bytes: greeting (APOP timestamp), CAPA, status lines,
@@ -217,4 +218,36 @@ pub fn imap_lines(data: &[u8]) {
     for folder in crate::source::imap::folders::parse_list(&mended) {
         let _ = folder.relative_name("INBOX/");
     }
+}
+
+/// A server's COMPRESS=DEFLATE stream (the first byte picks the read
+/// size): the inflating reader must give at most what was asked for per
+/// read (a decompression bomb costs reads, never memory), and the IMAP
+/// body reader must cope with whatever it inflates to.
+pub fn imap_deflate(data: &[u8]) {
+    use crate::net::deflate::{Deflate, Switch};
+    use std::io::Read;
+    let Some((first, data)) = data.split_first() else {
+        return;
+    };
+    let size = 1 + *first as usize * 64;
+    let switch = Switch::new();
+    switch.turn_on();
+    let mut inflating = Deflate::new(Script::new(data), switch);
+    let mut buf = vec![0u8; size];
+    let mut total = 0usize;
+    // Enough to see a bomb go off, little enough to stay quick.
+    while total < 8 << 20 {
+        match inflating.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => {
+                assert!(n <= size, "inflated past the caller's buffer");
+                total += n;
+            }
+        }
+    }
+    let switch = Switch::new();
+    switch.turn_on();
+    let mut reader = BodyReader::new(Deflate::new(Script::new(data), switch), "fuzz");
+    let _ = reader.select_and_list(None, "INBOX", "1:*", "(UID RFC822.SIZE)");
 }

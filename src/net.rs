@@ -17,7 +17,9 @@ use sha2::{Digest, Sha256};
 use crate::config::ServerConfig;
 use crate::error::{Error, Result};
 
+pub mod deflate;
 pub mod proxy;
+pub mod tunnel;
 
 /// A connection that is either still plain or already encrypted.
 #[derive(Debug)]
@@ -269,8 +271,21 @@ fn paced(
 /// Opens a TCP connection with the server's timeout applied to connecting,
 /// reading and writing: from `source_ip` when it is set, and through the
 /// `proxy` when there is one (the socket returned then carries the tunnel
-/// to the mail server).
+/// to the mail server), or the `tunnel` command's connection.
 pub fn connect_tcp(server: &ServerConfig) -> Result<TcpStream> {
+    if let Some(tunnel) = &server.tunnel {
+        // A Unix socket to the tunnel command, in a `TcpStream` (see
+        // `tunnel`): everything above treats it as the connection.
+        let context = format!("connecting to {}:{}", server.host, server.port);
+        let server_first = server.tls != crate::config::TlsMode::Implicit;
+        return tunnel
+            .open(&server.host, server.port, server.timeout, server_first)
+            .map_err(|e| match e.kind() {
+                // Its message says what the tunnel said.
+                io::ErrorKind::TimedOut => Error::Timeout(format!("{context}: {e}")),
+                _ => Error::net(context, e),
+            });
+    }
     let Some(proxy) = &server.proxy else {
         let context = format!("connecting to {}:{}", server.host, server.port);
         return connect_direct(&server.host, server.port, server, &context);

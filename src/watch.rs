@@ -44,7 +44,6 @@ use crate::shard::Shard;
 use crate::signal;
 use crate::slots::{IdlePlace, Slot, Slots};
 use crate::source::imap::folders::ChosenFolder;
-use crate::source::imap::transcript::Traced;
 use crate::source::imap::{self as imap_source, LoggedIn};
 use crate::source::Source;
 
@@ -898,9 +897,9 @@ use crate::source::imap::imap_error;
 
 /// The `imap` crate sets the read timeout that bounds an IDLE through
 /// this (RFC 2177's 29 minutes, or `idle_renew`).
-impl SetReadTimeout for Traced<Stream> {
+impl SetReadTimeout for imap_source::Conn {
     fn set_read_timeout(&mut self, timeout: Option<Duration>) -> imap::error::Result<()> {
-        let tcp = match self.get_ref() {
+        let tcp = match self.get_ref().get_ref() {
             Stream::Plain(tcp) => tcp,
             Stream::Tls(tls) => tls.get_ref(),
         };

@@ -358,6 +358,7 @@ fn keys_of(kind: &str) -> &'static [&'static str] {
             "sender",
             "proxy",
             "source_ip",
+            "tunnel",
         ],
         "mda" => &["command", "timeout", "sender"],
         "imap" => &[
@@ -378,6 +379,8 @@ fn keys_of(kind: &str) -> &'static [&'static str] {
             "flags",
             "proxy",
             "source_ip",
+            "tunnel",
+            "compress",
         ],
         _ => &[],
     }
@@ -401,6 +404,24 @@ pub(super) fn validate_destination(
             &raw.kind,
             &key("type"),
             format!("unknown destination type {kind:?}; expected maildir, mbox, smtp, lmtp, mda, imap or directory"),
+        ));
+    }
+    if let (Some(t), "smtp") = (&raw.tunnel, kind) {
+        return Err(ctx.at(
+            t,
+            &key("tunnel"),
+            "SMTP destinations cannot go through a tunnel (the SMTP library opens its own \
+             connection); remove this key, or deliver over lmtp or imap",
+        ));
+    }
+    if let (Some(t), Some(_)) = (&raw.tunnel, &raw.proxy) {
+        return Err(ctx.at(t, &key("tunnel"), "give either tunnel or proxy, not both"));
+    }
+    if let (Some(_), Some(s)) = (&raw.tunnel, &raw.source_ip) {
+        return Err(ctx.at(
+            s,
+            &key("source_ip"),
+            "does not apply through a tunnel (the tunnel command makes the connection)",
         ));
     }
     if let (Some(p), "smtp") = (&raw.proxy, kind) {
@@ -470,6 +491,7 @@ pub(super) fn validate_destination(
         let host = required(&raw.host, "host")?;
         let tls = raw.tls.as_ref().map(|t| *t.get_ref()).unwrap_or_default();
         if tls == TlsMode::None
+            && raw.tunnel.is_none()
             && (*secret != Secret::None || raw.oauth2.is_some())
             && raw.allow_plaintext.as_ref().map(|v| *v.get_ref()) != Some(true)
         {
@@ -519,6 +541,8 @@ pub(super) fn validate_destination(
             timeout,
             proxy: super::parse_proxy(ctx, raw.proxy.as_ref(), &key("proxy"))?,
             source_ip: super::parse_source_ip(ctx, raw.source_ip.as_ref(), &key("source_ip"))?,
+            tunnel: super::parse_tunnel(ctx, raw.tunnel.as_ref(), &key("tunnel"))?,
+            compress: raw.compress.as_ref().is_none_or(|c| *c.get_ref()),
         })
     };
     let subfolders = match raw.subfolders.as_ref().map(|v| (v, v.get_ref().as_str())) {
@@ -612,7 +636,7 @@ pub(super) fn validate_destination(
                     if let Some((k, span)) = raw
                         .present_keys()
                         .into_iter()
-                        .find(|(k, _)| matches!(*k, "proxy" | "source_ip"))
+                        .find(|(k, _)| matches!(*k, "proxy" | "source_ip" | "tunnel"))
                     {
                         return Err(ctx.err(span, &key(k), "does not apply to an LMTP socket"));
                     }

@@ -200,6 +200,11 @@ pub struct ServerConfig {
     pub proxy: Option<crate::net::proxy::Proxy>,
     /// The local address to connect from.
     pub source_ip: Option<std::net::IpAddr>,
+    /// A command to speak the protocol through instead of a TCP
+    /// connection (`tunnel = ["ssh", "host", "nc %h %p"]`).
+    pub tunnel: Option<crate::net::tunnel::Tunnel>,
+    /// IMAP: use COMPRESS=DEFLATE (RFC 4978) when the server offers it.
+    pub compress: bool,
 }
 
 /// One mailbox to fetch from.
@@ -1044,7 +1049,36 @@ fn validate_account(
         (None, Some(c)) => Secret::Command(c.get_ref().clone()),
         (None, None) => Secret::None,
     };
-    if tls == TlsMode::None && secret != Secret::None && raw.allow_plaintext != Some(true) {
+    let tunnel = parse_tunnel(ctx, raw.tunnel.as_ref(), &key("tunnel"))?;
+    if let (Some(t), Some(_)) = (&raw.tunnel, &raw.proxy) {
+        return Err(ctx.at(
+            t,
+            &key("tunnel"),
+            "give either tunnel or proxy, not both (the tunnel command can run a proxy itself)",
+        ));
+    }
+    if let (Some(_), Some(s)) = (&raw.tunnel, &raw.source_ip) {
+        return Err(ctx.at(
+            s,
+            &key("source_ip"),
+            "does not apply through a tunnel (the tunnel command makes the connection)",
+        ));
+    }
+    if let (Some(c), Protocol::Pop3) = (&raw.compress, protocol) {
+        return Err(ctx.at(
+            c,
+            &key("compress"),
+            "COMPRESS is an IMAP extension; remove this key from a pop3 account",
+        ));
+    }
+    // A tunnel (ssh, typically) is the secure channel, as mbsync and
+    // fetchmail take it: `tls = "none"` through one needs no
+    // allow_plaintext.
+    if tls == TlsMode::None
+        && tunnel.is_none()
+        && secret != Secret::None
+        && raw.allow_plaintext != Some(true)
+    {
         return Err(ctx.at(
             a,
             &key("tls"),
@@ -1167,7 +1201,7 @@ fn validate_account(
             "xoauth2 and oauthbearer need oauth2 or oauth2_token_command",
         ));
     }
-    if tls == TlsMode::None && has_token && raw.allow_plaintext != Some(true) {
+    if tls == TlsMode::None && tunnel.is_none() && has_token && raw.allow_plaintext != Some(true) {
         return Err(ctx.at(
             a,
             &key("tls"),
@@ -1223,6 +1257,8 @@ fn validate_account(
             },
             proxy: parse_proxy(ctx, raw.proxy.as_ref(), &key("proxy"))?,
             source_ip: parse_source_ip(ctx, raw.source_ip.as_ref(), &key("source_ip"))?,
+            tunnel,
+            compress: raw.compress.as_ref().is_none_or(|c| *c.get_ref()),
         },
         user: raw.user.get_ref().clone(),
         secret,
@@ -1312,6 +1348,20 @@ fn parse_proxy(
     match value {
         None => Ok(None),
         Some(v) => crate::net::proxy::Proxy::parse(v.get_ref())
+            .map(Some)
+            .map_err(|e| ctx.at(v, key, e)),
+    }
+}
+
+/// Validates a `tunnel` key (see `net::tunnel::Tunnel::parse`).
+fn parse_tunnel(
+    ctx: &Ctx,
+    value: Option<&Spanned<Vec<String>>>,
+    key: &str,
+) -> Result<Option<crate::net::tunnel::Tunnel>> {
+    match value {
+        None => Ok(None),
+        Some(v) => crate::net::tunnel::Tunnel::parse(v.get_ref())
             .map(Some)
             .map_err(|e| ctx.at(v, key, e)),
     }
@@ -1452,6 +1502,8 @@ pub fn from_url(url: &str, to: &str, keep: bool) -> Result<Config> {
                 timeout: Duration::from_secs(60),
                 proxy: None,
                 source_ip: None,
+                tunnel: None,
+                compress: true,
             },
             user,
             // Set by the caller (MAILRETR_PASSWORD or a prompt), never
@@ -1630,6 +1682,68 @@ path = "/tmp/Maildir"
             panic!("smtp")
         };
         assert_eq!(relay.server.source_ip, Some("::1".parse().unwrap()));
+    }
+
+    #[test]
+    fn tunnel_and_compress_are_validated() {
+        let tunnel = "tunnel = [\"ssh\", \"gw\", \"nc %h %p\"]\ntls = \"none\"\nmax_size";
+        // Through a tunnel, tls = "none" with a password needs no
+        // allow_plaintext (the tunnel is the secure channel).
+        let c = parse_str(&GOOD.replace("max_size", tunnel)).unwrap();
+        let s = &c.accounts[0].server;
+        assert_eq!(
+            s.tunnel.as_ref().unwrap().argv(&s.host, s.port),
+            ["ssh", "gw", "nc pop.example.com 110"]
+        );
+        assert!(s.compress, "on by default");
+        let e = err_of(&GOOD.replace("max_size", "tls = \"none\"\nmax_size"));
+        assert!(e.contains("allow_plaintext"), "{e}");
+        let e = err_of(&GOOD.replace("max_size", &format!("source_ip = \"::1\"\n{tunnel}")));
+        assert!(
+            e.starts_with("test.toml:12: account[isp].source_ip: does not apply through a tunnel"),
+            "{e}"
+        );
+        let e = err_of(&GOOD.replace("max_size", "compress = false\nmax_size"));
+        assert!(
+            e.starts_with("test.toml:12: account[isp].compress: COMPRESS is an IMAP extension"),
+            "{e}"
+        );
+        let imap = GOOD.replace("protocol = \"pop3\"", "protocol = \"imap\"");
+        let c = parse_str(&imap.replace("max_size", "compress = false\nmax_size")).unwrap();
+        assert!(!c.accounts[0].server.compress);
+        let dest = |keys: &str| {
+            GOOD.replace(
+                "[destination.home]",
+                &format!("[destination.d]\n{keys}\n\n[destination.home]"),
+            )
+        };
+        let c = parse_str(&dest(
+            "type = \"imap\"\nhost = \"h\"\nuser = \"u\"\ncompress = false\ntunnel = [\"ssh\", \"gw\"]",
+        ))
+        .unwrap();
+        let DestinationConfig::Imap(d) = &c.destinations["d"] else {
+            panic!("imap")
+        };
+        assert!(!d.server.compress && d.server.tunnel.is_some());
+        let e = err_of(&dest(
+            "type = \"lmtp\"\nsocket = \"/run/lmtp\"\ntunnel = [\"ssh\", \"gw\"]",
+        ));
+        assert!(
+            e.contains("destination.d.tunnel: does not apply to an LMTP socket"),
+            "{e}"
+        );
+        let e = err_of(&dest("type = \"lmtp\"\nhost = \"h\"\ncompress = true"));
+        assert!(
+            e.contains("destination.d.compress: does not apply to a lmtp destination"),
+            "{e}"
+        );
+        let e = err_of(&dest(
+            "type = \"imap\"\nhost = \"h\"\nuser = \"u\"\nproxy = \"http://p:1\"\ntunnel = [\"ssh\"]",
+        ));
+        assert!(
+            e.contains("destination.d.tunnel: give either tunnel or proxy"),
+            "{e}"
+        );
     }
 
     #[test]

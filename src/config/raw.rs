@@ -133,6 +133,8 @@ pub struct RawAccount {
     pub max_connections_per_host: Option<Spanned<i64>>,
     pub proxy: Option<Spanned<String>>,
     pub source_ip: Option<Spanned<String>>,
+    pub compress: Option<Spanned<bool>>,
+    pub tunnel: Option<Spanned<Vec<String>>>,
     /// `rule = [...]` or `[[account.rule]]` (see `config::filter`).
     pub rule: Option<Vec<Spanned<RawRule>>>,
     pub filter_command: Option<Spanned<Vec<String>>>,
@@ -180,6 +182,8 @@ pub struct RawDestination {
     pub flags: Option<Spanned<bool>>,
     pub proxy: Option<Spanned<String>>,
     pub source_ip: Option<Spanned<String>>,
+    pub compress: Option<Spanned<bool>>,
+    pub tunnel: Option<Spanned<Vec<String>>>,
 }
 
 impl RawDestination {
@@ -216,6 +220,8 @@ impl RawDestination {
             at("flags", &self.flags),
             at("proxy", &self.proxy),
             at("source_ip", &self.source_ip),
+            at("compress", &self.compress),
+            at("tunnel", &self.tunnel),
         ]
         .into_iter()
         .flatten()

@@ -521,3 +521,64 @@ fn an_invalid_return_path_is_not_a_refusal_for_smtp() {
         sink.envelope(1)
     );
 }
+
+/// Raw DEFLATE of `data` with a sync flush (what a COMPRESS server sends).
+fn deflated(data: &[u8]) -> Vec<u8> {
+    let mut c = flate2::Compress::new(flate2::Compression::best(), false);
+    let mut out = Vec::new();
+    mailretr::net::deflate::compress_all(&mut c, data, &mut out).unwrap();
+    out
+}
+
+/// Hostile COMPRESS=DEFLATE servers: a decompression bomb (256 MiB of one
+/// endless line in about 256 KiB) and bytes that are not DEFLATE at all
+/// each end in one line naming the account, within bounded memory, with
+/// nothing delivered or deleted.
+#[test]
+fn hostile_compress_servers_cost_bounded_memory_and_delete_nothing() {
+    let compress_ok = |after: Vec<u8>| {
+        let mut s = vec![
+            Step::StartTls,
+            Step::line("* OK [CAPABILITY IMAP4rev1 SASL-IR AUTH=PLAIN] fake"),
+            Step::expect("a1 AUTHENTICATE PLAIN "),
+            Step::line("a1 OK [CAPABILITY IMAP4rev1 UIDPLUS COMPRESS=DEFLATE] in"),
+            Step::expect("a2 COMPRESS DEFLATE"),
+        ];
+        let mut ok = b"a2 OK DEFLATE active\r\n".to_vec();
+        ok.extend_from_slice(&after);
+        s.push(Step::Send(ok));
+        s.push(Step::ExpectClose);
+        s
+    };
+    let mut bomb_text = b"* OK ".to_vec();
+    bomb_text.resize(256 << 20, b'x');
+    let bomb = deflated(&bomb_text);
+    assert!(bomb.len() < 2 << 20, "{}", bomb.len());
+    drop(bomb_text);
+    // Sent right behind the tagged OK, in the same write: those bytes are
+    // already compressed and must not be read as plain text.
+    for (what, script, code) in [
+        ("a decompression bomb", compress_ok(bomb), 4),
+        (
+            "bytes that are not DEFLATE",
+            compress_ok(vec![0xff; 4096]),
+            2,
+        ),
+    ] {
+        let server = FakeServer::start(script);
+        let env = Env::new();
+        ConfigBuilder::single(&env, imap(&server).timeout("10s")).write(&env);
+        let started = Instant::now();
+        let (out, kib) = env.run_measured(&["fetch"]);
+        assert_eq!(out.code, code, "{what}: {}", out.stderr);
+        assert_eq!(out.stderr.lines().count(), 1, "{what}: {}", out.stderr);
+        assert!(
+            out.stderr.contains("account hostile"),
+            "{what}: {}",
+            out.stderr
+        );
+        assert!(started.elapsed() < Duration::from_secs(60), "{what}");
+        bounded(what, kib);
+        assert!(delivered(&env.path("Maildir")).is_empty(), "{what}");
+    }
+}

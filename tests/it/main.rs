@@ -8,6 +8,7 @@
 mod support;
 
 mod backends;
+mod compress;
 mod connections;
 mod crash;
 mod dedup;
@@ -35,4 +36,5 @@ mod shards;
 mod smtp8bit;
 mod spool;
 mod throttle;
+mod tunnel;
 mod watch;

@@ -423,3 +423,22 @@ fn watch_keeps_its_idle_connections_below_max_connections_per_host() {
     );
     assert!(!log.to_lowercase().contains("throttl"), "{log}");
 }
+
+#[test]
+fn watch_idles_through_a_tunnel() {
+    let dovecot = Dovecot::shared();
+    let env = Env::new();
+    let user = dovecot.new_user();
+    let account = imap(dovecot, "t", &user).line(&support::tunnel::relay_line());
+    config(&env, vec![account]).write(&env);
+    let watch = Watch::start(&env, &[]);
+    let inbox = maildir(&env, "t");
+    watch.wait_for_log("account t: INBOX: connected, idling", 1);
+    dovecot.deliver_lmtp(&user, &message("tunnelled", 0));
+    wait_until(&watch, "delivery through the tunnel", || {
+        has_subject(&inbox, "tunnelled 0")
+    });
+    // SIGTERM ends the IDLE through the tunnel at once.
+    assert_eq!(watch.terminate(), 0);
+    assert_eq!(delivered(&inbox).len(), 1);
+}

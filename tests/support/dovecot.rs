@@ -451,7 +451,16 @@ impl Dovecot {
     fn config(&self) -> String {
         let mut config = self.base_config();
         config.push_str(&self.extra_config);
+        // COMPRESS=DEFLATE (RFC 4978) for every IMAP test: last, so that
+        // it adds to whatever plugins the extra config gave IMAP.
+        config.push_str(IMAP_ZLIB_CONFIG);
         config
+    }
+
+    /// The config file (for running Dovecot's `imap` binary directly, as
+    /// a PREAUTH tunnel does).
+    pub fn conf(&self) -> &Path {
+        &self.conf
     }
 
     fn base_config(&self) -> String {
@@ -645,6 +654,13 @@ service auth {{
         }
     }
 }
+
+/// Offered by every test Dovecot: `COMPRESS=DEFLATE` after login.
+const IMAP_ZLIB_CONFIG: &str = "
+protocol imap {
+  mail_plugins = $mail_plugins imap_zlib
+}
+";
 
 /// For [`Dovecot::start_with`]: the quota plugins (IMAP QUOTA, RFC 9208)
 /// with a 1 MiB storage quota for every user.

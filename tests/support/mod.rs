@@ -25,6 +25,7 @@ pub mod slowlink;
 pub mod smtpd;
 pub mod smtpsink;
 pub mod socks;
+pub mod tunnel;
 
 #[allow(unused_imports)]
 pub use config::{AccountBuilder, ConfigBuilder};

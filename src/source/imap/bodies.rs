@@ -20,7 +20,6 @@ use std::collections::VecDeque;
 use std::io::{self, Read, Write};
 
 use crate::error::{Error, Result};
-use crate::net::StreamHandle;
 use crate::source::RemoteMessage;
 use crate::transcript;
 
@@ -72,7 +71,7 @@ struct InFlight {
 }
 
 /// Sends body fetches and reads their answers (see the module docs).
-pub struct BodyReader<S = StreamHandle> {
+pub struct BodyReader<S = super::Handle> {
     io: S,
     label: String,
     trace: bool,

@@ -36,6 +36,7 @@ use imap::{Client, Session};
 use crate::config::{Account, AuthMech, TlsMode};
 use crate::error::{Error, Result};
 use crate::message;
+use crate::net::deflate::{Deflate, Switch};
 use crate::net::{self, Stream, StreamHandle};
 use crate::secret;
 use crate::store::Quota;
@@ -69,8 +70,13 @@ pub const BATCH_MESSAGES: usize = 1000;
 /// Headers are fetched this many messages at a time.
 const HEADER_BATCH: usize = 50;
 
-/// The connection the `imap` crate talks over.
-pub type Conn = Traced<Stream>;
+/// The connection the `imap` crate talks over: the transcript above the
+/// COMPRESS=DEFLATE layer, which shows it the uncompressed dialogue.
+pub type Conn = Traced<Deflate<Stream>>;
+
+/// The second handle on the session's connection (see `bodies`), sharing
+/// its COMPRESS=DEFLATE state.
+pub type Handle = Deflate<StreamHandle>;
 
 /// How long the server's answer to `LOGOUT` is waited for: everything
 /// that matters (flags, expunges, moves) was confirmed before it is sent,
@@ -99,6 +105,7 @@ const KNOWN_CAPABILITIES: &[&str] = &[
     "ENABLE",
     "UTF8=ACCEPT",
     "QUOTA",
+    "COMPRESS=DEFLATE",
 ];
 
 /// What the account asks of the server beyond fetching.
@@ -278,7 +285,7 @@ pub struct LoggedIn {
     pub socket: std::net::TcpStream,
     /// A second handle on the session's connection, for reading message
     /// bodies past the `imap` crate (see `bodies`).
-    pub stream: StreamHandle,
+    pub stream: Handle,
     /// The tap on the session's stream.
     pub tap: std::sync::Arc<std::sync::Mutex<Tap>>,
     /// `ENABLE UTF8=ACCEPT` took effect (RFC 6855): folder names are
@@ -290,7 +297,6 @@ pub struct LoggedIn {
 /// of the account: the set-up `connect` and `mailretr watch`'s IDLE
 /// connections share.
 pub fn connect_session(account: &Account, password: Option<&str>) -> Result<LoggedIn> {
-    let server = &account.server;
     let label = account.name.as_str();
     let Opened {
         client,
@@ -299,59 +305,23 @@ pub fn connect_session(account: &Account, password: Option<&str>) -> Result<Logg
         mut socket,
         mut handle,
         mut tap,
+        mut switch,
+        preauth,
     } = open(account)?;
-
-    let offered = auth::Offered {
-        sasl: caps
-            .iter()
-            .filter_map(|c| c.strip_prefix("AUTH="))
-            .map(str::to_string)
-            .collect(),
-        login_disabled: caps.contains("LOGINDISABLED"),
+    let mut session = if preauth {
+        // The tunnel logged in (a PREAUTH greeting): the crate's session
+        // is had with a LOGIN that the transcript layer answers itself.
+        lock_tap(&tap).answer_next_locally();
+        client
+            .login("preauth", "")
+            .map_err(|(e, _)| imap_error("PREAUTH", e))?
+    } else {
+        let mut logged_in = log_in_any(account, password, client, &caps, &tap)?;
+        if let Some(again) = logged_in.reopened.take() {
+            (socket, handle, tap, switch) = again;
+        }
+        logged_in.session
     };
-    let candidates = auth::candidates(
-        &account.auth,
-        &offered,
-        password.is_some(),
-        account.oauth2_token_command.is_some() || account.oauth2.is_some(),
-    )?;
-    let encrypted = server.tls != TlsMode::None;
-    let mut tried = auth::Attempts::new(&account.name);
-    let mut client = Some(client);
-    let mut logged_in = None;
-    for mech in candidates {
-        if !tried.may_try(mech, encrypted) {
-            continue;
-        }
-        let Some(c) = client.take() else { break };
-        let mut outcome = log_in(c, mech, account, password, &caps, &tap);
-        if !tried.is_empty() && matches!(outcome, Err((Error::Network { .. }, _))) {
-            // Some servers hang up after a failed login: once more, anew.
-            log::info!("{label}: the server closed the connection; reconnecting");
-            let again = open(account)?;
-            (socket, handle, tap) = (again.socket, again.handle, again.tap);
-            outcome = log_in(again.client, mech, account, password, &again.caps, &tap);
-        }
-        match outcome {
-            Ok(session) => {
-                logged_in = Some(session);
-                break;
-            }
-            // Only a plain "no" to the credentials moves on to the next
-            // mechanism, on the same connection (RFC 3501 allows another
-            // try after a failed one).
-            Err((e @ Error::Auth(_), Some(back))) => {
-                if let (true, Some(o)) = (mech.uses_token(), &account.oauth2) {
-                    // The next token mechanism (or run) gets a fresh token.
-                    crate::oauth::rejected(o);
-                }
-                tried.failed(mech, e);
-                client = Some(*back);
-            }
-            Err((e, _)) => return Err(e),
-        }
-    }
-    let mut session = logged_in.ok_or_else(|| tried.error())?;
     let answer = lock_tap(&tap).take_capture();
 
     // Servers say more once logged in (UIDPLUS, MOVE, ...): in the tagged
@@ -363,6 +333,19 @@ pub fn connect_session(account: &Account, password: Option<&str>) -> Result<Logg
             .map(|c| probe(&c))
             .map_err(|e| imap_error("CAPABILITY", e))?,
     };
+    if account.server.compress && caps.contains("COMPRESS=DEFLATE") {
+        // RFC 4978: everything after the tagged OK is compressed, both
+        // ways; the server sends nothing until the next command.
+        switch.expect();
+        match session.run_command_and_check_ok("COMPRESS DEFLATE") {
+            Ok(()) => switch.turn_on(),
+            Err(imap::Error::No(no)) => {
+                switch.cancel();
+                log::info!("{label}: COMPRESS DEFLATE refused: {}", no.information)
+            }
+            Err(e) => return Err(imap_error("COMPRESS DEFLATE", e)),
+        }
+    }
     if caps.contains("ID") {
         // Informational (a few servers want it before SELECT): it goes
         // out with the next command, and its answer, whatever it is, is
@@ -401,6 +384,81 @@ pub fn connect_session(account: &Account, password: Option<&str>) -> Result<Logg
     })
 }
 
+/// A login that worked, and the connection it is on when a hang-up made
+/// it open a new one (its socket, body handle, tap and switch).
+struct LoginDone {
+    session: Session<Conn>,
+    reopened: Option<(
+        std::net::TcpStream,
+        Handle,
+        std::sync::Arc<std::sync::Mutex<Tap>>,
+        Switch,
+    )>,
+}
+
+/// Logs in with the account's mechanisms, in order (see `auth`).
+fn log_in_any(
+    account: &Account,
+    password: Option<&str>,
+    client: Client<Conn>,
+    caps: &HashSet<String>,
+    tap: &std::sync::Arc<std::sync::Mutex<Tap>>,
+) -> Result<LoginDone> {
+    let server = &account.server;
+    let label = account.name.as_str();
+    let offered = auth::Offered {
+        sasl: caps
+            .iter()
+            .filter_map(|c| c.strip_prefix("AUTH="))
+            .map(str::to_string)
+            .collect(),
+        login_disabled: caps.contains("LOGINDISABLED"),
+    };
+    let candidates = auth::candidates(
+        &account.auth,
+        &offered,
+        password.is_some(),
+        account.oauth2_token_command.is_some() || account.oauth2.is_some(),
+    )?;
+    // A tunnel (ssh) is the secure channel, as mbsync takes it.
+    let encrypted = server.tls != TlsMode::None || server.tunnel.is_some();
+    let mut tried = auth::Attempts::new(&account.name);
+    let mut client = Some(client);
+    let mut tap = tap.clone();
+    let mut reopened = None;
+    for mech in candidates {
+        if !tried.may_try(mech, encrypted) {
+            continue;
+        }
+        let Some(c) = client.take() else { break };
+        let mut outcome = log_in(c, mech, account, password, caps, &tap);
+        if !tried.is_empty() && matches!(outcome, Err((Error::Network { .. }, _))) {
+            // Some servers hang up after a failed login: once more, anew.
+            log::info!("{label}: the server closed the connection; reconnecting");
+            let again = open(account)?;
+            tap = again.tap.clone();
+            outcome = log_in(again.client, mech, account, password, &again.caps, &tap);
+            reopened = Some((again.socket, again.handle, again.tap, again.switch));
+        }
+        match outcome {
+            Ok(session) => return Ok(LoginDone { session, reopened }),
+            // Only a plain "no" to the credentials moves on to the next
+            // mechanism, on the same connection (RFC 3501 allows another
+            // try after a failed one).
+            Err((e @ Error::Auth(_), Some(back))) => {
+                if let (true, Some(o)) = (mech.uses_token(), &account.oauth2) {
+                    // The next token mechanism (or run) gets a fresh token.
+                    crate::oauth::rejected(o);
+                }
+                tried.failed(mech, e);
+                client = Some(*back);
+            }
+            Err((e, _)) => return Err(e),
+        }
+    }
+    Err(tried.error())
+}
+
 /// A connection, secured, greeted, with the server's capabilities, before
 /// login.
 struct Opened {
@@ -408,8 +466,12 @@ struct Opened {
     caps: HashSet<String>,
     protocol_name: &'static str,
     socket: std::net::TcpStream,
-    handle: StreamHandle,
+    handle: Handle,
     tap: std::sync::Arc<std::sync::Mutex<Tap>>,
+    /// The connection's COMPRESS=DEFLATE switch.
+    switch: Switch,
+    /// The server greeted with PREAUTH (through a tunnel): no login.
+    preauth: bool,
 }
 
 /// Connects and secures with the account's TLS rules, reads the greeting
@@ -422,24 +484,36 @@ fn open(account: &Account) -> Result<Opened> {
         .try_clone()
         .map_err(|e| Error::net(format!("connecting to {}", server.host), e))?;
     let stream = match server.tls {
-        TlsMode::Implicit => net::tls_handshake(server, tcp)?,
+        TlsMode::Implicit => net::tunnel::tls_handshake(server, tcp)?,
         TlsMode::None => net::plain(server, tcp)?,
         TlsMode::Starttls => {
             let tcp = starttls::negotiate(Traced::new(tcp, label))?.into_inner();
             net::tls_handshake(server, tcp)?
         }
     };
-    let handle = stream
-        .handle()
-        .map_err(|e| Error::net(format!("connecting to {}", server.host), e))?;
+    let switch = Switch::new();
+    let handle = Deflate::new(
+        stream
+            .handle()
+            .map_err(|e| Error::net(format!("connecting to {}", server.host), e))?,
+        switch.clone(),
+    );
     let tap = Tap::shared();
-    let mut client = Client::new(Traced::new(stream, label).with_tap(tap.clone()));
-    let (protocol_name, greeting_caps) = match server.tls {
-        TlsMode::Implicit => ("IMAPS", read_greeting(&mut client)?),
-        TlsMode::None => ("IMAP", read_greeting(&mut client)?),
+    let mut client =
+        Client::new(Traced::new(Deflate::new(stream, switch.clone()), label).with_tap(tap.clone()));
+    let tunnelled = server.tunnel.is_some();
+    let ((protocol_name, greeting_caps), preauth) = match server.tls {
+        TlsMode::Implicit => {
+            let (caps, preauth) = read_greeting(&mut client, tunnelled)?;
+            (("IMAPS", caps), preauth)
+        }
+        TlsMode::None => {
+            let (caps, preauth) = read_greeting(&mut client, tunnelled)?;
+            (("IMAP", caps), preauth)
+        }
         // No greeting follows STARTTLS, and nothing from before it is
         // trusted: capabilities are asked for again below.
-        TlsMode::Starttls => ("IMAPS", None),
+        TlsMode::Starttls => (("IMAPS", None), false),
     };
     let caps = match greeting_caps {
         Some(caps) => caps,
@@ -457,6 +531,8 @@ fn open(account: &Account) -> Result<Opened> {
         socket,
         handle,
         tap,
+        switch,
+        preauth,
     })
 }
 
@@ -522,8 +598,12 @@ fn log_in(
 
 /// Reads the greeting of a connection that is already what it will be
 /// (implicit TLS, or plain by choice). Returns the capabilities it
-/// announces, if any.
-fn read_greeting(client: &mut Client<Conn>) -> Result<Option<HashSet<String>>> {
+/// announces, if any, and whether it was PREAUTH (accepted only through a
+/// tunnel, which is what logged in: `ssh host /usr/lib/dovecot/imap`).
+fn read_greeting(
+    client: &mut Client<Conn>,
+    tunnelled: bool,
+) -> Result<(Option<HashSet<String>>, bool)> {
     let line = client
         .read_greeting()
         .map_err(|e| imap_error("greeting", e))?;
@@ -531,9 +611,13 @@ fn read_greeting(client: &mut Client<Conn>) -> Result<Option<HashSet<String>>> {
     let line = line.trim_end();
     let mut words = line.split(' ');
     match (words.next(), words.next().map(str::to_ascii_uppercase)) {
-        (Some("*"), Some(s)) if s == "OK" => Ok(greeting_capabilities(line)),
+        (Some("*"), Some(s)) if s == "OK" => Ok((greeting_capabilities(line), false)),
+        (Some("*"), Some(s)) if s == "PREAUTH" && tunnelled => {
+            Ok((greeting_capabilities(line), true))
+        }
         (Some("*"), Some(s)) if s == "PREAUTH" => Err(Error::Protocol(
-            "the server greeted with PREAUTH (already logged in); mailretr needs to log in itself"
+            "the server greeted with PREAUTH (already logged in); mailretr logs in itself \
+             (PREAUTH is accepted only through a tunnel)"
                 .into(),
         )),
         (Some("*"), Some(s)) if s == "BYE" => Err(Error::refused_by_server("greeting", line)),

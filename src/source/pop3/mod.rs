@@ -100,7 +100,8 @@ pub fn connect(account: &Account, password: Option<&str>) -> Result<Pop3Source> 
     };
     let mut opened = open(account)?;
     let candidates = candidates(account, &opened.caps, opened.session.greeting())?;
-    let encrypted = account.server.tls != TlsMode::None;
+    // A tunnel (ssh) is the secure channel, as fetchmail and mbsync take it.
+    let encrypted = account.server.tls != TlsMode::None || account.server.tunnel.is_some();
     let mut tried = Attempts::new(&account.name);
     let mut failed_before = false;
     for mech in candidates {
@@ -170,7 +171,7 @@ fn open(account: &Account) -> Result<Opened> {
     let label = account.name.as_str();
     let (mut session, protocol_name) = match server.tls {
         TlsMode::Implicit => (
-            Pop3::connect(net::tls_handshake(server, tcp)?, label)?,
+            Pop3::connect(net::tunnel::tls_handshake(server, tcp)?, label)?,
             "POP3S",
         ),
         TlsMode::None => (Pop3::connect(net::plain(server, tcp)?, label)?, "POP3"),
