@@ -131,6 +131,8 @@ pub struct RawAccount {
     pub max_idle_connections: Option<Spanned<i64>>,
     pub proxy: Option<Spanned<String>>,
     pub source_ip: Option<Spanned<String>>,
+    pub client_cert: Option<Spanned<String>>,
+    pub client_key: Option<Spanned<String>>,
 }
 
 /// One `[destination.NAME]`. Every type's keys are optional here; which
@@ -164,6 +166,8 @@ pub struct RawDestination {
     pub flags: Option<Spanned<bool>>,
     pub proxy: Option<Spanned<String>>,
     pub source_ip: Option<Spanned<String>>,
+    pub client_cert: Option<Spanned<String>>,
+    pub client_key: Option<Spanned<String>>,
 }
 
 impl RawDestination {
@@ -200,6 +204,8 @@ impl RawDestination {
             at("flags", &self.flags),
             at("proxy", &self.proxy),
             at("source_ip", &self.source_ip),
+            at("client_cert", &self.client_cert),
+            at("client_key", &self.client_key),
         ]
         .into_iter()
         .flatten()

@@ -212,6 +212,14 @@ const MIGRATIONS: &[&str] = &[
         spooled         INTEGER NOT NULL DEFAULT 0,
         last_success_at INTEGER
      ) WITHOUT ROWID;",
+    // 13: TLS session resumption across runs (see `crate::net::session`):
+    // the last session each server issued, keyed on host, port and the
+    // trust settings it was verified under, in OpenSSL's DER encoding.
+    "CREATE TABLE tls_sessions (
+        server   TEXT PRIMARY KEY,
+        session  BLOB NOT NULL,
+        saved_at INTEGER NOT NULL
+     ) WITHOUT ROWID;",
 ];
 
 /// An IMAP quota root's usage, as `GETQUOTAROOT INBOX` reported it.

@@ -33,4 +33,5 @@ mod servers_real;
 mod shards;
 mod smtp8bit;
 mod spool;
+mod tls_client;
 mod watch;
