@@ -506,6 +506,15 @@ impl State {
     }
 
     fn migrate(&mut self) -> std::result::Result<(), SetupError> {
+        // Up to date (every run but the first after an upgrade): a read,
+        // not an exclusive transaction, so opening the state writes (and
+        // syncs) nothing.
+        let current: usize = self
+            .conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))?;
+        if current == MIGRATIONS.len() {
+            return Ok(());
+        }
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Exclusive)?;

@@ -539,6 +539,9 @@ impl Source for Pop3Source {
         }
         self.drain()?;
         if let Some(session) = self.session.take() {
+            if self.deleted.is_empty() && self.delete_error.is_none() {
+                return session.quit_unanswered();
+            }
             session.quit()?;
             // RFC 1939 section 6: the deletions took effect with QUIT.
             self.confirmed = std::mem::take(&mut self.deleted);
