@@ -310,6 +310,34 @@ fn sasl_external_logs_in_with_the_client_certificate_and_no_password() {
     assert!(!third.contains("resum"), "{third}");
     assert!(!third.contains("TLS session"), "{third}");
 
+    // The IMAP destination logs in the same way: another user's mail
+    // (fetched with a password) is appended to user1's INBOX by EXTERNAL
+    // (the default with a client certificate and no password).
+    let sender = dovecot.new_user();
+    dovecot.add_message(&sender, "INBOX", &message(4));
+    let env = Env::new();
+    ConfigBuilder::new(&env)
+        .account(AccountBuilder::dovecot_pop3s("acct", &dovecot, &sender).deliver_to(&["box"]))
+        .destination(
+            "box",
+            &format!(
+                "type = \"imap\"\nhost = \"localhost\"\nport = {}\nca_file = \"{}\"\nuser = \"{}\"\nclient_cert = \"{}\"\nclient_key = \"{}\"",
+                dovecot.imaps,
+                dovecot.cert_pem.display(),
+                user.name,
+                cert.display(),
+                key.display()
+            ),
+        )
+        .write(&env);
+    fetch(&env, 0);
+    assert_eq!(
+        dovecot.messages(&user, "INBOX").len(),
+        4,
+        "appended by EXTERNAL"
+    );
+    assert!(dovecot.messages(&sender, "INBOX").is_empty());
+
     // A certificate of another CA, for the same name: refused, exit 3
     // (authentication failed), nothing delivered.
     let (_, other_cert, other_key) = client_ca(&ca_dir.path().join("other"), first_user);
