@@ -18,6 +18,13 @@
 # mail is owned by the `mail` user. As non-root: everything runs as the caller.
 # With DOVECOT_IMAP_ZLIB=1 in the environment IMAP offers COMPRESS=DEFLATE.
 # Stop it with bench/dovecot-down.sh DIR.
+#
+# DOVECOT_LOGIN_MODE=performance (environment) keeps the imap-login and
+# pop3-login processes alive across connections (service_count = 0,
+# Dovecot's "high-performance mode"): only then can a client resume a TLS
+# session from an earlier connection, since each login process has its own
+# ticket keys. The default (secure) is Dovecot's own: one process per
+# connection.
 set -euo pipefail
 
 if [ $# -lt 1 ] || [ $# -gt 2 ]; then
@@ -27,6 +34,13 @@ fi
 DIR=$(realpath -m "$1")
 BASE=${2:-20000}
 CONF=$DIR/etc/dovecot.conf
+case "${DOVECOT_LOGIN_MODE:-secure}" in
+  secure) LOGIN_SERVICE= ;;
+  performance) LOGIN_SERVICE="  service_count = 0
+  process_min_avail = 1
+" ;;
+  *) echo "DOVECOT_LOGIN_MODE must be secure or performance" >&2; exit 2 ;;
+esac
 
 command -v dovecot >/dev/null || { echo "dovecot not installed (apt-get install dovecot-imapd dovecot-pop3d dovecot-lmtpd)" >&2; exit 1; }
 
@@ -126,7 +140,7 @@ userdb {
 
 service imap-login {
   chroot =
-  inet_listener imap {
+$LOGIN_SERVICE  inet_listener imap {
     address = 127.0.0.1
     port = $PORT_IMAP
   }
@@ -138,7 +152,7 @@ service imap-login {
 }
 service pop3-login {
   chroot =
-  inet_listener pop3 {
+$LOGIN_SERVICE  inet_listener pop3 {
     address = 127.0.0.1
     port = $PORT_POP3
   }

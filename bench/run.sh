@@ -7,11 +7,16 @@
 # Options:
 #   --messages N          corpus size for the loopback scenarios (default 2000, ~100 MB)
 #   --slow-messages N     corpus size for the high-latency scenarios (default 300)
-#   --rtt-ms MS           round-trip time added by slowlink.py (default 40; 0 = skip those scenarios)
+#   --rtt-ms MS           round-trip time added by slowlink.py (default 40; 0 = skip those scenarios;
+#                         also the "no new mail" scenarios are run at this RTT, see --nomail-rtt)
 #   --peers LIST          comma list of peers: fetchmail,getmail,mbsync (default all; "none" = only mailretr)
 #   --only pop3|imap|nomail   run only the POP3 scenarios, only the IMAP ones, or only "no new mail"
 #   --nomail-messages N   mailbox size for the "no new mail" scenarios (default 2000; 0 = skip)
 #   --nomail-peers LIST   peers for the "no new mail" scenarios (default: same as --peers)
+#   --nomail-rtt 0|1      also time the "no new mail" run through the --rtt-ms link (default 1)
+#   --login-mode secure|performance   Dovecot's login processes: one per connection
+#                         (secure, Dovecot's default) or long-lived (performance,
+#                         service_count = 0: TLS session tickets can be resumed)
 #   --mode delete|keep    POP3 scenarios: delete on server after retrieval (default) or keep
 #   --runs R              timed runs per tool and scenario; the median time is reported (default 1)
 #   --seed S              corpus seed (default 1)
@@ -20,6 +25,8 @@
 #   --keep-workdir        do not delete the work dir at the end (it is kept on failure anyway)
 #   --no-mailretr         skip building and running mailretr (validate the peers only)
 #   --no-build            do not run cargo; use the existing target/release/mailretr
+#                         (under $CARGO_TARGET_DIR when that is set)
+#   --mailretr PATH       time this mailretr binary (implies --no-build)
 #   --out FILE            also write the raw results (TSV) to FILE
 #
 # Everything this script needs lives in bench/ next to it; the mailretr binary is
@@ -28,7 +35,7 @@ set -euo pipefail
 
 BENCH=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 REPO=$(dirname "$BENCH")
-MAILRETR=$REPO/target/release/mailretr
+MAILRETR=${CARGO_TARGET_DIR:-$REPO/target}/release/mailretr
 
 MESSAGES=2000
 SLOW_MESSAGES=300
@@ -37,6 +44,8 @@ PEERS=fetchmail,getmail,mbsync
 ONLY=
 NOMAIL_MESSAGES=2000
 NOMAIL_PEERS=
+NOMAIL_RTT=1
+LOGIN_MODE=secure
 MODE=delete
 RUNS=1
 SEED=1
@@ -59,6 +68,9 @@ while [ $# -gt 0 ]; do
     --only) ONLY=$2; shift 2 ;;
     --nomail-messages) NOMAIL_MESSAGES=$2; shift 2 ;;
     --nomail-peers) NOMAIL_PEERS=$2; shift 2 ;;
+    --nomail-rtt) NOMAIL_RTT=$2; shift 2 ;;
+    --login-mode) LOGIN_MODE=$2; shift 2 ;;
+    --mailretr) MAILRETR=$2; BUILD=0; shift 2 ;;
     --mode) MODE=$2; shift 2 ;;
     --runs) RUNS=$2; shift 2 ;;
     --seed) SEED=$2; shift 2 ;;
@@ -74,6 +86,8 @@ while [ $# -gt 0 ]; do
 done
 case "$ONLY" in ""|pop3|imap|nomail) ;; *) die "--only must be pop3, imap or nomail" ;; esac
 case "$MODE" in delete|keep) ;; *) die "--mode must be delete or keep" ;; esac
+case "$LOGIN_MODE" in secure|performance) ;; *) die "--login-mode must be secure or performance" ;; esac
+case "$NOMAIL_RTT" in 0|1) ;; *) die "--nomail-rtt must be 0 or 1" ;; esac
 [ "$PEERS" = none ] && PEERS=
 [ -z "$NOMAIL_PEERS" ] && NOMAIL_PEERS=$PEERS
 [ "$NOMAIL_PEERS" = none ] && NOMAIL_PEERS=
@@ -144,13 +158,13 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-"$BENCH/dovecot-up.sh" "$DV" "$PORTBASE" >/dev/null || die "could not start dovecot"
+DOVECOT_LOGIN_MODE=$LOGIN_MODE "$BENCH/dovecot-up.sh" "$DV" "$PORTBASE" >/dev/null || die "could not start dovecot"
 CERT=$DV/etc/cert.pem
 POP3S_PORT=$((PORTBASE + 995)); IMAPS_PORT=$((PORTBASE + 993))
 SLOW_POP3S_PORT=$((PORTBASE + 1995)); SLOW_IMAPS_PORT=$((PORTBASE + 1993))
 MAILBOX=$DV/home/user1/Maildir
 if [ "$IS_ROOT" = 1 ]; then MAIL_OWNER=mail:mail; else MAIL_OWNER=; fi
-echo "== dovecot on 127.0.0.1 (pop3s $POP3S_PORT, imaps $IMAPS_PORT), work dir $WORK"
+echo "== dovecot on 127.0.0.1 (pop3s $POP3S_PORT, imaps $IMAPS_PORT, login mode $LOGIN_MODE), work dir $WORK"
 
 start_proxy() { # LISTEN TARGET
   local log=$WORK/slowlink-$1.log
@@ -387,11 +401,16 @@ bench_fetch() {
   printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$scen" "$tool" "$med" "$rss_max" "$n" "$altered" >> "$RESULTS"
 }
 
-# bench_nomail SCENARIO CORPUS N PROTO PORT TOOL: fetch everything (keep mode),
-# then time a second run that must find nothing new.
+# bench_nomail SCENARIO CORPUS N PROTO PORT TOOL [SLOWPORT]: fetch everything
+# (keep mode), then time a second run that must find nothing new. With
+# SLOWPORT the priming run still goes over loopback (fetchmail would take
+# minutes for 2,000 messages at 40 ms), then the tool's config is pointed at
+# the latency proxy, one untimed no-mail run goes through it (the steady
+# state of a cron job: whatever a tool keeps between runs, such as
+# mailretr's TLS session, is as it would be), and the run after it is timed.
 bench_nomail() {
-  local scen=$1 corpus=$2 n=$3 proto=$4 port=$5 tool=$6
-  local times=() rss_max=0 run got
+  local scen=$1 corpus=$2 n=$3 proto=$4 port=$5 tool=$6 slowport=${7:-}
+  local times=() rss_max=0 run got f
   for run in $(seq "$RUNS"); do
     restore_mailbox "$corpus"
     new_rundir "$scen-$tool"
@@ -402,6 +421,15 @@ bench_nomail() {
     # Let the clock tick: maildir-based tools (mbsync) stall for up to a second
     # when the Maildir was modified within the current second.
     sleep 1.1
+    if [ -n "$slowport" ]; then
+      for f in "$R/mailretr.toml" "$R/fetchmailrc" "$R/getmailrc" "$R/mbsyncrc"; do
+        if [ -f "$f" ]; then sed -i -E "s/^(port = |  *poll localhost protocol pop3 port |poll localhost protocol pop3 port |Port )$port\b/\1$slowport/" "$f"; fi
+      done
+      grep -rqs -E "(port = |port |Port )$slowport\b" "$R" || fail_run "$scen/$tool: could not point the config at port $slowport"
+      timed_run
+      case "$RC" in 0|1) ;; *) fail_run "$scen/$tool warm-up run through the slow link exited with status $RC" ;; esac
+      sleep 1.1
+    fi
     timed_run
     case "$tool:$RC" in
       mailretr:1|fetchmail:1|getmail:0|mbsync:0) ;;
@@ -468,12 +496,25 @@ run_nomail_scenario() { # PROTO
   make_corpus "s$NOMAIL_MESSAGES" "$NOMAIL_MESSAGES" small
   echo "== nomail-${proto}s: $NOMAIL_MESSAGES messages (${CORPUS_MB[s$NOMAIL_MESSAGES]} MB) already retrieved, keep mode; timing the second run"
   for tool in $tools; do bench_nomail "nomail-${proto}s" "s$NOMAIL_MESSAGES" "$NOMAIL_MESSAGES" "$proto" "$port" "$tool"; done
+  if [ "$RTT_MS" -gt 0 ] && [ "$NOMAIL_RTT" = 1 ]; then
+    local slowport
+    if [ "$proto" = pop3 ]; then slowport=$SLOW_POP3S_PORT; else slowport=$SLOW_IMAPS_PORT; fi
+    echo "== nomail-${proto}s-rtt${RTT_MS}ms: the same, the timed run through slowlink"
+    for tool in $tools; do bench_nomail "nomail-${proto}s-rtt${RTT_MS}ms" "s$NOMAIL_MESSAGES" "$NOMAIL_MESSAGES" "$proto" "$port" "$tool" "$slowport"; done
+  fi
 }
 
+NEED_SLOW_POP3=0; NEED_SLOW_IMAP=0
 if [ "$RTT_MS" -gt 0 ] && [ "$SLOW_MESSAGES" -gt 0 ]; then
-  if want pop3 && [ -n "$(tools_for pop3 "$PEERS")" ]; then start_proxy "$SLOW_POP3S_PORT" "$POP3S_PORT"; fi
-  if want imap && [ -n "$(tools_for imap "$PEERS")" ]; then start_proxy "$SLOW_IMAPS_PORT" "$IMAPS_PORT"; fi
+  if want pop3 && [ -n "$(tools_for pop3 "$PEERS")" ]; then NEED_SLOW_POP3=1; fi
+  if want imap && [ -n "$(tools_for imap "$PEERS")" ]; then NEED_SLOW_IMAP=1; fi
 fi
+if [ "$RTT_MS" -gt 0 ] && [ "$NOMAIL_RTT" = 1 ] && [ "$NOMAIL_MESSAGES" -gt 0 ]; then
+  if want nomail-pop3 && [ -n "$(tools_for pop3 "$NOMAIL_PEERS")" ]; then NEED_SLOW_POP3=1; fi
+  if want nomail-imap && [ -n "$(tools_for imap "$NOMAIL_PEERS")" ]; then NEED_SLOW_IMAP=1; fi
+fi
+[ "$NEED_SLOW_POP3" = 1 ] && start_proxy "$SLOW_POP3S_PORT" "$POP3S_PORT"
+[ "$NEED_SLOW_IMAP" = 1 ] && start_proxy "$SLOW_IMAPS_PORT" "$IMAPS_PORT"
 if want pop3; then run_fetch_scenarios pop3; fi
 if want imap; then run_fetch_scenarios imap; fi
 if want nomail-pop3; then run_nomail_scenario pop3; fi

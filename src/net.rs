@@ -3,22 +3,19 @@
 //! default, `ca_file` adds a trust anchor, `fingerprint` pins the
 //! server's certificate instead of trusting a chain).
 
-use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::io::{self, Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpStream, ToSocketAddrs};
-use std::path::PathBuf;
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
-
-use native_tls::{Certificate, TlsConnector};
-use sha2::{Digest, Sha256};
 
 use crate::config::ServerConfig;
 use crate::error::{Error, Result};
 
 pub mod deflate;
 pub mod proxy;
+pub mod session;
+pub mod tls;
 pub mod tunnel;
 
 /// A connection that is either still plain or already encrypted.
@@ -68,7 +65,7 @@ impl Stream {
 /// A TLS session over TCP that a `StreamHandle` can share.
 #[derive(Debug)]
 pub struct TlsConn {
-    tls: Arc<Mutex<native_tls::TlsStream<TcpStream>>>,
+    tls: tls::Shared,
     /// The socket, for its options (timeouts); never read or written.
     tcp: TcpStream,
 }
@@ -80,7 +77,7 @@ impl TlsConn {
         &self.tcp
     }
 
-    fn lock(&self) -> MutexGuard<'_, native_tls::TlsStream<TcpStream>> {
+    fn lock(&self) -> MutexGuard<'_, tls::TlsStream> {
         // A panic while holding the lock leaves the session unusable
         // anyway; the next read or write reports the error.
         self.tls.lock().unwrap_or_else(|e| e.into_inner())
@@ -93,7 +90,7 @@ pub enum StreamHandle {
     /// A clone of the plain socket.
     Plain(TcpStream),
     /// The shared TLS session.
-    Tls(Arc<Mutex<native_tls::TlsStream<TcpStream>>>),
+    Tls(tls::Shared),
 }
 
 impl Read for StreamHandle {
@@ -351,33 +348,10 @@ fn connect_from(ip: IpAddr, addr: SocketAddr, timeout: Duration) -> io::Result<T
 }
 
 /// Performs the TLS handshake on `tcp` and checks the server's identity:
-/// the chain and host name by default, or only the pinned fingerprint.
+/// the chain and host name by default, or only the pinned fingerprint
+/// (see `tls`); a stored session of the server is offered (see `session`).
 pub fn tls_handshake(server: &ServerConfig, tcp: TcpStream) -> Result<Stream> {
-    let connector = connector(server)?;
-    let tls = connector.connect(&server.host, tcp).map_err(|e| match e {
-        native_tls::HandshakeError::Failure(e) => Error::Tls(format!(
-            "handshake with {}:{} failed: {e}",
-            server.host, server.port
-        )),
-        native_tls::HandshakeError::WouldBlock(_) => {
-            Error::Timeout(format!("TLS handshake with {}", server.host))
-        }
-    })?;
-    if let Some(pin) = &server.fingerprint {
-        let cert = tls
-            .peer_certificate()
-            .map_err(|e| Error::Tls(e.to_string()))?
-            .ok_or_else(|| Error::Tls("server sent no certificate".into()))?;
-        let der = cert.to_der().map_err(|e| Error::Tls(e.to_string()))?;
-        let actual = Sha256::digest(&der);
-        if actual.as_slice() != pin.as_slice() {
-            return Err(Error::Tls(format!(
-                "certificate fingerprint mismatch for {}: server has {}",
-                server.host,
-                format_fingerprint(&actual)
-            )));
-        }
-    }
+    let tls = tls::handshake(server, tcp)?;
     let tcp = tls
         .get_ref()
         .try_clone()
@@ -402,64 +376,17 @@ pub fn plain(server: &ServerConfig, tcp: TcpStream) -> Result<Stream> {
     Ok(stream)
 }
 
-/// The connector for a server's trust settings, built once per process
-/// for each (`ca_file`, pinned or not): building one reads the system's
-/// CA bundle, which `watch` and multi-account runs would otherwise pay on
-/// every connection. The `ca_file` is read when its connector is first
-/// built.
-fn connector(server: &ServerConfig) -> Result<TlsConnector> {
-    static CACHE: OnceLock<Mutex<HashMap<ConnectorKey, TlsConnector>>> = OnceLock::new();
-    let key = connector_key(server);
-    // Held while building: a connector being built (by `prepare_tls`)
-    // is waited for, not built twice.
-    let mut cache = CACHE
-        .get_or_init(|| Mutex::new(HashMap::new()))
-        .lock()
-        .unwrap_or_else(|e| e.into_inner());
-    if let Some(c) = cache.get(&key) {
-        return Ok(c.clone());
-    }
-    let mut builder = TlsConnector::builder();
-    if let Some(ca) = &server.ca_file {
-        let pem = std::fs::read(ca)
-            .map_err(|e| Error::Tls(format!("cannot read ca_file {}: {e}", ca.display())))?;
-        let cert = Certificate::from_pem(&pem)
-            .map_err(|e| Error::Tls(format!("ca_file {}: {e}", ca.display())))?;
-        builder.add_root_certificate(cert);
-    }
-    if server.fingerprint.is_some() {
-        // The pin replaces chain and name checks; it is verified after
-        // the handshake, before a single byte of the protocol is sent.
-        builder.danger_accept_invalid_certs(true);
-        builder.danger_accept_invalid_hostnames(true);
-    }
-    let built = builder
-        .build()
-        .map_err(|e| Error::Tls(format!("cannot set up TLS: {e}")))?;
-    cache.insert(key, built.clone());
-    Ok(built)
-}
-
-/// What tells connectors apart: the extra trust anchor, and whether the
-/// certificate is pinned.
-type ConnectorKey = (Option<PathBuf>, bool);
-
-fn connector_key(server: &ServerConfig) -> ConnectorKey {
-    (server.ca_file.clone(), server.fingerprint.is_some())
-}
-
 /// Starts building the TLS connectors `servers` will need, on a thread of
-/// its own, so that reading the system's CA bundle (tens of milliseconds
-/// of CPU, twice over in native-tls 0.2.18) overlaps with opening the
-/// state and flushing the spool instead of delaying the first handshake.
-/// A failure is left for the connection that needs the connector to
-/// report.
+/// its own, so that setting up OpenSSL (and reading a `ca_file` or a
+/// client certificate) overlaps with opening the state and flushing the
+/// spool instead of delaying the first handshake. The system trust store
+/// is not read here: only a verification that needs it loads it (see
+/// `tls`). A failure is left for the connection that needs the connector
+/// to report.
 pub fn prepare_tls<'a>(servers: impl IntoIterator<Item = &'a ServerConfig>) {
     let mut wanted: Vec<ServerConfig> = Vec::new();
     for server in servers {
-        let known = wanted
-            .iter()
-            .any(|w| connector_key(w) == connector_key(server));
+        let known = wanted.iter().any(|w| tls::same_connector(w, server));
         if server.tls != crate::config::TlsMode::None && !known {
             wanted.push(server.clone());
         }
@@ -471,7 +398,7 @@ pub fn prepare_tls<'a>(servers: impl IntoIterator<Item = &'a ServerConfig>) {
         .name("tls-setup".into())
         .spawn(move || {
             for server in &wanted {
-                let _ = connector(server);
+                let _ = tls::connector(server);
             }
         });
 }

@@ -85,6 +85,7 @@ pub fn run(
     let config = Arc::new(config);
     let shard = options.shard.unwrap_or(Shard::ALL);
     crate::store::State::warn_if_lost(&config.general.state_dir);
+    crate::net::session::use_state_dir(&config.general.state_dir);
     let spec = crate::store::State::open(&config.general.state_dir)?
         .begin_shard(shard, crate::retry::now())?;
     let pass = Arc::new(Pass {

@@ -348,6 +348,8 @@ fn keys_of(kind: &str) -> &'static [&'static str] {
             "recipient",
             "sender",
             "source_ip",
+            "client_cert",
+            "client_key",
         ],
         "lmtp" => &[
             "host",
@@ -381,6 +383,8 @@ fn keys_of(kind: &str) -> &'static [&'static str] {
             "source_ip",
             "tunnel",
             "compress",
+            "client_cert",
+            "client_key",
         ],
         _ => &[],
     }
@@ -532,7 +536,17 @@ pub(super) fn validate_destination(
             }
             None => None,
         };
+        let client_cert =
+            super::parse_client_cert(ctx, raw.client_cert.as_ref(), raw.client_key.as_ref(), &key)?;
+        if let (Some(_), Some(c), TlsMode::None) = (&client_cert, &raw.client_cert, tls) {
+            return Err(ctx.at(
+                c,
+                &key("client_cert"),
+                "a client certificate needs TLS; remove tls = \"none\" or this key",
+            ));
+        }
         Ok(ServerConfig {
+            client_cert,
             host,
             port,
             tls,
@@ -687,6 +701,16 @@ pub(super) fn validate_destination(
             let secret = secret()?;
             let user = required(&raw.user, "user")?;
             let oauth2 = oauth2(&user)?;
+            let no_secret = secret == Secret::None;
+            if let Some(a) = &raw.auth {
+                if a.get_ref().contains(&AuthMech::External) && raw.client_cert.is_none() {
+                    return Err(ctx.at(
+                        a,
+                        &key("auth"),
+                        "external logs in with the TLS client certificate: set client_cert and client_key",
+                    ));
+                }
+            }
             if let Some(f) = &raw.folder {
                 if f.get_ref().contains(['"', '\\']) || f.get_ref().chars().any(char::is_control) {
                     return Err(ctx.at(
@@ -709,6 +733,9 @@ pub(super) fn validate_destination(
                 auth: match &raw.auth {
                     Some(a) => a.get_ref().clone(),
                     None if oauth2.is_some() => AuthMech::OAUTH_ORDER.to_vec(),
+                    None if raw.client_cert.is_some() && no_secret => {
+                        vec![AuthMech::External]
+                    }
                     None => AuthMech::DEFAULT_ORDER.to_vec(),
                 },
                 oauth2,

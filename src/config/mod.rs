@@ -107,6 +107,10 @@ pub enum AuthMech {
     /// `oauth2_token_command`.
     #[serde(rename = "oauthbearer")]
     OAuthBearer,
+    /// SASL EXTERNAL (RFC 4422 appendix A): the identity is the TLS
+    /// client certificate (`client_cert`); no password is sent.
+    #[serde(rename = "external")]
+    External,
 }
 
 impl AuthMech {
@@ -153,6 +157,7 @@ impl fmt::Display for AuthMech {
             AuthMech::User => "user",
             AuthMech::XOAuth2 => "xoauth2",
             AuthMech::OAuthBearer => "oauthbearer",
+            AuthMech::External => "external",
         })
     }
 }
@@ -205,6 +210,18 @@ pub struct ServerConfig {
     pub tunnel: Option<crate::net::tunnel::Tunnel>,
     /// IMAP: use COMPRESS=DEFLATE (RFC 4978) when the server offers it.
     pub compress: bool,
+    /// A TLS client certificate to present (`client_cert`/`client_key`).
+    pub client_cert: Option<Box<ClientCert>>,
+}
+
+/// A TLS client certificate and its private key (PEM files, checked at
+/// config load: both readable, the key unencrypted and matching).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientCert {
+    /// The certificate, optionally followed by its intermediates.
+    pub cert: PathBuf,
+    /// The private key.
+    pub key: PathBuf,
 }
 
 /// One mailbox to fetch from.
@@ -1105,6 +1122,15 @@ fn validate_account(
         }
         None => None,
     };
+    let client_cert =
+        parse_client_cert(ctx, raw.client_cert.as_ref(), raw.client_key.as_ref(), &key)?;
+    if let (Some(_), Some(c), TlsMode::None) = (&client_cert, &raw.client_cert, tls) {
+        return Err(ctx.at(
+            c,
+            &key("client_cert"),
+            "a client certificate needs TLS; remove tls = \"none\" or this key",
+        ));
+    }
     let folders = match &raw.folders {
         Some(f) if protocol == Protocol::Pop3 => {
             return Err(ctx.at(f, &key("folders"), "POP3 has no folders; remove this key"))
@@ -1185,6 +1211,11 @@ fn validate_account(
     let has_token = oauth2_token_command.is_some() || oauth2.is_some();
     let auth = match &raw.auth {
         Some(auth) => auth.clone(),
+        // A client certificate and nothing else to log in with: the
+        // certificate is the login.
+        None if client_cert.is_some() && !has_token && secret == Secret::None => {
+            vec![AuthMech::External]
+        }
         None if has_token => {
             let mut order = AuthMech::OAUTH_ORDER.to_vec();
             if secret != Secret::None {
@@ -1194,6 +1225,13 @@ fn validate_account(
         }
         None => AuthMech::DEFAULT_ORDER.to_vec(),
     };
+    if client_cert.is_none() && auth.contains(&AuthMech::External) {
+        return Err(ctx.at(
+            a,
+            &key("auth"),
+            "external logs in with the TLS client certificate: set client_cert and client_key",
+        ));
+    }
     if !has_token && auth.iter().any(|m| m.uses_token()) {
         return Err(ctx.at(
             a,
@@ -1259,6 +1297,7 @@ fn validate_account(
             source_ip: parse_source_ip(ctx, raw.source_ip.as_ref(), &key("source_ip"))?,
             tunnel,
             compress: raw.compress.as_ref().is_none_or(|c| *c.get_ref()),
+            client_cert,
         },
         user: raw.user.get_ref().clone(),
         secret,
@@ -1385,6 +1424,91 @@ fn parse_source_ip(
     }
 }
 
+/// Validates `client_cert`/`client_key` (both or neither): the files are
+/// read and parsed here, so a missing file, a certificate that is not
+/// PEM, an encrypted key or a key of another certificate is a config
+/// error naming the key, before any connection.
+fn parse_client_cert(
+    ctx: &Ctx,
+    cert: Option<&Spanned<String>>,
+    key: Option<&Spanned<String>>,
+    name: &dyn Fn(&str) -> String,
+) -> Result<Option<Box<ClientCert>>> {
+    let (cert, key) = match (cert, key) {
+        (None, None) => return Ok(None),
+        (Some(c), None) => {
+            return Err(ctx.at(
+                c,
+                &name("client_cert"),
+                "needs client_key (the certificate's private key) too",
+            ))
+        }
+        (None, Some(k)) => {
+            return Err(ctx.at(
+                k,
+                &name("client_key"),
+                "needs client_cert (the key's certificate) too",
+            ))
+        }
+        (Some(c), Some(k)) => (c, k),
+    };
+    let cert_path = expand_tilde(cert.get_ref());
+    let key_path = expand_tilde(key.get_ref());
+    let cert_pem = std::fs::read(&cert_path).map_err(|e| {
+        ctx.at(
+            cert,
+            &name("client_cert"),
+            format!("cannot read {}: {e}", cert_path.display()),
+        )
+    })?;
+    let certs = openssl::x509::X509::stack_from_pem(&cert_pem).unwrap_or_default();
+    let Some(leaf) = certs.first() else {
+        return Err(ctx.at(
+            cert,
+            &name("client_cert"),
+            format!("{} holds no PEM certificate", cert_path.display()),
+        ));
+    };
+    let key_pem = std::fs::read(&key_path).map_err(|e| {
+        ctx.at(
+            key,
+            &name("client_key"),
+            format!("cannot read {}: {e}", key_path.display()),
+        )
+    })?;
+    // A key with a passphrase fails here too (there is nobody to ask).
+    let pkey =
+        openssl::pkey::PKey::private_key_from_pem_callback(&key_pem, |_| Ok(0)).map_err(|_| {
+            ctx.at(
+                key,
+                &name("client_key"),
+                format!(
+                    "{} holds no unencrypted PEM private key",
+                    key_path.display()
+                ),
+            )
+        })?;
+    let matches = leaf
+        .public_key()
+        .map(|public| public.public_eq(&pkey))
+        .unwrap_or(false);
+    if !matches {
+        return Err(ctx.at(
+            key,
+            &name("client_key"),
+            format!(
+                "{} is not the key of the certificate in {}",
+                key_path.display(),
+                cert_path.display()
+            ),
+        ));
+    }
+    Ok(Some(Box::new(ClientCert {
+        cert: cert_path,
+        key: key_path,
+    })))
+}
+
 /// Parses `sha256:AB:CD:...` (colons optional, any case) into 32 bytes.
 pub fn parse_fingerprint(s: &str) -> Option<Vec<u8>> {
     let hex: String = s
@@ -1504,6 +1628,7 @@ pub fn from_url(url: &str, to: &str, keep: bool) -> Result<Config> {
                 source_ip: None,
                 tunnel: None,
                 compress: true,
+                client_cert: None,
             },
             user,
             // Set by the caller (MAILRETR_PASSWORD or a prompt), never

@@ -133,6 +133,8 @@ pub struct RawAccount {
     pub max_connections_per_host: Option<Spanned<i64>>,
     pub proxy: Option<Spanned<String>>,
     pub source_ip: Option<Spanned<String>>,
+    pub client_cert: Option<Spanned<String>>,
+    pub client_key: Option<Spanned<String>>,
     pub compress: Option<Spanned<bool>>,
     pub tunnel: Option<Spanned<Vec<String>>>,
     /// `rule = [...]` or `[[account.rule]]` (see `config::filter`).
@@ -184,6 +186,8 @@ pub struct RawDestination {
     pub source_ip: Option<Spanned<String>>,
     pub compress: Option<Spanned<bool>>,
     pub tunnel: Option<Spanned<Vec<String>>>,
+    pub client_cert: Option<Spanned<String>>,
+    pub client_key: Option<Spanned<String>>,
 }
 
 impl RawDestination {
@@ -222,6 +226,8 @@ impl RawDestination {
             at("source_ip", &self.source_ip),
             at("compress", &self.compress),
             at("tunnel", &self.tunnel),
+            at("client_cert", &self.client_cert),
+            at("client_key", &self.client_key),
         ]
         .into_iter()
         .flatten()

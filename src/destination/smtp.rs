@@ -27,7 +27,7 @@
 
 use lettre::address::Address;
 use lettre::transport::smtp::authentication::{Credentials, Mechanism};
-use lettre::transport::smtp::client::{Certificate, SmtpConnection, TlsParameters};
+use lettre::transport::smtp::client::{Certificate, Identity, SmtpConnection, TlsParameters};
 use lettre::transport::smtp::commands::{Data, Mail, Rcpt, Rset};
 use lettre::transport::smtp::extension::{ClientId, Extension, MailBodyParameter, MailParameter};
 use sha2::{Digest, Sha256};
@@ -140,6 +140,9 @@ impl Smtp {
             let cert = Certificate::from_pem(&pem)
                 .map_err(|e| Error::Tls(format!("ca_file {}: {e}", ca.display())))?;
             b = b.add_root_certificate(cert);
+        }
+        if let Some(client) = &server.client_cert {
+            b = b.identify_with(client_identity(client)?);
         }
         if server.fingerprint.is_some() {
             // The pin replaces the chain and name checks; it is checked
@@ -525,6 +528,23 @@ fn reply_failure(e: &lettre::transport::smtp::Error) -> Failure {
     } else {
         Failure::Temporary
     }
+}
+
+/// The client certificate for lettre (native-tls): the key re-encoded
+/// as PKCS#8, which is all native-tls takes (`client_key` may be a
+/// traditional `RSA`/`EC PRIVATE KEY` file too).
+fn client_identity(client: &crate::config::ClientCert) -> Result<Identity> {
+    let read = |what: &str, path: &std::path::Path| {
+        std::fs::read(path)
+            .map_err(|e| Error::Tls(format!("cannot read {what} {}: {e}", path.display())))
+    };
+    let cert = read("client_cert", &client.cert)?;
+    let key = read("client_key", &client.key)?;
+    let key = openssl::pkey::PKey::private_key_from_pem(&key)
+        .and_then(|k| k.private_key_to_pem_pkcs8())
+        .map_err(|e| Error::Tls(format!("client_key {}: {e}", client.key.display())))?;
+    Identity::from_pem(&cert, &key)
+        .map_err(|e| Error::Tls(format!("client_cert {}: {e}", client.cert.display())))
 }
 
 #[cfg(test)]

@@ -183,6 +183,7 @@ pub fn run(
         .unwrap_or(config.general.jobs)
         .clamp(1, accounts.len().max(1));
     crate::net::prepare_tls(accounts.iter().map(|a| &a.server));
+    crate::net::session::use_state_dir(&config.general.state_dir);
     State::warn_if_lost(&config.general.state_dir);
     let next = AtomicUsize::new(0);
     let reports: Mutex<Vec<Option<AccountReport>>> =

@@ -212,9 +212,14 @@ const MIGRATIONS: &[&str] = &[
         spooled         INTEGER NOT NULL DEFAULT 0,
         last_success_at INTEGER
      ) WITHOUT ROWID;",
-    // 13: reserved for another branch of issue 16 (the merge puts its
-    // migration here); empty on this branch.
-    "",
+    // 13: TLS session resumption across runs (see `crate::net::session`):
+    // the last session each server issued, keyed on host, port and the
+    // trust settings it was verified under, in OpenSSL's DER encoding.
+    "CREATE TABLE tls_sessions (
+        server   TEXT PRIMARY KEY,
+        session  BLOB NOT NULL,
+        saved_at INTEGER NOT NULL
+     ) WITHOUT ROWID;",
     // 14: POP3 `[LOGIN-DELAY]` (RFC 2449): per account, the server's
     // name and the time before which it is not connected to again (see
     // `State::set_login_delay`).
@@ -510,6 +515,15 @@ impl State {
     }
 
     fn migrate(&mut self) -> std::result::Result<(), SetupError> {
+        // Up to date (every run but the first after an upgrade): a read,
+        // not an exclusive transaction, so opening the state writes (and
+        // syncs) nothing.
+        let current: usize = self
+            .conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))?;
+        if current == MIGRATIONS.len() {
+            return Ok(());
+        }
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Exclusive)?;

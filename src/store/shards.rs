@@ -46,6 +46,22 @@ impl State {
     /// row (a new row if the last one differs).
     pub fn begin_shard(&mut self, shard: Shard, now: i64) -> Result<i64> {
         let path = self.path.clone();
+        // The common case, the same spec as last time, is a read: no
+        // write transaction (and no fsync) on every run.
+        let last: Option<(i64, u32, u32)> = self
+            .conn
+            .query_row(
+                "SELECT id, shard_index, shard_count FROM shard_specs ORDER BY id DESC LIMIT 1",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )
+            .optional()
+            .map_err(|e| wrap(&path, e))?;
+        if let Some((id, index, count)) = last {
+            if index == shard.index && count == shard.count {
+                return Ok(id);
+            }
+        }
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)

@@ -36,5 +36,6 @@ mod shards;
 mod smtp8bit;
 mod spool;
 mod throttle;
+mod tls_client;
 mod tunnel;
 mod watch;

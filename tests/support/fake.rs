@@ -544,6 +544,13 @@ impl Conn<'_> {
                     match self.fill(&mut chunk) {
                         Ok(0) => return Err(Stop::Done),
                         Ok(_) => {}
+                        // A client that closed with our last answer
+                        // unread (POP3 QUIT after a session that deleted
+                        // nothing is not waited for) is reset by its
+                        // kernel: that is a close too.
+                        Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {
+                            return Err(Stop::Done)
+                        }
                         Err(e) => return Err(Stop::Failed(format!("waiting for close: {e}"))),
                     }
                 }

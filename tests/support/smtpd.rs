@@ -48,6 +48,10 @@ pub struct Options {
     pub eight_bit_mime: bool,
     /// The certificate for TLS.
     pub cert: TestCert,
+    /// Require a TLS client certificate issued by this CA (PEM). Only
+    /// with `Tls::Starttls`: aiosmtpd's own start-up probe of an
+    /// implicit-TLS port has no certificate.
+    pub client_ca: Option<PathBuf>,
 }
 
 impl Default for Options {
@@ -61,6 +65,7 @@ impl Default for Options {
             smtputf8: false,
             eight_bit_mime: true,
             cert: TestCert::shared().clone(),
+            client_ca: None,
         }
     }
 }
@@ -91,8 +96,14 @@ class Server(SMTP):
         super().connection_made(transport)
     async def smtp_EHLO(self, hostname):
         if READY:
-            tls = self.transport.get_extra_info("ssl_object") is not None
-            log("ehlo", "EHLO %s tls=%s" % (hostname, tls))
+            so = self.transport.get_extra_info("ssl_object")
+            tls = so is not None
+            # The client certificate's subject, when one was required.
+            peer = so.getpeercert() if so is not None and opts["client_ca"] else None
+            client = ""
+            if peer:
+                client = " client=" + ",".join("%s=%s" % kv for rdn in peer["subject"] for kv in rdn)
+            log("ehlo", "EHLO %s tls=%s%s" % (hostname, tls, client))
         await super().smtp_EHLO(hostname)
 class Handler:
     n = 0
@@ -122,6 +133,9 @@ def authenticator(server, session, envelope, mechanism, data):
     return AuthResult(success=[user, password] == opts["auth"], handled=False)
 ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
 ctx.load_cert_chain(opts["cert"], opts["key"])
+if opts["client_ca"]:
+    ctx.verify_mode = ssl.CERT_REQUIRED
+    ctx.load_verify_locations(opts["client_ca"])
 kw = dict(enable_SMTPUTF8=opts["smtputf8"], decode_data=not opts["eight_bit_mime"])
 if opts["tls"] == "starttls":
     kw.update(tls_context=ctx, require_starttls=True)
@@ -169,7 +183,7 @@ impl Smtpd {
         let out = dir.join("mail");
         fs::create_dir_all(&out).unwrap();
         let opts = format!(
-            r#"{{"tls": {tls}, "auth": {auth}, "auth_without_tls": {awt}, "refuse": [{refuse}], "exclude": [{exclude}], "smtputf8": {utf8}, "eight_bit_mime": {mime8}, "cert": {cert}, "key": {key}}}"#,
+            r#"{{"tls": {tls}, "auth": {auth}, "auth_without_tls": {awt}, "refuse": [{refuse}], "exclude": [{exclude}], "smtputf8": {utf8}, "eight_bit_mime": {mime8}, "cert": {cert}, "key": {key}, "client_ca": {client_ca}}}"#,
             tls = json_str(match options.tls {
                 Tls::None => "none",
                 Tls::Starttls => "starttls",
@@ -196,6 +210,10 @@ impl Smtpd {
                 .join(", "),
             cert = json_str(&options.cert.cert_pem.to_string_lossy()),
             key = json_str(&options.cert.key_pem.to_string_lossy()),
+            client_ca = match &options.client_ca {
+                Some(p) => json_str(&p.to_string_lossy()),
+                None => "null".into(),
+            },
         );
         // The script writes `ready` once aiosmtpd listens (after its own
         // probe connection).

@@ -34,7 +34,7 @@ pub fn choose(
     have_password: bool,
     have_token: bool,
 ) -> Result<AuthMech> {
-    Ok(candidates(order, offered, have_password, have_token)?[0])
+    Ok(candidates(order, offered, have_password, have_token, false)?[0])
 }
 
 /// The mechanisms to try, in `order`: those the server offers and that
@@ -44,8 +44,9 @@ pub fn candidates(
     offered: &Offered,
     have_password: bool,
     have_token: bool,
+    have_cert: bool,
 ) -> Result<Vec<AuthMech>> {
-    if !have_password && !have_token {
+    if !have_password && !have_token && !have_cert {
         return Err(Error::Auth(
             "no password or oauth2_token_command configured".into(),
         ));
@@ -58,6 +59,7 @@ pub fn candidates(
         AuthMech::CramMd5 => have_password && sasl("CRAM-MD5"),
         AuthMech::ScramSha256 => have_password && sasl("SCRAM-SHA-256"),
         AuthMech::Login => have_password && !offered.login_disabled,
+        AuthMech::External => have_cert && sasl("EXTERNAL"),
         AuthMech::Apop | AuthMech::User => false,
     };
     let found: Vec<AuthMech> = order.iter().copied().filter(usable).collect();
@@ -185,6 +187,7 @@ pub fn sasl_name(mech: AuthMech) -> &'static str {
         AuthMech::Login => "LOGIN",
         AuthMech::Apop => "APOP",
         AuthMech::User => "USER",
+        AuthMech::External => "EXTERNAL",
     }
 }
 

@@ -419,6 +419,7 @@ fn log_in_any(
         &offered,
         password.is_some(),
         account.oauth2_token_command.is_some() || account.oauth2.is_some(),
+        account.server.client_cert.is_some(),
     )?;
     // A tunnel (ssh) is the secure channel, as mbsync takes it.
     let encrypted = server.tls != TlsMode::None || server.tunnel.is_some();
@@ -477,6 +478,21 @@ struct Opened {
 /// Connects and secures with the account's TLS rules, reads the greeting
 /// and learns the capabilities (asked anew after STARTTLS).
 fn open(account: &Account) -> Result<Opened> {
+    match open_once(account) {
+        // A server that fails resumed handshakes: once more, with a full
+        // one (the stored session is gone and none is offered again).
+        Err(e) if net::tls::resumption_refused() => {
+            log::info!(
+                "{}: {e}; connecting again without the TLS session",
+                account.name
+            );
+            open_once(account)
+        }
+        other => other,
+    }
+}
+
+fn open_once(account: &Account) -> Result<Opened> {
     let server = &account.server;
     let label = account.name.as_str();
     let tcp = net::connect_tcp(server)?;
@@ -574,7 +590,9 @@ fn log_in(
     } else {
         let initial =
             auth::initial_response(mech, &account.user, &credential, &server.host, server.port);
-        let inline = caps.contains("SASL-IR") && !initial.is_empty();
+        // EXTERNAL's initial response is empty: "=" with SASL-IR.
+        let inline =
+            caps.contains("SASL-IR") && (!initial.is_empty() || mech == AuthMech::External);
         auth::Sasl::new(mech, &account.user, &credential, initial, inline)
     };
     let command = if sasl.inline() {

@@ -411,6 +411,21 @@ impl<S: Read + Write> Pop3<S> {
                 self.read_status()?
             }
             AuthMech::ScramSha256 => self.scram(user, password)?,
+            // The identity is the TLS client certificate: an empty
+            // authorization identity ("=", RFC 5034 section 4), so the
+            // server uses the one the certificate names.
+            AuthMech::External => {
+                self.send_plain("AUTH EXTERNAL =")?;
+                let line = self.read_sasl_line()?;
+                match line.strip_prefix('+') {
+                    // No initial-response support: an empty response.
+                    Some(_) if !line.starts_with("+OK") => {
+                        self.send_plain("")?;
+                        self.read_status()?
+                    }
+                    _ => parse_status(&line)?,
+                }
+            }
             AuthMech::XOAuth2 | AuthMech::OAuthBearer => {
                 return Err(Error::Auth(format!(
                     "{mech} needs a token: use login_bearer"
@@ -539,6 +554,14 @@ impl<S: Read + Write> Pop3<S> {
     /// taken effect.
     pub fn quit(mut self) -> Result<()> {
         self.simple(Command::Quit).map(|_| ())
+    }
+
+    /// Sends QUIT without waiting for its answer, for a session that
+    /// deleted nothing: the answer could only confirm deletions, so
+    /// waiting for it is a round trip for nothing (a cron run with no new
+    /// mail pays one less).
+    pub fn quit_unanswered(mut self) -> Result<()> {
+        self.send(&[Command::Quit])
     }
 }
 

@@ -69,7 +69,7 @@ struct Opened {
 /// connection, or on a new one when the server closed it.
 pub fn connect(account: &Account, password: Option<&str>) -> Result<Pop3Source> {
     let has_token = account.oauth2.is_some() || account.oauth2_token_command.is_some();
-    if password.is_none() && !has_token {
+    if password.is_none() && !has_token && account.server.client_cert.is_none() {
         return Err(Error::Auth(format!(
             "no password configured for {}",
             account.user
@@ -166,6 +166,21 @@ pub fn connect(account: &Account, password: Option<&str>) -> Result<Pop3Source> 
 /// those learned before TLS are not trusted) and turns on UTF-8 mode when
 /// offered.
 fn open(account: &Account) -> Result<Opened> {
+    match open_once(account) {
+        // A server that fails resumed handshakes: once more, with a full
+        // one (the stored session is gone and none is offered again).
+        Err(e) if net::tls::resumption_refused() => {
+            log::info!(
+                "{}: {e}; connecting again without the TLS session",
+                account.name
+            );
+            open_once(account)
+        }
+        other => other,
+    }
+}
+
+fn open_once(account: &Account) -> Result<Opened> {
     let server = &account.server;
     let tcp = net::connect_tcp(server)?;
     let label = account.name.as_str();
@@ -228,6 +243,7 @@ fn candidates(account: &Account, caps: &Capabilities, greeting: &str) -> Result<
         AuthMech::ScramSha256 => caps.sasl.contains("SCRAM-SHA-256"),
         AuthMech::XOAuth2 => caps.sasl.contains("XOAUTH2"),
         AuthMech::OAuthBearer => caps.sasl.contains("OAUTHBEARER"),
+        AuthMech::External => caps.sasl.contains("EXTERNAL"),
     };
     let has_password = account.secret != crate::config::Secret::None;
     let has_token = account.oauth2.is_some() || account.oauth2_token_command.is_some();
@@ -235,6 +251,8 @@ fn candidates(account: &Account, caps: &Capabilities, greeting: &str) -> Result<
         offered(m)
             && if m.uses_token() {
                 has_token
+            } else if *m == AuthMech::External {
+                account.server.client_cert.is_some()
             } else {
                 has_password
             }
@@ -532,6 +550,9 @@ impl Source for Pop3Source {
         }
         self.drain()?;
         if let Some(session) = self.session.take() {
+            if self.deleted.is_empty() && self.delete_error.is_none() {
+                return session.quit_unanswered();
+            }
             session.quit()?;
             // RFC 1939 section 6: the deletions took effect with QUIT.
             self.confirmed = std::mem::take(&mut self.deleted);
