@@ -373,5 +373,19 @@ pub fn resumption_refused() -> bool {
     REFUSED.with(|r| r.replace(false))
 }
 
+/// Opens a session with `open` and, when its handshake failed because
+/// the server refused the stored TLS session (`resumption_refused`),
+/// once more: the session is gone then, so the second try is a full
+/// handshake. `label` names the account in the log line.
+pub fn open_resuming<T>(label: &str, mut open: impl FnMut() -> Result<T>) -> Result<T> {
+    match open() {
+        Err(e) if resumption_refused() => {
+            log::info!("{label}: {e}; connecting again without the TLS session");
+            open()
+        }
+        other => other,
+    }
+}
+
 /// A shared TLS stream (see `TlsConn`).
 pub type Shared = Arc<Mutex<TlsStream>>;

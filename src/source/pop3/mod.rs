@@ -166,18 +166,8 @@ pub fn connect(account: &Account, password: Option<&str>) -> Result<Pop3Source> 
 /// those learned before TLS are not trusted) and turns on UTF-8 mode when
 /// offered.
 fn open(account: &Account) -> Result<Opened> {
-    match open_once(account) {
-        // A server that fails resumed handshakes: once more, with a full
-        // one (the stored session is gone and none is offered again).
-        Err(e) if net::tls::resumption_refused() => {
-            log::info!(
-                "{}: {e}; connecting again without the TLS session",
-                account.name
-            );
-            open_once(account)
-        }
-        other => other,
-    }
+    // A server that fails resumed handshakes: once more, with a full one.
+    net::tls::open_resuming(&account.name, || open_once(account))
 }
 
 fn open_once(account: &Account) -> Result<Opened> {
