@@ -120,15 +120,12 @@ fn the_imap_destination_appends_compressed_unless_told_not_to() {
             .deliver_to(&["archive"]);
         ConfigBuilder::new(&env)
             .account(account)
-            .destination(
+            .imap(
                 "archive",
-                &format!(
-                    "type = \"imap\"\nhost = \"localhost\"\nport = {}\nca_file = \"{}\"\nuser = \"{}\"\npassword = \"{}\"\nfolder = \"Fetched\"\n{compress}",
-                    relay.port(),
-                    dovecot.cert_pem.display(),
-                    target.name,
-                    target.password
-                ),
+                dovecot,
+                relay.port(),
+                &target,
+                &format!("folder = \"Fetched\"\n{compress}"),
             )
             .write(&env);
         let out = env.run(&["-vv", "fetch"]);

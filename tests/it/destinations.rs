@@ -269,15 +269,12 @@ fn imap_append_to_another_server_keeps_bytes_and_date() {
     }
     let env = Env::new();
     config(&env, pop3s(dovecot, &source, &["archive"]))
-        .destination(
+        .imap(
             "archive",
-            &format!(
-                "type = \"imap\"\nhost = \"localhost\"\nport = {}\nca_file = \"{}\"\nuser = \"{}\"\npassword = \"{}\"\nfolder = \"Archive/Fetched\"",
-                dovecot.imaps,
-                dovecot.cert_pem.display(),
-                target.name,
-                target.password
-            ),
+            dovecot,
+            dovecot.imaps,
+            &target,
+            "folder = \"Archive/Fetched\"",
         )
         .write(&env);
     env.run(&["fetch"]).expect_success();

@@ -274,15 +274,12 @@ fn an_imap_tree_is_mirrored_into_another_mailbox_with_flags() {
     let env = Env::new();
     ConfigBuilder::new(&env)
         .account(account(dovecot, &user).deliver_to(&["mirror"]))
-        .destination(
+        .imap(
             "mirror",
-            &format!(
-                "type = \"imap\"\nhost = \"localhost\"\nport = {}\nca_file = \"{}\"\nuser = \"{}\"\npassword = \"{}\"\nsubfolders = \"verbatim\"\nflags = true",
-                dovecot.imaps,
-                dovecot.cert_pem.display(),
-                target.name,
-                target.password
-            ),
+            dovecot,
+            dovecot.imaps,
+            &target,
+            "subfolders = \"verbatim\"\nflags = true",
         )
         .write(&env);
     let out = env.run(&["fetch"]);

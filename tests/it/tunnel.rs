@@ -178,16 +178,12 @@ fn the_imap_destination_appends_through_a_tunnel() {
         .deliver_to(&["archive"]);
     ConfigBuilder::new(&env)
         .account(account)
-        .destination(
+        .imap(
             "archive",
-            &format!(
-                "type = \"imap\"\nhost = \"localhost\"\nport = {}\nca_file = \"{}\"\nuser = \"{}\"\npassword = \"{}\"\nfolder = \"Fetched\"\n{}",
-                dovecot.imaps,
-                dovecot.cert_pem.display(),
-                target.name,
-                target.password,
-                relay_line()
-            ),
+            dovecot,
+            dovecot.imaps,
+            &target,
+            &format!("folder = \"Fetched\"\n{}", relay_line()),
         )
         .write(&env);
     env.run(&["fetch"]).expect_success();

@@ -121,6 +121,21 @@ impl ConfigBuilder {
         )
     }
 
+    /// An IMAPS destination on the test Dovecot's `port` (its IMAPS port,
+    /// or a relay in front of it) logging in as `user`, with `extra` raw
+    /// lines (`folder`, `subfolders`, `compress`, ...).
+    pub fn imap(self, name: &str, dovecot: &Dovecot, port: u16, user: &User, extra: &str) -> Self {
+        self.destination(
+            name,
+            &format!(
+                "type = \"imap\"\nhost = \"localhost\"\nport = {port}\nca_file = {}\nuser = {}\npassword = {}\n{extra}",
+                quoted(dovecot.cert_pem.display()),
+                quoted(&user.name),
+                quoted(&user.password)
+            ),
+        )
+    }
+
     /// Adds raw lines to `[outgoing]` (written only when there are any).
     pub fn outgoing(mut self, text: &str) -> Self {
         self.outgoing.extend(lines(text));
