@@ -44,7 +44,15 @@ fn fill(dovecot: &Dovecot, user: &User) -> Vec<Vec<u8>> {
 /// Six accounts of one user of `dovecot` (`protocol`), with different
 /// names and the host name spelled two ways, keeping the mail (each
 /// delivers every message to its own Maildir), with `general`.
-fn six_accounts(env: &Env, dovecot: &Dovecot, user: &User, protocol: &str, general: &str) {
+/// `account_line`: one more raw line for every account (or "").
+fn six_accounts(
+    env: &Env,
+    dovecot: &Dovecot,
+    user: &User,
+    protocol: &str,
+    general: &str,
+    account_line: &str,
+) {
     let mut config = ConfigBuilder::new(env)
         .hostname("test.example")
         .general(general);
@@ -62,7 +70,8 @@ fn six_accounts(env: &Env, dovecot: &Dovecot, user: &User, protocol: &str, gener
             .ca_file(&dovecot.cert_pem)
             .login(user)
             .keep(true)
-            .line("add_received = false");
+            .line("add_received = false")
+            .line(account_line);
         let path = maildir(env, &name);
         config = config.account_to_maildir(account, path);
     }
@@ -96,6 +105,7 @@ fn a_limit_the_server_allows_runs_six_accounts_without_a_throttle() {
             &user,
             protocol,
             "max_connections_per_host = 2",
+            "",
         );
         let out = env.run(&["-v", "fetch", "--jobs", "6"]);
         assert_eq!(out.code, 0, "{protocol}: {}", out.stderr);
@@ -126,12 +136,22 @@ fn a_limit_above_the_servers_backs_off_and_the_run_completes() {
         let user = dovecot.new_user();
         let messages = fill(dovecot, &user);
         let env = Env::new();
+        // Each session holds its connection for a second at its first
+        // message (a filter that sleeps once per account), so the six
+        // sessions surely overlap and the server surely refuses some:
+        // without it a fast machine may finish them one after another,
+        // and the backoff would go untested.
+        let filter = format!(
+            r#"filter_command = ["sh", "-c", "cat >/dev/null; mkdir '{}/first-'$MAILRETR_ACCOUNT 2>/dev/null && sleep 1; exit 0"]"#,
+            env.home.display()
+        );
         six_accounts(
             &env,
             dovecot,
             &user,
             protocol,
             "max_connections_per_host = 6",
+            &filter,
         );
         let out = env.run(&["-v", "fetch", "--jobs", "6"]);
         assert_eq!(out.code, 0, "{protocol}: {}", out.stderr);
