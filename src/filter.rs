@@ -27,12 +27,13 @@
 //! local fault: the message is left on the server untouched and the run
 //! says so; it is never deleted for it.
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use crate::child::{kill_group, read_bounded};
 use crate::message;
 
 /// How long `filter_command` may take per message by default.
@@ -290,38 +291,6 @@ fn exited(pid: i32) -> std::io::Result<bool> {
         }
         Ok(info.si_pid() != 0)
     }
-}
-
-/// SIGKILL to the process group `pid` leads (made with `process_group(0)`).
-fn kill_group(pid: i32) {
-    // SAFETY: kill(2) on the process group we created; the leader is not
-    // reaped yet, so the id is still ours.
-    unsafe {
-        libc::kill(-pid, libc::SIGKILL);
-    }
-}
-
-/// Reads `from` to its end, keeping at most `limit` bytes (the first ones,
-/// or with `tail` the last ones), and whether there was more.
-fn read_bounded(mut from: impl Read, limit: usize, tail: bool) -> (Vec<u8>, bool) {
-    let mut kept = Vec::new();
-    let mut more = false;
-    let mut chunk = [0u8; 8192];
-    while let Ok(n) = from.read(&mut chunk) {
-        if n == 0 {
-            break;
-        }
-        kept.extend_from_slice(&chunk[..n]);
-        if kept.len() > limit {
-            more = true;
-            if tail {
-                kept.drain(..kept.len() - limit);
-            } else {
-                kept.truncate(limit);
-            }
-        }
-    }
-    (kept, more)
 }
 
 #[cfg(test)]

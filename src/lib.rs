@@ -10,6 +10,7 @@
 pub mod audit;
 pub mod backends;
 pub mod bounce;
+pub mod child;
 pub mod cli;
 pub mod codec;
 pub mod config;

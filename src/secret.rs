@@ -49,20 +49,8 @@ fn run_command_within(command: &str, timeout: Duration) -> Result<Password> {
         .process_group(0)
         .spawn()
         .map_err(|e| Error::Auth(format!("cannot run password_command: {e}")))?;
-    let collect = |mut pipe: Box<dyn Read + Send>| {
-        thread::spawn(move || {
-            let mut kept = Vec::new();
-            let mut chunk = [0u8; 4096];
-            while let Ok(n) = pipe.read(&mut chunk) {
-                if n == 0 {
-                    break;
-                }
-                if kept.len() < OUTPUT_KEPT {
-                    kept.extend_from_slice(&chunk[..n.min(OUTPUT_KEPT - kept.len())]);
-                }
-            }
-            kept
-        })
+    let collect = |pipe: Box<dyn Read + Send>| {
+        thread::spawn(move || crate::child::read_bounded(pipe, OUTPUT_KEPT, false).0)
     };
     let stdout = collect(Box::new(child.stdout.take().expect("piped")));
     let stderr = collect(Box::new(child.stderr.take().expect("piped")));
@@ -71,10 +59,7 @@ fn run_command_within(command: &str, timeout: Duration) -> Result<Password> {
         match child.try_wait() {
             Ok(Some(status)) => break status,
             Ok(None) if Instant::now() >= deadline => {
-                // SAFETY: kill(2) on the process group we created.
-                unsafe {
-                    libc::kill(-(child.id() as i32), libc::SIGKILL);
-                }
+                crate::child::kill_group(child.id() as i32);
                 let _ = child.kill();
                 let _ = child.wait();
                 return Err(Error::Auth(format!(

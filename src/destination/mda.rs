@@ -16,7 +16,7 @@
 //! program still running after the timeout is killed: a temporary
 //! failure.
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
 use std::thread;
@@ -102,30 +102,14 @@ impl Mda {
             // that discards); its exit status says how that went.
             let _ = stdin.write_all(&input);
         });
-        let mut stderr = child.stderr.take().expect("stderr is piped");
-        let reader = thread::spawn(move || {
-            let mut kept = Vec::new();
-            let mut chunk = [0u8; 8192];
-            while let Ok(n) = stderr.read(&mut chunk) {
-                if n == 0 {
-                    break;
-                }
-                kept.extend_from_slice(&chunk[..n]);
-                if kept.len() > STDERR_KEPT * 2 {
-                    kept.drain(..kept.len() - STDERR_KEPT);
-                }
-            }
-            kept
-        });
+        let stderr = child.stderr.take().expect("stderr is piped");
+        let reader = thread::spawn(move || crate::child::read_bounded(stderr, STDERR_KEPT, true).0);
         let deadline = Instant::now() + self.config.timeout;
         let status = loop {
             match child.try_wait() {
                 Ok(Some(status)) => break Some(status),
                 Ok(None) if Instant::now() >= deadline => {
-                    // SAFETY: kill(2) on the process group we created.
-                    unsafe {
-                        libc::kill(-(child.id() as i32), libc::SIGKILL);
-                    }
+                    crate::child::kill_group(child.id() as i32);
                     let _ = child.kill();
                     let _ = child.wait();
                     break None;
@@ -138,9 +122,7 @@ impl Mda {
         };
         let _ = feeder.join();
         let stderr = reader.join().unwrap_or_default();
-        let said = String::from_utf8_lossy(&stderr[stderr.len().saturating_sub(STDERR_KEPT)..])
-            .trim()
-            .replace('\n', " / ");
+        let said = String::from_utf8_lossy(&stderr).trim().replace('\n', " / ");
         let said = if said.is_empty() {
             String::new()
         } else {
