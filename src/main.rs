@@ -768,8 +768,7 @@ fn fetch_command(cli: &Cli, args: &FetchArgs) -> anyhow::Result<ExitCode> {
     // The TLS contexts (OpenSSL's set-up, the ca_file) are built on a
     // thread of their own while the state is opened and the outgoing
     // spool flushed: on a run with no new mail that set-up is otherwise
-    // on the way to the first handshake. `run::run` asks again (a no-op
-    // then) for the callers that come to it directly.
+    // on the way to the first handshake.
     mailretr::net::prepare_tls(selected.iter().map(|a| &a.server));
     if !args.check && urls.is_empty() {
         // Which shard this state runs as: an account that moved here

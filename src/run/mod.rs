@@ -182,7 +182,6 @@ pub fn run(
         .jobs
         .unwrap_or(config.general.jobs)
         .clamp(1, accounts.len().max(1));
-    crate::net::prepare_tls(accounts.iter().map(|a| &a.server));
     crate::net::session::use_state_dir(&config.general.state_dir);
     State::warn_if_lost(&config.general.state_dir);
     let next = AtomicUsize::new(0);
