@@ -79,6 +79,34 @@ fn pop3_two_copies_in_inbox_are_delivered_once() {
     two_copies_in_inbox_are_delivered_once("pop3");
 }
 
+/// With a rule, headers come first and messages judged on their headers
+/// are downloaded together: the second copy is judged only after the
+/// first is delivered (and so recorded), so it is still a duplicate.
+#[test]
+fn two_copies_judged_on_their_headers_are_delivered_once() {
+    for protocol in ["imap", "pop3"] {
+        let dovecot = Dovecot::shared();
+        let user = dovecot.new_user();
+        dovecot.add_message(&user, "INBOX", &message(Some("<ruled@example.org>"), 1));
+        dovecot.add_message(&user, "INBOX", &message(Some("<ruled@example.org>"), 2));
+        let env = Env::new();
+        let account = acct(dovecot, &user, protocol)
+            .line(r#"rule = [{ header = "X-Spam-Flag", matches = "^YES", action = "delete" }]"#);
+        config(&env, account).write(&env);
+        env.run(&["fetch"]).expect_success();
+        assert_eq!(
+            env.maildir_messages(env.path("Maildir")).len(),
+            1,
+            "{protocol}"
+        );
+        assert_eq!(
+            audit_outcomes(&env),
+            vec!["delivered", "duplicate"],
+            "{protocol}"
+        );
+    }
+}
+
 #[test]
 fn imap_one_message_in_two_folders_is_delivered_once_and_not_asked_again() {
     let dovecot = Dovecot::shared();
