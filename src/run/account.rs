@@ -31,6 +31,28 @@ use super::{AccountReport, FetchOptions};
 /// (and kept in memory until their messages are done).
 const HEADERS_AT_ONCE: usize = 64;
 
+/// Messages judged on their headers and waiting for their bodies, which
+/// are downloaded together (so the source may pipeline).
+#[derive(Default)]
+struct Bulk {
+    messages: Vec<RemoteMessage>,
+    /// `dedup`: a copy is judged only once the copies before it are
+    /// delivered (and so recorded): the Message-IDs judged since the bulk
+    /// was last downloaded,
+    ids: Vec<String>,
+    /// and whether it holds a message judged only after its download.
+    unknown: bool,
+}
+
+impl Bulk {
+    /// The messages to download now; the bulk starts anew.
+    fn take(&mut self) -> Vec<RemoteMessage> {
+        self.ids.clear();
+        self.unknown = false;
+        std::mem::take(&mut self.messages)
+    }
+}
+
 /// Room for the `Received:` header added after download, in the size
 /// announced before the body is known (headers first; LMTP's SIZE, SMTP
 /// declares none).
@@ -597,15 +619,8 @@ impl<'a> AccountRun<'a> {
                 .into_iter()
                 .map(|(m, h)| ((m.folder.clone(), m.number), h))
                 .collect();
-            // Judged and waiting for their bodies, downloaded together.
-            let mut bulk = Vec::new();
+            let mut bulk = Bulk::default();
             let mut judged = HashMap::new();
-            // `dedup`: a copy is judged only once the copies before it
-            // are delivered (and so recorded): the Message-IDs judged
-            // since `bulk` was last downloaded, and whether it holds one
-            // judged only after its download.
-            let mut bulk_ids: Vec<String> = Vec::new();
-            let mut bulk_unknown = false;
             for next in chunk {
                 if crate::signal::stop_requested() {
                     break;
@@ -618,26 +633,19 @@ impl<'a> AccountRun<'a> {
                         .and_then(|h| message::header_value(h, "Message-ID"))
                         .as_deref()
                         .and_then(normalise_message_id);
-                    if bulk_unknown || id.as_ref().is_some_and(|id| bulk_ids.contains(id)) {
-                        self.download(
-                            std::mem::take(&mut bulk),
-                            &mut judged,
-                            &mut plans,
-                            &mut progress,
-                        )?;
-                        bulk_ids.clear();
-                        bulk_unknown = false;
+                    if bulk.unknown || id.as_ref().is_some_and(|id| bulk.ids.contains(id)) {
+                        self.download(bulk.take(), &mut judged, &mut plans, &mut progress)?;
                     }
                     match id {
-                        _ if header.is_none() => bulk_unknown = true,
-                        Some(id) => bulk_ids.push(id),
+                        _ if header.is_none() => bulk.unknown = true,
+                        Some(id) => bulk.ids.push(id),
                         None => {}
                     }
                 }
                 let Some(header) = header else {
                     // The source could not give this header now: the
                     // message is downloaded whole and judged then.
-                    bulk.push(next);
+                    bulk.messages.push(next);
                     continue;
                 };
                 let Some(ready) = self.judge(&next, &header, None)? else {
@@ -646,22 +654,15 @@ impl<'a> AccountRun<'a> {
                 };
                 if !self.checks_envelope(&ready.route.targets) {
                     judged.insert(key, ready);
-                    bulk.push(next);
+                    bulk.messages.push(next);
                     continue;
                 }
                 // The source hands messages over in order: what is queued
                 // goes first.
-                self.download(
-                    std::mem::take(&mut bulk),
-                    &mut judged,
-                    &mut plans,
-                    &mut progress,
-                )?;
-                bulk_ids.clear();
-                bulk_unknown = false;
+                self.download(bulk.take(), &mut judged, &mut plans, &mut progress)?;
                 saved += self.through_envelope(next, &header, ready, &mut plans, &mut progress)?;
             }
-            self.download(bulk, &mut judged, &mut plans, &mut progress)?;
+            self.download(bulk.take(), &mut judged, &mut plans, &mut progress)?;
         }
         if !queue.is_empty() && !crate::signal::stop_requested() {
             self.download(queue.into(), &mut HashMap::new(), &mut plans, &mut progress)?;
