@@ -364,6 +364,8 @@ fn spawn_flusher(
 fn run(cli: &Cli) -> anyhow::Result<ExitCode> {
     match &cli.command {
         Command::Fetch(args) => {
+            // OpenSSL's set-up runs while the config is read.
+            mailretr::net::tls::warm_up();
             mailretr::signal::install_stop_handlers()?;
             fetch_command(cli, args)
         }
@@ -777,8 +779,10 @@ fn fetch_command(cli: &Cli, args: &FetchArgs) -> anyhow::Result<ExitCode> {
         mailretr::store::State::warn_if_lost(&config.general.state_dir);
         // A state that cannot be opened fails every account with its own
         // line below; without it no account runs, so none needs the spec.
-        if let Ok(mut state) = mailretr::store::State::open(&config.general.state_dir) {
+        // (The connection goes on to the outgoing flush and the accounts.)
+        if let Ok(mut state) = mailretr::store::State::shared(&config.general.state_dir) {
             options.shard_spec = Some(state.begin_shard(shard, mailretr::retry::now())?);
+            run::start_connecting(&config, &selected, &options, &state);
             warn_spooled_elsewhere(&state, &config, shard)?;
         }
     }

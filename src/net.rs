@@ -13,6 +13,7 @@ use crate::config::ServerConfig;
 use crate::error::{Error, Result};
 
 pub mod deflate;
+pub mod early;
 pub mod proxy;
 pub mod session;
 pub mod tls;
@@ -36,12 +37,18 @@ impl Stream {
         if !PACE.with(|p| p.borrow().active) {
             return Ok(());
         }
-        let tcp = match self {
-            Stream::Plain(tcp) => tcp,
-            Stream::Tls(tls) => &tls.tcp,
-        };
+        let tcp = self.socket();
         let current = tcp.read_timeout()?.unwrap_or(READ_SLICE);
         tcp.set_read_timeout(Some(current.min(READ_SLICE)))
+    }
+
+    /// The socket under the connection (for its options; reading or
+    /// writing it directly would corrupt a TLS session).
+    pub fn socket(&self) -> &TcpStream {
+        match self {
+            Stream::Plain(tcp) => tcp,
+            Stream::Tls(tls) => &tls.tcp,
+        }
     }
 
     /// Whether the connection is encrypted.

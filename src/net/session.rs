@@ -10,8 +10,9 @@
 //! stored session that does not parse, has expired or that the server
 //! no longer accepts just means a full handshake. Reading is one small
 //! query per server per process (then kept in memory); each connection
-//! writes at most one row, when the server issues a session, with
-//! `synchronous = NORMAL` (a lost session costs one full handshake).
+//! keeps at most one session the server issues, written to state.db
+//! when the account's run ends (`flush`), without an fsync of its own
+//! (a lost session costs one full handshake).
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -47,6 +48,14 @@ struct Store {
     sessions: HashMap<String, SslSession>,
     /// Keys already looked up in state.db.
     looked_up: HashSet<String>,
+    /// Sessions issued in this process and not written yet (`flush`).
+    unwritten: HashSet<String>,
+    /// The `host:port ` prefixes whose stored sessions were all read
+    /// (`preload`): nothing more to look up for them.
+    preloaded: HashSet<String>,
+    /// Rows `preload` read, not yet parsed (OpenSSL may still be setting
+    /// itself up on another thread: `preload` does not wait for it).
+    read: HashMap<String, (Vec<u8>, i64)>,
     /// Servers that failed a handshake with a session offered: nothing
     /// is offered to or stored for them (for `REFUSED_FOR`).
     refused: HashSet<String>,
@@ -91,6 +100,7 @@ impl Store {
             .ok()?;
             conn.busy_timeout(BUSY).ok()?;
             conn.execute_batch("PRAGMA synchronous = NORMAL;").ok()?;
+            crate::store::wal_between_runs(&conn).ok()?;
             self.conn = Some(conn);
         }
         self.conn.as_ref()
@@ -101,6 +111,12 @@ impl Store {
             return Some(s.clone());
         }
         if !self.looked_up.insert(key.to_string()) {
+            return None;
+        }
+        if let Some((der, saved_at)) = self.read.remove(key) {
+            return self.remember(key, &der, saved_at);
+        }
+        if self.preloaded.iter().any(|p| key.starts_with(p.as_str())) {
             return None;
         }
         let row: Option<(Vec<u8>, i64)> = self
@@ -116,6 +132,11 @@ impl Store {
                 None
             });
         let (der, saved_at) = row?;
+        self.remember(key, &der, saved_at)
+    }
+
+    /// Takes in a stored row: a session, or the refusal mark.
+    fn remember(&mut self, key: &str, der: &[u8], saved_at: i64) -> Option<SslSession> {
         if der.is_empty() {
             // The refusal mark (see `refused`).
             if now() - saved_at < REFUSED_FOR {
@@ -123,7 +144,7 @@ impl Store {
             }
             return None;
         }
-        let session = match SslSession::from_der(&der) {
+        let session = match SslSession::from_der(der) {
             Ok(s) => s,
             Err(e) => {
                 log::debug!("{key}: the stored TLS session is unusable ({e}); full handshake");
@@ -138,12 +159,20 @@ impl Store {
         if self.refused.contains(key) {
             return;
         }
-        let der = session.to_der().ok();
         self.sessions.insert(key.to_string(), session);
-        let Some(der) = der.filter(|d| d.len() <= MAX_DER) else {
-            return;
-        };
-        self.write(key, &der);
+        self.unwritten.insert(key.to_string());
+    }
+
+    /// The sessions issued since the last time, as rows to store.
+    fn take_issued(&mut self) -> Vec<(String, Vec<u8>)> {
+        let mut rows = Vec::new();
+        for key in std::mem::take(&mut self.unwritten) {
+            let der = self.sessions.get(&key).and_then(|s| s.to_der().ok());
+            if let Some(der) = der.filter(|d| d.len() <= MAX_DER) {
+                rows.push((key, der));
+            }
+        }
+        rows
     }
 
     fn write(&mut self, key: &str, der: &[u8]) {
@@ -157,6 +186,39 @@ impl Store {
     }
 }
 
+/// Writes the sessions servers issued since the last call through
+/// `state` (an account's run, as it ends). They are kept in memory until
+/// then: a session arrives with the first data of a connection, when a
+/// write would delay what the run is waiting for.
+pub fn flush(state: &mut crate::store::State) {
+    let rows = store().take_issued();
+    if rows.is_empty() {
+        return;
+    }
+    if let Err(e) = state.put_tls_sessions(&rows, now()) {
+        log::debug!("TLS sessions not stored: {e}");
+    }
+}
+
+/// Reads every stored session of `server`'s host and port through
+/// `state` (`fetch`, before it connects early, see `net::early`): the
+/// handshake then finds it in memory, and opens no connection of its own
+/// to state.db.
+pub fn preload(state: &crate::store::State, server: &ServerConfig) {
+    let prefix = key(server, "");
+    let rows = match state.tls_sessions_under(&prefix) {
+        Ok(rows) => rows,
+        Err(e) => return log::debug!("TLS session store: {e}"),
+    };
+    let mut s = store();
+    for (key, der, saved_at) in rows {
+        if !s.looked_up.contains(&key) {
+            s.read.insert(key, (der, saved_at));
+        }
+    }
+    s.preloaded.insert(prefix);
+}
+
 /// A handshake with a session offered failed: some servers fail every
 /// resumption (Dovecot with `ssl_verify_client_cert = yes` answers one
 /// with "session id context uninitialized" and hangs up). The session is
@@ -166,6 +228,7 @@ impl Store {
 pub fn refused(key: &str) {
     let mut s = store();
     s.sessions.remove(key);
+    s.unwritten.remove(key);
     s.refused.insert(key.to_string());
     s.write(key, &[]);
 }

@@ -95,15 +95,53 @@ fn setup_error(e: impl std::fmt::Display) -> Error {
     Error::Tls(format!("cannot set up TLS: {e}"))
 }
 
-fn build(server: &ServerConfig) -> Result<Connector> {
-    let mut b = SslContextBuilder::new(SslMethod::tls_client()).map_err(setup_error)?;
+/// The context every connector starts from, before its trust settings.
+/// Most of what setting up TLS costs is here: OpenSSL's initialisation
+/// (its configuration file, its providers) and the context's fetch of
+/// every algorithm.
+fn base_builder() -> std::result::Result<SslContextBuilder, openssl::error::ErrorStack> {
+    let mut b = SslContextBuilder::new(SslMethod::tls_client())?;
     let mut opts = SslOptions::ALL | SslOptions::NO_COMPRESSION | SslOptions::NO_SSLV2;
     opts |= SslOptions::NO_SSLV3;
     b.set_options(opts);
     b.set_mode(
         SslMode::AUTO_RETRY | SslMode::ACCEPT_MOVING_WRITE_BUFFER | SslMode::ENABLE_PARTIAL_WRITE,
     );
-    b.set_cipher_list(CIPHERS).map_err(setup_error)?;
+    b.set_cipher_list(CIPHERS)?;
+    // Sessions are kept by `session` (in state.db), not in OpenSSL's
+    // cache: each one the server issues is handed to the callback.
+    b.set_session_cache_mode(SslSessionCacheMode::CLIENT | SslSessionCacheMode::NO_INTERNAL);
+    b.set_new_session_callback(session::issued);
+    Ok(b)
+}
+
+type Warming = std::thread::JoinHandle<Option<SslContextBuilder>>;
+
+fn warming() -> std::sync::MutexGuard<'static, Option<Warming>> {
+    static WARMING: Mutex<Option<Warming>> = Mutex::new(None);
+    WARMING.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Starts building the base context (`base_builder`) on a thread of its
+/// own, as a command that will connect starts, before its configuration
+/// is read: the first connector takes it (`build`) instead of building
+/// one.
+pub fn warm_up() {
+    let mut slot = warming();
+    if slot.is_none() {
+        *slot = std::thread::Builder::new()
+            .name("tls-init".into())
+            .spawn(|| base_builder().ok())
+            .ok();
+    }
+}
+
+fn build(server: &ServerConfig) -> Result<Connector> {
+    let warmed = warming().take().and_then(|t| t.join().ok().flatten());
+    let mut b = match warmed {
+        Some(b) => b,
+        None => base_builder().map_err(setup_error)?,
+    };
     // What identifies these trust settings: the anchors' bytes (a
     // replaced ca_file is a different trust), the pin, the client
     // certificate.
@@ -159,10 +197,6 @@ fn build(server: &ServerConfig) -> Result<Connector> {
         trust.update(b"client\0");
         trust.update(&cert_pem);
     }
-    // Sessions are kept by `session` (in state.db), not in OpenSSL's
-    // cache: each one the server issues is handed to the callback.
-    b.set_session_cache_mode(SslSessionCacheMode::CLIENT | SslSessionCacheMode::NO_INTERNAL);
-    b.set_new_session_callback(session::issued);
     let digest = trust.finalize();
     let trust_id = digest[..8].iter().map(|b| format!("{b:02x}")).collect();
     Ok(Connector {
@@ -371,6 +405,12 @@ thread_local! {
 /// connects again gets a full handshake.
 pub fn resumption_refused() -> bool {
     REFUSED.with(|r| r.replace(false))
+}
+
+/// Notes on this thread that a stored session was refused on another
+/// (an early connection's, see `early`), for `resumption_refused`.
+pub(crate) fn note_refused() {
+    REFUSED.with(|r| r.set(true));
 }
 
 /// Opens a session with `open` and, when its handshake failed because

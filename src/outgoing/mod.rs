@@ -502,7 +502,7 @@ pub fn flush_due_quietly(config: &Config) {
         return;
     }
     let now = crate::retry::now();
-    let mut state = match State::open(state_dir) {
+    let mut state = match State::shared(state_dir) {
         Ok(s) => s,
         Err(e) => return log::error!("outgoing: {e}"),
     };

@@ -89,6 +89,9 @@ pub(crate) struct AccountRun<'a> {
     pub(crate) adopt: bool,
     /// `--keep`: nothing is deleted this run, not even by a rule.
     pub(crate) no_delete: bool,
+    /// The POP3 seen ids and sizes, read before the session started
+    /// (while its connection was being made), for the scan.
+    pub(crate) seen_read: Option<HashMap<String, u64>>,
 }
 
 /// Fetches one account with its lock held and its state open.
@@ -146,6 +149,17 @@ pub(super) fn fetch_locked(
     // A rule or the filter may delete what the account otherwise keeps
     // (never with `--keep`).
     let filter_deletes = !options.keep && account.filter.may_delete();
+    // What a POP3 scan looks up, read while the connection (started
+    // early, see `net::early`) is being made rather than after the
+    // server has answered. Nothing records a message seen between here
+    // and the scan.
+    let fetch_all = options.fetch_all || account.fetch_all;
+    let seen_read = match (account.protocol, fetch_all) {
+        (crate::config::Protocol::Pop3, false) => {
+            Some(state.seen_sizes(&account.name, crate::source::pop3::POP3_FOLDER, 0)?)
+        }
+        _ => None,
+    };
     // The source, holding a slot of its server's max_connections_per_host
     // until the run ends; none while a LOGIN-DELAY lasts.
     let Some((source, _slot)) = super::open_source(
@@ -174,6 +188,7 @@ pub(super) fn fetch_locked(
     run.retention = retention;
     run.adopt = adopt;
     run.no_delete = options.keep;
+    run.seen_read = seen_read;
     run.fetch(options)
 }
 
@@ -294,6 +309,7 @@ impl<'a> AccountRun<'a> {
             faulted: None,
             adopt: false,
             no_delete: false,
+            seen_read: None,
         }
     }
 
@@ -301,10 +317,12 @@ impl<'a> AccountRun<'a> {
     /// end the session.
     pub(crate) fn fetch(&mut self, options: &FetchOptions) -> Result<()> {
         let fetch_all = options.fetch_all || self.account.fetch_all;
-        let scans = self.source.scan(
-            &mut self.state.seen_index(&self.account.name, &self.fingerprint),
-            fetch_all,
-        )?;
+        let mut index = self.state.seen_index(&self.account.name, &self.fingerprint);
+        if let Some(read) = self.seen_read.take() {
+            index.read_already(crate::source::pop3::POP3_FOLDER, read);
+        }
+        let scans = self.source.scan(&mut index, fetch_all)?;
+        let seen_read = index.into_read();
         let updates: Vec<_> = scans
             .iter()
             .flat_map(|s| s.updates.iter().cloned())
@@ -385,7 +403,7 @@ impl<'a> AccountRun<'a> {
         let result = delivered
             .and(finished)
             .and(settled)
-            .and_then(|()| self.forget_gone(&scans));
+            .and_then(|()| self.forget_gone(&scans, &seen_read));
         self.end_with(result)
     }
 
@@ -452,7 +470,12 @@ impl<'a> AccountRun<'a> {
 
     /// After a completed session: forgets the ids of messages the server
     /// no longer has.
-    fn forget_gone(&mut self, scans: &[source::Scan]) -> Result<()> {
+    /// `seen_read`: the seen ids the scan read, by folder.
+    fn forget_gone(
+        &mut self,
+        scans: &[source::Scan],
+        seen_read: &HashMap<String, HashMap<String, u64>>,
+    ) -> Result<()> {
         // Deletions a completed QUIT confirmed: those ids may be reused by
         // the server for new mail, so they are forgotten.
         let confirmed = self.source.confirmed_deletions();
@@ -469,8 +492,13 @@ impl<'a> AccountRun<'a> {
             ) {
                 // An empty listing may be a server hiccup: never forget on it.
                 if !present.is_empty() {
-                    self.state
-                        .forget_absent(&self.account.name, folder, 0, present)?;
+                    self.state.forget_absent(
+                        &self.account.name,
+                        folder,
+                        0,
+                        present,
+                        seen_read.get(folder),
+                    )?;
                 }
             }
         }

@@ -178,10 +178,7 @@ pub fn run(
     options: &FetchOptions,
     on_done: &(dyn Fn(&AccountReport) + Sync),
 ) -> Vec<AccountReport> {
-    let jobs = options
-        .jobs
-        .unwrap_or(config.general.jobs)
-        .clamp(1, accounts.len().max(1));
+    let jobs = jobs(config, accounts, options);
     crate::net::session::use_state_dir(&config.general.state_dir);
     State::warn_if_lost(&config.general.state_dir);
     let next = AtomicUsize::new(0);
@@ -210,6 +207,48 @@ pub fn run(
         .into_iter()
         .flatten()
         .collect()
+}
+
+/// How many accounts `run` fetches at once.
+fn jobs(config: &Config, accounts: &[&Account], options: &FetchOptions) -> usize {
+    options
+        .jobs
+        .unwrap_or(config.general.jobs)
+        .clamp(1, accounts.len().max(1))
+}
+
+/// Starts connecting to the servers of the accounts `run` will start
+/// with (the first `jobs` of them), each on a thread of its own, so the
+/// connection is being made while the state is opened and the spool
+/// flushed (see `net::early`). Not for an account under a LOGIN-DELAY,
+/// nor when its server's connection slots are taken; `run` connects for
+/// those as it always does. Call it before `run`, with the state `run`
+/// will use.
+pub fn start_connecting(
+    config: &Config,
+    accounts: &[&Account],
+    options: &FetchOptions,
+    state: &State,
+) {
+    crate::net::session::use_state_dir(&config.general.state_dir);
+    let now = crate::retry::now();
+    let slots = Slots::global();
+    for account in accounts.iter().take(jobs(config, accounts, options)) {
+        if !crate::net::early::possible(&account.server) {
+            continue;
+        }
+        if let Ok(Some((_, not_before, _))) = state.login_delay(&account.name) {
+            if not_before > now {
+                continue;
+            }
+        }
+        let limit = account.connection_limit(&config.general);
+        // Only a slot free now: the early connection never waits.
+        if let Some(slot) = slots.acquire(&account.server.host, limit, &|| true) {
+            crate::net::session::preload(state, &account.server);
+            crate::net::early::start(&account.name, &account.server, slot);
+        }
+    }
 }
 
 /// The merged exit code of several accounts (SPEC: 0 if any retrieved
@@ -260,9 +299,12 @@ pub fn fetch_account(config: &Config, account: &Account, options: &FetchOptions)
         .unwrap_or(0);
     let mut report = AccountReport::empty(&account.name);
 
+    // A connection started for the account and not used by it is closed
+    // when its run ends.
+    let _early = crate::net::early::Unused(account.name.clone());
     let lock = AccountLock::acquire(&config.general.state_dir, &account.name);
     let result = lock.and_then(|_lock| {
-        let mut state = State::open(&config.general.state_dir)?;
+        let mut state = State::shared(&config.general.state_dir)?;
         let result = open_logs(config, account).and_then(|(audit, _transcript)| {
             account::fetch_locked(
                 config,
@@ -280,6 +322,9 @@ pub fn fetch_account(config: &Config, account: &Account, options: &FetchOptions)
                     .push(format!("cannot note the shard it ran in: {e}"));
             }
         }
+        // The TLS sessions the servers issued, for the next run; written
+        // before the run's record, whose commit syncs them too.
+        crate::net::session::flush(&mut state);
         if !options.check {
             let error = result.as_ref().err().map(|e| e.to_string());
             let code = match &result {
@@ -447,11 +492,21 @@ pub(crate) fn open_source(
     let slots = Slots::global();
     let limit = account.connection_limit(&config.general);
     let mut attempt = 0;
+    // The connection `fetch` started for the account, with its slot (see
+    // `net::early`), serves the first attempt.
+    let mut early = crate::net::early::take(&account.name, &account.server);
     loop {
-        let Some(slot) = slots.acquire(host, limit, &crate::signal::stop_requested) else {
-            return Err(stopped_waiting(host));
+        let (slot, pending) = match early.take() {
+            Some((slot, pending)) => (slot, Some(pending)),
+            None => match slots.acquire(host, limit, &crate::signal::stop_requested) {
+                Some(slot) => (slot, None),
+                None => return Err(stopped_waiting(host)),
+            },
         };
-        let e = match connect(account, keep, retention, filter_deletes) {
+        let handoff = crate::net::early::Handoff::install(pending);
+        let connected = connect(account, keep, retention, filter_deletes);
+        drop(handoff);
+        let e = match connected {
             Ok(source) => {
                 if delayed.is_some() {
                     state.clear_login_delay(&account.name)?;

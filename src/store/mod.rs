@@ -292,6 +292,50 @@ pub struct State {
     path: PathBuf,
 }
 
+/// A connection to a state a `Shared` gave back, for the next
+/// `State::shared` of the same state in this process.
+static SPARE: std::sync::Mutex<Option<State>> = std::sync::Mutex::new(None);
+
+/// A `State` that goes back to the process's spare when dropped, for the
+/// next `State::shared` to use instead of opening state.db again (each
+/// new connection reads the schema and maps the WAL index anew; a run's
+/// set-up, its outgoing flush and its accounts one after another share
+/// one). No transaction is open on a connection given back (`rusqlite`
+/// rolls back any it drops).
+pub struct Shared(Option<State>);
+
+impl std::ops::Deref for Shared {
+    type Target = State;
+    fn deref(&self) -> &State {
+        self.0
+            .as_ref()
+            .expect("a Shared holds its state until dropped")
+    }
+}
+
+impl std::ops::DerefMut for Shared {
+    fn deref_mut(&mut self) -> &mut State {
+        self.0
+            .as_mut()
+            .expect("a Shared holds its state until dropped")
+    }
+}
+
+impl Drop for Shared {
+    fn drop(&mut self) {
+        let Some(state) = self.0.take() else { return };
+        // Only a connection that syncs its commits (see `State::unsynced`).
+        let full = state
+            .conn
+            .query_row("PRAGMA synchronous", [], |r| r.get::<_, i64>(0))
+            .is_ok_and(|mode| mode == 2);
+        if full {
+            let mut spare = SPARE.lock().unwrap_or_else(|e| e.into_inner());
+            *spare = Some(state);
+        }
+    }
+}
+
 /// One row of the run log.
 #[derive(Debug, Clone)]
 pub struct RunRecord {
@@ -387,6 +431,34 @@ pub(crate) fn record_seen(
     Ok(())
 }
 
+/// Pages of WAL after which a commit copies them into state.db (SQLite's
+/// automatic checkpoint; its default is 1000). Smaller, so that the WAL a
+/// run finds, which the first connection reads through on opening, stays
+/// small; larger than the few pages a run with no new mail writes, so
+/// such a run seldom checkpoints.
+pub(crate) const WAL_AUTOCHECKPOINT: u32 = 256;
+
+/// The size the WAL file is cut back to after a checkpoint.
+const WAL_SIZE_LIMIT: u64 = 4 << 20;
+
+/// The WAL outlives the connections (state.db and state.db-wal are the
+/// state together, as with any SQLite database in WAL mode): closing the
+/// last connection does not checkpoint. Otherwise every run, with or
+/// without mail, paid a checkpoint (three fsyncs) when its first
+/// connection closed, before it connected to any server; the automatic
+/// checkpoint (`WAL_AUTOCHECKPOINT`) moves the pages into state.db
+/// instead, on a commit that has written enough of them. Every
+/// connection to state.db is set up so (`net::session`'s too).
+pub(crate) fn wal_between_runs(conn: &Connection) -> rusqlite::Result<()> {
+    conn.set_db_config(
+        rusqlite::config::DbConfig::SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE,
+        true,
+    )?;
+    conn.pragma_update(None, "wal_autocheckpoint", WAL_AUTOCHECKPOINT)?;
+    conn.pragma_update(None, "journal_size_limit", WAL_SIZE_LIMIT)?;
+    Ok(())
+}
+
 impl State {
     /// Opens (creating if needed) `state.db` in `dir` and brings its schema
     /// up to date.
@@ -457,13 +529,83 @@ impl State {
                 // would only lose the spool).
                 Some(rusqlite::ErrorCode::NotADatabase | rusqlite::ErrorCode::DatabaseCorrupt) => {
                     return Err(err(format!(
-                        "{message} (the file is damaged; moving it aside makes mailretr fetch everything again \
+                        "{message} (the file is damaged; moving it aside, with its state.db-wal and state.db-shm, makes mailretr fetch everything again \
                          and loses the retry spool it holds: `mailretr queue list` shows what is in it)"
                     )))
                 }
                 _ => return Err(err(message)),
             }
         }
+    }
+
+    /// `open`, or the connection to the same state a `Shared` gave back
+    /// (see `Shared`).
+    pub fn shared(dir: &Path) -> Result<Shared> {
+        let path = dir.join("state.db");
+        let spare = SPARE.lock().unwrap_or_else(|e| e.into_inner()).take();
+        match spare {
+            Some(state) if state.path == path => Ok(Shared(Some(state))),
+            _ => Ok(Shared(Some(State::open(dir)?))),
+        }
+    }
+
+    /// The stored TLS sessions whose server key starts with `prefix`
+    /// (see `net::session`): key, session, when saved.
+    pub fn tls_sessions_under(&self, prefix: &str) -> Result<Vec<(String, Vec<u8>, i64)>> {
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "SELECT server, session, saved_at FROM tls_sessions
+                 WHERE substr(server, 1, length(?1)) = ?1",
+            )
+            .map_err(|e| wrap(&self.path, e))?;
+        let rows = stmt
+            .query_map([prefix], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .map_err(|e| wrap(&self.path, e))?;
+        rows.collect::<rusqlite::Result<_>>()
+            .map_err(|e| wrap(&self.path, e))
+    }
+
+    /// Stores TLS sessions (key, session) saved at `now`, in one
+    /// transaction that is not synced on its own (`synchronous = NORMAL`
+    /// for it): the next synced commit, or none, takes it to disk (a lost
+    /// session costs a full handshake).
+    pub fn put_tls_sessions(&mut self, rows: &[(String, Vec<u8>)], now: i64) -> Result<()> {
+        self.unsynced(|tx| {
+            let mut stmt = tx.prepare_cached(
+                "INSERT OR REPLACE INTO tls_sessions (server, session, saved_at)
+                 VALUES (?1, ?2, ?3)",
+            )?;
+            for (key, der) in rows {
+                stmt.execute(params![key, der, now])?;
+            }
+            Ok(())
+        })
+    }
+
+    /// Runs `write` in one transaction whose commit is not synced
+    /// (`synchronous = NORMAL` for it, in WAL mode: on disk with the next
+    /// synced commit or checkpoint; a power cut before may lose it, a
+    /// crash of the process does not). For what costs nothing to lose,
+    /// so that a run with no new mail makes no fsync: the run log, TLS
+    /// sessions. Never for what a server's deletion depends on.
+    fn unsynced(
+        &mut self,
+        write: impl FnOnce(&rusqlite::Transaction) -> rusqlite::Result<()>,
+    ) -> Result<()> {
+        let path = self.path.clone();
+        self.conn
+            .pragma_update(None, "synchronous", "NORMAL")
+            .map_err(|e| wrap(&path, e))?;
+        let written = (|| {
+            let tx = self
+                .conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)?;
+            write(&tx)?;
+            tx.commit()
+        })();
+        let restored = self.conn.pragma_update(None, "synchronous", "FULL");
+        written.and(restored).map_err(|e| wrap(&path, e))
     }
 
     /// The database file.
@@ -511,6 +653,7 @@ impl State {
         }
         self.conn
             .execute_batch("PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON;")?;
+        wal_between_runs(&self.conn)?;
         self.migrate()
     }
 
@@ -644,19 +787,33 @@ impl State {
 
     /// Forgets seen ids that are no longer on the server, so the table does
     /// not grow for ever. `present` must be the complete listing.
+    ///
+    /// `known`, when given, is what the scan read of the folder's seen ids
+    /// (`StateSeenIndex::into_read`), taken for the table instead of
+    /// reading it again: what this run recorded since is on the server
+    /// (it was listed), and the account's lock kept anyone else from
+    /// recording more.
     pub fn forget_absent(
         &mut self,
         account: &str,
         folder: &str,
         uidvalidity: u32,
         present: &[String],
+        known: Option<&HashMap<String, u64>>,
     ) -> Result<usize> {
         let present: HashSet<&str> = present.iter().map(String::as_str).collect();
-        let gone: Vec<String> = self
-            .seen_uids(account, folder, uidvalidity)?
-            .into_iter()
-            .filter(|u| !present.contains(u.as_str()))
-            .collect();
+        let gone: Vec<String> = match known {
+            Some(known) => known
+                .keys()
+                .filter(|u| !present.contains(u.as_str()))
+                .cloned()
+                .collect(),
+            None => self
+                .seen_uids(account, folder, uidvalidity)?
+                .into_iter()
+                .filter(|u| !present.contains(u.as_str()))
+                .collect(),
+        };
         if gone.is_empty() {
             return Ok(0);
         }
@@ -745,28 +902,30 @@ impl State {
 
     /// Appends to the run log, keeping the last `RUNS_KEPT` per account.
     pub fn record_run(&mut self, run: &RunRecord) -> Result<()> {
-        let tx = self
-            .conn
-            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
-            .map_err(|e| wrap(&self.path, e))?;
-        tx.execute(
-            "INSERT INTO runs (account, started_at, duration_ms, exit_code, messages, bytes, error,
+        self.unsynced(|tx| record_run_in(tx, run))
+    }
+}
+
+/// `State::record_run`'s writes.
+fn record_run_in(tx: &rusqlite::Transaction, run: &RunRecord) -> rusqlite::Result<()> {
+    tx.execute(
+        "INSERT INTO runs (account, started_at, duration_ms, exit_code, messages, bytes, error,
                                spooled)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-            params![
-                run.account,
-                run.started_at,
-                run.duration.as_millis() as i64,
-                run.exit_code,
-                run.messages as i64,
-                run.bytes as i64,
-                run.error,
-                run.spooled as i64
-            ],
-        )?;
-        let succeeded = matches!(run.exit_code, 0 | 1 | 13);
-        tx.execute(
-            "INSERT INTO account_counters
+        params![
+            run.account,
+            run.started_at,
+            run.duration.as_millis() as i64,
+            run.exit_code,
+            run.messages as i64,
+            run.bytes as i64,
+            run.error,
+            run.spooled as i64
+        ],
+    )?;
+    let succeeded = matches!(run.exit_code, 0 | 1 | 13);
+    tx.execute(
+        "INSERT INTO account_counters
                (account, runs, failures, messages, bytes, spooled, last_success_at)
              VALUES (?1, 1, ?2, ?3, ?4, ?5, ?6)
              ON CONFLICT (account) DO UPDATE SET
@@ -776,24 +935,24 @@ impl State {
                bytes = bytes + excluded.bytes,
                spooled = spooled + excluded.spooled,
                last_success_at = coalesce(excluded.last_success_at, last_success_at)",
-            params![
-                run.account,
-                i64::from(!succeeded),
-                run.messages as i64,
-                run.bytes as i64,
-                run.spooled as i64,
-                succeeded.then_some(run.started_at + run.duration.as_secs() as i64)
-            ],
-        )?;
-        tx.execute(
-            "DELETE FROM runs WHERE account = ?1 AND id NOT IN
+        params![
+            run.account,
+            i64::from(!succeeded),
+            run.messages as i64,
+            run.bytes as i64,
+            run.spooled as i64,
+            succeeded.then_some(run.started_at + run.duration.as_secs() as i64)
+        ],
+    )?;
+    tx.execute(
+        "DELETE FROM runs WHERE account = ?1 AND id NOT IN
              (SELECT id FROM runs WHERE account = ?1 ORDER BY id DESC LIMIT ?2)",
-            params![run.account, RUNS_KEPT],
-        )?;
-        tx.commit()?;
-        Ok(())
-    }
+        params![run.account, RUNS_KEPT],
+    )?;
+    Ok(())
+}
 
+impl State {
     /// The most recent run of an account.
     pub fn last_run(&self, account: &str) -> Result<Option<RunRecord>> {
         self.conn
@@ -1259,6 +1418,13 @@ impl State {
 }
 
 impl StateSeenIndex<'_> {
+    /// Takes `sizes` as the seen ids and sizes of `folder`
+    /// (`State::seen_sizes`, read a moment before) instead of reading
+    /// them on first use.
+    pub fn read_already(&mut self, folder: &str, sizes: HashMap<String, u64>) {
+        self.cache.insert(folder.to_string(), sizes);
+    }
+
     /// The oversized UIDs of a folder and those refused under the current
     /// delivery config (`current`) or under another one.
     fn oversized_and_refused(
@@ -1289,6 +1455,14 @@ pub struct StateSeenIndex<'a> {
     account: &'a str,
     fingerprint: &'a str,
     cache: HashMap<String, HashMap<String, u64>>,
+}
+
+impl StateSeenIndex<'_> {
+    /// The seen ids (and sizes) read for each folder a POP3 scan looked
+    /// at, for `State::forget_absent`.
+    pub fn into_read(self) -> HashMap<String, HashMap<String, u64>> {
+        self.cache
+    }
 }
 
 impl SeenIndex for StateSeenIndex<'_> {
@@ -1374,13 +1548,29 @@ mod tests {
         s.mark_seen("a", &msg("u1"), Some("<m@x>"), None).unwrap();
         s.mark_seen("a", &msg("u2"), None, None).unwrap();
         s.mark_seen("b", &msg("u3"), None, None).unwrap();
-        {
+        let read = {
             let mut idx = s.seen_index("a", "");
             assert!(idx.is_seen("INBOX", "u1").unwrap());
             assert!(!idx.is_seen("INBOX", "u3").unwrap());
-        }
-        assert_eq!(s.forget_absent("a", "INBOX", 0, &["u2".into()]).unwrap(), 1);
+            idx.into_read()
+        };
+        assert_eq!(read["INBOX"].len(), 2);
+        assert_eq!(
+            s.forget_absent("a", "INBOX", 0, &["u2".into()], None)
+                .unwrap(),
+            1
+        );
         assert_eq!(s.seen_uids("a", "INBOX", 0).unwrap().len(), 1);
+        assert_eq!(s.seen_uids("b", "INBOX", 0).unwrap().len(), 1);
+        // What the scan read stands for the table: u1 is forgotten
+        // again (a no-op), and nothing of account b.
+        s.mark_seen("a", &msg("u4"), None, None).unwrap();
+        assert_eq!(
+            s.forget_absent("a", "INBOX", 0, &["u4".into()], read.get("INBOX"))
+                .unwrap(),
+            2
+        );
+        assert_eq!(s.seen_uids("a", "INBOX", 0).unwrap().len(), 1, "u4 stays");
         assert_eq!(s.seen_uids("b", "INBOX", 0).unwrap().len(), 1);
     }
 

@@ -14,7 +14,7 @@ use std::os::unix::fs::PermissionsExt;
 
 use support::corpus;
 use support::dovecot::{Dovecot, User};
-use support::fake::{FakeServer, Step};
+use support::fake::{pop3_listing, FakeServer, Step};
 use support::proxy::CountingProxy;
 use support::{AccountBuilder, ConfigBuilder, Env};
 
@@ -425,7 +425,7 @@ fn a_filter_that_cannot_start_stops_the_run_and_deletes_nothing() {
 fn without_top_the_filter_gets_the_downloaded_header() {
     let m = support::to_crlf(&message("delete", "", "BODY OF delete"));
     let size = m.len();
-    let script = vec![
+    let mut script = vec![
         Step::line("+OK fake"),
         Step::expect("CAPA"),
         Step::send("+OK\r\nUSER\r\nUIDL\r\n.\r\n"),
@@ -433,10 +433,13 @@ fn without_top_the_filter_gets_the_downloaded_header() {
         Step::line("+OK"),
         Step::expect("PASS topsecret"),
         Step::line("+OK in"),
-        Step::expect("LIST"),
-        Step::send(format!("+OK\r\n1 {size}\r\n.\r\n")),
-        Step::expect("UIDL"),
-        Step::send("+OK\r\n1 u-one\r\n.\r\n"),
+    ];
+    script.extend(pop3_listing(
+        format!("+OK\r\n1 {size}\r\n.\r\n"),
+        "+OK\r\n1 u-one\r\n.\r\n",
+        true,
+    ));
+    script.extend([
         Step::expect("RETR 1"),
         Step::send(format!("+OK\r\n{}.\r\n", String::from_utf8_lossy(&m))),
         Step::expect("DELE 1"),
@@ -444,7 +447,7 @@ fn without_top_the_filter_gets_the_downloaded_header() {
         Step::expect("QUIT"),
         Step::line("+OK bye"),
         Step::Close,
-    ];
+    ]);
     let server = FakeServer::start(script);
     let env = Env::new();
     let filter = filter_script(&env);

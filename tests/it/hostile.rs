@@ -11,7 +11,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::time::{Duration, Instant};
 
 use crate::support::dovecot::Dovecot;
-use crate::support::fake::{FakeServer, Step};
+use crate::support::fake::{pop3_listing, FakeServer, Step};
 use crate::support::{delivered, AccountBuilder, ConfigBuilder, Env};
 
 /// Peak memory any hostile case may cost (KiB): a fixed budget, whatever
@@ -58,7 +58,7 @@ fn imap_one_message() -> Vec<Step> {
 }
 
 fn pop3_login(list: &str, uidl: &str) -> Vec<Step> {
-    vec![
+    let mut steps = vec![
         Step::line("+OK fake"),
         Step::expect("CAPA"),
         Step::send("+OK\r\nUSER\r\nUIDL\r\nTOP\r\n.\r\n"),
@@ -66,11 +66,9 @@ fn pop3_login(list: &str, uidl: &str) -> Vec<Step> {
         Step::line("+OK"),
         Step::expect("PASS topsecret"),
         Step::line("+OK in"),
-        Step::expect("LIST"),
-        Step::send(list),
-        Step::expect("UIDL"),
-        Step::send(uidl),
-    ]
+    ];
+    steps.extend(pop3_listing(list, uidl, true));
+    steps
 }
 
 #[track_caller]
@@ -176,7 +174,10 @@ fn hostile_pop3_servers_cost_bounded_memory_and_delete_nothing() {
         Step::line("+OK"),
         Step::expect("PASS topsecret"),
         Step::line("+OK in"),
-        Step::expect("LIST"),
+        // The first listing asked for (UIDL) is the endless one.
+        Step::expect("STAT"),
+        Step::line("+OK 1000100 10001000"),
+        Step::expect("UIDL"),
         Step::Send(listing),
         Step::ExpectClose,
     ];
@@ -184,9 +185,9 @@ fn hostile_pop3_servers_cost_bounded_memory_and_delete_nothing() {
     let env = Env::new();
     ConfigBuilder::single(&env, pop3(server.port())).write(&env);
     let (out, kib) = env.run_measured(&["fetch"]);
-    assert_eq!(out.code, 4, "a million-message LIST: {}", out.stderr);
+    assert_eq!(out.code, 4, "a million-message listing: {}", out.stderr);
     assert!(out.stderr.contains("more than"), "{}", out.stderr);
-    bounded("a million-message LIST", kib);
+    bounded("a million-message listing", kib);
     assert!(!server.transcript().contains("DELE"));
 
     // Headers first (an SMTP destination) with a 2 MiB "header".
@@ -453,11 +454,16 @@ fn state_database_trouble_is_explained() {
     ConfigBuilder::new(&env).account(account).write(&env);
     let out = env.run(&["fetch"]);
     assert!(out.stderr.contains("is missing but"), "{}", out.stderr);
+    // The database is state.db with its WAL (which outlives the runs):
+    // both damaged.
     fs::write(state.join("state.db"), vec![b'x'; 8192]).unwrap();
+    fs::write(state.join("state.db-wal"), vec![b'y'; 8192]).unwrap();
     let out = env.run(&["fetch"]);
     assert_eq!(out.code, 23, "{}", out.stderr);
     assert!(
-        out.stderr.contains("damaged") && out.stderr.contains("spool"),
+        out.stderr.contains("damaged")
+            && out.stderr.contains("spool")
+            && out.stderr.contains("state.db-wal"),
         "{}",
         out.stderr
     );

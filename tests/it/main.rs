@@ -23,6 +23,7 @@ mod harness_smoke;
 mod hostile;
 mod imap;
 mod metrics;
+mod nomail;
 mod oauth;
 mod operability;
 mod parallel;

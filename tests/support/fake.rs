@@ -166,6 +166,32 @@ impl Step {
     }
 }
 
+/// A POP3 server's side of mailretr's listing: `STAT` (the count and
+/// octets worked out from `list`, a LIST answer), `UIDL`, then `LIST`.
+/// mailretr skips LIST only when every message is one it delivered
+/// before with the sizes it had then: pass `new = false` for that.
+pub fn pop3_listing(list: impl AsRef<[u8]>, uidl: impl AsRef<[u8]>, new: bool) -> Vec<Step> {
+    let list = list.as_ref();
+    let (mut count, mut octets) = (0u64, 0u64);
+    for line in String::from_utf8_lossy(list).lines().skip(1) {
+        let mut parts = line.split_whitespace();
+        if let (Some(_), Some(size)) = (parts.next(), parts.next()) {
+            count += 1;
+            octets = octets.saturating_add(size.parse().unwrap_or(0));
+        }
+    }
+    let mut steps = vec![
+        Step::expect("STAT"),
+        Step::line(&format!("+OK {count} {octets}")),
+        Step::expect("UIDL"),
+        Step::send(uidl),
+    ];
+    if new {
+        steps.extend([Step::expect("LIST"), Step::send(list)]);
+    }
+    steps
+}
+
 impl fmt::Debug for Step {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let short = |b: &[u8]| {

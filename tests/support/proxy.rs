@@ -15,6 +15,7 @@ pub struct CountingProxy {
     port: u16,
     from_server: Arc<AtomicU64>,
     from_client: Arc<AtomicU64>,
+    connections: Arc<AtomicU64>,
 }
 
 impl CountingProxy {
@@ -24,10 +25,13 @@ impl CountingProxy {
         let port = listener.local_addr().unwrap().port();
         let from_server = Arc::new(AtomicU64::new(0));
         let from_client = Arc::new(AtomicU64::new(0));
+        let connections = Arc::new(AtomicU64::new(0));
         let (s, c) = (Arc::clone(&from_server), Arc::clone(&from_client));
+        let accepted = Arc::clone(&connections);
         thread::spawn(move || {
             for client in listener.incoming() {
                 let Ok(client) = client else { break };
+                accepted.fetch_add(1, Ordering::SeqCst);
                 let Ok(server) = TcpStream::connect(("127.0.0.1", target)) else {
                     continue;
                 };
@@ -43,6 +47,7 @@ impl CountingProxy {
             port,
             from_server,
             from_client,
+            connections,
         }
     }
 
@@ -54,6 +59,11 @@ impl CountingProxy {
     /// Bytes relayed from the server to clients so far.
     pub fn bytes_from_server(&self) -> u64 {
         self.from_server.load(Ordering::SeqCst)
+    }
+
+    /// Connections accepted so far.
+    pub fn connections(&self) -> u64 {
+        self.connections.load(Ordering::SeqCst)
     }
 
     /// Bytes relayed from clients to the server so far.

@@ -485,15 +485,15 @@ fn open(account: &Account) -> Result<Opened> {
 fn open_once(account: &Account) -> Result<Opened> {
     let server = &account.server;
     let label = account.name.as_str();
-    let tcp = net::connect_tcp(server)?;
-    let socket = tcp
-        .try_clone()
+    let opening = net::early::opening(server)?;
+    let socket = opening
+        .socket()
         .map_err(|e| Error::net(format!("connecting to {}", server.host), e))?;
     let stream = match server.tls {
-        TlsMode::Implicit => net::tunnel::tls_handshake(server, tcp)?,
-        TlsMode::None => net::plain(server, tcp)?,
+        TlsMode::Implicit => opening.into_tls()?,
+        TlsMode::None => net::plain(server, opening.into_tcp()?)?,
         TlsMode::Starttls => {
-            let tcp = starttls::negotiate(Traced::new(tcp, label))?.into_inner();
+            let tcp = starttls::negotiate(Traced::new(opening.into_tcp()?, label))?.into_inner();
             net::tls_handshake(server, tcp)?
         }
     };

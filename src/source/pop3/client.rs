@@ -50,6 +50,8 @@ pub enum Command {
     List,
     /// `UIDL`: message numbers and unique ids.
     Uidl,
+    /// `STAT`: the number of messages and their octets.
+    Stat,
     /// `RETR n`: the whole message.
     Retr(u32),
     /// `TOP n lines`: the header and the first lines of the body.
@@ -69,6 +71,7 @@ impl Command {
         match self {
             Command::List => "LIST\r\n".into(),
             Command::Uidl => "UIDL\r\n".into(),
+            Command::Stat => "STAT\r\n".into(),
             Command::Retr(n) => format!("RETR {n}\r\n"),
             Command::Top(n, l) => format!("TOP {n} {l}\r\n"),
             Command::Dele(n) => format!("DELE {n}\r\n"),
@@ -165,6 +168,15 @@ pub fn parse_listing(block: &[u8]) -> Result<Vec<(u32, Vec<u8>)>> {
             Ok((n, rest.to_vec()))
         })
         .collect()
+}
+
+/// The `+OK` text of a STAT answer: the number of messages and their
+/// octets (RFC 1939 section 5), or `None` when it is not that.
+pub fn parse_stat(text: &str) -> Option<(u64, u64)> {
+    let mut parts = text.split_ascii_whitespace();
+    let count = parts.next()?.parse().ok()?;
+    let octets = parts.next()?.parse().ok()?;
+    Some((count, octets))
 }
 
 /// A UIDL as RFC 1939 allows its characters: 0x21..=0x7E (the RFC's

@@ -172,16 +172,16 @@ fn open(account: &Account) -> Result<Opened> {
 
 fn open_once(account: &Account) -> Result<Opened> {
     let server = &account.server;
-    let tcp = net::connect_tcp(server)?;
+    let opening = net::early::opening(server)?;
     let label = account.name.as_str();
     let (mut session, protocol_name) = match server.tls {
-        TlsMode::Implicit => (
-            Pop3::connect(net::tunnel::tls_handshake(server, tcp)?, label)?,
-            "POP3S",
+        TlsMode::Implicit => (Pop3::connect(opening.into_tls()?, label)?, "POP3S"),
+        TlsMode::None => (
+            Pop3::connect(net::plain(server, opening.into_tcp()?)?, label)?,
+            "POP3",
         ),
-        TlsMode::None => (Pop3::connect(net::plain(server, tcp)?, label)?, "POP3"),
         TlsMode::Starttls => {
-            let mut plain = Pop3::connect(Stream::Plain(tcp), label)?;
+            let mut plain = Pop3::connect(Stream::Plain(opening.into_tcp()?), label)?;
             let caps = plain.capa()?;
             if caps.answered && !caps.has("STLS") {
                 return Err(Error::Tls(
@@ -371,20 +371,51 @@ impl Source for Pop3Source {
 
     fn scan(&mut self, seen: &mut dyn SeenIndex, fetch_all: bool) -> Result<Vec<Scan>> {
         let pipelining = self.pipelining();
+        let label = self.label.clone();
         let session = self.session()?;
-        let (list, uidl) = if pipelining {
-            session.send(&[Command::List, Command::Uidl])?;
-            let list = read_listing(session, "LIST")?;
-            let uidl = read_listing(session, "UIDL")?;
-            (list, uidl)
+        // STAT and UIDL first: when every message is one delivered before
+        // and the sizes recorded then add up to STAT's octets, nothing is
+        // new and LIST (as long as UIDL's listing) is not asked for. A
+        // reused UIDL shows as a size that differs; otherwise LIST gives
+        // each message's size, as it always does with new mail.
+        let (list, uidl, uids, all_known) = if fetch_all {
+            let (list, uidl) = if pipelining {
+                session.send(&[Command::List, Command::Uidl])?;
+                let list = sizes(read_listing(session, "LIST")?)?;
+                (list, read_listing(session, "UIDL")?)
+            } else {
+                session.send(&[Command::List])?;
+                let list = sizes(read_listing(session, "LIST")?)?;
+                session.send(&[Command::Uidl])?;
+                (list, read_listing(session, "UIDL")?)
+            };
+            let uids = usable_uidls(uidl.as_deref().unwrap_or_default(), &label);
+            (list, uidl, uids, false)
         } else {
-            session.send(&[Command::List])?;
-            let list = read_listing(session, "LIST")?;
-            session.send(&[Command::Uidl])?;
-            (list, read_listing(session, "UIDL")?)
+            let (stat, uidl) = if pipelining {
+                session.send(&[Command::Stat, Command::Uidl])?;
+                (read_stat(session)?, read_listing(session, "UIDL")?)
+            } else {
+                session.send(&[Command::Stat])?;
+                let stat = read_stat(session)?;
+                session.send(&[Command::Uidl])?;
+                (stat, read_listing(session, "UIDL")?)
+            };
+            let uids = usable_uidls(uidl.as_deref().unwrap_or_default(), &label);
+            let known = match (stat, &uidl) {
+                (Some(stat), Some(uidl)) => all_delivered(stat, uidl, &uids, seen, &label)?,
+                _ => None,
+            };
+            match known {
+                Some(list) => (list, uidl, uids, true),
+                // UIDL was asked already (and answered or refused).
+                None => {
+                    session.send(&[Command::List])?;
+                    let list = sizes(read_listing(session, "LIST")?)?;
+                    (list, uidl, uids, false)
+                }
+            }
         };
-        let list = list.ok_or_else(|| Error::Server("LIST refused".into()))?;
-        let uids = usable_uidls(uidl.as_deref().unwrap_or_default(), &self.label);
         let mut scan = Scan {
             // Every well-formed id, shared ones too: what was delivered
             // under an id now shared is not forgotten.
@@ -396,15 +427,6 @@ impl Source for Pop3Source {
             ..Scan::default()
         };
         for (number, size) in list {
-            let size = std::str::from_utf8(&size)
-                .ok()
-                .and_then(|s| s.parse::<u64>().ok())
-                .ok_or_else(|| {
-                    Error::Protocol(format!(
-                        "LIST gave a bad size {:?} for message {number}",
-                        String::from_utf8_lossy(&size[..size.len().min(40)])
-                    ))
-                })?;
             let uid = uids.get(&number).cloned();
             let message = RemoteMessage {
                 folder: POP3_FOLDER.into(),
@@ -416,6 +438,8 @@ impl Source for Pop3Source {
                 flags: String::new(),
             };
             let recorded = match &uid {
+                // Each one's recorded size is the size (`all_delivered`).
+                Some(_) if all_known => Some(size),
                 Some(uid) if !fetch_all => seen.seen_size(POP3_FOLDER, uid)?,
                 _ => None,
             };
@@ -584,6 +608,81 @@ fn usable_uidls(listing: &[(u32, Vec<u8>)], label: &str) -> HashMap<u32, String>
         }
     }
     uids
+}
+
+/// LIST's listing as message numbers and sizes (an error when LIST was
+/// refused or a size is not a number).
+fn sizes(list: Option<Listing>) -> Result<Vec<(u32, u64)>> {
+    let list = list.ok_or_else(|| Error::Server("LIST refused".into()))?;
+    list.into_iter()
+        .map(|(number, size)| {
+            std::str::from_utf8(&size)
+                .ok()
+                .and_then(|s| s.parse::<u64>().ok())
+                .map(|size| (number, size))
+                .ok_or_else(|| {
+                    Error::Protocol(format!(
+                        "LIST gave a bad size {:?} for message {number}",
+                        String::from_utf8_lossy(&size[..size.len().min(40)])
+                    ))
+                })
+        })
+        .collect()
+}
+
+/// STAT's answer, `None` when refused or not understood.
+fn read_stat(session: &mut Pop3<Stream>) -> Result<Option<(u64, u64)>> {
+    Ok(match session.read_status()? {
+        Status::Ok(text) => {
+            let stat = client::parse_stat(&text);
+            if stat.is_none() {
+                log::debug!("STAT: not understood: {text:?}");
+            }
+            stat
+        }
+        Status::Err(t) => {
+            log::debug!("STAT: -ERR {t}");
+            None
+        }
+    })
+}
+
+/// The messages, numbers and sizes, when UIDL and STAT show that each is
+/// one delivered before (see `Pop3Source::scan`): every UIDL usable
+/// (`uids`: well-formed, listed once), as many as STAT counts, each
+/// recorded with a size, and the recorded sizes adding up to STAT's
+/// octets. `None` otherwise (LIST is asked for then).
+fn all_delivered(
+    (count, octets): (u64, u64),
+    uidl: &Listing,
+    uids: &HashMap<u32, String>,
+    seen: &mut dyn SeenIndex,
+    label: &str,
+) -> Result<Option<Vec<(u32, u64)>>> {
+    if uidl.len() as u64 != count || uids.len() != uidl.len() {
+        return Ok(None);
+    }
+    let mut list = Vec::with_capacity(uidl.len());
+    let mut total = 0u64;
+    for (number, _) in uidl {
+        // Numbers listed twice leave fewer usable ids than lines.
+        let Some(id) = uids.get(number) else {
+            return Ok(None);
+        };
+        let recorded = match seen.seen_size(POP3_FOLDER, id)? {
+            Some(size) if size > 0 => size,
+            _ => return Ok(None),
+        };
+        total = total.saturating_add(recorded);
+        list.push((*number, recorded));
+    }
+    if total != octets {
+        log::debug!(
+            "{label}: STAT says {octets} octets, the messages were {total} when delivered: asking LIST"
+        );
+        return Ok(None);
+    }
+    Ok(Some(list))
 }
 
 fn read_listing(session: &mut Pop3<Stream>, what: &str) -> Result<Option<Listing>> {

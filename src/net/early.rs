@@ -1,0 +1,234 @@
+//! Connections started early: `fetch` begins connecting to the servers
+//! of the accounts it runs first (TCP, and the TLS handshake when TLS is
+//! implicit) as soon as it knows them, on threads of their own, while it
+//! opens the state, flushes the spool and takes the account's lock. On a
+//! run with no new mail that set-up is most of the run's own time, and
+//! the server's share of the handshake (a Dovecot forks a login process
+//! for it) now overlaps with it instead of following it.
+//!
+//! Nothing is said to the server before the account's lock is held: no
+//! greeting is read, no command sent and no credential used on the early
+//! thread. The account takes its connection (`take`) when it would have
+//! connected itself (`run::open_source`), and gets it through `opening`
+//! the way it would have made it: an error of the early connection is its
+//! error then, and a refused TLS session is retried as there. A
+//! connection its account does not use (its lock is held by another run,
+//! it stops before connecting) is closed when the account's run ends
+//! (`Unused`), without a word to the server.
+//!
+//! One not taken within `FRESH_FOR` is closed unused too.
+//!
+//! An early connection holds a slot of its server's
+//! `max_connections_per_host` from the start (it is not made when none is
+//! free), and hands it to the account with the connection.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::net::TcpStream;
+use std::sync::{Mutex, MutexGuard, OnceLock};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crate::config::{ServerConfig, TlsMode};
+use crate::error::{Error, Result};
+use crate::slots::Slot;
+
+use super::Stream;
+
+/// A connection as the protocol's set-up starts from it: plain TCP for
+/// `tls = "none"` and STARTTLS, TLS already negotiated (and the server
+/// checked) for implicit TLS.
+#[derive(Debug)]
+pub enum Opening {
+    /// Plain TCP.
+    Tcp(TcpStream),
+    /// TLS over TCP (`tls = "implicit"`).
+    Tls(Stream),
+}
+
+impl Opening {
+    /// The socket under the connection, shared.
+    pub fn socket(&self) -> std::io::Result<TcpStream> {
+        match self {
+            Opening::Tcp(tcp) => tcp.try_clone(),
+            Opening::Tls(stream) => stream.socket().try_clone(),
+        }
+    }
+
+    /// The plain connection (`tls = "none"` or STARTTLS).
+    pub fn into_tcp(self) -> Result<TcpStream> {
+        match self {
+            Opening::Tcp(tcp) => Ok(tcp),
+            Opening::Tls(_) => Err(Error::Internal(
+                "an implicit-TLS connection where a plain one was due".into(),
+            )),
+        }
+    }
+
+    /// The secured connection (implicit TLS).
+    pub fn into_tls(self) -> Result<Stream> {
+        match self {
+            Opening::Tls(stream) => Ok(stream),
+            Opening::Tcp(_) => Err(Error::Internal(
+                "a plain connection where an implicit-TLS one was due".into(),
+            )),
+        }
+    }
+}
+
+/// Connects to `server` now: TCP (or the proxy, or the tunnel), and the
+/// TLS handshake when TLS is implicit.
+fn open_now(server: &ServerConfig) -> Result<Opening> {
+    let tcp = super::connect_tcp(server)?;
+    match server.tls {
+        TlsMode::Implicit => Ok(Opening::Tls(super::tunnel::tls_handshake(server, tcp)?)),
+        TlsMode::None | TlsMode::Starttls => Ok(Opening::Tcp(tcp)),
+    }
+}
+
+/// What an early thread ends with: the connection (or why there is
+/// none), whether a stored TLS session was refused on the way (see
+/// `tls::resumption_refused`), and the slot it held.
+struct Outcome {
+    opening: Result<Opening>,
+    refused: bool,
+    slot: Slot,
+}
+
+/// How long an early connection may wait for its account: one not taken
+/// by then (the account's spool or the outgoing queue took long to
+/// flush) is closed, and the account connects anew, so it never starts
+/// on a connection the server may have given up on.
+pub const FRESH_FOR: Duration = Duration::from_secs(10);
+
+/// A connection being made for an account.
+pub struct Early {
+    /// The server it is made to (a config changed since, in `watch`,
+    /// does not get it).
+    server: ServerConfig,
+    started: Instant,
+    thread: JoinHandle<Outcome>,
+}
+
+impl Early {
+    /// Waits for the connection, with its slot.
+    fn finish(self) -> Option<Outcome> {
+        self.thread.join().ok()
+    }
+}
+
+fn registry() -> MutexGuard<'static, HashMap<String, Early>> {
+    static EARLY: OnceLock<Mutex<HashMap<String, Early>>> = OnceLock::new();
+    EARLY
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+}
+
+/// Starts connecting to `account`'s `server`, holding `slot`. Not for
+/// tunnels (their command is started by the account, see `tunnel`).
+pub fn start(account: &str, server: &ServerConfig, slot: Slot) {
+    let for_thread = server.clone();
+    let spawned = std::thread::Builder::new()
+        .name(format!("connect {account}"))
+        .spawn(move || {
+            let opening = open_now(&for_thread);
+            Outcome {
+                opening,
+                refused: super::tls::resumption_refused(),
+                slot,
+            }
+        });
+    if let Ok(thread) = spawned {
+        registry().insert(
+            account.to_string(),
+            Early {
+                server: server.clone(),
+                started: Instant::now(),
+                thread,
+            },
+        );
+    }
+}
+
+/// Whether `server` may be connected to early at all.
+pub fn possible(server: &ServerConfig) -> bool {
+    server.tunnel.is_none()
+}
+
+/// The connection started early for `account` to `server`, if there is
+/// one: its slot, and the connection to hand to the protocol's set-up
+/// (`Handoff::install`).
+pub fn take(account: &str, server: &ServerConfig) -> Option<(Slot, Pending)> {
+    let early = registry().remove(account)?;
+    if early.server != *server || early.started.elapsed() > FRESH_FOR {
+        return None;
+    }
+    let server = early.server.clone();
+    let outcome = early.finish()?;
+    Some((
+        outcome.slot,
+        Pending {
+            server,
+            opening: outcome.opening,
+            refused: outcome.refused,
+        },
+    ))
+}
+
+/// An account's run that may not have used its early connection: the
+/// connection is closed (and its slot given back) when this is dropped.
+pub struct Unused(pub String);
+
+impl Drop for Unused {
+    fn drop(&mut self) {
+        // A connection made is closed here; one still being made, when
+        // its (detached) thread ends.
+        let early = registry().remove(&self.0);
+        drop(early);
+    }
+}
+
+/// An early connection, made, for the protocol's set-up.
+pub struct Pending {
+    server: ServerConfig,
+    opening: Result<Opening>,
+    refused: bool,
+}
+
+thread_local! {
+    static HANDED: RefCell<Option<Pending>> = const { RefCell::new(None) };
+}
+
+/// The early connection handed to the protocol's set-up on this thread:
+/// its first `opening` gets it. Whatever it did not take is closed when
+/// this is dropped.
+pub struct Handoff(());
+
+impl Handoff {
+    /// Hands `pending` to this thread's next `opening`.
+    pub fn install(pending: Option<Pending>) -> Handoff {
+        HANDED.with(|h| *h.borrow_mut() = pending);
+        Handoff(())
+    }
+}
+
+impl Drop for Handoff {
+    fn drop(&mut self) {
+        HANDED.with(|h| h.borrow_mut().take());
+    }
+}
+
+/// The connection a protocol's set-up starts from: the one handed over
+/// on this thread (`Handoff`), else one made now.
+pub fn opening(server: &ServerConfig) -> Result<Opening> {
+    match HANDED.with(|h| h.borrow_mut().take()) {
+        Some(pending) if pending.server == *server => {
+            if pending.refused {
+                super::tls::note_refused();
+            }
+            pending.opening
+        }
+        _ => open_now(server),
+    }
+}

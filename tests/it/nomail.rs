@@ -1,0 +1,144 @@
+//! The run with no new mail, against a real Dovecot: it asks POP3 for
+//! STAT and UIDL, not LIST (whose listing is as long as UIDL's), and
+//! makes one connection per account, the one `fetch` starts while it
+//! opens the state (`net::early`); an early connection its account
+//! cannot use is closed and gives its `max_connections_per_host` slot
+//! back.
+
+use crate::support;
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use support::dovecot::Dovecot;
+use support::proxy::CountingProxy;
+use support::{AccountBuilder, ConfigBuilder, Env};
+
+/// The client's side of a transcript file, one command per line.
+fn message(subject: &str) -> Vec<u8> {
+    format!(
+        "From: a@example.org\r\nTo: b@example.org\r\nSubject: {subject}\r\n\
+         Message-ID: <{}@nomail.test>\r\n\r\nbody of {subject}\r\n",
+        subject.replace(' ', "-")
+    )
+    .into_bytes()
+}
+
+fn commands(transcript: &std::path::Path) -> Vec<String> {
+    std::fs::read_to_string(transcript)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.split_once("C: ").map(|(_, c)| c.to_string()))
+        .collect()
+}
+
+#[test]
+fn a_pop3_run_with_nothing_new_asks_no_list_and_connects_once() {
+    let dovecot = Dovecot::shared();
+    let user = dovecot.new_user();
+    for i in 0..3 {
+        dovecot.add_message(&user, "INBOX", &message(&format!("old {i}")));
+    }
+    let proxy = CountingProxy::start(dovecot.pop3s);
+    let env = Env::new();
+    let run = |n: usize| {
+        let transcript = env.path(format!("transcript-{n}.log"));
+        let account = AccountBuilder::dovecot_pop3s("acct", dovecot, &user)
+            .port(proxy.port())
+            .keep(true)
+            .line(&format!("transcript = \"{}\"", transcript.display()));
+        ConfigBuilder::single(&env, account).write(&env);
+        (env.run(&["fetch"]), commands(&transcript))
+    };
+
+    let (out, _) = run(1);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert_eq!(env.maildir_messages(env.path("Maildir")).len(), 3);
+    assert_eq!(proxy.connections(), 1, "one connection for the run");
+
+    // Nothing new: STAT's octets are what the three were when delivered.
+    let (out, sent) = run(2);
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    assert_eq!(out.stderr, "", "quiet");
+    assert!(sent.iter().any(|c| c == "STAT"), "{sent:?}");
+    assert!(sent.iter().any(|c| c == "UIDL"), "{sent:?}");
+    assert!(!sent.iter().any(|c| c.starts_with("LIST")), "{sent:?}");
+    assert_eq!(proxy.connections(), 2, "one connection for the run");
+    assert_eq!(env.maildir_messages(env.path("Maildir")).len(), 3);
+
+    // One more: LIST gives its size, and only it is fetched.
+    dovecot.add_message(&user, "INBOX", &message("new"));
+    let (out, sent) = run(3);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(sent.iter().any(|c| c.starts_with("LIST")), "{sent:?}");
+    assert_eq!(
+        sent.iter().filter(|c| c.starts_with("RETR")).count(),
+        1,
+        "{sent:?}"
+    );
+    assert_eq!(env.maildir_messages(env.path("Maildir")).len(), 4);
+    assert_eq!(dovecot.messages(&user, "INBOX").len(), 4, "kept");
+}
+
+/// Account `a` is locked by another process when the run starts: the
+/// connection `fetch` started for it is closed unused (no login), and
+/// the only connection slot to the server (`max_connections_per_host =
+/// 1`) goes to account `b`, whose run completes. Were the slot kept, `b`
+/// would wait for ever.
+#[test]
+fn an_early_connection_its_account_cannot_use_gives_its_slot_back() {
+    let dovecot = Dovecot::shared();
+    let (ua, ub) = (dovecot.new_user(), dovecot.new_user());
+    dovecot.add_message(&ua, "INBOX", &message("for a"));
+    let proxy = CountingProxy::start(dovecot.pop3s);
+    let env = Env::new();
+    let a = AccountBuilder::dovecot_pop3s("a", dovecot, &ua).port(proxy.port());
+    let b = AccountBuilder::dovecot_pop3s("b", dovecot, &ub).port(proxy.port());
+    ConfigBuilder::new(&env)
+        .general("max_connections_per_host = 1\njobs = 1")
+        .account_to_maildir(a, env.path("Maildir-a"))
+        .account_to_maildir(b, env.path("Maildir-b"))
+        .write(&env);
+    // The state exists (as it does for every run but the first).
+    assert_eq!(env.run(&["fetch", "b"]).code, 1);
+    dovecot.add_message(&ub, "INBOX", &message("for b"));
+    let locks = env.path("state/locks");
+    std::fs::create_dir_all(&locks).unwrap();
+    let mut holder = Command::new("flock")
+        .arg(locks.join("a.lock"))
+        .args(["sleep", "60"])
+        .stdin(Stdio::null())
+        .spawn()
+        .expect("flock(1) (util-linux)");
+    // Until flock(1) holds it.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Command::new("flock")
+        .args(["-n"])
+        .arg(locks.join("a.lock"))
+        .arg("true")
+        .status()
+        .unwrap()
+        .success()
+    {
+        assert!(Instant::now() < deadline, "flock(1) never took the lock");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+
+    let out = env.run_with(&["fetch"], None, Duration::from_secs(60));
+    let _ = holder.kill();
+    let _ = holder.wait();
+    assert!(
+        out.stderr.contains("account a") && out.stderr.contains("another mailretr"),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(out.stderr.lines().count(), 1, "{}", out.stderr);
+    assert_eq!(env.maildir_messages(env.path("Maildir-b")).len(), 1);
+    assert!(env.maildir_messages(env.path("Maildir-a")).is_empty());
+    assert_eq!(dovecot.messages(&ua, "INBOX").len(), 1, "a untouched");
+    assert_eq!(
+        proxy.connections(),
+        3,
+        "b's first run; a's early one, closed; b's"
+    );
+}
