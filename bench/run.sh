@@ -500,7 +500,15 @@ run_nomail_scenario() { # PROTO
     local slowport
     if [ "$proto" = pop3 ]; then slowport=$SLOW_POP3S_PORT; else slowport=$SLOW_IMAPS_PORT; fi
     echo "== nomail-${proto}s-rtt${RTT_MS}ms: the same, the timed run through slowlink"
-    for tool in $tools; do bench_nomail "nomail-${proto}s-rtt${RTT_MS}ms" "s$NOMAIL_MESSAGES" "$NOMAIL_MESSAGES" "$proto" "$port" "$tool" "$slowport"; done
+    for tool in $tools; do
+      # getmail keys what it has seen on the server's port: pointed at the
+      # latency proxy's, it fetches everything again.
+      if [ "$tool" = getmail ]; then
+        echo "   (getmail skipped: its seen-state is per port, so the moved port re-fetches everything)"
+        continue
+      fi
+      bench_nomail "nomail-${proto}s-rtt${RTT_MS}ms" "s$NOMAIL_MESSAGES" "$NOMAIL_MESSAGES" "$proto" "$port" "$tool" "$slowport"
+    done
   fi
 }
 

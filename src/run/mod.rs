@@ -219,8 +219,8 @@ fn jobs(config: &Config, accounts: &[&Account], options: &FetchOptions) -> usize
 
 /// Starts connecting to the servers of the accounts `run` will start
 /// with (the first `jobs` of them), each on a thread of its own, so the
-/// connection is being made while the state is opened and the spool
-/// flushed (see `net::early`). Not for an account under a LOGIN-DELAY,
+/// connection is being made while the outgoing queue and the account's
+/// spool are flushed and its lock taken (see `net::early`). Not for an account under a LOGIN-DELAY,
 /// nor when its server's connection slots are taken; `run` connects for
 /// those as it always does. Call it before `run`, with the state `run`
 /// will use.
