@@ -1755,6 +1755,47 @@ mod tests {
         assert_eq!(s.last_run("a").unwrap().unwrap().started_at, RUNS_KEPT + 4);
     }
 
+    fn synchronous(s: &State) -> i64 {
+        s.conn
+            .query_row("PRAGMA synchronous", [], |r| r.get(0))
+            .unwrap()
+    }
+
+    /// The run log and TLS sessions are written unsynced; every other
+    /// commit stays synced (FULL = 2), on this connection and on the one
+    /// a `Shared` hands on. Closing does not checkpoint: the WAL stays.
+    #[test]
+    fn unsynced_writes_leave_the_connection_synced() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = State::shared(dir.path()).unwrap();
+        assert_eq!(synchronous(&s), 2);
+        s.record_run(&RunRecord {
+            account: "a".into(),
+            started_at: 1,
+            duration: Duration::from_millis(5),
+            exit_code: 1,
+            messages: 0,
+            spooled: 0,
+            bytes: 0,
+            error: None,
+        })
+        .unwrap();
+        s.put_tls_sessions(&[("h:1 x".into(), vec![1, 2, 3])], 7)
+            .unwrap();
+        assert_eq!(synchronous(&s), 2);
+        assert_eq!(s.tls_sessions_under("h:1 ").unwrap().len(), 1);
+        assert!(s.tls_sessions_under("h:2 ").unwrap().is_empty());
+        drop(s);
+        let again = State::shared(dir.path()).unwrap();
+        assert_eq!(synchronous(&again), 2);
+        assert_eq!(again.last_run("a").unwrap().unwrap().started_at, 1);
+        drop(again);
+        // Another state takes the spare's place: this one is closed.
+        let other = tempfile::tempdir().unwrap();
+        drop(State::shared(other.path()).unwrap());
+        assert!(dir.path().join("state.db-wal").exists());
+    }
+
     #[test]
     fn garbage_file_is_a_clear_error() {
         let dir = tempfile::tempdir().unwrap();
