@@ -103,8 +103,8 @@ pub const FRESH_FOR: Duration = Duration::from_secs(10);
 
 /// A connection being made for an account.
 pub struct Early {
-    /// The server it is made to (a config changed since, in `watch`,
-    /// does not get it).
+    /// The server it is made to: an account asking for another server
+    /// (its config changed) does not get it.
     server: ServerConfig,
     started: Instant,
     thread: JoinHandle<Outcome>,

@@ -153,8 +153,7 @@ pub(super) fn fetch_locked(
     // early, see `net::early`) is being made rather than after the
     // server has answered. Nothing records a message seen between here
     // and the scan.
-    let fetch_all = options.fetch_all || account.fetch_all;
-    let seen_read = match (account.protocol, fetch_all) {
+    let seen_read = match (account.protocol, options.fetches_all(account)) {
         (crate::config::Protocol::Pop3, false) => {
             Some(state.seen_sizes(&account.name, crate::source::pop3::POP3_FOLDER, 0)?)
         }
@@ -230,7 +229,7 @@ fn shard_arrival(
     let Some(spec_id) = options.shard_spec else {
         return Ok(false);
     };
-    if !keep || options.fetch_all || account.fetch_all {
+    if !keep || options.fetches_all(account) {
         return Ok(false);
     }
     let placement = state.placement(&account.name)?;
@@ -316,13 +315,13 @@ impl<'a> AccountRun<'a> {
     /// The whole run on an open source: scan, fetch, deliver, commit,
     /// end the session.
     pub(crate) fn fetch(&mut self, options: &FetchOptions) -> Result<()> {
-        let fetch_all = options.fetch_all || self.account.fetch_all;
+        let fetch_all = options.fetches_all(self.account);
         let mut index = self.state.seen_index(&self.account.name, &self.fingerprint);
         if let Some(read) = self.seen_read.take() {
             index.read_already(crate::source::pop3::POP3_FOLDER, read);
         }
         let scans = self.source.scan(&mut index, fetch_all)?;
-        let seen_read = index.into_read();
+        let read_by_scan = index.into_read();
         let updates: Vec<_> = scans
             .iter()
             .flat_map(|s| s.updates.iter().cloned())
@@ -403,7 +402,7 @@ impl<'a> AccountRun<'a> {
         let result = delivered
             .and(finished)
             .and(settled)
-            .and_then(|()| self.forget_gone(&scans, &seen_read));
+            .and_then(|()| self.forget_gone(&scans, &read_by_scan));
         self.end_with(result)
     }
 
@@ -470,11 +469,11 @@ impl<'a> AccountRun<'a> {
 
     /// After a completed session: forgets the ids of messages the server
     /// no longer has.
-    /// `seen_read`: the seen ids the scan read, by folder.
+    /// `read_by_scan`: the seen ids the scan read, by folder.
     fn forget_gone(
         &mut self,
         scans: &[source::Scan],
-        seen_read: &HashMap<String, HashMap<String, u64>>,
+        read_by_scan: &HashMap<String, HashMap<String, u64>>,
     ) -> Result<()> {
         // Deletions a completed QUIT confirmed: those ids may be reused by
         // the server for new mail, so they are forgotten.
@@ -497,7 +496,7 @@ impl<'a> AccountRun<'a> {
                         folder,
                         0,
                         present,
-                        seen_read.get(folder),
+                        read_by_scan.get(folder),
                     )?;
                 }
             }

@@ -71,6 +71,14 @@ pub struct FetchOptions {
     pub adopt_from: Vec<std::path::PathBuf>,
 }
 
+impl FetchOptions {
+    /// Whether this run ignores `account`'s seen-state (`--all` or its
+    /// `fetch_all`).
+    pub fn fetches_all(&self, account: &Account) -> bool {
+        self.fetch_all || account.fetch_all
+    }
+}
+
 /// How one account's run went.
 #[derive(Debug)]
 pub struct AccountReport {

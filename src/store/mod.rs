@@ -436,7 +436,7 @@ pub(crate) fn record_seen(
 /// run finds, which the first connection reads through on opening, stays
 /// small; larger than the few pages a run with no new mail writes, so
 /// such a run seldom checkpoints.
-pub(crate) const WAL_AUTOCHECKPOINT: u32 = 256;
+const WAL_AUTOCHECKPOINT: u32 = 256;
 
 /// The size the WAL file is cut back to after a checkpoint.
 const WAL_SIZE_LIMIT: u64 = 4 << 20;

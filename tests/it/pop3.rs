@@ -469,6 +469,16 @@ fn login_and_list(uidl: bool) -> Vec<Step> {
 /// Script for a plaintext session that logs in and answers STAT, UIDL
 /// and LIST with these replies (STAT's from LIST's).
 fn login_and(list: &[u8], uidl: &[u8]) -> Vec<Step> {
+    login_then(list, uidl, true)
+}
+
+/// `login_and` for a mailbox of messages all delivered before with these
+/// sizes: mailretr asks STAT and UIDL, not LIST.
+fn login_and_known(list: &[u8], uidl: &[u8]) -> Vec<Step> {
+    login_then(list, uidl, false)
+}
+
+fn login_then(list: &[u8], uidl: &[u8], new: bool) -> Vec<Step> {
     let mut steps = vec![
         Step::Send(b"+OK fake\r\n".to_vec()),
         Step::Expect("CAPA".into()),
@@ -478,15 +488,7 @@ fn login_and(list: &[u8], uidl: &[u8]) -> Vec<Step> {
         Step::Expect("PASS topsecret".into()),
         Step::Send(b"+OK in\r\n".to_vec()),
     ];
-    steps.extend(pop3_listing(list, uidl, true));
-    steps
-}
-
-/// `login_and` for a mailbox of messages all delivered before with these
-/// sizes: mailretr asks STAT and UIDL, not LIST.
-fn login_and_known(list: &[u8], uidl: &[u8]) -> Vec<Step> {
-    let mut steps = login_and(list, uidl);
-    steps.truncate(steps.len() - 2);
+    steps.extend(pop3_listing(list, uidl, new));
     steps
 }
 

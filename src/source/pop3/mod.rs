@@ -379,28 +379,21 @@ impl Source for Pop3Source {
         // reused UIDL shows as a size that differs; otherwise LIST gives
         // each message's size, as it always does with new mail.
         let (list, uidl, uids, all_known) = if fetch_all {
-            let (list, uidl) = if pipelining {
-                session.send(&[Command::List, Command::Uidl])?;
-                let list = sizes(read_listing(session, "LIST")?)?;
-                (list, read_listing(session, "UIDL")?)
-            } else {
-                session.send(&[Command::List])?;
-                let list = sizes(read_listing(session, "LIST")?)?;
-                session.send(&[Command::Uidl])?;
-                (list, read_listing(session, "UIDL")?)
-            };
+            let (list, uidl) = ask_two(
+                session,
+                pipelining,
+                (Command::List, |s| sizes(read_listing(s, "LIST")?)),
+                (Command::Uidl, |s| read_listing(s, "UIDL")),
+            )?;
             let uids = usable_uidls(uidl.as_deref().unwrap_or_default(), &label);
             (list, uidl, uids, false)
         } else {
-            let (stat, uidl) = if pipelining {
-                session.send(&[Command::Stat, Command::Uidl])?;
-                (read_stat(session)?, read_listing(session, "UIDL")?)
-            } else {
-                session.send(&[Command::Stat])?;
-                let stat = read_stat(session)?;
-                session.send(&[Command::Uidl])?;
-                (stat, read_listing(session, "UIDL")?)
-            };
+            let (stat, uidl) = ask_two(
+                session,
+                pipelining,
+                (Command::Stat, read_stat),
+                (Command::Uidl, |s| read_listing(s, "UIDL")),
+            )?;
             let uids = usable_uidls(uidl.as_deref().unwrap_or_default(), &label);
             let known = match (stat, &uidl) {
                 (Some(stat), Some(uidl)) => all_delivered(stat, uidl, &uids, seen, &label)?,
@@ -608,6 +601,27 @@ fn usable_uidls(listing: &[(u32, Vec<u8>)], label: &str) -> HashMap<u32, String>
         }
     }
     uids
+}
+
+/// Two commands and their answers, read in order by `first.1` and
+/// `second.1`: sent together with PIPELINING, else the second only once
+/// the first is answered.
+fn ask_two<A, B>(
+    session: &mut Pop3<Stream>,
+    pipelining: bool,
+    first: (Command, impl FnOnce(&mut Pop3<Stream>) -> Result<A>),
+    second: (Command, impl FnOnce(&mut Pop3<Stream>) -> Result<B>),
+) -> Result<(A, B)> {
+    if pipelining {
+        session.send(&[first.0, second.0])?;
+        let a = (first.1)(session)?;
+        Ok((a, (second.1)(session)?))
+    } else {
+        session.send(&[first.0])?;
+        let a = (first.1)(session)?;
+        session.send(&[second.0])?;
+        Ok((a, (second.1)(session)?))
+    }
 }
 
 /// LIST's listing as message numbers and sizes (an error when LIST was
