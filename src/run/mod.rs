@@ -439,10 +439,15 @@ fn connect(
 ) -> Result<Box<dyn Source>> {
     let password = secret::resolve(&account.secret)?;
     match account.protocol {
-        Protocol::Pop3 => Ok(Box::new(source::pop3::connect(
-            account,
-            password.as_deref().map(String::as_str),
-        )?)),
+        Protocol::Pop3 => {
+            let mut source =
+                source::pop3::connect(account, password.as_deref().map(String::as_str))?;
+            if keep && !retention {
+                // Nothing seen is deleted on the scan's word.
+                source.trust_recorded_sizes();
+            }
+            Ok(Box::new(source))
+        }
         Protocol::Imap => {
             let mut source =
                 source::imap::connect(account, password.as_deref().map(String::as_str), keep)?;

@@ -437,7 +437,6 @@ fn without_top_the_filter_gets_the_downloaded_header() {
     script.extend(pop3_listing(
         format!("+OK\r\n1 {size}\r\n.\r\n"),
         "+OK\r\n1 u-one\r\n.\r\n",
-        true,
     ));
     script.extend([
         Step::expect("RETR 1"),

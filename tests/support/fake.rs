@@ -166,11 +166,23 @@ impl Step {
     }
 }
 
-/// A POP3 server's side of mailretr's listing: `STAT` (the count and
-/// octets worked out from `list`, a LIST answer), `UIDL`, then `LIST`.
-/// mailretr skips LIST only when every message is one it delivered
-/// before with the sizes it had then: pass `new = false` for that.
-pub fn pop3_listing(list: impl AsRef<[u8]>, uidl: impl AsRef<[u8]>, new: bool) -> Vec<Step> {
+/// A POP3 server's side of mailretr's listing in a run that may delete
+/// what it saw (`keep = false`, or retention): `LIST`, then `UIDL`.
+pub fn pop3_listing(list: impl AsRef<[u8]>, uidl: impl AsRef<[u8]>) -> Vec<Step> {
+    vec![
+        Step::expect("LIST"),
+        Step::send(list),
+        Step::expect("UIDL"),
+        Step::send(uidl),
+    ]
+}
+
+/// The same in a run that deletes nothing it saw (`keep = true`, no
+/// retention): `STAT` (the count and octets worked out from `list`, a
+/// LIST answer), `UIDL`, then `LIST`. mailretr skips LIST there when
+/// every message is one it delivered before and the sizes it had then add
+/// up to STAT's octets: pass `new = false` for that.
+pub fn pop3_kept_listing(list: impl AsRef<[u8]>, uidl: impl AsRef<[u8]>, new: bool) -> Vec<Step> {
     let list = list.as_ref();
     let (mut count, mut octets) = (0u64, 0u64);
     for line in String::from_utf8_lossy(list).lines().skip(1) {
