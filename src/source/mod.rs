@@ -117,6 +117,18 @@ pub trait SeenIndex {
         Ok(self.is_seen(folder, uid)?.then_some(0))
     }
 
+    /// POP3: how many messages of `folder` are recorded as delivered and
+    /// their recorded octets, when every one has a recorded size; `None`
+    /// otherwise. The default knows none.
+    fn recorded_totals(&mut self, _folder: &str) -> Result<Option<(u64, u64)>> {
+        Ok(None)
+    }
+
+    /// How many runs of the account the state recorded before this one.
+    fn runs_before(&mut self) -> Result<u64> {
+        Ok(0)
+    }
+
     /// IMAP: the folder's recorded state, if it was scanned before.
     fn folder_state(&mut self, _folder: &str) -> Result<Option<FolderState>> {
         Ok(None)

@@ -1052,6 +1052,19 @@ impl State {
             .map_err(|e| wrap(&self.path, e))
     }
 
+    /// How many runs of `account` the run log counted (`record_run`).
+    pub fn runs_recorded(&self, account: &str) -> Result<u64> {
+        self.conn
+            .query_row(
+                "SELECT runs FROM account_counters WHERE account = ?1",
+                [account],
+                |r| r.get::<_, i64>(0),
+            )
+            .optional()
+            .map(|runs| runs.unwrap_or(0).max(0) as u64)
+            .map_err(|e| wrap(&self.path, e))
+    }
+
     /// When a message was recorded as delivered (the commit's time) and
     /// the size recorded with it; `None` when the state does not say it
     /// was delivered. `delete_after` and `delete_bigger_than` go by this
@@ -1463,6 +1476,15 @@ impl StateSeenIndex<'_> {
     pub fn into_read(self) -> HashMap<String, HashMap<String, u64>> {
         self.cache
     }
+
+    /// The seen ids of `folder` and their sizes, read once.
+    fn sizes(&mut self, folder: &str) -> Result<&HashMap<String, u64>> {
+        if !self.cache.contains_key(folder) {
+            let sizes = self.state.seen_sizes(self.account, folder, 0)?;
+            self.cache.insert(folder.to_string(), sizes);
+        }
+        Ok(&self.cache[folder])
+    }
 }
 
 impl SeenIndex for StateSeenIndex<'_> {
@@ -1471,11 +1493,19 @@ impl SeenIndex for StateSeenIndex<'_> {
     }
 
     fn seen_size(&mut self, folder: &str, uid: &str) -> Result<Option<u64>> {
-        if !self.cache.contains_key(folder) {
-            let sizes = self.state.seen_sizes(self.account, folder, 0)?;
-            self.cache.insert(folder.to_string(), sizes);
+        Ok(self.sizes(folder)?.get(uid).copied())
+    }
+
+    fn recorded_totals(&mut self, folder: &str) -> Result<Option<(u64, u64)>> {
+        let sizes = self.sizes(folder)?;
+        if sizes.values().any(|&size| size == 0) {
+            return Ok(None);
         }
-        Ok(self.cache[folder].get(uid).copied())
+        Ok(Some((sizes.len() as u64, sizes.values().sum())))
+    }
+
+    fn runs_before(&mut self) -> Result<u64> {
+        self.state.runs_recorded(self.account)
     }
 
     fn folder_state(&mut self, folder: &str) -> Result<Option<FolderState>> {

@@ -1,5 +1,6 @@
-//! The run with no new mail, against a real Dovecot: it asks POP3 for
-//! STAT and UIDL, not LIST (whose listing is as long as UIDL's), and
+//! The run with no new mail, against a real Dovecot: with `keep = true`
+//! it asks POP3 for STAT and the last message's UIDL and size, no
+//! listing, and
 //! makes one connection per account, the one `fetch` starts while it
 //! opens the state (`net::early`); an early connection its account
 //! cannot use is closed and gives its `max_connections_per_host` slot
@@ -32,6 +33,20 @@ fn commands(transcript: &std::path::Path) -> Vec<String> {
         .collect()
 }
 
+/// The message file of `user`'s INBOX whose subject is `subject`.
+fn message_file(user: &support::User, subject: &str) -> std::path::PathBuf {
+    let needle = format!("Subject: {subject}\r\n");
+    ["cur", "new"]
+        .iter()
+        .flat_map(|d| std::fs::read_dir(user.maildir().join(d)).unwrap())
+        .map(|e| e.unwrap().path())
+        .find(|p| {
+            let bytes = std::fs::read(p).unwrap();
+            String::from_utf8_lossy(&bytes).contains(&needle)
+        })
+        .unwrap_or_else(|| panic!("no message {subject:?}"))
+}
+
 #[test]
 fn a_pop3_run_with_nothing_new_asks_no_list_and_connects_once() {
     let dovecot = Dovecot::shared();
@@ -50,27 +65,35 @@ fn a_pop3_run_with_nothing_new_asks_no_list_and_connects_once() {
         ConfigBuilder::single(&env, account).write(&env);
         (env.run(&["fetch"]), commands(&transcript))
     };
+    let listed_in_full = |sent: &[String]| sent.iter().any(|c| c == "UIDL");
 
-    let (out, _) = run(1);
+    let (out, sent) = run(1);
     assert_eq!(out.code, 0, "{}", out.stderr);
     assert_eq!(env.maildir_messages(env.path("Maildir")).len(), 3);
     assert_eq!(proxy.connections(), 1, "one connection for the run");
+    assert!(listed_in_full(&sent), "the first run lists: {sent:?}");
 
-    // Nothing new: STAT's octets are what the three were when delivered.
+    // Nothing new: STAT is what the three were when delivered, and the
+    // last message is the one delivered last: no listing at all.
+    let before = proxy.bytes_from_server();
     let (out, sent) = run(2);
     assert_eq!(out.code, 1, "{}", out.stderr);
     assert_eq!(out.stderr, "", "quiet");
-    assert!(sent.iter().any(|c| c == "STAT"), "{sent:?}");
-    assert!(sent.iter().any(|c| c == "UIDL"), "{sent:?}");
-    assert!(!sent.iter().any(|c| c.starts_with("LIST")), "{sent:?}");
+    for asked in ["STAT", "UIDL 3", "LIST 3"] {
+        assert!(sent.iter().any(|c| c == asked), "{asked}: {sent:?}");
+    }
+    assert!(!listed_in_full(&sent), "{sent:?}");
+    assert!(!sent.iter().any(|c| c == "LIST"), "{sent:?}");
     assert_eq!(proxy.connections(), 2, "one connection for the run");
     assert_eq!(env.maildir_messages(env.path("Maildir")).len(), 3);
+    let unchanged_bytes = proxy.bytes_from_server() - before;
 
-    // One more: LIST gives its size, and only it is fetched.
+    // One more: STAT says so, UIDL and LIST follow, and only it is fetched.
     dovecot.add_message(&user, "INBOX", &message("new"));
     let (out, sent) = run(3);
     assert_eq!(out.code, 0, "{}", out.stderr);
-    assert!(sent.iter().any(|c| c.starts_with("LIST")), "{sent:?}");
+    assert!(listed_in_full(&sent), "{sent:?}");
+    assert!(sent.iter().any(|c| c == "LIST"), "{sent:?}");
     assert_eq!(
         sent.iter().filter(|c| c.starts_with("RETR")).count(),
         1,
@@ -78,6 +101,29 @@ fn a_pop3_run_with_nothing_new_asks_no_list_and_connects_once() {
     );
     assert_eq!(env.maildir_messages(env.path("Maildir")).len(), 4);
     assert_eq!(dovecot.messages(&user, "INBOX").len(), 4, "kept");
+
+    // One message gone from the server and one of the same size arrived
+    // (STAT's count and octets are as recorded): the last message is not
+    // the one delivered last, so the mailbox is listed and the new one
+    // fetched.
+    std::fs::remove_file(message_file(&user, "old 0")).unwrap();
+    dovecot.add_message(&user, "INBOX", &message("newer"));
+    let (out, sent) = run(4);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(listed_in_full(&sent), "{sent:?}");
+    assert_eq!(env.maildir_messages(env.path("Maildir")).len(), 5);
+
+    // Every twelfth run lists in full all the same.
+    for n in 5..=13 {
+        let (out, sent) = run(n);
+        assert_eq!(out.code, 1, "run {n}: {}", out.stderr);
+        assert_eq!(listed_in_full(&sent), n == 13, "run {n}: {sent:?}");
+    }
+    assert_eq!(env.maildir_messages(env.path("Maildir")).len(), 5);
+    assert!(
+        unchanged_bytes < 4_000,
+        "a run with nothing new downloads {unchanged_bytes} bytes"
+    );
 }
 
 /// Account `a` is locked by another process when the run starts: the

@@ -811,6 +811,55 @@ fn reused_uidls_whose_sizes_cancel_out_are_fetched_where_a_run_may_delete() {
     }
 }
 
+/// With `keep = true` a run may take the mailbox as unchanged on STAT
+/// and its last message's `UIDL n` and `LIST n` (see `nomail`); an
+/// answer about another message than the one asked for proves nothing,
+/// and the mailbox is listed.
+#[test]
+fn an_answer_about_another_message_gets_the_mailbox_listed() {
+    let with_pipelining = || {
+        vec![
+            Step::line("+OK fake"),
+            Step::expect("CAPA"),
+            Step::send("+OK\r\nUSER\r\nUIDL\r\nPIPELINING\r\n.\r\n"),
+            Step::expect("USER u"),
+            Step::line("+OK"),
+            Step::expect("PASS topsecret"),
+            Step::line("+OK in"),
+        ]
+    };
+    let list = b"+OK\r\n1 20\r\n2 20\r\n.\r\n";
+    let uidl = b"+OK\r\n1 aaa\r\n2 bbb\r\n.\r\n";
+    let mut first = with_pipelining();
+    first.extend(pop3_kept_listing(list, uidl, true));
+    first.extend(retr(1, "one"));
+    first.extend(retr(2, "two"));
+    first.extend(dele_and_quit(&[]));
+    let mut second = with_pipelining();
+    second.extend([
+        Step::expect("STAT"),
+        Step::line("+OK 2 40"),
+        Step::expect("UIDL 2"),
+        // About message 1, whose id and size were recorded.
+        Step::line("+OK 1 aaa"),
+        Step::expect("LIST 2"),
+        Step::line("+OK 1 20"),
+        Step::expect("UIDL"),
+        Step::send(uidl),
+    ]);
+    second.extend(dele_and_quit(&[]));
+    let env = Env::new();
+    for (i, script) in [first, second].into_iter().enumerate() {
+        let server = FakeServer::start(script);
+        ConfigBuilder::single(&env, fake(server.port(), "none").keep(true)).write(&env);
+        let out = env.run(&["fetch"]);
+        assert_eq!(out.code, [0, 1][i], "run {i}: {}", out.stderr);
+        assert!(server.settle(Duration::from_secs(10)), "run {i}");
+        assert!(server.errors().is_empty(), "run {i}: {:?}", server.errors());
+    }
+    assert_eq!(env.maildir_messages(env.path("Maildir")).len(), 2);
+}
+
 /// UIDLs two messages share, or with bytes RFC 1939 does not allow (which
 /// a lossy conversion would make equal), are no ids: with `fetch_limit =
 /// 1` the first message's delivery must not make the second one look

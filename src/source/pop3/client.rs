@@ -52,6 +52,10 @@ pub enum Command {
     Uidl,
     /// `STAT`: the number of messages and their octets.
     Stat,
+    /// `UIDL n`: one message's unique id, on the status line.
+    UidlOf(u32),
+    /// `LIST n`: one message's size, on the status line.
+    ListOf(u32),
     /// `RETR n`: the whole message.
     Retr(u32),
     /// `TOP n lines`: the header and the first lines of the body.
@@ -72,6 +76,8 @@ impl Command {
             Command::List => "LIST\r\n".into(),
             Command::Uidl => "UIDL\r\n".into(),
             Command::Stat => "STAT\r\n".into(),
+            Command::UidlOf(n) => format!("UIDL {n}\r\n"),
+            Command::ListOf(n) => format!("LIST {n}\r\n"),
             Command::Retr(n) => format!("RETR {n}\r\n"),
             Command::Top(n, l) => format!("TOP {n} {l}\r\n"),
             Command::Dele(n) => format!("DELE {n}\r\n"),
@@ -177,6 +183,15 @@ pub fn parse_stat(text: &str) -> Option<(u64, u64)> {
     let count = parts.next()?.parse().ok()?;
     let octets = parts.next()?.parse().ok()?;
     Some((count, octets))
+}
+
+/// The answer to `UIDL n` or `LIST n` (`n` and the id or size), when it
+/// is about message `n`.
+pub fn parse_one(text: &str, n: u32) -> Option<&str> {
+    let mut parts = text.split_ascii_whitespace();
+    let number: u32 = parts.next()?.parse().ok()?;
+    (number == n).then_some(())?;
+    parts.next()
 }
 
 /// A UIDL as RFC 1939 allows its characters: 0x21..=0x7E (the RFC's
