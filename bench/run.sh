@@ -401,51 +401,59 @@ bench_fetch() {
   printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$scen" "$tool" "$med" "$rss_max" "$n" "$altered" >> "$RESULTS"
 }
 
-# bench_nomail SCENARIO CORPUS N PROTO PORT TOOL [SLOWPORT]: fetch everything
-# (keep mode), then time a second run that must find nothing new. With
-# SLOWPORT the priming run still goes over loopback (fetchmail would take
-# minutes for 2,000 messages at 40 ms), then the tool's config is pointed at
-# the latency proxy, one untimed no-mail run goes through it (the steady
-# state of a cron job: whatever a tool keeps between runs, such as
-# mailretr's TLS session, is as it would be), and the run after it is timed.
+# bench_nomail SCENARIO CORPUS N PROTO PORT SLOWPORT TOOL...: fetch
+# everything (keep mode), then time a second run that must find nothing
+# new. The tools take turns, run after run, so a drift of the machine's
+# speed falls on all of them alike. With SLOWPORT (empty: none) the priming
+# run still goes over loopback (fetchmail would take minutes for 2,000
+# messages at 40 ms), then the tool's config is pointed at the latency
+# proxy, one untimed no-mail run goes through it (the steady state of a
+# cron job: whatever a tool keeps between runs, such as mailretr's TLS
+# session, is as it would be), and the run after it is timed.
 bench_nomail() {
-  local scen=$1 corpus=$2 n=$3 proto=$4 port=$5 tool=$6 slowport=${7:-}
-  local times=() rss_max=0 run got f
+  local scen=$1 corpus=$2 n=$3 proto=$4 port=$5 slowport=$6
+  shift 6
+  local run got f first tool med
+  local -A times=() rss_max=()
   for run in $(seq "$RUNS"); do
-    restore_mailbox "$corpus"
-    new_rundir "$scen-$tool"
-    NOMAIL_RUN=1 "setup_$tool" "$proto" "$port" 1
-    timed_run
-    [ "$RC" = 0 ] || fail_run "$scen/$tool first (priming) run exited with status $RC"
-    local first=$T
-    # Let the clock tick: maildir-based tools (mbsync) stall for up to a second
-    # when the Maildir was modified within the current second.
-    sleep 1.1
-    if [ -n "$slowport" ]; then
-      for f in "$R/mailretr.toml" "$R/fetchmailrc" "$R/getmailrc" "$R/mbsyncrc"; do
-        if [ -f "$f" ]; then sed -i -E "s/^(port = |  *poll localhost protocol pop3 port |poll localhost protocol pop3 port |Port )$port\b/\1$slowport/" "$f"; fi
-      done
-      grep -rqs -E "(port = |port |Port )$slowport\b" "$R" || fail_run "$scen/$tool: could not point the config at port $slowport"
+    for tool in "$@"; do
+      restore_mailbox "$corpus"
+      new_rundir "$scen-$tool"
+      NOMAIL_RUN=1 "setup_$tool" "$proto" "$port" 1
       timed_run
-      case "$RC" in 0|1) ;; *) fail_run "$scen/$tool warm-up run through the slow link exited with status $RC" ;; esac
+      [ "$RC" = 0 ] || fail_run "$scen/$tool first (priming) run exited with status $RC"
+      first=$T
+      # Let the clock tick: maildir-based tools (mbsync) stall for up to a second
+      # when the Maildir was modified within the current second.
       sleep 1.1
-    fi
-    timed_run
-    case "$tool:$RC" in
-      mailretr:1|fetchmail:1|getmail:0|mbsync:0) ;;
-      mailretr:0) echo "   warning: mailretr exited 0 (mail retrieved) on the second run, expected 1 (no new mail)" >&2 ;;
-      *) fail_run "$scen/$tool second run exited with status $RC" ;;
-    esac
-    got=$(python3 "$BENCH/verify.py" "$WORK/corpus-$corpus" "$R/Maildir" --quick | cut -d' ' -f1) || true
-    [ "$got" = "$n" ] || fail_run "$scen/$tool: $got messages in the Maildir after two runs, expected $n (re-fetched?)"
-    [ "$(server_count)" = "$n" ] || fail_run "$scen/$tool: keep mode, but the server lost messages"
-    times+=("$T")
-    [ "$RSS" -gt "$rss_max" ] && rss_max=$RSS
-    printf '   %-22s %-10s run %d/%d: %7.3f s  %7d KB  rc=%s  (priming run %.1f s)\n' "$scen" "$tool" "$run" "$RUNS" "$T" "$RSS" "$RC" "$first"
+      if [ -n "$slowport" ]; then
+        for f in "$R/mailretr.toml" "$R/fetchmailrc" "$R/getmailrc" "$R/mbsyncrc"; do
+          if [ -f "$f" ]; then sed -i -E "s/^(port = |  *poll localhost protocol pop3 port |poll localhost protocol pop3 port |Port )$port\b/\1$slowport/" "$f"; fi
+        done
+        grep -rqs -E "(port = |port |Port )$slowport\b" "$R" || fail_run "$scen/$tool: could not point the config at port $slowport"
+        timed_run
+        case "$RC" in 0|1) ;; *) fail_run "$scen/$tool warm-up run through the slow link exited with status $RC" ;; esac
+        sleep 1.1
+      fi
+      timed_run
+      case "$tool:$RC" in
+        mailretr:1|fetchmail:1|getmail:0|mbsync:0) ;;
+        mailretr:0) echo "   warning: mailretr exited 0 (mail retrieved) on the second run, expected 1 (no new mail)" >&2 ;;
+        *) fail_run "$scen/$tool second run exited with status $RC" ;;
+      esac
+      got=$(python3 "$BENCH/verify.py" "$WORK/corpus-$corpus" "$R/Maildir" --quick | cut -d' ' -f1) || true
+      [ "$got" = "$n" ] || fail_run "$scen/$tool: $got messages in the Maildir after two runs, expected $n (re-fetched?)"
+      [ "$(server_count)" = "$n" ] || fail_run "$scen/$tool: keep mode, but the server lost messages"
+      times[$tool]+="$T "
+      [ "$RSS" -gt "${rss_max[$tool]:-0}" ] && rss_max[$tool]=$RSS
+      printf '   %-22s %-10s run %d/%d: %7.3f s  %7d KB  rc=%s  (priming run %.1f s)\n' "$scen" "$tool" "$run" "$RUNS" "$T" "$RSS" "$RC" "$first"
+    done
   done
-  local med
-  med=$(printf '%s\n' "${times[@]}" | sort -n | awk '{a[NR]=$1} END{print a[int((NR+1)/2)]}')
-  printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$scen" "$tool" "$med" "$rss_max" "$n" 0 >> "$RESULTS"
+  for tool in "$@"; do
+    # shellcheck disable=SC2086 # the list of times, split on purpose
+    med=$(printf '%s\n' ${times[$tool]} | sort -n | awk '{a[NR]=$1} END{print a[int((NR+1)/2)]}')
+    printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$scen" "$tool" "$med" "${rss_max[$tool]}" "$n" 0 >> "$RESULTS"
+  done
 }
 
 tools_for() { # PROTO PEERLIST -> mailretr first, then the peers that speak PROTO
@@ -495,9 +503,10 @@ run_nomail_scenario() { # PROTO
   [ -n "$tools" ] || return 0
   make_corpus "s$NOMAIL_MESSAGES" "$NOMAIL_MESSAGES" small
   echo "== nomail-${proto}s: $NOMAIL_MESSAGES messages (${CORPUS_MB[s$NOMAIL_MESSAGES]} MB) already retrieved, keep mode; timing the second run"
-  for tool in $tools; do bench_nomail "nomail-${proto}s" "s$NOMAIL_MESSAGES" "$NOMAIL_MESSAGES" "$proto" "$port" "$tool"; done
+  # shellcheck disable=SC2086 # the list of tools, split on purpose
+  bench_nomail "nomail-${proto}s" "s$NOMAIL_MESSAGES" "$NOMAIL_MESSAGES" "$proto" "$port" "" $tools
   if [ "$RTT_MS" -gt 0 ] && [ "$NOMAIL_RTT" = 1 ]; then
-    local slowport
+    local slowport slow_tools=()
     if [ "$proto" = pop3 ]; then slowport=$SLOW_POP3S_PORT; else slowport=$SLOW_IMAPS_PORT; fi
     echo "== nomail-${proto}s-rtt${RTT_MS}ms: the same, the timed run through slowlink"
     for tool in $tools; do
@@ -507,8 +516,9 @@ run_nomail_scenario() { # PROTO
         echo "   (getmail skipped: its seen-state is per port, so the moved port re-fetches everything)"
         continue
       fi
-      bench_nomail "nomail-${proto}s-rtt${RTT_MS}ms" "s$NOMAIL_MESSAGES" "$NOMAIL_MESSAGES" "$proto" "$port" "$tool" "$slowport"
+      slow_tools+=("$tool")
     done
+    bench_nomail "nomail-${proto}s-rtt${RTT_MS}ms" "s$NOMAIL_MESSAGES" "$NOMAIL_MESSAGES" "$proto" "$port" "$slowport" "${slow_tools[@]}"
   fi
 }
 
