@@ -181,7 +181,9 @@ pub fn pop3_listing(list: impl AsRef<[u8]>, uidl: impl AsRef<[u8]>) -> Vec<Step>
 /// retention): `STAT` (the count and octets worked out from `list`, a
 /// LIST answer), `UIDL`, then `LIST`. mailretr skips LIST there when
 /// every message is one it delivered before and the sizes it had then add
-/// up to STAT's octets: pass `new = false` for that.
+/// up to STAT's octets: pass `new = false` for that. (To a server that
+/// offers PIPELINING, a run with messages recorded asks STAT with `UIDL n`
+/// and `LIST n` first: see `pop3::an_answer_about_another_message_...`.)
 pub fn pop3_kept_listing(list: impl AsRef<[u8]>, uidl: impl AsRef<[u8]>, new: bool) -> Vec<Step> {
     let list = list.as_ref();
     let (mut count, mut octets) = (0u64, 0u64);

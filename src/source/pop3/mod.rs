@@ -54,9 +54,9 @@ pub struct Pop3Source {
     deleted: Vec<RemoteMessage>,
     /// The same, once QUIT completed (the deletions took effect).
     confirmed: Vec<RemoteMessage>,
-    /// Whether the scan may take the sizes the state recorded for the
-    /// sizes on the server, and skip LIST (see `scan`): only when nothing
-    /// seen is deleted on the scan's word (`trust_recorded_sizes`).
+    /// Whether the scan may go by the sizes the state recorded instead of
+    /// asking each one (see `scan`): only when nothing seen is deleted on
+    /// the scan's word (`trust_recorded_sizes`).
     recorded_sizes: bool,
 }
 
@@ -268,11 +268,12 @@ fn candidates(account: &Account, caps: &Capabilities, greeting: &str) -> Result<
 }
 
 impl Pop3Source {
-    /// Lets a scan that finds every message delivered before skip LIST
-    /// (STAT and UIDL only, see `scan`). For a run that deletes nothing
-    /// it saw (`keep`, no retention): a reused UIDL that the sizes'
-    /// total does not show is then a message fetched on a later run,
-    /// never one deleted undelivered.
+    /// Lets the scan go by the sizes the state recorded (see `scan`):
+    /// take the mailbox as unchanged on STAT and its last message, or
+    /// skip LIST when the recorded sizes add up to STAT's octets. For a
+    /// run that deletes nothing it saw (`keep`, no retention): a change
+    /// those checks miss is then a message fetched on a later run, never
+    /// one deleted undelivered.
     pub fn trust_recorded_sizes(&mut self) {
         self.recorded_sizes = true;
     }
