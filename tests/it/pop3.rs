@@ -840,6 +840,8 @@ fn an_answer_about_another_message_gets_the_mailbox_listed() {
         Step::line("+OK 1 aaa"),
         Step::expect("LIST 2"),
         Step::line("+OK 1 20"),
+        Step::expect("LIST"),
+        Step::send(list),
         Step::expect("UIDL"),
         Step::send(uidl),
     ]);

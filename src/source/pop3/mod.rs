@@ -400,6 +400,7 @@ impl Source for Pop3Source {
         //   is taken as unchanged, and nothing more is asked (no listing of
         //   every id, about 45 kB for 2,000 messages, on every cron run).
         //   Every `FULL_LISTING_EVERY`th run lists in full all the same.
+        //   When they differ, LIST and UIDL follow in one round trip.
         // - Otherwise STAT and UIDL: when every message is one delivered
         //   before and the sizes recorded then add up to STAT's octets,
         //   nothing is new and LIST is not asked for.
@@ -408,48 +409,41 @@ impl Source for Pop3Source {
         // fetched on the next run that lists in full (fetchmail's
         // `fastuidl` makes the same bet), never deleted.
         let (list, uidl, uids, all_known) = if !recorded_sizes {
-            let (list, uidl) = ask_two(
-                session,
-                pipelining,
-                (Command::List, |s| sizes(read_listing(s, "LIST")?)),
-                (Command::Uidl, |s| read_listing(s, "UIDL")),
-            )?;
-            let uids = usable_uidls(uidl.as_deref().unwrap_or_default(), &label);
-            (list, uidl, uids, false)
+            list_and_uidl(session, pipelining, &label)?
         } else {
             let expected = match pipelining {
                 true => unchanged_if(seen)?,
                 false => None,
             };
-            let (stat, uidl) = match expected {
-                Some(expected) => {
-                    let (stat, last_known) = ask_stat_and_last(session, expected, seen)?;
-                    if stat == Some(expected) && last_known {
-                        log::debug!("{label}: STAT and the last message as recorded: nothing new");
-                        return Ok(vec![Scan::default()]);
-                    }
-                    session.send(&[Command::Uidl])?;
-                    (stat, read_listing(session, "UIDL")?)
+            if let Some(expected) = expected {
+                let (stat, last_known) = ask_stat_and_last(session, expected, seen)?;
+                if stat == Some(expected) && last_known {
+                    log::debug!("{label}: STAT and the last message as recorded: nothing new");
+                    return Ok(vec![Scan::default()]);
                 }
-                None => ask_two(
+                // The mailbox changed, most likely by new mail, whose sizes
+                // LIST gives: LIST and UIDL in one round trip.
+                list_and_uidl(session, pipelining, &label)?
+            } else {
+                let (stat, uidl) = ask_two(
                     session,
                     pipelining,
                     (Command::Stat, read_stat),
                     (Command::Uidl, |s| read_listing(s, "UIDL")),
-                )?,
-            };
-            let uids = usable_uidls(uidl.as_deref().unwrap_or_default(), &label);
-            let known = match (stat, &uidl) {
-                (Some(stat), Some(uidl)) => all_delivered(stat, uidl, &uids, seen, &label)?,
-                _ => None,
-            };
-            match known {
-                Some(list) => (list, uidl, uids, true),
-                // UIDL was asked already (and answered or refused).
-                None => {
-                    session.send(&[Command::List])?;
-                    let list = sizes(read_listing(session, "LIST")?)?;
-                    (list, uidl, uids, false)
+                )?;
+                let uids = usable_uidls(uidl.as_deref().unwrap_or_default(), &label);
+                let known = match (stat, &uidl) {
+                    (Some(stat), Some(uidl)) => all_delivered(stat, uidl, &uids, seen, &label)?,
+                    _ => None,
+                };
+                match known {
+                    Some(list) => (list, uidl, uids, true),
+                    // UIDL was asked already (and answered or refused).
+                    None => {
+                        session.send(&[Command::List])?;
+                        let list = sizes(read_listing(session, "LIST")?)?;
+                        (list, uidl, uids, false)
+                    }
                 }
             }
         };
@@ -666,6 +660,23 @@ fn ask_two<A, B>(
         session.send(&[second.0])?;
         Ok((a, (second.1)(session)?))
     }
+}
+
+/// What a scan goes by: LIST's sizes, UIDL's listing and the usable ids
+/// in it, LIST and UIDL asked in one round trip when the server
+/// pipelines; and that the sizes are the server's (not recorded ones).
+type Listed = (Vec<(u32, u64)>, Option<Listing>, HashMap<u32, String>, bool);
+
+/// LIST and UIDL (see `Listed`).
+fn list_and_uidl(session: &mut Pop3<Stream>, pipelining: bool, label: &str) -> Result<Listed> {
+    let (list, uidl) = ask_two(
+        session,
+        pipelining,
+        (Command::List, |s| sizes(read_listing(s, "LIST")?)),
+        (Command::Uidl, |s| read_listing(s, "UIDL")),
+    )?;
+    let uids = usable_uidls(uidl.as_deref().unwrap_or_default(), label);
+    Ok((list, uidl, uids, false))
 }
 
 /// LIST's listing as message numbers and sizes (an error when LIST was
