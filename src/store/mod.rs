@@ -802,18 +802,18 @@ impl State {
         known: Option<&HashMap<String, u64>>,
     ) -> Result<usize> {
         let present: HashSet<&str> = present.iter().map(String::as_str).collect();
-        let gone: Vec<String> = match known {
-            Some(known) => known
-                .keys()
-                .filter(|u| !present.contains(u.as_str()))
-                .cloned()
-                .collect(),
-            None => self
-                .seen_uids(account, folder, uidvalidity)?
-                .into_iter()
-                .filter(|u| !present.contains(u.as_str()))
-                .collect(),
+        let read;
+        let seen: Box<dyn Iterator<Item = &String>> = match known {
+            Some(known) => Box::new(known.keys()),
+            None => {
+                read = self.seen_uids(account, folder, uidvalidity)?;
+                Box::new(read.iter())
+            }
         };
+        let gone: Vec<String> = seen
+            .filter(|u| !present.contains(u.as_str()))
+            .cloned()
+            .collect();
         if gone.is_empty() {
             return Ok(0);
         }
@@ -1049,19 +1049,6 @@ impl State {
             })
             .map_err(|e| wrap(&self.path, e))?;
         rows.collect::<rusqlite::Result<_>>()
-            .map_err(|e| wrap(&self.path, e))
-    }
-
-    /// How many runs of `account` the run log counted (`record_run`).
-    pub fn runs_recorded(&self, account: &str) -> Result<u64> {
-        self.conn
-            .query_row(
-                "SELECT runs FROM account_counters WHERE account = ?1",
-                [account],
-                |r| r.get::<_, i64>(0),
-            )
-            .optional()
-            .map(|runs| runs.unwrap_or(0).max(0) as u64)
             .map_err(|e| wrap(&self.path, e))
     }
 
@@ -1505,7 +1492,7 @@ impl SeenIndex for StateSeenIndex<'_> {
     }
 
     fn runs_before(&mut self) -> Result<u64> {
-        self.state.runs_recorded(self.account)
+        Ok(self.state.counters(self.account)?.runs)
     }
 
     fn folder_state(&mut self, folder: &str) -> Result<Option<FolderState>> {
@@ -1761,21 +1748,25 @@ mod tests {
         assert!(!s.note_oversized("a", &msg("u1")).unwrap());
     }
 
+    /// A run of account `a` that found no new mail, started at `started_at`.
+    fn no_mail_run(started_at: i64) -> RunRecord {
+        RunRecord {
+            account: "a".into(),
+            started_at,
+            duration: Duration::from_millis(5),
+            exit_code: 1,
+            messages: 0,
+            spooled: 0,
+            bytes: 0,
+            error: None,
+        }
+    }
+
     #[test]
     fn run_log_is_pruned() {
         let mut s = State::in_memory().unwrap();
         for i in 0..(RUNS_KEPT + 5) {
-            s.record_run(&RunRecord {
-                account: "a".into(),
-                started_at: i,
-                duration: Duration::from_millis(5),
-                exit_code: 1,
-                messages: 0,
-                spooled: 0,
-                bytes: 0,
-                error: None,
-            })
-            .unwrap();
+            s.record_run(&no_mail_run(i)).unwrap();
         }
         let n: i64 = s
             .conn
@@ -1799,17 +1790,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut s = State::shared(dir.path()).unwrap();
         assert_eq!(synchronous(&s), 2);
-        s.record_run(&RunRecord {
-            account: "a".into(),
-            started_at: 1,
-            duration: Duration::from_millis(5),
-            exit_code: 1,
-            messages: 0,
-            spooled: 0,
-            bytes: 0,
-            error: None,
-        })
-        .unwrap();
+        s.record_run(&no_mail_run(1)).unwrap();
         s.put_tls_sessions(&[("h:1 x".into(), vec![1, 2, 3])], 7)
             .unwrap();
         assert_eq!(synchronous(&s), 2);

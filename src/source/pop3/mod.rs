@@ -411,9 +411,10 @@ impl Source for Pop3Source {
         let (list, uidl, uids, all_known) = if !recorded_sizes {
             list_and_uidl(session, pipelining, &label)?
         } else {
-            let expected = match pipelining {
-                true => unchanged_if(seen)?,
-                false => None,
+            let expected = if pipelining {
+                unchanged_if(seen)?
+            } else {
+                None
             };
             if let Some(expected) = expected {
                 let (stat, last_known) = ask_stat_and_last(session, expected, seen)?;
