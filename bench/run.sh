@@ -370,6 +370,15 @@ expect_rc() { # TOOL RC  -> 0 if acceptable for a run that should retrieve mail
   esac
 }
 
+# add_result SCENARIO TOOL PEAK_RSS_KB MESSAGES ALTERED SECONDS...: one row
+# of the results table, the median of the SECONDS of its runs.
+add_result() {
+  local scen=$1 tool=$2 rss=$3 n=$4 altered=$5 med
+  shift 5
+  med=$(printf '%s\n' "$@" | sort -n | awk '{a[NR]=$1} END{print a[int((NR+1)/2)]}')
+  printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$scen" "$tool" "$med" "$rss" "$n" "$altered" >> "$RESULTS"
+}
+
 # bench_fetch SCENARIO CORPUS N PROTO PORT KEEP TOOL
 bench_fetch() {
   local scen=$1 corpus=$2 n=$3 proto=$4 port=$5 keep=$6 tool=$7
@@ -398,9 +407,7 @@ bench_fetch() {
     printf '   %-22s %-10s run %d/%d: %7.3f s  %7d KB  rc=%s  %s msgs%s\n' "$scen" "$tool" "$run" "$RUNS" "$T" "$RSS" "$RC" "$n" \
       "$([ "$altered" != 0 ] && echo ", $altered altered")"
   done
-  local med
-  med=$(printf '%s\n' "${times[@]}" | sort -n | awk '{a[NR]=$1} END{print a[int((NR+1)/2)]}')
-  printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$scen" "$tool" "$med" "$rss_max" "$n" "$altered" >> "$RESULTS"
+  add_result "$scen" "$tool" "$rss_max" "$n" "$altered" "${times[@]}"
 }
 
 # bench_nomail SCENARIO CORPUS N PROTO PORT SLOWPORT TOOL...: fetch
@@ -417,7 +424,7 @@ bench_fetch() {
 bench_nomail() {
   local scen=$1 corpus=$2 n=$3 proto=$4 port=$5 slowport=$6
   shift 6
-  local run got f first tool med
+  local run got f first tool
   local -A times=() rss_max=() times_first=() rss_first=()
   for run in $(seq "$RUNS"); do
     for tool in "$@"; do
@@ -452,20 +459,10 @@ bench_nomail() {
       printf '   %-28s %-10s run %d/%d: %7.3f s  %7d KB  rc=%s\n' "$scen" "$tool" "$run" "$RUNS" "$T" "$RSS" "$RC"
     done
   done
-  local kind
-  for kind in first steady; do
-    for tool in "$@"; do
-      if [ "$kind" = first ]; then
-        # shellcheck disable=SC2086 # the list of times, split on purpose
-        med=$(printf '%s\n' ${times_first[$tool]} | sort -n | awk '{a[NR]=$1} END{print a[int((NR+1)/2)]}')
-        printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$scen-first" "$tool" "$med" "${rss_first[$tool]}" "$n" 0 >> "$RESULTS"
-      else
-        # shellcheck disable=SC2086 # the list of times, split on purpose
-        med=$(printf '%s\n' ${times[$tool]} | sort -n | awk '{a[NR]=$1} END{print a[int((NR+1)/2)]}')
-        printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$scen" "$tool" "$med" "${rss_max[$tool]}" "$n" 0 >> "$RESULTS"
-      fi
-    done
-  done
+  # shellcheck disable=SC2086 # the lists of times, split on purpose
+  for tool in "$@"; do add_result "$scen-first" "$tool" "${rss_first[$tool]}" "$n" 0 ${times_first[$tool]}; done
+  # shellcheck disable=SC2086
+  for tool in "$@"; do add_result "$scen" "$tool" "${rss_max[$tool]}" "$n" 0 ${times[$tool]}; done
 }
 
 nomail_rc_ok() { # SCENARIO TOOL: a no-mail run's status (RC) as each tool says "nothing new"

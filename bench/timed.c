@@ -16,7 +16,6 @@
  * bench/run.sh compiles it with cc into its work directory. */
 #include <errno.h>
 #include <stdio.h>
-#include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
 #include <sys/wait.h>
