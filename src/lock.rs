@@ -74,6 +74,10 @@ impl AccountLock {
     }
 }
 
+/// The width the pid is written at in a lock file (a Linux pid has at
+/// most 7 digits; padded with spaces, which the reader trims).
+const PID_WIDTH: usize = 10;
+
 /// Creates `dir` (0700), opens the lock file `path` in it (0600) and
 /// takes its `flock`, blocking with `wait`. Once held, the file says our
 /// pid (for the message the next process prints); when another process
@@ -111,9 +115,17 @@ fn take(dir: &Path, path: &Path, wait: bool) -> Result<std::result::Result<Accou
             )))
         }
     }
-    let _ = file.set_len(0);
+    // The pid is written over the old one at a fixed width, not after a
+    // truncation: ext4 flushes a file that was truncated to zero and
+    // written again when it is closed (its `auto_da_alloc`), which would
+    // be a block write on every run of every account.
+    let pid = format!("{:<PID_WIDTH$}\n", std::process::id());
     let _ = file.seek(SeekFrom::Start(0));
-    let _ = writeln!(file, "{}", std::process::id());
+    if file.write_all(pid.as_bytes()).is_ok()
+        && file.metadata().is_ok_and(|m| m.len() != pid.len() as u64)
+    {
+        let _ = file.set_len(pid.len() as u64);
+    }
     Ok(Ok(AccountLock { _file: file }))
 }
 
@@ -134,6 +146,25 @@ mod tests {
         AccountLock::acquire(dir.path(), "other").unwrap();
         drop(first);
         AccountLock::acquire(dir.path(), "a/b").unwrap();
+    }
+
+    #[test]
+    fn pid_is_written_over_what_the_file_held() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("locks").join("a.lock");
+        let me = format!("{}", std::process::id());
+        for old in ["1\n", "12345678901234567890 left by something else\n", ""] {
+            fs::create_dir_all(path.parent().unwrap()).unwrap();
+            fs::write(&path, old).unwrap();
+            let lock = AccountLock::acquire(dir.path(), "a").unwrap();
+            let text = fs::read_to_string(&path).unwrap();
+            assert_eq!(text.trim(), me, "{old:?} became {text:?}");
+            assert!(
+                text.ends_with('\n') && text.len() == PID_WIDTH + 1,
+                "{text:?}"
+            );
+            drop(lock);
+        }
     }
 
     #[test]
