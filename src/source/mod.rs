@@ -117,6 +117,13 @@ pub trait SeenIndex {
         Ok(self.is_seen(folder, uid)?.then_some(0))
     }
 
+    /// POP3: `seen_size` for one id, when the scan asks about no other
+    /// (the STAT shortcut's last message): an index may look it up alone
+    /// rather than read every id.
+    fn seen_size_one(&mut self, folder: &str, uid: &str) -> Result<Option<u64>> {
+        self.seen_size(folder, uid)
+    }
+
     /// POP3: how many messages of `folder` are recorded as delivered and
     /// their recorded octets, when every one has a recorded size; `None`
     /// otherwise. The default knows none.

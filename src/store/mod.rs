@@ -1027,6 +1027,7 @@ impl State {
             account,
             fingerprint,
             cache: HashMap::new(),
+            totals: HashMap::new(),
         }
     }
 
@@ -1049,6 +1050,53 @@ impl State {
             })
             .map_err(|e| wrap(&self.path, e))?;
         rows.collect::<rusqlite::Result<_>>()
+            .map_err(|e| wrap(&self.path, e))
+    }
+
+    /// How many ids are recorded as delivered from an account's folder,
+    /// their recorded octets, and whether every one has a recorded size:
+    /// what the POP3 keep-mode STAT shortcut compares STAT with. One
+    /// aggregate query; nothing is read into memory (the whole listing,
+    /// `seen_sizes`, is read only when the shortcut does not hold).
+    pub fn seen_totals(&self, account: &str, folder: &str, uidvalidity: u32) -> Result<SeenTotals> {
+        self.conn
+            .prepare_cached(
+                "SELECT count(*), coalesce(sum(size), 0), coalesce(min(size), 1) FROM seen
+                 WHERE account = ?1 AND folder = ?2 AND uidvalidity = ?3",
+            )
+            .and_then(|mut s| {
+                s.query_row(params![account, folder, uidvalidity], |r| {
+                    Ok(SeenTotals {
+                        count: r.get::<_, i64>(0)? as u64,
+                        octets: r.get::<_, i64>(1)? as u64,
+                        all_sized: r.get::<_, i64>(2)? > 0,
+                    })
+                })
+            })
+            .map_err(|e| wrap(&self.path, e))
+    }
+
+    /// The size recorded for one id delivered from an account's folder,
+    /// if it was (a point query; `seen_sizes` reads them all).
+    pub fn seen_size_of(
+        &self,
+        account: &str,
+        folder: &str,
+        uidvalidity: u32,
+        uid: &str,
+    ) -> Result<Option<u64>> {
+        self.conn
+            .prepare_cached(
+                "SELECT size FROM seen
+                 WHERE account = ?1 AND folder = ?2 AND uidvalidity = ?3 AND uid = ?4",
+            )
+            .and_then(|mut s| {
+                s.query_row(params![account, folder, uidvalidity, uid], |r| {
+                    r.get::<_, i64>(0)
+                })
+                .optional()
+            })
+            .map(|size| size.map(|s| s as u64))
             .map_err(|e| wrap(&self.path, e))
     }
 
@@ -1155,6 +1203,7 @@ impl State {
             .map_err(|e| wrap(&self.path, e))?;
         Ok(())
     }
+
 
     /// An account's last recorded quota and when it was read.
     pub fn quota(&self, account: &str) -> Result<Option<(Quota, i64)>> {
@@ -1425,6 +1474,12 @@ impl StateSeenIndex<'_> {
         self.cache.insert(folder.to_string(), sizes);
     }
 
+    /// Takes `totals` as the folder's `State::seen_totals`, read a moment
+    /// before.
+    pub fn totals_already(&mut self, folder: &str, totals: SeenTotals) {
+        self.totals.insert(folder.to_string(), totals);
+    }
+
     /// The oversized UIDs of a folder and those refused under the current
     /// delivery config (`current`) or under another one.
     fn oversized_and_refused(
@@ -1455,6 +1510,21 @@ pub struct StateSeenIndex<'a> {
     account: &'a str,
     fingerprint: &'a str,
     cache: HashMap<String, HashMap<String, u64>>,
+    /// Folders whose totals were read (`State::seen_totals`) instead of
+    /// every id: enough for the STAT shortcut.
+    totals: HashMap<String, SeenTotals>,
+}
+
+/// A folder's seen ids summed up (`State::seen_totals`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SeenTotals {
+    /// How many ids are recorded.
+    pub count: u64,
+    /// Their recorded sizes added up.
+    pub octets: u64,
+    /// Every one has a recorded size (none is 0, as rows recorded before
+    /// sizes were kept are).
+    pub all_sized: bool,
 }
 
 impl StateSeenIndex<'_> {
@@ -1483,12 +1553,28 @@ impl SeenIndex for StateSeenIndex<'_> {
         Ok(self.sizes(folder)?.get(uid).copied())
     }
 
-    fn recorded_totals(&mut self, folder: &str) -> Result<Option<(u64, u64)>> {
-        let sizes = self.sizes(folder)?;
-        if sizes.values().any(|&size| size == 0) {
-            return Ok(None);
+    fn seen_size_one(&mut self, folder: &str, uid: &str) -> Result<Option<u64>> {
+        match self.cache.get(folder) {
+            Some(sizes) => Ok(sizes.get(uid).copied()),
+            None => self.state.seen_size_of(self.account, folder, 0, uid),
         }
-        Ok(Some((sizes.len() as u64, sizes.values().sum())))
+    }
+
+    fn recorded_totals(&mut self, folder: &str) -> Result<Option<(u64, u64)>> {
+        let totals = match (self.cache.get(folder), self.totals.get(folder)) {
+            (Some(sizes), _) => SeenTotals {
+                count: sizes.len() as u64,
+                octets: sizes.values().sum(),
+                all_sized: !sizes.values().any(|&size| size == 0),
+            },
+            (None, Some(totals)) => *totals,
+            (None, None) => {
+                let totals = self.state.seen_totals(self.account, folder, 0)?;
+                self.totals.insert(folder.to_string(), totals);
+                totals
+            }
+        };
+        Ok(totals.all_sized.then_some((totals.count, totals.octets)))
     }
 
     fn runs_before(&mut self) -> Result<u64> {
@@ -1589,6 +1675,60 @@ mod tests {
         );
         assert_eq!(s.seen_uids("a", "INBOX", 0).unwrap().len(), 1, "u4 stays");
         assert_eq!(s.seen_uids("b", "INBOX", 0).unwrap().len(), 1);
+    }
+
+    #[test]
+    fn seen_totals_and_one_size_without_reading_every_id() {
+        let mut s = State::in_memory().unwrap();
+        let none = SeenTotals {
+            count: 0,
+            octets: 0,
+            all_sized: true,
+        };
+        assert_eq!(s.seen_totals("a", "INBOX", 0).unwrap(), none);
+        let mut big = msg("u2");
+        big.size = 1000;
+        s.mark_seen("a", &msg("u1"), None, None).unwrap();
+        s.mark_seen("a", &big, None, None).unwrap();
+        s.mark_seen("b", &msg("u3"), None, None).unwrap();
+        let totals = s.seen_totals("a", "INBOX", 0).unwrap();
+        assert_eq!(
+            totals,
+            SeenTotals {
+                count: 2,
+                octets: 1010,
+                all_sized: true
+            }
+        );
+        assert_eq!(s.seen_size_of("a", "INBOX", 0, "u2").unwrap(), Some(1000));
+        assert_eq!(s.seen_size_of("a", "INBOX", 0, "u3").unwrap(), None);
+        {
+            // The index answers the shortcut's questions from the totals
+            // and a point query, and has read no folder's ids for
+            // `forget_absent`.
+            let mut idx = s.seen_index("a", "");
+            idx.totals_already("INBOX", totals);
+            assert_eq!(idx.recorded_totals("INBOX").unwrap(), Some((2, 1010)));
+            assert_eq!(idx.seen_size_one("INBOX", "u1").unwrap(), Some(10));
+            assert!(idx.into_read().is_empty());
+        }
+        {
+            // Without totals read before, the same, read on first use.
+            let mut idx = s.seen_index("a", "");
+            assert_eq!(idx.recorded_totals("INBOX").unwrap(), Some((2, 1010)));
+            // A full scan's lookups read every id once.
+            assert_eq!(idx.seen_size("INBOX", "u2").unwrap(), Some(1000));
+            assert_eq!(idx.into_read()["INBOX"].len(), 2);
+        }
+        // A row recorded without a size (0) makes the totals unusable.
+        let mut unsized_msg = msg("u4");
+        unsized_msg.size = 0;
+        s.mark_seen("a", &unsized_msg, None, None).unwrap();
+        assert!(!s.seen_totals("a", "INBOX", 0).unwrap().all_sized);
+        assert_eq!(
+            s.seen_index("a", "").recorded_totals("INBOX").unwrap(),
+            None
+        );
     }
 
     fn imap_msg(uid: u32, uidvalidity: u32) -> RemoteMessage {

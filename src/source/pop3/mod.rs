@@ -732,7 +732,7 @@ fn ask_stat_and_last(
     let uid = read_one(session, n, "UIDL")?.and_then(|id| client::valid_uidl(id.as_bytes()));
     let size = read_one(session, n, "LIST")?.and_then(|size| size.parse::<u64>().ok());
     let known = match (uid, size) {
-        (Some(uid), Some(size)) => seen.seen_size(POP3_FOLDER, &uid)? == Some(size),
+        (Some(uid), Some(size)) => seen.seen_size_one(POP3_FOLDER, &uid)? == Some(size),
         _ => false,
     };
     Ok((stat, known))
