@@ -773,6 +773,9 @@ fn fetch_command(cli: &Cli, args: &FetchArgs) -> anyhow::Result<ExitCode> {
     // on the way to the first handshake.
     mailretr::net::prepare_tls(selected.iter().map(|a| &a.server));
     if !args.check && urls.is_empty() {
+        // The first accounts' connections are made from now on; their
+        // TLS handshakes wait for the state (see `net::early`).
+        let gate = run::start_connecting(&config, &selected, &options);
         // Which shard this state runs as: an account that moved here
         // from another shard is recognised by it.
         // Said before this opens (and so creates) state.db.
@@ -782,8 +785,11 @@ fn fetch_command(cli: &Cli, args: &FetchArgs) -> anyhow::Result<ExitCode> {
         // (The connection goes on to the outgoing flush and the accounts.)
         if let Ok(mut state) = mailretr::store::State::shared(&config.general.state_dir) {
             options.shard_spec = Some(state.begin_shard(shard, mailretr::retry::now())?);
-            run::start_connecting(&config, &selected, &options, &state);
+            run::connections_see_state(&gate, &config, &selected, &options, &state);
+            drop(gate);
             warn_spooled_elsewhere(&state, &config, shard)?;
+        } else {
+            gate.cancel_all();
         }
     }
     if !args.check && config.path.is_some() {

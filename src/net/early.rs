@@ -6,6 +6,13 @@
 //! the server's share of the handshake (a Dovecot forks a login process
 //! for it) now overlaps with it instead of following it.
 //!
+//! The TCP connection is made before the state is opened; the TLS
+//! handshake waits for the state (`StateGate`): it offers the server's
+//! stored session, which `fetch` reads through its own connection to
+//! state.db (`session::preload`) once that is open, and an account the
+//! state says is not to connect now (a LOGIN-DELAY) has its connection
+//! closed before the handshake (`StateGate::cancel`).
+//!
 //! Nothing is said to the server before the account's lock is held: no
 //! greeting is read, no command sent and no credential used on the early
 //! thread. The account takes its connection (`take`) when it would have
@@ -25,7 +32,7 @@
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::net::TcpStream;
-use std::sync::{Mutex, MutexGuard, OnceLock};
+use std::sync::{Condvar, Mutex, MutexGuard, OnceLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -79,10 +86,101 @@ impl Opening {
 /// Connects to `server` now: TCP (or the proxy, or the tunnel), and the
 /// TLS handshake when TLS is implicit.
 fn open_now(server: &ServerConfig) -> Result<Opening> {
-    let tcp = super::connect_tcp(server)?;
+    secure(server, super::connect_tcp(server)?)
+}
+
+/// The TLS handshake on `tcp` when TLS is implicit.
+fn secure(server: &ServerConfig, tcp: TcpStream) -> Result<Opening> {
     match server.tls {
         TlsMode::Implicit => Ok(Opening::Tls(super::tunnel::tls_handshake(server, tcp)?)),
         TlsMode::None | TlsMode::Starttls => Ok(Opening::Tcp(tcp)),
+    }
+}
+
+/// An early connection for `account`: TCP, then (once the state lets
+/// it, see `StateGate`) the TLS handshake.
+fn open_early(account: &str, server: &ServerConfig) -> Result<Opening> {
+    let tcp = super::connect_tcp(server)?;
+    if !StateGate::wait(account) {
+        return Err(Error::Internal(format!(
+            "the early connection of {account} was not to be used"
+        )));
+    }
+    secure(server, tcp)
+}
+
+/// Holds the TLS handshakes of early connections until the state has
+/// been read (the guard is dropped); `cancel` closes one before its
+/// handshake.
+pub struct StateGate(());
+
+#[derive(Default)]
+struct GateState {
+    held: bool,
+    cancelled: std::collections::HashSet<String>,
+    all_cancelled: bool,
+}
+
+fn gate() -> &'static (Mutex<GateState>, Condvar) {
+    static GATE: OnceLock<(Mutex<GateState>, Condvar)> = OnceLock::new();
+    GATE.get_or_init(Default::default)
+}
+
+/// How long a held handshake waits for the state at most: one that
+/// waited so long goes on without it (its session store then reads
+/// state.db itself, see `session`).
+const GATE_WAIT: Duration = Duration::from_secs(5);
+
+impl StateGate {
+    /// Holds the handshakes of the early connections from now until the
+    /// guard is dropped.
+    pub fn hold() -> StateGate {
+        let mut g = gate().0.lock().unwrap_or_else(|e| e.into_inner());
+        g.held = true;
+        g.cancelled.clear();
+        g.all_cancelled = false;
+        StateGate(())
+    }
+
+    /// No early connection is to be used (the state could not be
+    /// opened: no account runs).
+    pub fn cancel_all(&self) {
+        gate()
+            .0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .all_cancelled = true;
+    }
+
+    /// `account`'s early connection is not to be used: it is closed
+    /// before its handshake.
+    pub fn cancel(&self, account: &str) {
+        let mut g = gate().0.lock().unwrap_or_else(|e| e.into_inner());
+        g.cancelled.insert(account.to_string());
+    }
+
+    fn cancelled(account: &str) -> bool {
+        let g = gate().0.lock().unwrap_or_else(|e| e.into_inner());
+        g.all_cancelled || g.cancelled.contains(account)
+    }
+
+    /// Waits while the handshakes are held; whether `account`'s may go.
+    fn wait(account: &str) -> bool {
+        let (lock, released) = gate();
+        let g = lock.lock().unwrap_or_else(|e| e.into_inner());
+        let g = match released.wait_timeout_while(g, GATE_WAIT, |g| g.held) {
+            Ok((g, _)) => g,
+            Err(e) => e.into_inner().0,
+        };
+        !(g.all_cancelled || g.cancelled.contains(account))
+    }
+}
+
+impl Drop for StateGate {
+    fn drop(&mut self) {
+        let (lock, released) = gate();
+        lock.lock().unwrap_or_else(|e| e.into_inner()).held = false;
+        released.notify_all();
     }
 }
 
@@ -129,10 +227,11 @@ fn registry() -> MutexGuard<'static, HashMap<String, Early>> {
 /// tunnels (their command is started by the account, see `tunnel`).
 pub fn start(account: &str, server: &ServerConfig, slot: Slot) {
     let for_thread = server.clone();
+    let name = account.to_string();
     let spawned = std::thread::Builder::new()
         .name(format!("connect {account}"))
         .spawn(move || {
-            let opening = open_now(&for_thread);
+            let opening = open_early(&name, &for_thread);
             Outcome {
                 opening,
                 refused: super::tls::resumption_refused(),
@@ -151,6 +250,11 @@ pub fn start(account: &str, server: &ServerConfig, slot: Slot) {
     }
 }
 
+/// Whether a connection is being made early for `account`.
+pub fn started(account: &str) -> bool {
+    registry().contains_key(account)
+}
+
 /// Whether `server` may be connected to early at all.
 pub fn possible(server: &ServerConfig) -> bool {
     server.tunnel.is_none()
@@ -161,7 +265,10 @@ pub fn possible(server: &ServerConfig) -> bool {
 /// (`Handoff::install`).
 pub fn take(account: &str, server: &ServerConfig) -> Option<(Slot, Pending)> {
     let early = registry().remove(account)?;
-    if early.server != *server || early.started.elapsed() > FRESH_FOR {
+    if early.server != *server
+        || early.started.elapsed() > FRESH_FOR
+        || StateGate::cancelled(account)
+    {
         return None;
     }
     let server = early.server.clone();

@@ -226,32 +226,74 @@ fn jobs(config: &Config, accounts: &[&Account], options: &FetchOptions) -> usize
 }
 
 /// Starts connecting to the servers of the accounts `run` will start
-/// with (the first `jobs` of them), each on a thread of its own, so the
-/// connection is being made while the outgoing queue and the account's
-/// spool are flushed and its lock taken (see `net::early`). Not for an account under a LOGIN-DELAY,
-/// nor when its server's connection slots are taken; `run` connects for
-/// those as it always does. Call it before `run`, with the state `run`
-/// will use.
+/// with (the first `jobs` of them), each on a thread of its own, before
+/// the state is opened: the connection is being made while the state is
+/// opened, the outgoing queue and the account's spool are flushed and
+/// its lock taken (see `net::early`). The TLS handshakes wait until the
+/// returned gate is dropped, after `connections_see_state`. Nothing is
+/// started when a LOGIN-DELAY may be recorded in the state
+/// (`State::login_delay_recorded`), nor for a server whose connection
+/// slots are taken; `connections_see_state`, or `run`, connects for
+/// those as it always did.
 pub fn start_connecting(
+    config: &Config,
+    accounts: &[&Account],
+    options: &FetchOptions,
+) -> crate::net::early::StateGate {
+    crate::net::session::use_state_dir(&config.general.state_dir);
+    let gate = crate::net::early::StateGate::hold();
+    if State::login_delay_recorded(&config.general.state_dir) {
+        return gate;
+    }
+    let slots = Slots::global();
+    for account in accounts.iter().take(jobs(config, accounts, options)) {
+        if !crate::net::early::possible(&account.server) {
+            continue;
+        }
+        let limit = account.connection_limit(&config.general);
+        // Only a slot free now: the early connection never waits.
+        if let Some(slot) = slots.acquire(&account.server.host, limit, &|| true) {
+            crate::net::early::start(&account.name, &account.server, slot);
+        }
+    }
+    gate
+}
+
+/// With the state open (the one `run` will use): the stored TLS
+/// sessions of the servers connected to early are read for their
+/// handshakes; an account under a LOGIN-DELAY has its early connection
+/// closed before the handshake; the accounts `start_connecting` did not
+/// start (a LOGIN-DELAY recorded) start now unless theirs is in force.
+/// The caller then drops the gate.
+pub fn connections_see_state(
+    gate: &crate::net::early::StateGate,
     config: &Config,
     accounts: &[&Account],
     options: &FetchOptions,
     state: &State,
 ) {
-    crate::net::session::use_state_dir(&config.general.state_dir);
     let now = crate::retry::now();
     let slots = Slots::global();
     for account in accounts.iter().take(jobs(config, accounts, options)) {
         if !crate::net::early::possible(&account.server) {
             continue;
         }
-        if let Ok(Some((_, not_before, _))) = state.login_delay(&account.name) {
-            if not_before > now {
-                continue;
+        let delayed = matches!(
+            state.login_delay(&account.name),
+            Ok(Some((_, not_before, _))) if not_before > now
+        );
+        if crate::net::early::started(&account.name) {
+            if delayed {
+                gate.cancel(&account.name);
+            } else {
+                crate::net::session::preload(state, &account.server);
             }
+            continue;
+        }
+        if delayed {
+            continue;
         }
         let limit = account.connection_limit(&config.general);
-        // Only a slot free now: the early connection never waits.
         if let Some(slot) = slots.acquire(&account.server.host, limit, &|| true) {
             crate::net::session::preload(state, &account.server);
             crate::net::early::start(&account.name, &account.server, slot);

@@ -431,6 +431,10 @@ pub(crate) fn record_seen(
     Ok(())
 }
 
+/// The file beside state.db that says a `[LOGIN-DELAY]` is recorded
+/// (`State::login_delay_recorded`).
+const LOGIN_DELAY_MARKER: &str = "login-delay";
+
 /// Pages of WAL after which a commit copies them into state.db (SQLite's
 /// automatic checkpoint; its default is 1000). Smaller, so that the WAL a
 /// run finds, which the first connection reads through on opening, stays
@@ -1169,6 +1173,12 @@ impl State {
         not_before: i64,
         reason: &str,
     ) -> Result<()> {
+        // The marker first: whenever a delay is recorded, it is there.
+        if let Some(marker) = self.login_delay_marker() {
+            if let Err(e) = std::fs::write(&marker, b"") {
+                log::debug!("cannot create {}: {e}", marker.display());
+            }
+        }
         self.conn
             .execute(
                 "INSERT OR REPLACE INTO login_delay (account, host, not_before, reason)
@@ -1201,9 +1211,31 @@ impl State {
                 params![account],
             )
             .map_err(|e| wrap(&self.path, e))?;
+        let left: i64 = self
+            .conn
+            .query_row("SELECT count(*) FROM login_delay", [], |r| r.get(0))
+            .map_err(|e| wrap(&self.path, e))?;
+        if let (0, Some(marker)) = (left, self.login_delay_marker()) {
+            let _ = std::fs::remove_file(marker);
+        }
         Ok(())
     }
 
+    /// `login-delay` beside state.db: there whenever a `[LOGIN-DELAY]` is
+    /// recorded (`login_delay_recorded`). None for a state in memory.
+    fn login_delay_marker(&self) -> Option<PathBuf> {
+        let dir = self.path.parent().filter(|d| !d.as_os_str().is_empty())?;
+        Some(dir.join(LOGIN_DELAY_MARKER))
+    }
+
+    /// Whether a `[LOGIN-DELAY]` may be recorded in the state in `dir`,
+    /// told without opening it (`fetch` asks before it connects to any
+    /// server, see `run::start_connecting`): the marker file
+    /// `set_login_delay` creates before it records one, and
+    /// `clear_login_delay` removes once none is left.
+    pub fn login_delay_recorded(dir: &Path) -> bool {
+        dir.join(LOGIN_DELAY_MARKER).exists()
+    }
 
     /// An account's last recorded quota and when it was read.
     pub fn quota(&self, account: &str) -> Result<Option<(Quota, i64)>> {

@@ -361,7 +361,11 @@ fn pop3_login_delay_keeps_the_next_runs_away_until_it_is_over() {
     );
     assert!(delivered(&env.path("Maildir")).is_empty());
 
-    // The next runs, within the delay, do not connect.
+    // The next runs, within the delay, do not connect: not even early,
+    // before the state is opened (the marker beside state.db says a
+    // delay is recorded).
+    let marker = env.path("state").join("login-delay");
+    assert!(marker.exists(), "the LOGIN-DELAY marker");
     let out = env.run(&["fetch"]);
     assert_eq!(out.code, 1, "{}", out.stderr);
     let out = env.run_later(590, &["fetch"]);
@@ -398,6 +402,38 @@ fn pop3_login_delay_keeps_the_next_runs_away_until_it_is_over() {
     let json: serde_json::Value =
         serde_json::from_str(&env.run(&["status", "--json"]).stdout).unwrap();
     assert!(json["accounts"][0]["login_delay"].is_null(), "{json}");
+    assert!(!marker.exists(), "the marker goes with the last delay");
+}
+
+/// A LOGIN-DELAY recorded without the marker (a state written by an
+/// older mailretr): the connection made early, before the state was
+/// read, is closed at once, without a word (no greeting read, no TLS).
+#[test]
+fn pop3_login_delay_without_its_marker_still_keeps_the_session_away() {
+    let server = FakeServer::start_many(vec![
+        pop3_refused(
+            "LOGIN-DELAY 600\r\n",
+            "[LOGIN-DELAY] wait 10 minutes between logins",
+        ),
+        // What the early connection may get: nothing is said on it.
+        vec![Step::send("+OK ready\r\n")],
+    ]);
+    let env = Env::new();
+    ConfigBuilder::single(&env, pop3_account(&server)).write(&env);
+    let out = env.run(&["fetch"]);
+    assert!(server.settle(Duration::from_secs(10)), "{}", out.stderr);
+    assert_eq!(out.code, 7, "{}", out.stderr);
+    std::fs::remove_file(env.path("state").join("login-delay")).unwrap();
+    let out = env.run(&["fetch"]);
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    let transcripts = server.transcripts();
+    // (The early connection is made, as a rule: 2 connections; on a
+    // slow machine the run may end before it is.)
+    assert!(server.connections() <= 2, "{}", server.connections());
+    assert!(
+        transcripts.iter().skip(1).all(|t| t.is_empty()),
+        "nothing said within the delay: {transcripts:?}"
+    );
 }
 
 /// Without the `LOGIN-DELAY` capability the delay is 15 minutes.
