@@ -4,6 +4,14 @@
 //! offered on the next connection, so a cron run pays an abbreviated
 //! handshake (no certificate chain, no verification, no trust store).
 //!
+//! A server that resumes none of the sessions it is offered (a Dovecot
+//! in its default "secure" mode forks a login process, with ticket keys
+//! of its own, for every connection) is offered none after
+//! `GIVE_UP_AFTER` handshakes in a row that were not resumed, and none of
+//! its sessions is kept, for `REFUSED_FOR` (as after a refusal): parsing
+//! the stored session, offering it and storing the next would be work on
+//! every run for nothing.
+//!
 //! A session is keyed on the host, the port and the connector's trust
 //! id (the `ca_file` bytes, the pin, the client certificate), so a
 //! session verified under one trust is never resumed under another. A
@@ -33,6 +41,13 @@ const BUSY: Duration = Duration::from_millis(250);
 /// session again.
 const REFUSED_FOR: i64 = 7 * 24 * 3600;
 
+/// After this many handshakes in a row with a stored session offered and
+/// not resumed, a server is taken for one that resumes none: nothing is
+/// offered to or stored for it for `REFUSED_FOR`. One miss is a server
+/// restarted with new ticket keys; three in a row, one that never
+/// resumes.
+const GIVE_UP_AFTER: i64 = 3;
+
 /// Larger "sessions" are not stored (a hostile server cannot fill
 /// state.db; OpenSSL's own are a few kilobytes with the certificate).
 const MAX_DER: usize = 64 * 1024;
@@ -55,7 +70,10 @@ struct Store {
     preloaded: HashSet<String>,
     /// Rows `preload` read, not yet parsed (OpenSSL may still be setting
     /// itself up on another thread: `preload` does not wait for it).
-    read: HashMap<String, (Vec<u8>, i64)>,
+    read: HashMap<String, (Vec<u8>, i64, i64)>,
+    /// Per key, how many handshakes in a row offered a session and were
+    /// not resumed (as stored, then as this process saw them).
+    misses: HashMap<String, i64>,
     /// Servers that failed a handshake with a session offered: nothing
     /// is offered to or stored for them (for `REFUSED_FOR`).
     refused: HashSet<String>,
@@ -113,30 +131,37 @@ impl Store {
         if !self.looked_up.insert(key.to_string()) {
             return None;
         }
-        if let Some((der, saved_at)) = self.read.remove(key) {
-            return self.remember(key, &der, saved_at);
+        if let Some((der, saved_at, misses)) = self.read.remove(key) {
+            return self.remember(key, &der, saved_at, misses);
         }
         if self.preloaded.iter().any(|p| key.starts_with(p.as_str())) {
             return None;
         }
-        let row: Option<(Vec<u8>, i64)> = self
+        let row: Option<(Vec<u8>, i64, i64)> = self
             .conn()?
             .query_row(
-                "SELECT session, saved_at FROM tls_sessions WHERE server = ?1",
+                "SELECT session, saved_at, misses FROM tls_sessions WHERE server = ?1",
                 [key],
-                |r| Ok((r.get(0)?, r.get(1)?)),
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
             )
             .optional()
             .unwrap_or_else(|e| {
                 log::debug!("TLS session store: {e}");
                 None
             });
-        let (der, saved_at) = row?;
-        self.remember(key, &der, saved_at)
+        let (der, saved_at, misses) = row?;
+        self.remember(key, &der, saved_at, misses)
     }
 
     /// Takes in a stored row: a session, or the refusal mark.
-    fn remember(&mut self, key: &str, der: &[u8], saved_at: i64) -> Option<SslSession> {
+    fn remember(
+        &mut self,
+        key: &str,
+        der: &[u8],
+        saved_at: i64,
+        misses: i64,
+    ) -> Option<SslSession> {
+        self.misses.insert(key.to_string(), misses);
         if der.is_empty() {
             // The refusal mark (see `refused`).
             if now() - saved_at < REFUSED_FOR {
@@ -163,16 +188,46 @@ impl Store {
         self.unwritten.insert(key.to_string());
     }
 
-    /// The sessions issued since the last time, as rows to store.
-    fn take_issued(&mut self) -> Vec<(String, Vec<u8>)> {
+    /// The sessions issued since the last time, and the marks of servers
+    /// given up on (`handshake_done`), as rows to store.
+    fn take_issued(&mut self) -> Vec<(String, Vec<u8>, i64)> {
         let mut rows = Vec::new();
         for key in std::mem::take(&mut self.unwritten) {
+            if self.refused.contains(&key) {
+                rows.push((key, Vec::new(), 0));
+                continue;
+            }
+            let misses = self.misses.get(&key).copied().unwrap_or(0);
             let der = self.sessions.get(&key).and_then(|s| s.to_der().ok());
             if let Some(der) = der.filter(|d| d.len() <= MAX_DER) {
-                rows.push((key, der));
+                rows.push((key, der, misses));
             }
         }
         rows
+    }
+
+    /// A handshake with `key`'s server is over: with a session offered,
+    /// whether it was resumed (`handshake_done`).
+    fn offered_and(&mut self, key: &str, resumed: bool) {
+        let before = self.misses.get(key).copied().unwrap_or(0);
+        let misses = if resumed { 0 } else { before + 1 };
+        if misses == before {
+            return;
+        }
+        self.misses.insert(key.to_string(), misses);
+        // The count is stored with the session (`flush`): the one the
+        // server issues on this connection, or the one offered.
+        self.unwritten.insert(key.to_string());
+        if misses >= GIVE_UP_AFTER {
+            log::debug!(
+                "{key}: none of the last {misses} TLS sessions offered was resumed; \
+                 offering none for {} days",
+                REFUSED_FOR / 86400
+            );
+            // The mark instead (see `take_issued`).
+            self.sessions.remove(key);
+            self.refused.insert(key.to_string());
+        }
     }
 
     fn write(&mut self, key: &str, der: &[u8]) {
@@ -211,9 +266,9 @@ pub fn preload(state: &crate::store::State, server: &ServerConfig) {
         Err(e) => return log::debug!("TLS session store: {e}"),
     };
     let mut s = store();
-    for (key, der, saved_at) in rows {
+    for (key, der, saved_at, misses) in rows {
         if !s.looked_up.contains(&key) {
-            s.read.insert(key, (der, saved_at));
+            s.read.insert(key, (der, saved_at, misses));
         }
     }
     s.preloaded.insert(prefix);
@@ -231,6 +286,16 @@ pub fn refused(key: &str) {
     s.unwritten.remove(key);
     s.refused.insert(key.to_string());
     s.write(key, &[]);
+}
+
+/// A handshake with the server of `key` succeeded; `offered`: with a
+/// stored session offered, `resumed`: and resumed. A server that resumed
+/// none of `GIVE_UP_AFTER` in a row is offered none, and none of its
+/// sessions is kept, for `REFUSED_FOR`.
+pub fn handshake_done(key: &str, offered: bool, resumed: bool) {
+    if offered {
+        store().offered_and(key, resumed);
+    }
 }
 
 /// The store's key for a server under the connector's trust settings.

@@ -366,6 +366,7 @@ pub fn handshake(server: &ServerConfig, tcp: TcpStream) -> Result<TlsStream> {
         }
     })?;
     let resumed = tls.ssl().session_reused();
+    session::handshake_done(&key, offered, resumed);
     if resumed {
         log::debug!("{}:{}: TLS session resumed", server.host, server.port);
     } else if offered {

@@ -229,6 +229,10 @@ const MIGRATIONS: &[&str] = &[
         not_before INTEGER NOT NULL,
         reason     TEXT NOT NULL
      ) WITHOUT ROWID;",
+    // 15: how many handshakes in a row offered a server's stored TLS
+    // session and were not resumed (see `crate::net::session`): after a
+    // few, none is offered or kept for a while.
+    "ALTER TABLE tls_sessions ADD COLUMN misses INTEGER NOT NULL DEFAULT 0;",
 ];
 
 /// An IMAP quota root's usage, as `GETQUOTAROOT INBOX` reported it.
@@ -431,6 +435,11 @@ pub(crate) fn record_seen(
     Ok(())
 }
 
+/// A row of `tls_sessions` (`State::tls_sessions_under`): the server's
+/// key, the session (DER; empty: the mark of a server given up on), when
+/// it was saved, and the count of handshakes in a row not resumed.
+pub type StoredTlsSession = (String, Vec<u8>, i64, i64);
+
 /// The file beside state.db that says a `[LOGIN-DELAY]` is recorded
 /// (`State::login_delay_recorded`).
 const LOGIN_DELAY_MARKER: &str = "login-delay";
@@ -554,34 +563,39 @@ impl State {
     }
 
     /// The stored TLS sessions whose server key starts with `prefix`
-    /// (see `net::session`): key, session, when saved.
-    pub fn tls_sessions_under(&self, prefix: &str) -> Result<Vec<(String, Vec<u8>, i64)>> {
+    /// (see `net::session`): key, session, when saved, and how many
+    /// handshakes in a row it or its predecessors were offered in and
+    /// not resumed.
+    pub fn tls_sessions_under(&self, prefix: &str) -> Result<Vec<StoredTlsSession>> {
         let mut stmt = self
             .conn
             .prepare_cached(
-                "SELECT server, session, saved_at FROM tls_sessions
+                "SELECT server, session, saved_at, misses FROM tls_sessions
                  WHERE substr(server, 1, length(?1)) = ?1",
             )
             .map_err(|e| wrap(&self.path, e))?;
         let rows = stmt
-            .query_map([prefix], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .query_map([prefix], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+            })
             .map_err(|e| wrap(&self.path, e))?;
         rows.collect::<rusqlite::Result<_>>()
             .map_err(|e| wrap(&self.path, e))
     }
 
-    /// Stores TLS sessions (key, session) saved at `now`, in one
-    /// transaction that is not synced on its own (`synchronous = NORMAL`
-    /// for it): the next synced commit, or none, takes it to disk (a lost
-    /// session costs a full handshake).
-    pub fn put_tls_sessions(&mut self, rows: &[(String, Vec<u8>)], now: i64) -> Result<()> {
+    /// Stores TLS sessions (key, session, misses; see
+    /// `tls_sessions_under`) saved at `now`, in one transaction that is
+    /// not synced on its own (`synchronous = NORMAL` for it): the next
+    /// synced commit, or none, takes it to disk (a lost session costs a
+    /// full handshake).
+    pub fn put_tls_sessions(&mut self, rows: &[(String, Vec<u8>, i64)], now: i64) -> Result<()> {
         self.unsynced(|tx| {
             let mut stmt = tx.prepare_cached(
-                "INSERT OR REPLACE INTO tls_sessions (server, session, saved_at)
-                 VALUES (?1, ?2, ?3)",
+                "INSERT OR REPLACE INTO tls_sessions (server, session, saved_at, misses)
+                 VALUES (?1, ?2, ?3, ?4)",
             )?;
-            for (key, der) in rows {
-                stmt.execute(params![key, der, now])?;
+            for (key, der, misses) in rows {
+                stmt.execute(params![key, der, now, misses])?;
             }
             Ok(())
         })
@@ -1963,10 +1977,13 @@ mod tests {
         let mut s = State::shared(dir.path()).unwrap();
         assert_eq!(synchronous(&s), 2);
         s.record_run(&no_mail_run(1)).unwrap();
-        s.put_tls_sessions(&[("h:1 x".into(), vec![1, 2, 3])], 7)
+        s.put_tls_sessions(&[("h:1 x".into(), vec![1, 2, 3], 2)], 7)
             .unwrap();
         assert_eq!(synchronous(&s), 2);
-        assert_eq!(s.tls_sessions_under("h:1 ").unwrap().len(), 1);
+        assert_eq!(
+            s.tls_sessions_under("h:1 ").unwrap(),
+            vec![("h:1 x".to_string(), vec![1, 2, 3], 7, 2)]
+        );
         assert!(s.tls_sessions_under("h:2 ").unwrap().is_empty());
         drop(s);
         let again = State::shared(dir.path()).unwrap();

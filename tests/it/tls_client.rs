@@ -149,6 +149,79 @@ fn tls_sessions_are_resumed_by_the_next_run_and_a_bad_one_means_a_full_handshake
     dovecot.cleanup_dir();
 }
 
+/// A Dovecot in its default ("secure") login mode forks a login process,
+/// with ticket keys of its own, per connection: it resumes no session.
+/// After three handshakes in a row that offered one in vain, none is
+/// offered or stored (a mark in state.db instead), so a cron run no
+/// longer parses, offers and stores a session for nothing.
+#[test]
+fn a_server_that_resumes_no_session_is_offered_none_after_three() {
+    let dovecot = Dovecot::start_with(
+        "service imap-login {\n  service_count = 1\n  process_min_avail = 0\n}\n\
+         service pop3-login {\n  service_count = 1\n  process_min_avail = 0\n}\n",
+    );
+    let user = dovecot.new_user();
+    dovecot.add_message(&user, "INBOX", &message(1));
+    let env = Env::new();
+    ConfigBuilder::new(&env)
+        .account(
+            AccountBuilder::dovecot_imaps("imaps", &dovecot, &user)
+                .keep(true)
+                .deliver_to(&["home"]),
+        )
+        .account(
+            AccountBuilder::dovecot_pop3s("pop3s", &dovecot, &user)
+                .keep(true)
+                .deliver_to(&["home"]),
+        )
+        .maildir("home", env.path("Maildir"))
+        .write(&env);
+    let rows = |env: &Env| -> Vec<(usize, i64)> {
+        let conn = sessions(env);
+        let mut stmt = conn
+            .prepare("SELECT length(session), misses FROM tls_sessions ORDER BY server")
+            .unwrap();
+        let rows = stmt
+            .query_map([], |r| Ok((r.get::<_, i64>(0)? as usize, r.get(1)?)))
+            .unwrap();
+        rows.map(Result::unwrap).collect()
+    };
+    let first = fetch(&env, 0);
+    assert!(!first.contains("TLS session"), "{first}");
+    assert!(rows(&env)
+        .iter()
+        .all(|&(len, misses)| len > 0 && misses == 0));
+    for run in 1..=2 {
+        let out = fetch(&env, 1);
+        assert_eq!(
+            out.matches("TLS session not resumed (full handshake)")
+                .count(),
+            2,
+            "{out}"
+        );
+        assert!(!out.contains("offering none"), "{out}");
+        let stored = rows(&env);
+        assert!(
+            stored.iter().all(|&(len, misses)| len > 0 && misses == run),
+            "run {run}: {stored:?}"
+        );
+    }
+    let third = fetch(&env, 1);
+    assert_eq!(
+        third.matches("offering none for 7 days").count(),
+        2,
+        "{third}"
+    );
+    assert_eq!(rows(&env), vec![(0, 0), (0, 0)], "the marks");
+    // From now on nothing is offered, and nothing stored.
+    let fourth = fetch(&env, 1);
+    assert!(!fourth.contains("TLS session"), "{fourth}");
+    assert_eq!(rows(&env), vec![(0, 0), (0, 0)]);
+    assert_eq!(env.maildir_messages(env.path("Maildir")).len(), 2);
+    dovecot.stop();
+    dovecot.cleanup_dir();
+}
+
 /// `ca_file` is an extra trust anchor: a chain that does not end in it is
 /// verified against the system store (here `SSL_CERT_FILE`, with an empty
 /// `SSL_CERT_DIR` so the bundle file is what is used), and the host name
