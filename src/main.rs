@@ -767,15 +767,18 @@ fn fetch_command(cli: &Cli, args: &FetchArgs) -> anyhow::Result<ExitCode> {
         );
     }
     selected.retain(|a| shard.contains(&a.name));
+    // The first accounts' connections are begun first of all (their SYNs
+    // sent from this thread: the server's share of the set-up, a Dovecot
+    // forking a login process, starts with them); their TLS handshakes
+    // wait for the state (see `net::early`).
+    let gate = (!args.check && urls.is_empty())
+        .then(|| run::start_connecting(&config, &selected, &options));
     // The TLS contexts (OpenSSL's set-up, the ca_file) are built on a
     // thread of their own while the state is opened and the outgoing
     // spool flushed: on a run with no new mail that set-up is otherwise
     // on the way to the first handshake.
     mailretr::net::prepare_tls(selected.iter().map(|a| &a.server));
-    if !args.check && urls.is_empty() {
-        // The first accounts' connections are made from now on; their
-        // TLS handshakes wait for the state (see `net::early`).
-        let gate = run::start_connecting(&config, &selected, &options);
+    if let Some(gate) = gate {
         // Which shard this state runs as: an account that moved here
         // from another shard is recognised by it.
         // Said before this opens (and so creates) state.db.

@@ -330,17 +330,98 @@ fn connect_direct(
             Some(ip) => connect_from(ip, addr, server.timeout),
         };
         match connected {
-            Ok(tcp) => {
-                let set = |r: io::Result<()>| r.map_err(|e| Error::net(context, e));
-                set(tcp.set_read_timeout(Some(server.timeout)))?;
-                set(tcp.set_write_timeout(Some(server.timeout)))?;
-                set(tcp.set_nodelay(true))?;
-                return Ok(tcp);
-            }
+            Ok(tcp) => return set_up(tcp, server, context),
             Err(e) => last = e,
         }
     }
     Err(Error::net(context, last))
+}
+
+/// A direct TCP connection begun on one thread (the server's name
+/// resolved, the SYN sent by a non-blocking connect) for another to wait
+/// for (`finish_connect`): `fetch` sends its first SYN this way before
+/// anything else, see `early`.
+pub(crate) struct Begun {
+    socket: socket2::Socket,
+    /// The server's other addresses, tried in turn if the first fails.
+    rest: Vec<SocketAddr>,
+}
+
+/// Begins a connection to `server` (`Begun`), when it is a direct one
+/// (no tunnel, proxy or `source_ip`) and its first address does not
+/// fail at once; otherwise `None`, and `connect_tcp` does it all.
+pub(crate) fn begin_connect(server: &ServerConfig) -> Option<Begun> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    if server.tunnel.is_some() || server.proxy.is_some() || server.source_ip.is_some() {
+        return None;
+    }
+    let mut addrs = (server.host.as_str(), server.port).to_socket_addrs().ok()?;
+    let addr = addrs.next()?;
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP)).ok()?;
+    socket.set_nonblocking(true).ok()?;
+    match socket.connect(&addr.into()) {
+        Ok(()) => {}
+        Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => {}
+        Err(_) => return None,
+    }
+    Some(Begun {
+        socket,
+        rest: addrs.collect(),
+    })
+}
+
+/// The connection `begin_connect` began, once made (within the server's
+/// timeout), set up as `connect_direct`'s are; when the first address
+/// failed, the others are tried in turn, as `connect_direct` does.
+pub(crate) fn finish_connect(begun: Begun, server: &ServerConfig) -> Result<TcpStream> {
+    use std::os::fd::AsRawFd;
+    let context = format!("connecting to {}:{}", server.host, server.port);
+    let mut poll = libc::pollfd {
+        fd: begun.socket.as_raw_fd(),
+        events: libc::POLLOUT,
+        revents: 0,
+    };
+    let deadline = std::time::Instant::now() + server.timeout;
+    let ready = loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        let timeout = i32::try_from(left.as_millis()).unwrap_or(i32::MAX);
+        // SAFETY: one valid pollfd, for the duration of the call.
+        match unsafe { libc::poll(&mut poll, 1, timeout) } {
+            -1 if io::Error::last_os_error().kind() == io::ErrorKind::Interrupted => continue,
+            n => break n,
+        }
+    };
+    let first = match ready {
+        1 => match begun.socket.take_error() {
+            Ok(None) => begun
+                .socket
+                .set_nonblocking(false)
+                .map(|()| begun.socket.into()),
+            Ok(Some(e)) | Err(e) => Err(e),
+        },
+        0 => Err(io::Error::from(io::ErrorKind::TimedOut)),
+        _ => Err(io::Error::last_os_error()),
+    };
+    let mut last = match first {
+        Ok(tcp) => return set_up(tcp, server, &context),
+        Err(e) => e,
+    };
+    for addr in begun.rest {
+        match TcpStream::connect_timeout(&addr, server.timeout) {
+            Ok(tcp) => return set_up(tcp, server, &context),
+            Err(e) => last = e,
+        }
+    }
+    Err(Error::net(context, last))
+}
+
+/// A connection made: the server's timeouts, no Nagle.
+fn set_up(tcp: TcpStream, server: &ServerConfig, context: &str) -> Result<TcpStream> {
+    let set = |r: io::Result<()>| r.map_err(|e| Error::net(context, e));
+    set(tcp.set_read_timeout(Some(server.timeout)))?;
+    set(tcp.set_write_timeout(Some(server.timeout)))?;
+    set(tcp.set_nodelay(true))?;
+    Ok(tcp)
 }
 
 /// Connects to `addr` from the local address `ip` (any port).
@@ -420,4 +501,67 @@ pub fn format_fingerprint(digest: &[u8]) -> String {
         let _ = write!(s, "{b:02X}");
     }
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::{Read, Write};
+    use std::net::TcpListener;
+
+    fn server(port: u16) -> ServerConfig {
+        ServerConfig {
+            host: "127.0.0.1".into(),
+            port,
+            tls: crate::config::TlsMode::None,
+            ca_file: None,
+            fingerprint: None,
+            timeout: Duration::from_secs(5),
+            proxy: None,
+            source_ip: None,
+            tunnel: None,
+            compress: false,
+            client_cert: None,
+        }
+    }
+
+    #[test]
+    fn a_connection_begun_on_one_thread_is_finished_on_another() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let server = server(listener.local_addr().unwrap().port());
+        let begun = begin_connect(&server).expect("a direct connection is begun");
+        let (mut accepted, _) = listener.accept().unwrap();
+        let mut tcp = std::thread::spawn(move || finish_connect(begun, &server))
+            .join()
+            .unwrap()
+            .unwrap();
+        assert_eq!(tcp.read_timeout().unwrap(), Some(Duration::from_secs(5)));
+        assert!(tcp.nodelay().unwrap());
+        accepted.write_all(b"+OK\r\n").unwrap();
+        let mut got = [0; 5];
+        tcp.read_exact(&mut got).unwrap();
+        assert_eq!(&got, b"+OK\r\n");
+    }
+
+    #[test]
+    fn a_refused_begun_connection_fails_as_a_direct_one_does() {
+        let port = {
+            let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+            listener.local_addr().unwrap().port()
+        };
+        let server = server(port);
+        let direct = connect_tcp(&server).unwrap_err().to_string();
+        assert!(direct.contains("refused"), "{direct}");
+        if let Some(begun) = begin_connect(&server) {
+            let early = finish_connect(begun, &server).unwrap_err().to_string();
+            assert_eq!(early, direct);
+        }
+    }
+
+    #[test]
+    fn proxies_tunnels_and_source_addresses_are_not_begun_early() {
+        let mut s = server(1);
+        s.source_ip = Some("127.0.0.1".parse().unwrap());
+        assert!(begin_connect(&s).is_none());
+    }
 }

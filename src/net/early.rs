@@ -40,7 +40,7 @@ use crate::config::{ServerConfig, TlsMode};
 use crate::error::{Error, Result};
 use crate::slots::Slot;
 
-use super::Stream;
+use super::{Begun, Stream};
 
 /// A connection as the protocol's set-up starts from it: plain TCP for
 /// `tls = "none"` and STARTTLS, TLS already negotiated (and the server
@@ -97,10 +97,14 @@ fn secure(server: &ServerConfig, tcp: TcpStream) -> Result<Opening> {
     }
 }
 
-/// An early connection for `account`: TCP, then (once the state lets
-/// it, see `StateGate`) the TLS handshake.
-fn open_early(account: &str, server: &ServerConfig) -> Result<Opening> {
-    let tcp = super::connect_tcp(server)?;
+/// An early connection for `account`: TCP (begun by the caller of
+/// `start`, `begun`), then (once the state lets it, see `StateGate`) the
+/// TLS handshake.
+fn open_early(account: &str, server: &ServerConfig, begun: Option<Begun>) -> Result<Opening> {
+    let tcp = match begun {
+        Some(begun) => super::finish_connect(begun, server)?,
+        None => super::connect_tcp(server)?,
+    };
     if !StateGate::wait(account) {
         return Err(Error::Internal(format!(
             "the early connection of {account} was not to be used"
@@ -228,10 +232,14 @@ fn registry() -> MutexGuard<'static, HashMap<String, Early>> {
 pub fn start(account: &str, server: &ServerConfig, slot: Slot) {
     let for_thread = server.clone();
     let name = account.to_string();
+    // The SYN goes out now, from this thread: the server's share of the
+    // set-up starts with it, before this thread's next steps and before
+    // a new thread would be scheduled (see `net::begin_connect`).
+    let begun = super::begin_connect(server);
     let spawned = std::thread::Builder::new()
         .name(format!("connect {account}"))
         .spawn(move || {
-            let opening = open_early(&name, &for_thread);
+            let opening = open_early(&name, &for_thread, begun);
             Outcome {
                 opening,
                 refused: super::tls::resumption_refused(),

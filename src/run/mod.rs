@@ -226,8 +226,9 @@ fn jobs(config: &Config, accounts: &[&Account], options: &FetchOptions) -> usize
 }
 
 /// Starts connecting to the servers of the accounts `run` will start
-/// with (the first `jobs` of them), each on a thread of its own, before
-/// the state is opened: the connection is being made while the state is
+/// with (the first `jobs` of them), each on a thread of its own (the SYN
+/// is sent from the caller's, see `net::begin_connect`), before the
+/// state is opened: the connection is being made while the state is
 /// opened, the outgoing queue and the account's spool are flushed and
 /// its lock taken (see `net::early`). The TLS handshakes wait until the
 /// returned gate is dropped, after `connections_see_state`. Nothing is
