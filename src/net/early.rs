@@ -229,13 +229,21 @@ fn registry() -> MutexGuard<'static, HashMap<String, Early>> {
 
 /// Starts connecting to `account`'s `server`, holding `slot`. Not for
 /// tunnels (their command is started by the account, see `tunnel`).
-pub fn start(account: &str, server: &ServerConfig, slot: Slot) {
+///
+/// With `syn_here`, the name is resolved and the SYN sent from the
+/// calling thread (see `net::begin_connect`): the server's share of the
+/// set-up starts with it, before the caller's next steps and before a new
+/// thread would be scheduled. `fetch` does so for the first account
+/// only: a slow resolver would otherwise hold the caller up once per
+/// account.
+pub fn start(account: &str, server: &ServerConfig, slot: Slot, syn_here: bool) {
     let for_thread = server.clone();
     let name = account.to_string();
-    // The SYN goes out now, from this thread: the server's share of the
-    // set-up starts with it, before this thread's next steps and before
-    // a new thread would be scheduled (see `net::begin_connect`).
-    let begun = super::begin_connect(server);
+    let begun = if syn_here {
+        super::begin_connect(server)
+    } else {
+        None
+    };
     let spawned = std::thread::Builder::new()
         .name(format!("connect {account}"))
         .spawn(move || {

@@ -226,8 +226,8 @@ fn jobs(config: &Config, accounts: &[&Account], options: &FetchOptions) -> usize
 }
 
 /// Starts connecting to the servers of the accounts `run` will start
-/// with (the first `jobs` of them), each on a thread of its own (the SYN
-/// is sent from the caller's, see `net::begin_connect`), before the
+/// with (the first `jobs` of them), each on a thread of its own (the
+/// first one's SYN is sent from the caller's, see `early::start`), before the
 /// state is opened: the connection is being made while the state is
 /// opened, the outgoing queue and the account's spool are flushed and
 /// its lock taken (see `net::early`). The TLS handshakes wait until the
@@ -247,6 +247,7 @@ pub fn start_connecting(
         return gate;
     }
     let slots = Slots::global();
+    let mut first = true;
     for account in accounts.iter().take(jobs(config, accounts, options)) {
         if !crate::net::early::possible(&account.server) {
             continue;
@@ -254,7 +255,10 @@ pub fn start_connecting(
         let limit = account.connection_limit(&config.general);
         // Only a slot free now: the early connection never waits.
         if let Some(slot) = slots.acquire(&account.server.host, limit, &|| true) {
-            crate::net::early::start(&account.name, &account.server, slot);
+            // The first one's SYN from this thread, the others' from
+            // their own (see `early::start`).
+            crate::net::early::start(&account.name, &account.server, slot, first);
+            first = false;
         }
     }
     gate
@@ -297,7 +301,7 @@ pub fn connections_see_state(
         let limit = account.connection_limit(&config.general);
         if let Some(slot) = slots.acquire(&account.server.host, limit, &|| true) {
             crate::net::session::preload(state, &account.server);
-            crate::net::early::start(&account.name, &account.server, slot);
+            crate::net::early::start(&account.name, &account.server, slot, false);
         }
     }
 }
