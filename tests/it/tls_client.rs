@@ -81,6 +81,26 @@ fn fetch(env: &Env, code: i32) -> String {
     out.stderr
 }
 
+/// An env whose config has an IMAPS and a POP3S account on `dovecot`
+/// for `user`, both keeping the mail, delivering to one Maildir.
+fn imaps_and_pop3s_kept(dovecot: &Dovecot, user: &User) -> Env {
+    let env = Env::new();
+    ConfigBuilder::new(&env)
+        .account(
+            AccountBuilder::dovecot_imaps("imaps", dovecot, user)
+                .keep(true)
+                .deliver_to(&["home"]),
+        )
+        .account(
+            AccountBuilder::dovecot_pop3s("pop3s", dovecot, user)
+                .keep(true)
+                .deliver_to(&["home"]),
+        )
+        .maildir("home", env.path("Maildir"))
+        .write(&env);
+    env
+}
+
 fn sessions(env: &Env) -> rusqlite::Connection {
     rusqlite::Connection::open(env.path("state/state.db")).unwrap()
 }
@@ -93,20 +113,7 @@ fn tls_sessions_are_resumed_by_the_next_run_and_a_bad_one_means_a_full_handshake
     let dovecot = Dovecot::start();
     let user = dovecot.new_user();
     dovecot.add_message(&user, "INBOX", &message(1));
-    let env = Env::new();
-    ConfigBuilder::new(&env)
-        .account(
-            AccountBuilder::dovecot_imaps("imaps", &dovecot, &user)
-                .keep(true)
-                .deliver_to(&["home"]),
-        )
-        .account(
-            AccountBuilder::dovecot_pop3s("pop3s", &dovecot, &user)
-                .keep(true)
-                .deliver_to(&["home"]),
-        )
-        .maildir("home", env.path("Maildir"))
-        .write(&env);
+    let env = imaps_and_pop3s_kept(&dovecot, &user);
     let imaps = format!("localhost:{}: TLS session resumed", dovecot.imaps);
     let pop3s = format!("localhost:{}: TLS session resumed", dovecot.pop3s);
 
@@ -162,20 +169,7 @@ fn a_server_that_resumes_no_session_is_offered_none_after_three() {
     );
     let user = dovecot.new_user();
     dovecot.add_message(&user, "INBOX", &message(1));
-    let env = Env::new();
-    ConfigBuilder::new(&env)
-        .account(
-            AccountBuilder::dovecot_imaps("imaps", &dovecot, &user)
-                .keep(true)
-                .deliver_to(&["home"]),
-        )
-        .account(
-            AccountBuilder::dovecot_pop3s("pop3s", &dovecot, &user)
-                .keep(true)
-                .deliver_to(&["home"]),
-        )
-        .maildir("home", env.path("Maildir"))
-        .write(&env);
+    let env = imaps_and_pop3s_kept(&dovecot, &user);
     let rows = |env: &Env| -> Vec<(usize, i64)> {
         let conn = sessions(env);
         let mut stmt = conn
