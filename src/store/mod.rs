@@ -1094,30 +1094,6 @@ impl State {
             .map_err(|e| wrap(&self.path, e))
     }
 
-    /// The size recorded for one id delivered from an account's folder,
-    /// if it was (a point query; `seen_sizes` reads them all).
-    pub fn seen_size_of(
-        &self,
-        account: &str,
-        folder: &str,
-        uidvalidity: u32,
-        uid: &str,
-    ) -> Result<Option<u64>> {
-        self.conn
-            .prepare_cached(
-                "SELECT size FROM seen
-                 WHERE account = ?1 AND folder = ?2 AND uidvalidity = ?3 AND uid = ?4",
-            )
-            .and_then(|mut s| {
-                s.query_row(params![account, folder, uidvalidity, uid], |r| {
-                    r.get::<_, i64>(0)
-                })
-                .optional()
-            })
-            .map(|size| size.map(|s| s as u64))
-            .map_err(|e| wrap(&self.path, e))
-    }
-
     /// When a message was recorded as delivered (the commit's time) and
     /// the size recorded with it; `None` when the state does not say it
     /// was delivered. `delete_after` and `delete_bigger_than` go by this
@@ -1130,26 +1106,36 @@ impl State {
         let Some(uid) = &message.uid else {
             return Ok(None);
         };
+        self.seen_record(
+            account,
+            &message.folder,
+            message.uidvalidity.unwrap_or(0),
+            uid,
+        )
+    }
+
+    /// The record of one id delivered from an account's folder (when,
+    /// and its size), if there is one: a point query (`seen_sizes` reads
+    /// every id).
+    pub(crate) fn seen_record(
+        &self,
+        account: &str,
+        folder: &str,
+        uidvalidity: u32,
+        uid: &str,
+    ) -> Result<Option<crate::retention::Delivered>> {
         self.conn
             .prepare_cached(
                 "SELECT seen_at, size FROM seen
                  WHERE account = ?1 AND folder = ?2 AND uidvalidity = ?3 AND uid = ?4",
             )
             .and_then(|mut s| {
-                s.query_row(
-                    params![
-                        account,
-                        message.folder,
-                        message.uidvalidity.unwrap_or(0),
-                        uid
-                    ],
-                    |r| {
-                        Ok(crate::retention::Delivered {
-                            at: r.get(0)?,
-                            size: r.get::<_, i64>(1)? as u64,
-                        })
-                    },
-                )
+                s.query_row(params![account, folder, uidvalidity, uid], |r| {
+                    Ok(crate::retention::Delivered {
+                        at: r.get(0)?,
+                        size: r.get::<_, i64>(1)? as u64,
+                    })
+                })
                 .optional()
             })
             .map_err(|e| wrap(&self.path, e))
@@ -1602,7 +1588,10 @@ impl SeenIndex for StateSeenIndex<'_> {
     fn seen_size_one(&mut self, folder: &str, uid: &str) -> Result<Option<u64>> {
         match self.cache.get(folder) {
             Some(sizes) => Ok(sizes.get(uid).copied()),
-            None => self.state.seen_size_of(self.account, folder, 0, uid),
+            None => Ok(self
+                .state
+                .seen_record(self.account, folder, 0, uid)?
+                .map(|record| record.size)),
         }
     }
 
@@ -1746,8 +1735,9 @@ mod tests {
                 all_sized: true
             }
         );
-        assert_eq!(s.seen_size_of("a", "INBOX", 0, "u2").unwrap(), Some(1000));
-        assert_eq!(s.seen_size_of("a", "INBOX", 0, "u3").unwrap(), None);
+        let size_of = |uid| s.seen_record("a", "INBOX", 0, uid).unwrap().map(|r| r.size);
+        assert_eq!(size_of("u2"), Some(1000));
+        assert_eq!(size_of("u3"), None);
         {
             // The index answers the shortcut's questions from the totals
             // and a point query, and has read no folder's ids for
