@@ -316,7 +316,20 @@ fn connect_direct(
     let addrs = (host, port)
         .to_socket_addrs()
         .map_err(|e| Error::net(context, e))?;
-    let mut last = io::Error::new(io::ErrorKind::NotFound, "host has no addresses");
+    let none = io::Error::new(io::ErrorKind::NotFound, "host has no addresses");
+    connect_each(addrs, server, context, none)
+}
+
+/// Tries `addrs` in turn (from the server's `source_ip` if any:
+/// addresses of the other family are skipped); the first that connects
+/// is set up (`set_up`), else the last error (`last` when none is tried)
+/// is the one reported.
+fn connect_each(
+    addrs: impl IntoIterator<Item = SocketAddr>,
+    server: &ServerConfig,
+    context: &str,
+    mut last: io::Error,
+) -> Result<TcpStream> {
     for addr in addrs {
         let connected = match server.source_ip {
             None => TcpStream::connect_timeout(&addr, server.timeout),
@@ -402,17 +415,10 @@ pub(crate) fn finish_connect(begun: Begun, server: &ServerConfig) -> Result<TcpS
         0 => Err(io::Error::from(io::ErrorKind::TimedOut)),
         _ => Err(io::Error::last_os_error()),
     };
-    let mut last = match first {
-        Ok(tcp) => return set_up(tcp, server, &context),
-        Err(e) => e,
-    };
-    for addr in begun.rest {
-        match TcpStream::connect_timeout(&addr, server.timeout) {
-            Ok(tcp) => return set_up(tcp, server, &context),
-            Err(e) => last = e,
-        }
+    match first {
+        Ok(tcp) => set_up(tcp, server, &context),
+        Err(e) => connect_each(begun.rest, server, &context, e),
     }
-    Err(Error::net(context, last))
 }
 
 /// A connection made: the server's timeouts, no Nagle.

@@ -125,6 +125,13 @@ struct GateState {
     all_cancelled: bool,
 }
 
+impl GateState {
+    /// Whether `account`'s early connection is not to be used.
+    fn cancels(&self, account: &str) -> bool {
+        self.all_cancelled || self.cancelled.contains(account)
+    }
+}
+
 fn gate() -> &'static (Mutex<GateState>, Condvar) {
     static GATE: OnceLock<(Mutex<GateState>, Condvar)> = OnceLock::new();
     GATE.get_or_init(Default::default)
@@ -165,7 +172,7 @@ impl StateGate {
 
     fn cancelled(account: &str) -> bool {
         let g = gate().0.lock().unwrap_or_else(|e| e.into_inner());
-        g.all_cancelled || g.cancelled.contains(account)
+        g.cancels(account)
     }
 
     /// Waits while the handshakes are held; whether `account`'s may go.
@@ -176,7 +183,7 @@ impl StateGate {
             Ok((g, _)) => g,
             Err(e) => e.into_inner().0,
         };
-        !(g.all_cancelled || g.cancelled.contains(account))
+        !g.cancels(account)
     }
 }
 
