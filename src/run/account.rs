@@ -171,8 +171,7 @@ pub(super) fn fetch_locked(
             let folder = crate::source::pop3::POP3_FOLDER;
             let shortcut = keep
                 && !retention.is_set()
-                && state.counters(&account.name)?.runs % crate::source::pop3::FULL_LISTING_EVERY
-                    != 0;
+                && !crate::source::pop3::lists_in_full(state.counters(&account.name)?.runs);
             Some(if shortcut {
                 SeenRead::Totals(state.seen_totals(&account.name, folder, 0)?)
             } else {

@@ -705,12 +705,18 @@ fn sizes(list: Option<Listing>) -> Result<Vec<(u32, u64)>> {
 /// (see `Pop3Source::scan`) lists every id all the same.
 pub const FULL_LISTING_EVERY: u64 = 12;
 
+/// Whether the run after `runs_before` earlier runs of the account lists
+/// every id (`FULL_LISTING_EVERY`).
+pub fn lists_in_full(runs_before: u64) -> bool {
+    runs_before.is_multiple_of(FULL_LISTING_EVERY)
+}
+
 /// What STAT answers if the mailbox holds just the messages recorded as
 /// delivered (their count and octets), when this run may take it as
 /// unchanged on that: `None` when nothing is recorded, a recorded size is
 /// unknown, or this run lists in full (`FULL_LISTING_EVERY`).
 fn unchanged_if(seen: &mut dyn SeenIndex) -> Result<Option<(u64, u64)>> {
-    if seen.runs_before()? % FULL_LISTING_EVERY == 0 {
+    if lists_in_full(seen.runs_before()?) {
         return Ok(None);
     }
     Ok(seen
