@@ -445,14 +445,29 @@ pub type StoredTlsSession = (String, Vec<u8>, i64, i64);
 const LOGIN_DELAY_MARKER: &str = "login-delay";
 
 /// Pages of WAL after which a commit copies them into state.db (SQLite's
-/// automatic checkpoint; its default is 1000). Smaller, so that the WAL a
-/// run finds, which the first connection reads through on opening, stays
-/// small; larger than the few pages a run with no new mail writes, so
-/// such a run seldom checkpoints.
+/// automatic checkpoint; its default is 1000), within a run that writes
+/// many (a full fetch). Such a checkpoint lets the next commit of the
+/// same process start the WAL over; across processes it does not (see
+/// `WAL_LEFT_AT_MOST`).
 const WAL_AUTOCHECKPOINT: u32 = 256;
 
-/// The size the WAL file is cut back to after a checkpoint.
-const WAL_SIZE_LIMIT: u64 = 4 << 20;
+/// The most WAL (in bytes: 128 pages of 4 KiB with their frame headers,
+/// after the file's own) that a run lets grow across runs: the run log's
+/// commit, at the end of an account's run, finds a longer one, copies it
+/// into state.db first, and that commit starts the WAL over
+/// (`State::record_run`); SQLite cuts the file back to this size then
+/// (`journal_size_limit`).
+///
+/// The first connection of a process reads the whole WAL through on
+/// opening, and SQLite's record of what an earlier process had already
+/// copied into state.db is lost with it: a process that finds N pages of
+/// WAL cannot start it over unless it copies them itself. Left to the
+/// automatic checkpoint alone, the WAL grew by the few pages of each run
+/// with no new mail, and once past `WAL_AUTOCHECKPOINT` every run copied
+/// it all into state.db again (three fsyncs) and still left it to grow,
+/// without bound. A run with no new mail writes three pages: about one
+/// in forty pays the checkpoint.
+const WAL_LEFT_AT_MOST: u64 = 32 + 128 * (4096 + 24);
 
 /// The WAL outlives the connections (state.db and state.db-wal are the
 /// state together, as with any SQLite database in WAL mode): closing the
@@ -468,7 +483,7 @@ pub(crate) fn wal_between_runs(conn: &Connection) -> rusqlite::Result<()> {
         true,
     )?;
     conn.pragma_update(None, "wal_autocheckpoint", WAL_AUTOCHECKPOINT)?;
-    conn.pragma_update(None, "journal_size_limit", WAL_SIZE_LIMIT)?;
+    conn.pragma_update(None, "journal_size_limit", WAL_LEFT_AT_MOST)?;
     Ok(())
 }
 
@@ -919,8 +934,42 @@ impl State {
     }
 
     /// Appends to the run log, keeping the last `RUNS_KEPT` per account.
+    /// A WAL longer than `WAL_LEFT_AT_MOST` is checkpointed first, so that
+    /// this commit starts it over.
     pub fn record_run(&mut self, run: &RunRecord) -> Result<()> {
+        self.checkpoint_long_wal();
         self.unsynced(|tx| record_run_in(tx, run))
+    }
+
+    /// Copies a WAL longer than `WAL_LEFT_AT_MOST` into state.db (a
+    /// PASSIVE checkpoint: it waits for no other connection, and one
+    /// reading keeps the WAL for a later run). A checkpoint that fails
+    /// loses nothing: the pages stay in the WAL.
+    fn checkpoint_long_wal(&self) {
+        let mut wal = self.path.clone().into_os_string();
+        wal.push("-wal");
+        if std::fs::metadata(&wal).map_or(true, |m| m.len() <= WAL_LEFT_AT_MOST) {
+            return;
+        }
+        let done = self
+            .conn
+            .query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| {
+                Ok((
+                    r.get::<_, i64>(0)?,
+                    r.get::<_, i64>(1)?,
+                    r.get::<_, i64>(2)?,
+                ))
+            });
+        match done {
+            Ok((_, log, copied)) if copied == log => {
+                log::debug!("{}: WAL of {log} pages checkpointed", self.path.display())
+            }
+            Ok((_, log, copied)) => log::debug!(
+                "{}: WAL checkpoint found readers ({copied} of {log} pages copied); the rest waits",
+                self.path.display()
+            ),
+            Err(e) => log::debug!("{}: WAL checkpoint: {e}", self.path.display()),
+        }
     }
 }
 
@@ -1984,6 +2033,39 @@ mod tests {
         let other = tempfile::tempdir().unwrap();
         drop(State::shared(other.path()).unwrap());
         assert!(dir.path().join("state.db-wal").exists());
+    }
+
+    /// A process's first connection reads the WAL through, and cannot
+    /// start over one that an earlier process left. Runs writing a few
+    /// pages each grew it without end (once past the automatic
+    /// checkpoint, each of them copied it all into state.db again); now
+    /// the run log's commit starts over a WAL longer than
+    /// `WAL_LEFT_AT_MOST`, about one run in forty.
+    #[test]
+    fn runs_one_after_another_leave_the_wal_short() {
+        let dir = tempfile::tempdir().unwrap();
+        let wal = dir.path().join("state.db-wal");
+        let frame = 4096 + 24;
+        let (mut most, mut cuts, mut last) = (0, 0, 0);
+        for i in 0..300 {
+            let mut s = State::open(dir.path()).unwrap();
+            s.record_run(&no_mail_run(i)).unwrap();
+            drop(s);
+            let len = std::fs::metadata(&wal).map_or(0, |m| m.len());
+            most = most.max(len);
+            cuts += usize::from(len < last);
+            last = len;
+        }
+        assert!(
+            most <= WAL_LEFT_AT_MOST + 8 * frame,
+            "the WAL grew to {most} bytes"
+        );
+        assert!(
+            (1..=20).contains(&cuts),
+            "the WAL was started over {cuts} times in 300 runs"
+        );
+        let s = State::open(dir.path()).unwrap();
+        assert_eq!(s.last_run("a").unwrap().unwrap().started_at, 299);
     }
 
     #[test]
