@@ -467,7 +467,11 @@ const WAL_AUTOCHECKPOINT: u32 = 256;
 /// it all into state.db again (three fsyncs) and still left it to grow,
 /// without bound. A run with no new mail writes three pages: about one
 /// in forty pays the checkpoint.
-const WAL_LEFT_AT_MOST: u64 = 32 + 128 * (4096 + 24);
+const WAL_LEFT_AT_MOST: u64 = 32 + 128 * WAL_FRAME;
+
+/// One page of WAL in bytes: SQLite's default page size (state.db keeps
+/// it) and the frame's header.
+const WAL_FRAME: u64 = 4096 + 24;
 
 /// The WAL outlives the connections (state.db and state.db-wal are the
 /// state together, as with any SQLite database in WAL mode): closing the
@@ -2045,7 +2049,6 @@ mod tests {
     fn runs_one_after_another_leave_the_wal_short() {
         let dir = tempfile::tempdir().unwrap();
         let wal = dir.path().join("state.db-wal");
-        let frame = 4096 + 24;
         let (mut most, mut cuts, mut last) = (0, 0, 0);
         for i in 0..300 {
             let mut s = State::open(dir.path()).unwrap();
@@ -2057,7 +2060,7 @@ mod tests {
             last = len;
         }
         assert!(
-            most <= WAL_LEFT_AT_MOST + 8 * frame,
+            most <= WAL_LEFT_AT_MOST + 8 * WAL_FRAME,
             "the WAL grew to {most} bytes"
         );
         assert!(
