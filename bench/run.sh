@@ -411,7 +411,8 @@ bench_fetch() {
 }
 
 # bench_nomail SCENARIO CORPUS N PROTO PORT SLOWPORT TOOL...: fetch
-# everything (keep mode), then time the runs after it, which must find
+# everything (keep mode), let the server's Maildir index settle (neutral
+# sessions, bench/settle.py), then time the runs after it, which must find
 # nothing new. The tools take turns, run after run, so a drift of the
 # machine's speed falls on all of them alike. With SLOWPORT (empty: none)
 # the priming run still goes over loopback (fetchmail would take minutes
@@ -434,9 +435,14 @@ bench_nomail() {
       timed_run
       [ "$RC" = 0 ] || fail_run "$scen/$tool first (priming) run exited with status $RC"
       first=$T
-      # Let the clock tick: maildir-based tools (mbsync) stall for up to a second
-      # when the Maildir was modified within the current second.
-      sleep 1.1
+      # Let Dovecot's Maildir index settle, the same for every tool (see
+      # bench/settle.py: a priming fetch as short as mailretr's leaves cur/
+      # "dirty", and the next two sessions then read it again, while a 10 s
+      # one cleans it itself). It also lets the clock tick (more than 4 s):
+      # maildir-based tools (mbsync) stall for up to a second when the
+      # Maildir was modified within the current second.
+      python3 "$BENCH/settle.py" "$proto" "$port" "$CERT" "$MAILBOX" user1 secret >/dev/null \
+        || fail_run "$scen/$tool: the server's Maildir index did not settle after the priming run"
       if [ -n "$slowport" ]; then
         for f in "$R/mailretr.toml" "$R/fetchmailrc" "$R/getmailrc" "$R/mbsyncrc"; do
           if [ -f "$f" ]; then sed -i -E "s/^(port = |  *poll localhost protocol pop3 port |poll localhost protocol pop3 port |Port )$port\b/\1$slowport/" "$f"; fi
