@@ -291,7 +291,7 @@ pub fn connections_see_state(
             if delayed {
                 gate.cancel(&account.name);
             } else {
-                crate::net::session::preload(state, &account.server);
+                preload(state, account);
             }
             continue;
         }
@@ -300,9 +300,18 @@ pub fn connections_see_state(
         }
         let limit = account.connection_limit(&config.general);
         if let Some(slot) = slots.acquire(&account.server.host, limit, &|| true) {
-            crate::net::session::preload(state, &account.server);
+            preload(state, account);
             crate::net::early::start(&account.name, &account.server, slot, false);
         }
+    }
+}
+
+/// Reads what an account's connection starts from, before it connects:
+/// the server's stored TLS sessions, and for POP3 its last CAPA answer.
+fn preload(state: &State, account: &Account) {
+    crate::net::session::preload(state, &account.server);
+    if account.protocol == Protocol::Pop3 {
+        crate::source::pop3::known::preload(state, &account.server);
     }
 }
 
@@ -380,6 +389,7 @@ pub fn fetch_account(config: &Config, account: &Account, options: &FetchOptions)
         // The TLS sessions the servers issued, for the next run; written
         // before the run's record, whose commit syncs them too.
         crate::net::session::flush(&mut state);
+        crate::source::pop3::known::flush(&mut state);
         if !options.check {
             let error = result.as_ref().err().map(|e| e.to_string());
             let code = match &result {

@@ -233,6 +233,14 @@ const MIGRATIONS: &[&str] = &[
     // session and were not resumed (see `crate::net::session`): after a
     // few, none is offered or kept for a while.
     "ALTER TABLE tls_sessions ADD COLUMN misses INTEGER NOT NULL DEFAULT 0;",
+    // 16: what each POP3 server (host, port, TLS mode) answered CAPA in
+    // the last session that logged in (see `source::pop3::known`), so the
+    // next one can send CAPA and AUTH PLAIN in one round trip.
+    "CREATE TABLE pop3_capabilities (
+        server   TEXT PRIMARY KEY,
+        capa     TEXT NOT NULL,
+        saved_at INTEGER NOT NULL
+     ) WITHOUT ROWID;",
 ];
 
 /// An IMAP quota root's usage, as `GETQUOTAROOT INBOX` reported it.
@@ -615,6 +623,41 @@ impl State {
             )?;
             for (key, der, misses) in rows {
                 stmt.execute(params![key, der, now, misses])?;
+            }
+            Ok(())
+        })
+    }
+
+    /// What a POP3 server answered CAPA in the last session that logged
+    /// in (`source::pop3::known`), if stored.
+    pub fn pop3_capabilities(&self, server: &str) -> Result<Option<String>> {
+        self.conn
+            .prepare_cached("SELECT capa FROM pop3_capabilities WHERE server = ?1")
+            .and_then(|mut stmt| stmt.query_row([server], |r| r.get(0)).optional())
+            .map_err(|e| wrap(&self.path, e))
+    }
+
+    /// Stores (`Some`) or forgets (`None`) servers' CAPA answers (see
+    /// `pop3_capabilities`), unsynced like the TLS sessions: one lost
+    /// costs one round trip on the next run.
+    pub fn put_pop3_capabilities(
+        &mut self,
+        rows: &[(String, Option<String>)],
+        now: i64,
+    ) -> Result<()> {
+        self.unsynced(|tx| {
+            for (server, capa) in rows {
+                match capa {
+                    Some(capa) => tx
+                        .prepare_cached(
+                            "INSERT OR REPLACE INTO pop3_capabilities (server, capa, saved_at)
+                             VALUES (?1, ?2, ?3)",
+                        )?
+                        .execute(params![server, capa, now])?,
+                    None => tx
+                        .prepare_cached("DELETE FROM pop3_capabilities WHERE server = ?1")?
+                        .execute([server])?,
+                };
             }
             Ok(())
         })

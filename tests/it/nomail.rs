@@ -188,3 +188,71 @@ fn an_early_connection_its_account_cannot_use_gives_its_slot_back() {
         "b's first run; a's early one, closed; b's"
     );
 }
+
+/// What follows the client's CAPA in a transcript: `C: ...` when the
+/// client sent more before the answer, `S: ...` when it waited for it.
+fn after_capa(transcript: &str) -> String {
+    let lines: Vec<&str> = transcript.lines().collect();
+    let at = lines
+        .iter()
+        .rposition(|l| l.ends_with(" C: CAPA"))
+        .unwrap_or_else(|| panic!("no CAPA in {transcript}"));
+    let next = lines.get(at + 1).copied().unwrap_or_default();
+    for side in [" C: ", " S: "] {
+        if let Some((_, text)) = next.split_once(side) {
+            return format!("{}{text}", side.trim_start());
+        }
+    }
+    panic!("no line after CAPA in {transcript}")
+}
+
+/// Against a real Dovecot (which reads pipelined input): from the second
+/// run on, CAPA and AUTH PLAIN go in one round trip (the first run's CAPA
+/// answer is kept, `pop3::known`), and the session that follows works
+/// as before (nothing new; then a new message is fetched). With the
+/// default order, Dovecot offering SCRAM-SHA-256, nothing is sent on a
+/// guess: CAPA alone, then SCRAM.
+#[test]
+fn a_pop3_run_sends_capa_and_auth_plain_together_once_it_knows_the_server() {
+    let dovecot = Dovecot::shared();
+    let user = dovecot.new_user();
+    dovecot.add_message(&user, "INBOX", &message("one"));
+    let env = Env::new();
+    let run = |n: usize, auth: Option<&str>| {
+        let transcript = env.path(format!("transcript-{n}.log"));
+        let mut account = AccountBuilder::dovecot_pop3s("acct", dovecot, &user)
+            .keep(true)
+            .line(&format!("transcript = \"{}\"", transcript.display()));
+        if let Some(auth) = auth {
+            account = account.line(&format!("auth = [\"{auth}\"]"));
+        }
+        ConfigBuilder::single(&env, account).write(&env);
+        let out = env.run(&["fetch"]);
+        (
+            out,
+            std::fs::read_to_string(&transcript).unwrap_or_default(),
+        )
+    };
+
+    let (out, t) = run(1, Some("plain"));
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(after_capa(&t).starts_with("S: +OK"), "{t}");
+
+    let (out, t) = run(2, Some("plain"));
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    assert_eq!(out.stderr, "", "quiet");
+    assert_eq!(after_capa(&t), "C: AUTH PLAIN <redacted>", "{t}");
+
+    dovecot.add_message(&user, "INBOX", &message("two"));
+    let (out, t) = run(3, Some("plain"));
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert_eq!(after_capa(&t), "C: AUTH PLAIN <redacted>", "{t}");
+    assert_eq!(env.maildir_messages(env.path("Maildir")).len(), 2);
+
+    let (out, t) = run(4, None);
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    assert!(after_capa(&t).starts_with("S: +OK"), "{t}");
+    assert!(t.contains("C: AUTH SCRAM-SHA-256"), "{t}");
+    assert!(!t.contains("AUTH PLAIN"), "{t}");
+    assert_eq!(dovecot.messages(&user, "INBOX").len(), 2, "kept");
+}

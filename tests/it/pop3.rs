@@ -903,3 +903,122 @@ fn shared_or_malformed_uidls_are_not_ids() {
         assert_eq!(env.maildir_messages(env.path("Maildir")).len(), 2, "{what}");
     }
 }
+
+/// The server's CAPA answer is kept for the next run (`pop3_capabilities`
+/// in state.db): with PIPELINING and PLAIN the first mechanism the
+/// account would use, the next session sends CAPA and AUTH PLAIN in one
+/// write (this script reads both before it answers CAPA: a client that
+/// waited for the answer would hang here). When the fresh answer no
+/// longer offers PLAIN, AUTH PLAIN's `-ERR` is no failure of the login:
+/// it goes on with what is offered (USER), and the run after asks CAPA
+/// alone again.
+#[test]
+fn capa_and_auth_plain_in_one_round_trip_and_a_server_that_dropped_plain() {
+    let with_plain = "+OK\r\nUSER\r\nUIDL\r\nPIPELINING\r\nSASL PLAIN\r\n.\r\n";
+    let without_plain = "+OK\r\nUSER\r\nUIDL\r\nPIPELINING\r\n.\r\n";
+    let empty = || pop3_kept_listing("+OK\r\n.\r\n", "+OK\r\n.\r\n", false);
+    let user_pass = || {
+        vec![
+            Step::expect("USER u"),
+            Step::line("+OK"),
+            Step::expect("PASS topsecret"),
+            Step::line("+OK in"),
+        ]
+    };
+    // Run 1: nothing known, CAPA alone, then AUTH PLAIN.
+    let mut first = vec![
+        Step::StartTls,
+        Step::line("+OK fake"),
+        Step::expect("CAPA"),
+        Step::send(with_plain),
+        Step::expect("AUTH PLAIN AHUAdG9wc2VjcmV0"),
+        Step::line("+OK in"),
+    ];
+    first.extend(empty());
+    first.push(Step::ExpectAny);
+    // Run 2: CAPA and AUTH PLAIN together; PLAIN is gone.
+    let mut second = vec![
+        Step::StartTls,
+        Step::line("+OK fake"),
+        Step::expect("CAPA"),
+        Step::expect("AUTH PLAIN AHUAdG9wc2VjcmV0"),
+        Step::send(without_plain),
+        Step::line("-ERR Unsupported authentication mechanism."),
+    ];
+    second.extend(user_pass());
+    second.extend(empty());
+    second.push(Step::ExpectAny);
+    // Run 3: the answer without PLAIN was kept: CAPA alone.
+    let mut third = vec![
+        Step::StartTls,
+        Step::line("+OK fake"),
+        Step::expect("CAPA"),
+        Step::send(without_plain),
+    ];
+    third.extend(user_pass());
+    third.extend(empty());
+    third.push(Step::ExpectAny);
+    let server = FakeServer::start_many(vec![first, second, third]);
+    let env = Env::new();
+    let account = AccountBuilder::fake("fake", "pop3", server.port())
+        .ca_file(&server.cert().cert_pem)
+        .keep(true);
+    ConfigBuilder::single(&env, account).write(&env);
+    for run in 1..=3 {
+        let out = env.run(&["fetch"]);
+        assert_eq!(out.code, 1, "run {run}: {}", out.stderr);
+        assert_eq!(out.stderr, "", "run {run}: quiet");
+    }
+    assert!(server.settle(Duration::from_secs(5)));
+    server.assert_no_errors();
+    let sessions = server.transcripts();
+    assert_eq!(sessions.len(), 3);
+    assert!(
+        !sessions[2].contains("AUTH"),
+        "run 3 guessed: {}",
+        sessions[2]
+    );
+}
+
+/// A server that hangs up on CAPA and AUTH PLAIN sent together (it
+/// listed PIPELINING last time): the run connects once more with CAPA
+/// alone and completes, and the server is marked in state.db: no later
+/// run sends the two together again.
+#[test]
+fn a_server_that_hangs_up_on_a_pipelined_login_is_asked_capa_alone_from_then_on() {
+    let capa = "+OK\r\nUSER\r\nUIDL\r\nPIPELINING\r\nSASL PLAIN\r\n.\r\n";
+    let alone = || {
+        let mut s = vec![
+            Step::StartTls,
+            Step::line("+OK fake"),
+            Step::expect("CAPA"),
+            Step::send(capa),
+            Step::expect("AUTH PLAIN AHUAdG9wc2VjcmV0"),
+            Step::line("+OK in"),
+        ];
+        s.extend(pop3_kept_listing("+OK\r\n.\r\n", "+OK\r\n.\r\n", false));
+        s.push(Step::ExpectAny);
+        s
+    };
+    let hangs_up = vec![
+        Step::StartTls,
+        Step::line("+OK fake"),
+        Step::expect("CAPA"),
+        Step::expect("AUTH PLAIN"),
+        Step::Close,
+    ];
+    let server = FakeServer::start_many(vec![alone(), hangs_up, alone(), alone()]);
+    let env = Env::new();
+    let account = AccountBuilder::fake("fake", "pop3", server.port())
+        .ca_file(&server.cert().cert_pem)
+        .keep(true);
+    ConfigBuilder::single(&env, account).write(&env);
+    for run in 1..=3 {
+        let out = env.run(&["fetch"]);
+        assert_eq!(out.code, 1, "run {run}: {}", out.stderr);
+        assert_eq!(out.stderr, "", "run {run}: quiet");
+    }
+    assert!(server.settle(Duration::from_secs(5)));
+    server.assert_no_errors();
+    assert_eq!(server.connections(), 4, "run 2 connected twice");
+}

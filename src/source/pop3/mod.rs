@@ -9,6 +9,7 @@
 //! effect at QUIT.
 
 pub mod client;
+pub mod known;
 
 use std::collections::{HashMap, VecDeque};
 
@@ -60,10 +61,18 @@ pub struct Pop3Source {
     recorded_sizes: bool,
 }
 
-/// A secured connection, before login.
+/// A secured connection, before login (or logged in already, with
+/// `early_login`).
 struct Opened {
     session: Pop3<Stream>,
     caps: Capabilities,
+    /// CAPA's answer as the server sent it (`known`).
+    capa_text: Option<String>,
+    /// The outcome of AUTH PLAIN sent with CAPA (`known`), if it was.
+    early_login: Option<Result<()>>,
+    /// CAPA offers UTF8, which was not sent before that AUTH PLAIN (the
+    /// server did not offer it last time): it is sent after the login.
+    utf8_owed: bool,
     protocol_name: &'static str,
 }
 
@@ -102,33 +111,76 @@ pub fn connect(account: &Account, password: Option<&str>) -> Result<Pop3Source> 
             session.login(mech, &account.user, password.unwrap_or_default())
         }
     };
-    let mut opened = open(account)?;
-    let candidates = candidates(account, &opened.caps, opened.session.greeting())?;
+    let pipelining = known::key(&account.server);
+    let refused_before = known::is_refused(&pipelining);
+    let mut opened = match open(account, password) {
+        // CAPA and AUTH PLAIN sent together, and the session failed:
+        // once more, CAPA alone (`known::refused`).
+        Err(e) if !refused_before && known::is_refused(&pipelining) => {
+            log::info!(
+                "{}: {e}; connecting again without pipelining the login",
+                account.name
+            );
+            open(account, None)?
+        }
+        opened => opened?,
+    };
+    let mut order = candidates(account, &opened.caps, opened.session.greeting())?;
+    // AUTH PLAIN sent with CAPA (`known`): its outcome is the first
+    // attempt, unless the server said no to a PLAIN it no longer offers.
+    let mut early_login = opened.early_login.take();
+    if let Some(outcome) = &early_login {
+        if !order.contains(&AuthMech::Plain) && outcome.is_err() {
+            log::debug!(
+                "{}: the server no longer offers PLAIN, as it did before",
+                account.name
+            );
+            early_login = None;
+        } else {
+            order.retain(|m| *m != AuthMech::Plain);
+            order.insert(0, AuthMech::Plain);
+        }
+    }
     // A tunnel (ssh) is the secure channel, as fetchmail and mbsync take it.
     let encrypted = account.server.tls != TlsMode::None || account.server.tunnel.is_some();
     let mut tried = Attempts::new(&account.name);
     let mut failed_before = false;
-    for mech in candidates {
+    for mech in order {
         if !tried.may_try(mech, encrypted) {
             continue;
         }
-        let mut outcome = log_in(&mut opened.session, mech);
+        let mut outcome = match early_login.take() {
+            Some(outcome) if mech == AuthMech::Plain => outcome,
+            other => {
+                early_login = other;
+                log_in(&mut opened.session, mech)
+            }
+        };
         if failed_before && matches!(outcome, Err(Error::Network { .. })) {
             // Many servers hang up after a failed login: once more, anew.
             log::info!(
                 "{}: the server closed the connection; reconnecting",
                 account.name
             );
-            opened = open(account)?;
+            opened = open(account, None)?;
             outcome = log_in(&mut opened.session, mech);
         }
         match outcome {
             Ok(()) => {
                 let Opened {
-                    session,
+                    mut session,
                     caps,
+                    capa_text,
+                    utf8_owed,
                     protocol_name,
+                    ..
                 } = opened;
+                if account.server.tls != TlsMode::None {
+                    known::learned(&known::key(&account.server), capa_text.as_deref());
+                }
+                if utf8_owed {
+                    utf8(&mut session, &account.name);
+                }
                 return Ok(Pop3Source {
                     session: Some(session),
                     caps,
@@ -170,12 +222,15 @@ pub fn connect(account: &Account, password: Option<&str>) -> Result<Pop3Source> 
 /// Connects and secures, asks for the capabilities (again after STLS:
 /// those learned before TLS are not trusted) and turns on UTF-8 mode when
 /// offered.
-fn open(account: &Account) -> Result<Opened> {
+///
+/// With `password`, CAPA and AUTH PLAIN may go in one round trip (see
+/// `known`): the outcome is then in `early_login`.
+fn open(account: &Account, password: Option<&str>) -> Result<Opened> {
     // A server that fails resumed handshakes: once more, with a full one.
-    net::tls::open_resuming(&account.name, || open_once(account))
+    net::tls::open_resuming(&account.name, || open_once(account, password))
 }
 
-fn open_once(account: &Account) -> Result<Opened> {
+fn open_once(account: &Account, password: Option<&str>) -> Result<Opened> {
     let server = &account.server;
     let opening = net::early::opening(server)?;
     let label = account.name.as_str();
@@ -204,23 +259,78 @@ fn open_once(account: &Account) -> Result<Opened> {
             (Pop3::resume(tls, label, greeting), "POP3S")
         }
     };
-    let caps = session.capa()?;
-    if caps.has("UTF8") {
-        // Without it a server may hand out a generated stand-in for a
-        // message with UTF-8 header fields (Courier: "Cannot display
-        // Unicode content"), and that stand-in would be delivered in the
-        // message's place (RFC 6856 section 3).
-        if let Err(e) = session.simple(Command::Utf8) {
-            log::warn!(
-                "{label}: the server offers UTF8 but refused it ({e}); messages with UTF-8 headers may come converted"
-            );
+    // What the server answered CAPA last time, when it says CAPA and
+    // AUTH PLAIN may go in one round trip (`known`).
+    let hint = password
+        .filter(|_| server.tls != TlsMode::None)
+        .and_then(|_| known::get(&known::key(server)))
+        .map(|text| Capabilities::parse(&text))
+        .filter(|hint| {
+            hint.has("PIPELINING")
+                && candidates(account, hint, session.greeting())
+                    .is_ok_and(|c| c.first() == Some(&AuthMech::Plain))
+        });
+    let (caps, capa_text, early_login, utf8_owed) = match (hint, password) {
+        (Some(hint), Some(password)) => {
+            let sent_utf8 = hint.has("UTF8");
+            let (caps, text, utf8_status, login) =
+                match session.capa_and_plain(sent_utf8, &account.user, password) {
+                    // Not the server's answer to a login: it may not take
+                    // the two together (see `connect`).
+                    Ok((.., Err(e))) | Err(e) if !is_login_answer(&e) => {
+                        known::refused(&known::key(server));
+                        return Err(e);
+                    }
+                    Ok(answers) => answers,
+                    Err(e) => return Err(e),
+                };
+            if let Some(Status::Err(e)) = utf8_status {
+                refused_utf8(label, &format!("-ERR {e}"));
+            }
+            let owed = caps.has("UTF8") && !sent_utf8;
+            (caps, text, Some(login), owed)
         }
-    }
+        _ => {
+            let (caps, text) = session.capa_text()?;
+            if caps.has("UTF8") {
+                utf8(&mut session, label);
+            }
+            (caps, text, None, false)
+        }
+    };
     Ok(Opened {
         session,
         caps,
+        capa_text,
+        early_login,
+        utf8_owed,
         protocol_name,
     })
+}
+
+/// Whether a login's error is the server's answer to it (`-ERR`, a
+/// throttle, `[SYS/TEMP]`), not a failure of the session.
+fn is_login_answer(e: &Error) -> bool {
+    matches!(
+        e,
+        Error::Auth(_) | Error::Server(_) | Error::Throttled { .. }
+    )
+}
+
+/// UTF8 (RFC 6856): without it a server may hand out a generated
+/// stand-in for a message with UTF-8 header fields (Courier: "Cannot
+/// display Unicode content"), and that stand-in would be delivered in the
+/// message's place (section 3).
+fn utf8(session: &mut Pop3<Stream>, label: &str) {
+    if let Err(e) = session.simple(Command::Utf8) {
+        refused_utf8(label, &e.to_string());
+    }
+}
+
+fn refused_utf8(label: &str, error: &str) {
+    log::warn!(
+        "{label}: the server offers UTF8 but refused it ({error}); messages with UTF-8 headers may come converted"
+    );
 }
 
 /// The mechanisms to try, in the account's order: those the server
