@@ -904,6 +904,24 @@ fn shared_or_malformed_uidls_are_not_ids() {
     }
 }
 
+/// Three `fetch` runs of a keep-mode account (one state) against the
+/// scripted POP3S `server`, each finding nothing new and saying nothing;
+/// then the server's scripts are done, without errors.
+fn three_quiet_runs_with_nothing_new(server: &FakeServer) {
+    let env = Env::new();
+    let account = AccountBuilder::fake("fake", "pop3", server.port())
+        .ca_file(&server.cert().cert_pem)
+        .keep(true);
+    ConfigBuilder::single(&env, account).write(&env);
+    for run in 1..=3 {
+        let out = env.run(&["fetch"]);
+        assert_eq!(out.code, 1, "run {run}: {}", out.stderr);
+        assert_eq!(out.stderr, "", "run {run}: quiet");
+    }
+    assert!(server.settle(Duration::from_secs(5)));
+    server.assert_no_errors();
+}
+
 /// The server's CAPA answer is kept for the next run (`pop3_capabilities`
 /// in state.db): with PIPELINING and PLAIN the first mechanism the
 /// account would use, the next session sends CAPA and AUTH PLAIN in one
@@ -959,18 +977,7 @@ fn capa_and_auth_plain_in_one_round_trip_and_a_server_that_dropped_plain() {
     third.extend(empty());
     third.push(Step::ExpectAny);
     let server = FakeServer::start_many(vec![first, second, third]);
-    let env = Env::new();
-    let account = AccountBuilder::fake("fake", "pop3", server.port())
-        .ca_file(&server.cert().cert_pem)
-        .keep(true);
-    ConfigBuilder::single(&env, account).write(&env);
-    for run in 1..=3 {
-        let out = env.run(&["fetch"]);
-        assert_eq!(out.code, 1, "run {run}: {}", out.stderr);
-        assert_eq!(out.stderr, "", "run {run}: quiet");
-    }
-    assert!(server.settle(Duration::from_secs(5)));
-    server.assert_no_errors();
+    three_quiet_runs_with_nothing_new(&server);
     let sessions = server.transcripts();
     assert_eq!(sessions.len(), 3);
     assert!(
@@ -1008,17 +1015,6 @@ fn a_server_that_hangs_up_on_a_pipelined_login_is_asked_capa_alone_from_then_on(
         Step::Close,
     ];
     let server = FakeServer::start_many(vec![alone(), hangs_up, alone(), alone()]);
-    let env = Env::new();
-    let account = AccountBuilder::fake("fake", "pop3", server.port())
-        .ca_file(&server.cert().cert_pem)
-        .keep(true);
-    ConfigBuilder::single(&env, account).write(&env);
-    for run in 1..=3 {
-        let out = env.run(&["fetch"]);
-        assert_eq!(out.code, 1, "run {run}: {}", out.stderr);
-        assert_eq!(out.stderr, "", "run {run}: quiet");
-    }
-    assert!(server.settle(Duration::from_secs(5)));
-    server.assert_no_errors();
+    three_quiet_runs_with_nothing_new(&server);
     assert_eq!(server.connections(), 4, "run 2 connected twice");
 }
