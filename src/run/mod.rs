@@ -277,6 +277,14 @@ pub fn connections_see_state(
     options: &FetchOptions,
     state: &State,
 ) {
+    // Every POP3 server's last CAPA answer (`pop3::known`), once each,
+    // for every account: not only those connected to early.
+    let mut servers = std::collections::HashSet::new();
+    for account in accounts.iter().filter(|a| a.protocol == Protocol::Pop3) {
+        if servers.insert(crate::source::pop3::known::key(&account.server)) {
+            crate::source::pop3::known::preload(state, &account.server);
+        }
+    }
     let now = crate::retry::now();
     let slots = Slots::global();
     for account in accounts.iter().take(jobs(config, accounts, options)) {
@@ -291,7 +299,7 @@ pub fn connections_see_state(
             if delayed {
                 gate.cancel(&account.name);
             } else {
-                preload(state, account);
+                crate::net::session::preload(state, &account.server);
             }
             continue;
         }
@@ -300,18 +308,9 @@ pub fn connections_see_state(
         }
         let limit = account.connection_limit(&config.general);
         if let Some(slot) = slots.acquire(&account.server.host, limit, &|| true) {
-            preload(state, account);
+            crate::net::session::preload(state, &account.server);
             crate::net::early::start(&account.name, &account.server, slot, false);
         }
-    }
-}
-
-/// Reads what an account's connection starts from, before it connects:
-/// the server's stored TLS sessions, and for POP3 its last CAPA answer.
-fn preload(state: &State, account: &Account) {
-    crate::net::session::preload(state, &account.server);
-    if account.protocol == Protocol::Pop3 {
-        crate::source::pop3::known::preload(state, &account.server);
     }
 }
 

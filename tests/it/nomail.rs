@@ -256,3 +256,45 @@ fn a_pop3_run_sends_capa_and_auth_plain_together_once_it_knows_the_server() {
     assert!(!t.contains("AUTH PLAIN"), "{t}");
     assert_eq!(dovecot.messages(&user, "INBOX").len(), 2, "kept");
 }
+
+/// The CAPA answers of every POP3 server are read as the run starts, not
+/// only those of the accounts connected to early: with `--jobs 1` only
+/// account `a` is, and account `b` (the same Dovecot through a relay: a
+/// server of its own, by port) pipelines its login too from the second
+/// run on.
+#[test]
+fn every_pop3_account_pipelines_its_login_not_only_the_early_ones() {
+    let dovecot = Dovecot::shared();
+    let (ua, ub) = (dovecot.new_user(), dovecot.new_user());
+    let proxy = CountingProxy::start(dovecot.pop3s);
+    let env = Env::new();
+    let transcript = |name: &str, n: usize| env.path(format!("transcript-{name}-{n}.log"));
+    let run = |n: usize| {
+        let account = |name: &str, user: &support::User| {
+            AccountBuilder::dovecot_pop3s(name, dovecot, user)
+                .keep(true)
+                .line("auth = [\"plain\"]")
+                .line(&format!(
+                    "transcript = \"{}\"",
+                    transcript(name, n).display()
+                ))
+        };
+        ConfigBuilder::new(&env)
+            .account_to_maildir(account("a", &ua), env.path("Maildir-a"))
+            .account_to_maildir(account("b", &ub).port(proxy.port()), env.path("Maildir-b"))
+            .write(&env);
+        let out = env.run(&["fetch", "--jobs", "1"]);
+        assert_eq!(out.code, 1, "run {n}: {}", out.stderr);
+    };
+    let read = |name: &str, n: usize| std::fs::read_to_string(transcript(name, n)).unwrap();
+    run(1);
+    run(2);
+    for name in ["a", "b"] {
+        assert!(after_capa(&read(name, 1)).starts_with("S: +OK"), "{name}");
+        assert_eq!(
+            after_capa(&read(name, 2)),
+            "C: AUTH PLAIN <redacted>",
+            "{name}"
+        );
+    }
+}
