@@ -904,6 +904,12 @@ fn shared_or_malformed_uidls_are_not_ids() {
     }
 }
 
+/// A scripted POP3S session up to the client's CAPA: implicit TLS, the
+/// greeting, then `CAPA` expected.
+fn pop3s_up_to_capa() -> Vec<Step> {
+    vec![Step::StartTls, Step::line("+OK fake"), Step::expect("CAPA")]
+}
+
 /// Three `fetch` runs of a keep-mode account (one state) against the
 /// scripted POP3S `server`, each finding nothing new and saying nothing;
 /// then the server's scripts are done, without errors.
@@ -944,35 +950,27 @@ fn capa_and_auth_plain_in_one_round_trip_and_a_server_that_dropped_plain() {
         ]
     };
     // Run 1: nothing known, CAPA alone, then AUTH PLAIN.
-    let mut first = vec![
-        Step::StartTls,
-        Step::line("+OK fake"),
-        Step::expect("CAPA"),
+    let mut first = pop3s_up_to_capa();
+    first.extend([
         Step::send(with_plain),
         Step::expect("AUTH PLAIN AHUAdG9wc2VjcmV0"),
         Step::line("+OK in"),
-    ];
+    ]);
     first.extend(empty());
     first.push(Step::ExpectAny);
     // Run 2: CAPA and AUTH PLAIN together; PLAIN is gone.
-    let mut second = vec![
-        Step::StartTls,
-        Step::line("+OK fake"),
-        Step::expect("CAPA"),
+    let mut second = pop3s_up_to_capa();
+    second.extend([
         Step::expect("AUTH PLAIN AHUAdG9wc2VjcmV0"),
         Step::send(without_plain),
         Step::line("-ERR Unsupported authentication mechanism."),
-    ];
+    ]);
     second.extend(user_pass());
     second.extend(empty());
     second.push(Step::ExpectAny);
     // Run 3: the answer without PLAIN was kept: CAPA alone.
-    let mut third = vec![
-        Step::StartTls,
-        Step::line("+OK fake"),
-        Step::expect("CAPA"),
-        Step::send(without_plain),
-    ];
+    let mut third = pop3s_up_to_capa();
+    third.extend([Step::send(without_plain)]);
     third.extend(user_pass());
     third.extend(empty());
     third.push(Step::ExpectAny);
@@ -995,25 +993,18 @@ fn capa_and_auth_plain_in_one_round_trip_and_a_server_that_dropped_plain() {
 fn a_server_that_hangs_up_on_a_pipelined_login_is_asked_capa_alone_from_then_on() {
     let capa = "+OK\r\nUSER\r\nUIDL\r\nPIPELINING\r\nSASL PLAIN\r\n.\r\n";
     let alone = || {
-        let mut s = vec![
-            Step::StartTls,
-            Step::line("+OK fake"),
-            Step::expect("CAPA"),
+        let mut s = pop3s_up_to_capa();
+        s.extend([
             Step::send(capa),
             Step::expect("AUTH PLAIN AHUAdG9wc2VjcmV0"),
             Step::line("+OK in"),
-        ];
+        ]);
         s.extend(pop3_kept_listing("+OK\r\n.\r\n", "+OK\r\n.\r\n", false));
         s.push(Step::ExpectAny);
         s
     };
-    let hangs_up = vec![
-        Step::StartTls,
-        Step::line("+OK fake"),
-        Step::expect("CAPA"),
-        Step::expect("AUTH PLAIN"),
-        Step::Close,
-    ];
+    let mut hangs_up = pop3s_up_to_capa();
+    hangs_up.extend([Step::expect("AUTH PLAIN"), Step::Close]);
     let server = FakeServer::start_many(vec![alone(), hangs_up, alone(), alone()]);
     three_quiet_runs_with_nothing_new(&server);
     assert_eq!(server.connections(), 4, "run 2 connected twice");

@@ -129,6 +129,12 @@ pub struct Pop3<S: Read + Write> {
 /// the server is throttling (`[IN-USE]`, `[LOGIN-DELAY]`, "too many
 /// connections": `Error::refused_by_server`) or marks it temporary (RFC
 /// 3206 `[SYS/TEMP]`).
+/// AUTH PLAIN's response (RFC 4616): no authorization identity, the
+/// user and the password, in base64.
+fn plain_token(user: &str, password: &str) -> String {
+    B64.encode(format!("\0{user}\0{password}"))
+}
+
 fn login_status(mech: AuthMech, status: Status) -> Result<()> {
     match status {
         Status::Ok(_) => Ok(()),
@@ -390,7 +396,7 @@ impl<S: Read + Write> Pop3<S> {
         user: &str,
         password: &str,
     ) -> Result<(Capabilities, Option<String>, Option<Status>, Result<()>)> {
-        let token = B64.encode(format!("\0{user}\0{password}"));
+        let token = plain_token(user, password);
         transcript::client(&self.label, "CAPA");
         let mut wire = String::from("CAPA\r\n");
         if utf8 {
@@ -476,7 +482,7 @@ impl<S: Read + Write> Pop3<S> {
                 self.read_status()?
             }
             AuthMech::Plain => {
-                let token = B64.encode(format!("\0{user}\0{password}"));
+                let token = plain_token(user, password);
                 self.send_secret("AUTH PLAIN", &format!("AUTH PLAIN {token}"))?;
                 return self.plain_answer(&token);
             }

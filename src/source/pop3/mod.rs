@@ -111,12 +111,12 @@ pub fn connect(account: &Account, password: Option<&str>) -> Result<Pop3Source> 
             session.login(mech, &account.user, password.unwrap_or_default())
         }
     };
-    let pipelining = known::key(&account.server);
-    let refused_before = known::is_refused(&pipelining);
+    let known_key = known::key(&account.server);
+    let refused_before = known::is_refused(&known_key);
     let mut opened = match open(account, password) {
         // CAPA and AUTH PLAIN sent together, and the session failed:
         // once more, CAPA alone (`known::refused`).
-        Err(e) if !refused_before && known::is_refused(&pipelining) => {
+        Err(e) if !refused_before && known::is_refused(&known_key) => {
             log::info!(
                 "{}: {e}; connecting again without pipelining the login",
                 account.name
@@ -176,7 +176,7 @@ pub fn connect(account: &Account, password: Option<&str>) -> Result<Pop3Source> 
                     ..
                 } = opened;
                 if account.server.tls != TlsMode::None {
-                    known::learned(&known::key(&account.server), capa_text.as_deref());
+                    known::learned(&known_key, capa_text.as_deref());
                 }
                 if utf8_owed {
                     utf8(&mut session, &account.name);
@@ -260,25 +260,26 @@ fn open_once(account: &Account, password: Option<&str>) -> Result<Opened> {
         }
     };
     // What the server answered CAPA last time, when it says CAPA and
-    // AUTH PLAIN may go in one round trip (`known`).
-    let hint = password
+    // AUTH PLAIN may go in one round trip (`known`), and the password.
+    let key = known::key(server);
+    let pipelined = password
         .filter(|_| server.tls != TlsMode::None)
-        .and_then(|_| known::get(&known::key(server)))
-        .map(|text| Capabilities::parse(&text))
-        .filter(|hint| {
+        .and_then(|password| Some((known::get(&key)?, password)))
+        .map(|(text, password)| (Capabilities::parse(&text), password))
+        .filter(|(hint, _)| {
             hint.has("PIPELINING")
                 && candidates(account, hint, session.greeting())
                     .is_ok_and(|c| c.first() == Some(&AuthMech::Plain))
         });
-    let (caps, capa_text, early_login, utf8_owed) = match (hint, password) {
-        (Some(hint), Some(password)) => {
+    let (caps, capa_text, early_login, utf8_owed) = match pipelined {
+        Some((hint, password)) => {
             let sent_utf8 = hint.has("UTF8");
             let (caps, text, utf8_status, login) =
                 match session.capa_and_plain(sent_utf8, &account.user, password) {
                     // Not the server's answer to a login: it may not take
                     // the two together (see `connect`).
                     Ok((.., Err(e))) | Err(e) if !is_login_answer(&e) => {
-                        known::refused(&known::key(server));
+                        known::refused(&key);
                         return Err(e);
                     }
                     Ok(answers) => answers,
@@ -290,7 +291,7 @@ fn open_once(account: &Account, password: Option<&str>) -> Result<Opened> {
             let owed = caps.has("UTF8") && !sent_utf8;
             (caps, text, Some(login), owed)
         }
-        _ => {
+        None => {
             let (caps, text) = session.capa_text()?;
             if caps.has("UTF8") {
                 utf8(&mut session, label);
