@@ -14,6 +14,8 @@
 #   --nomail-messages N   mailbox size for the "no new mail" scenarios (default 2000; 0 = skip)
 #   --nomail-peers LIST   peers for the "no new mail" scenarios (default: same as --peers)
 #   --nomail-rtt 0|1      also time the "no new mail" run through the --rtt-ms link (default 1)
+#   --steady K            "no new mail": steady-state runs timed after each priming fetch and
+#                         its first run (default 3; all of them go into that scenario's median)
 #   --login-mode secure|performance   Dovecot's login processes: one per connection
 #                         (secure, Dovecot's default) or long-lived (performance,
 #                         service_count = 0: TLS session tickets can be resumed)
@@ -45,6 +47,7 @@ ONLY=
 NOMAIL_MESSAGES=2000
 NOMAIL_PEERS=
 NOMAIL_RTT=1
+STEADY=3
 LOGIN_MODE=secure
 MODE=delete
 RUNS=1
@@ -69,6 +72,7 @@ while [ $# -gt 0 ]; do
     --nomail-messages) NOMAIL_MESSAGES=$2; shift 2 ;;
     --nomail-peers) NOMAIL_PEERS=$2; shift 2 ;;
     --nomail-rtt) NOMAIL_RTT=$2; shift 2 ;;
+    --steady) STEADY=$2; shift 2 ;;
     --login-mode) LOGIN_MODE=$2; shift 2 ;;
     --mailretr) MAILRETR=$2; BUILD=0; shift 2 ;;
     --mode) MODE=$2; shift 2 ;;
@@ -91,10 +95,11 @@ case "$NOMAIL_RTT" in 0|1) ;; *) die "--nomail-rtt must be 0 or 1" ;; esac
 [ "$PEERS" = none ] && PEERS=
 [ -z "$NOMAIL_PEERS" ] && NOMAIL_PEERS=$PEERS
 [ "$NOMAIL_PEERS" = none ] && NOMAIL_PEERS=
-for n in "$MESSAGES" "$SLOW_MESSAGES" "$RTT_MS" "$NOMAIL_MESSAGES" "$RUNS" "$SEED" "$PORTBASE"; do
+for n in "$MESSAGES" "$SLOW_MESSAGES" "$RTT_MS" "$NOMAIL_MESSAGES" "$RUNS" "$STEADY" "$SEED" "$PORTBASE"; do
   [[ "$n" =~ ^[0-9]+$ ]] || die "not a number: $n"
 done
 [ "$RUNS" -ge 1 ] || die "--runs must be >= 1"
+[ "$STEADY" -ge 1 ] || die "--steady must be >= 1"
 
 has_peer() { [[ ",$1," == *",$2,"* ]]; }
 for p in ${PEERS//,/ } ${NOMAIL_PEERS//,/ }; do
@@ -371,12 +376,14 @@ expect_rc() { # TOOL RC  -> 0 if acceptable for a run that should retrieve mail
 }
 
 # add_result SCENARIO TOOL PEAK_RSS_KB MESSAGES ALTERED SECONDS...: one row
-# of the results table, the median of the SECONDS of its runs.
+# of the results table, the median of the SECONDS of its runs (and, last,
+# every one of them, comma-separated, for the ratio's interval).
 add_result() {
-  local scen=$1 tool=$2 rss=$3 n=$4 altered=$5 med
+  local scen=$1 tool=$2 rss=$3 n=$4 altered=$5 med all
   shift 5
   med=$(printf '%s\n' "$@" | sort -n | awk '{a[NR]=$1} END{print a[int((NR+1)/2)]}')
-  printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$scen" "$tool" "$med" "$rss" "$n" "$altered" >> "$RESULTS"
+  all=$(printf '%s,' "$@"); all=${all%,}
+  printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$scen" "$tool" "$med" "$rss" "$n" "$altered" "$all" >> "$RESULTS"
 }
 
 # bench_fetch SCENARIO CORPUS N PROTO PORT KEEP TOOL
@@ -418,14 +425,18 @@ bench_fetch() {
 # the priming run still goes over loopback (fetchmail would take minutes
 # for 2,000 messages at 40 ms), then the tool's config is pointed at the
 # latency proxy. The first no-mail run (through the proxy, if any) is
-# timed as SCENARIO-first: the run right after a full fetch. The run after
-# it is SCENARIO, the steady state of a cron job: whatever a tool keeps
-# between runs (mailretr's TLS session and run count, its WAL) is as it
-# would be on the hundredth run.
+# timed as SCENARIO-first: the run right after a full fetch. The STEADY
+# runs after it (1.1 s apart) are SCENARIO, the steady state of a cron
+# job: whatever a tool keeps between runs (mailretr's TLS session and run
+# count, its WAL) is as it would be on the hundredth run. They are cheap
+# next to the priming fetch (fetchmail's and mbsync's take about 10 s),
+# so the steady median rests on RUNS x STEADY runs per tool instead of
+# RUNS: a ratio of two medians of 11 runs each moved by +-0.08 from one
+# bench to the next on this 2-core host.
 bench_nomail() {
   local scen=$1 corpus=$2 n=$3 proto=$4 port=$5 slowport=$6
   shift 6
-  local run got f first tool
+  local run got f first tool steady
   local -A times=() rss_max=() times_first=() rss_first=()
   for run in $(seq "$RUNS"); do
     for tool in "$@"; do
@@ -454,15 +465,17 @@ bench_nomail() {
       times_first[$tool]+="$T "
       [ "$RSS" -gt "${rss_first[$tool]:-0}" ] && rss_first[$tool]=$RSS
       printf '   %-28s %-10s run %d/%d: %7.3f s  %7d KB  rc=%s  (priming run %.1f s)\n' "$scen-first" "$tool" "$run" "$RUNS" "$T" "$RSS" "$RC" "$first"
-      sleep 1.1
-      timed_run
-      nomail_rc_ok "$scen" "$tool"
+      for steady in $(seq "$STEADY"); do
+        sleep 1.1
+        timed_run
+        nomail_rc_ok "$scen" "$tool"
+        times[$tool]+="$T "
+        [ "$RSS" -gt "${rss_max[$tool]:-0}" ] && rss_max[$tool]=$RSS
+        printf '   %-28s %-10s run %d/%d.%d: %7.3f s  %7d KB  rc=%s\n' "$scen" "$tool" "$run" "$RUNS" "$steady" "$T" "$RSS" "$RC"
+      done
       got=$(python3 "$BENCH/verify.py" "$WORK/corpus-$corpus" "$R/Maildir" --quick | cut -d' ' -f1) || true
-      [ "$got" = "$n" ] || fail_run "$scen/$tool: $got messages in the Maildir after three runs, expected $n (re-fetched?)"
+      [ "$got" = "$n" ] || fail_run "$scen/$tool: $got messages in the Maildir after $((STEADY + 2)) runs, expected $n (re-fetched?)"
       [ "$(server_count)" = "$n" ] || fail_run "$scen/$tool: keep mode, but the server lost messages"
-      times[$tool]+="$T "
-      [ "$RSS" -gt "${rss_max[$tool]:-0}" ] && rss_max[$tool]=$RSS
-      printf '   %-28s %-10s run %d/%d: %7.3f s  %7d KB  rc=%s\n' "$scen" "$tool" "$run" "$RUNS" "$T" "$RSS" "$RC"
     done
   done
   # shellcheck disable=SC2086 # the lists of times, split on purpose
@@ -565,14 +578,32 @@ if want nomail-imap; then run_nomail_scenario imap; fi
 [ -n "$OUT" ] && cp "$RESULTS" "$OUT"
 echo
 python3 - "$RESULTS" <<'EOF'
+import random
+import statistics
 import sys
 rows = [l.rstrip("\n").split("\t") for l in open(sys.argv[1]) if l.strip()]
 mr = {r[0]: float(r[2]) for r in rows if r[1] == "mailretr"}
-hdr = ("scenario", "tool", "seconds", "peak RSS MB", "messages", "mailretr/peer")
-print("%-28s %-10s %9s %12s %9s %14s" % hdr)
-print("-" * 87)
+runs = {(r[0], r[1]): [float(x) for x in r[6].split(",")] for r in rows}
+
+
+def interval(a, b):
+    # The ratio of the medians, resampled (bootstrap, 2,000 draws, a
+    # fixed seed): the range that holds the middle 95% of the draws.
+    if min(len(a), len(b)) < 5:
+        return ""
+    rng = random.Random(1)
+    draws = sorted(
+        statistics.median(rng.choices(a, k=len(a))) / statistics.median(rng.choices(b, k=len(b)))
+        for _ in range(2000)
+    )
+    return " (%.2f-%.2f)" % (draws[50], draws[1949])
+
+
+hdr = ("scenario", "tool", "seconds", "peak RSS MB", "messages", "mailretr/peer (95% interval)")
+print("%-28s %-10s %9s %12s %9s  %s" % hdr)
+print("-" * 104)
 last = None
-for scen, tool, sec, rss, n, altered in rows:
+for scen, tool, sec, rss, n, altered, _ in rows:
     if last is not None and scen != last:
         print()
     last = scen
@@ -580,9 +611,11 @@ for scen, tool, sec, rss, n, altered in rows:
     ratio = ""
     if tool != "mailretr" and scen in mr and sec > 0:
         ratio = "%.2f" % (mr[scen] / sec)
+        ratio += interval(runs[(scen, "mailretr")], runs[(scen, tool)])
     note = "  (%s altered)" % altered if altered not in ("", "0") else ""
-    print("%-28s %-10s %9.4f %12.1f %9s %14s%s" % (scen, tool, sec, int(rss) / 1024, n, ratio, note))
+    print("%-28s %-10s %9.4f %12.1f %9s  %s%s" % (scen, tool, sec, int(rss) / 1024, n, ratio, note))
 print()
 print("mailretr/peer = mailretr seconds / peer seconds (wall clock): < 1 means mailretr is faster.")
+print("The interval (5 runs or more each): the middle 95% of that ratio over resampled runs.")
 EOF
 FAILED=0

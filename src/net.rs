@@ -32,11 +32,15 @@ impl Stream {
     /// Makes reads wait at most `READ_SLICE` at a time (the session
     /// deadline, `pace_session`, keeps the server's `timeout` as the real
     /// one). Call once the connection is set up (after any TLS handshake,
-    /// which reads the socket directly).
+    /// which reads the socket directly). A new connection starts its wait
+    /// afresh: one made again after a connection timed out (a server that
+    /// lost what was pipelined to it) is not out of time before its
+    /// first read.
     pub fn slice_reads(&self) -> io::Result<()> {
         if !PACE.with(|p| p.borrow().active) {
             return Ok(());
         }
+        pace_reset();
         let tcp = self.socket();
         let current = tcp.read_timeout()?.unwrap_or(READ_SLICE);
         tcp.set_read_timeout(Some(current.min(READ_SLICE)))

@@ -182,16 +182,19 @@ pub(super) fn fetch_locked(
     };
     // The source, holding a slot of its server's max_connections_per_host
     // until the run ends; none while a LOGIN-DELAY lasts.
-    let Some((source, _slot)) = super::open_source(
-        config,
-        account,
+    // With the login, the scan's first questions when it will ask them
+    // (`source::pop3::connect`).
+    let expect_stat = match &seen_read {
+        Some(SeenRead::Totals(t)) if t.all_sized && t.count > 0 => Some((t.count, t.octets)),
+        _ => None,
+    };
+    let usage = super::SourceUse {
         keep,
-        retention.is_set(),
+        retention: retention.is_set(),
         filter_deletes,
-        state,
-        report,
-    )?
-    else {
+        expect_stat,
+    };
+    let Some((source, _slot)) = super::open_source(config, account, usage, state, report)? else {
         return Ok(());
     };
     let mut run = AccountRun::new(

@@ -479,25 +479,41 @@ fn apply_limits(
     wanted
 }
 
+/// What a run will do with its source, as `connect` sets it up.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct SourceUse {
+    /// The run's effective `keep` (config or `--keep`): IMAP then neither
+    /// deletes nor moves, unless `retention` lets the run delete what is
+    /// due.
+    pub keep: bool,
+    /// Kept mail delivered earlier may be deleted (the account's
+    /// `delete_after`/`delete_bigger_than`, not overridden by `--keep`).
+    pub retention: bool,
+    /// A rule or the filter may delete a new message of an account that
+    /// keeps its mail.
+    pub filter_deletes: bool,
+    /// POP3: what STAT answers if nothing changed since the last run, when
+    /// the scan will check that first (see `source::pop3::connect`).
+    pub expect_stat: Option<(u64, u64)>,
+}
+
 /// Opens the account's source: the protocol's client, connected, secured
-/// and logged in. `keep` is the run's effective setting (config or
-/// `--keep`): IMAP then neither deletes nor moves, unless `retention`
-/// (the account's `delete_after`/`delete_bigger_than`, not overridden by
-/// `--keep`) lets the run delete what is due.
-/// `retention`: kept mail delivered earlier may be deleted
-/// (`delete_after`); `filter_deletes`: a rule or the filter may delete a
-/// new message of an account that keeps its mail.
-fn connect(
-    account: &Account,
-    keep: bool,
-    retention: bool,
-    filter_deletes: bool,
-) -> Result<Box<dyn Source>> {
+/// and logged in, for `usage`.
+fn connect(account: &Account, usage: SourceUse) -> Result<Box<dyn Source>> {
+    let SourceUse {
+        keep,
+        retention,
+        filter_deletes,
+        expect_stat,
+    } = usage;
     let password = secret::resolve(&account.secret)?;
     match account.protocol {
         Protocol::Pop3 => {
-            let mut source =
-                source::pop3::connect(account, password.as_deref().map(String::as_str))?;
+            let mut source = source::pop3::connect(
+                account,
+                password.as_deref().map(String::as_str),
+                expect_stat,
+            )?;
             if keep && !retention {
                 // Nothing seen is deleted on the scan's word.
                 source.trust_recorded_sizes();
@@ -541,9 +557,7 @@ pub(crate) const DEFAULT_LOGIN_DELAY: u64 = 15 * 60;
 pub(crate) fn open_source(
     config: &Config,
     account: &Account,
-    keep: bool,
-    retention: bool,
-    filter_deletes: bool,
+    usage: SourceUse,
     state: &mut State,
     report: &mut AccountReport,
 ) -> Result<Option<(Box<dyn Source>, Slot)>> {
@@ -573,7 +587,7 @@ pub(crate) fn open_source(
             },
         };
         let handoff = crate::net::early::Handoff::install(pending);
-        let connected = connect(account, keep, retention, filter_deletes);
+        let connected = connect(account, usage);
         drop(handoff);
         let e = match connected {
             Ok(source) => {

@@ -298,3 +298,81 @@ fn every_pop3_account_pipelines_its_login_not_only_the_early_ones() {
         );
     }
 }
+
+/// The lines of a transcript after its last `C: CAPA`, as `C: ...` and
+/// `S: ...`.
+fn after_capa_all(transcript: &str) -> Vec<String> {
+    let lines: Vec<&str> = transcript.lines().collect();
+    let at = lines
+        .iter()
+        .rposition(|l| l.ends_with(" C: CAPA"))
+        .unwrap_or_else(|| panic!("no CAPA in {transcript}"));
+    lines[at + 1..]
+        .iter()
+        .filter_map(|l| {
+            [" C: ", " S: "].iter().find_map(|side| {
+                l.split_once(side)
+                    .map(|(_, text)| format!("{}{text}", side.trim_start()))
+            })
+        })
+        .collect()
+}
+
+/// Against a real Dovecot, which hands what was pipelined behind the login
+/// to the pop3 process that serves the session: a keep-mode run that
+/// knows the server sends STAT, `UIDL n` and `LIST n` in the write of CAPA
+/// and AUTH PLAIN (one round trip for the whole run with nothing new), and
+/// still sees new mail when STAT says there is some.
+#[test]
+fn a_kept_pop3_mailbox_is_asked_stat_with_the_login_and_new_mail_is_still_seen() {
+    let dovecot = Dovecot::shared();
+    let user = dovecot.new_user();
+    dovecot.add_message(&user, "INBOX", &message("one"));
+    let env = Env::new();
+    let run = |n: usize| {
+        let transcript = env.path(format!("transcript-{n}.log"));
+        let account = AccountBuilder::dovecot_pop3s("acct", dovecot, &user)
+            .keep(true)
+            .line("auth = [\"plain\"]")
+            .line(&format!("transcript = \"{}\"", transcript.display()));
+        ConfigBuilder::single(&env, account).write(&env);
+        let out = env.run(&["fetch"]);
+        (
+            out,
+            std::fs::read_to_string(&transcript).unwrap_or_default(),
+        )
+    };
+    let pipelined = |t: &str, n: usize| {
+        let all = after_capa_all(t);
+        let want = [
+            "C: AUTH PLAIN <redacted>".to_string(),
+            "C: STAT".to_string(),
+            format!("C: UIDL {n}"),
+            format!("C: LIST {n}"),
+        ];
+        assert_eq!(all[..4], want, "{t}");
+        assert!(all[4].starts_with("S: +OK"), "{t}");
+        assert_eq!(t.matches("C: STAT").count(), 1, "{t}");
+    };
+
+    let (out, _) = run(1);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+
+    let (out, t) = run(2);
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    assert_eq!(out.stderr, "", "quiet");
+    pipelined(&t, 1);
+    assert!(!t.contains("C: UIDL\n") && !t.contains("C: LIST\n"), "{t}");
+
+    dovecot.add_message(&user, "INBOX", &message("two"));
+    let (out, t) = run(3);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    pipelined(&t, 1);
+    assert_eq!(env.maildir_messages(env.path("Maildir")).len(), 2);
+
+    let (out, t) = run(4);
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    pipelined(&t, 2);
+    assert_eq!(env.maildir_messages(env.path("Maildir")).len(), 2);
+    assert_eq!(dovecot.messages(&user, "INBOX").len(), 2, "kept");
+}

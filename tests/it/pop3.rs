@@ -1009,3 +1009,224 @@ fn a_server_that_hangs_up_on_a_pipelined_login_is_asked_capa_alone_from_then_on(
     three_quiet_runs_with_nothing_new(&server);
     assert_eq!(server.connections(), 4, "run 2 connected twice");
 }
+
+/// A keep-mode run against a server whose CAPA it knows, with one message
+/// delivered before: STAT, `UIDL 1` and `LIST 1` go in the write of CAPA
+/// and AUTH PLAIN (this script reads all five lines before it answers a
+/// single one). Here the login is refused (`-ERR`): the three answers of
+/// the unauthenticated session are read and dropped, USER/PASS goes on on
+/// the same connection, and the scan asks its questions itself. The next
+/// run pipelines them with the login again, and takes their answers.
+#[test]
+fn stat_sent_with_a_refused_pipelined_login_is_answered_and_dropped() {
+    let capa = "+OK\r\nUSER\r\nUIDL\r\nPIPELINING\r\nSASL PLAIN\r\n.\r\n";
+    let list = b"+OK\r\n1 20\r\n.\r\n";
+    let uidl = b"+OK\r\n1 aaa\r\n.\r\n";
+    let pipelined = || {
+        vec![
+            Step::expect("AUTH PLAIN AHUAdG9wc2VjcmV0"),
+            Step::expect("STAT"),
+            Step::expect("UIDL 1"),
+            Step::expect("LIST 1"),
+            Step::send(capa),
+        ]
+    };
+    let answers = || {
+        vec![
+            Step::line("+OK 1 20"),
+            Step::line("+OK 1 aaa"),
+            Step::line("+OK 1 20"),
+        ]
+    };
+    // Run 1: CAPA alone; the message is fetched.
+    let mut first = pop3s_up_to_capa();
+    first.extend([
+        Step::send(capa),
+        Step::expect("AUTH PLAIN AHUAdG9wc2VjcmV0"),
+        Step::line("+OK in"),
+    ]);
+    first.extend(pop3_kept_listing(list, uidl, true));
+    first.extend(retr(1, "one"));
+    first.extend(dele_and_quit(&[]));
+    // Run 2: all five at once; AUTH PLAIN refused.
+    let mut second = pop3s_up_to_capa();
+    second.extend(pipelined());
+    second.extend([
+        Step::line("-ERR [AUTH] Authentication failed."),
+        Step::line("-ERR Unknown command."),
+        Step::line("-ERR Unknown command."),
+        Step::line("-ERR Unknown command."),
+        Step::expect("USER u"),
+        Step::line("+OK"),
+        Step::expect("PASS topsecret"),
+        Step::line("+OK in"),
+        Step::expect("STAT"),
+        Step::expect("UIDL 1"),
+        Step::expect("LIST 1"),
+    ]);
+    second.extend(answers());
+    second.push(Step::ExpectAny);
+    // Run 3: all five at once, and answered.
+    let mut third = pop3s_up_to_capa();
+    third.extend(pipelined());
+    third.push(Step::line("+OK in"));
+    third.extend(answers());
+    third.push(Step::ExpectAny);
+    let server = FakeServer::start_many(vec![first, second, third]);
+    let env = Env::new();
+    let account = AccountBuilder::fake("fake", "pop3", server.port())
+        .ca_file(&server.cert().cert_pem)
+        .keep(true);
+    ConfigBuilder::single(&env, account).write(&env);
+    for (run, code) in [(1, 0), (2, 1), (3, 1)] {
+        let out = env.run(&["fetch"]);
+        assert_eq!(out.code, code, "run {run}: {}", out.stderr);
+    }
+    assert!(server.settle(Duration::from_secs(5)));
+    server.assert_no_errors();
+    assert_eq!(server.connections(), 3);
+    let sessions = server.transcripts();
+    assert_eq!(sessions[2].matches("STAT").count(), 1, "{}", sessions[2]);
+    assert_eq!(env.maildir_messages(env.path("Maildir")).len(), 1);
+}
+
+/// A server (or a proxy before it) that takes the login but never
+/// answers what was pipelined behind it: after the account's timeout the
+/// run connects once more without pipelining and completes, and the
+/// server is marked in state.db: the next run waits for each answer.
+#[test]
+fn a_server_that_loses_stat_sent_with_the_login_is_asked_in_turn_from_then_on() {
+    let capa = "+OK\r\nUSER\r\nUIDL\r\nPIPELINING\r\nSASL PLAIN\r\n.\r\n";
+    let list = b"+OK\r\n1 20\r\n.\r\n";
+    let uidl = b"+OK\r\n1 aaa\r\n.\r\n";
+    let in_turn = || {
+        let mut s = pop3s_up_to_capa();
+        s.extend([
+            Step::send(capa),
+            Step::expect("AUTH PLAIN AHUAdG9wc2VjcmV0"),
+            Step::line("+OK in"),
+            Step::expect("STAT"),
+            Step::expect("UIDL 1"),
+            Step::expect("LIST 1"),
+            Step::line("+OK 1 20"),
+            Step::line("+OK 1 aaa"),
+            Step::line("+OK 1 20"),
+            Step::ExpectAny,
+        ]);
+        s
+    };
+    let mut first = pop3s_up_to_capa();
+    first.extend([
+        Step::send(capa),
+        Step::expect("AUTH PLAIN AHUAdG9wc2VjcmV0"),
+        Step::line("+OK in"),
+    ]);
+    first.extend(pop3_kept_listing(list, uidl, true));
+    first.extend(retr(1, "one"));
+    first.extend(dele_and_quit(&[]));
+    let mut loses = pop3s_up_to_capa();
+    loses.extend([
+        Step::expect("AUTH PLAIN AHUAdG9wc2VjcmV0"),
+        Step::expect("STAT"),
+        Step::expect("UIDL 1"),
+        Step::expect("LIST 1"),
+        Step::send(capa),
+        Step::line("+OK in"),
+        Step::ExpectClose,
+    ]);
+    let server = FakeServer::start_many(vec![first, loses, in_turn(), in_turn()]);
+    let env = Env::new();
+    let account = AccountBuilder::fake("fake", "pop3", server.port())
+        .ca_file(&server.cert().cert_pem)
+        .keep(true)
+        .timeout("2s");
+    ConfigBuilder::single(&env, account).write(&env);
+    for (run, code) in [(1, 0), (2, 1), (3, 1)] {
+        let out = env.run(&["fetch"]);
+        assert_eq!(
+            out.code,
+            code,
+            "run {run}: {} {:?}",
+            out.stderr,
+            server.transcripts()
+        );
+    }
+    assert!(server.settle(Duration::from_secs(5)));
+    server.assert_no_errors();
+    assert_eq!(server.connections(), 4, "run 2 connected twice");
+    assert_eq!(env.maildir_messages(env.path("Maildir")).len(), 1);
+}
+
+/// A server that answers AUTH PLAIN's initial response with an empty
+/// challenge takes the next line for the response: with STAT pipelined
+/// behind it, that would be the password. The run takes it for a server
+/// that does not take the pipelined login: it connects once more, sends
+/// the response after the challenge, and later runs wait for each answer.
+#[test]
+fn an_empty_challenge_to_a_pipelined_auth_plain_gets_a_new_connection() {
+    let capa = "+OK\r\nUSER\r\nUIDL\r\nPIPELINING\r\nSASL PLAIN\r\n.\r\n";
+    let list = b"+OK\r\n1 20\r\n.\r\n";
+    let uidl = b"+OK\r\n1 aaa\r\n.\r\n";
+    let challenged = || {
+        let mut s = pop3s_up_to_capa();
+        s.extend([
+            Step::send(capa),
+            Step::expect("AUTH PLAIN AHUAdG9wc2VjcmV0"),
+            Step::line("+ "),
+            Step::expect("AHUAdG9wc2VjcmV0"),
+            Step::line("+OK in"),
+            Step::expect("STAT"),
+            Step::expect("UIDL 1"),
+            Step::expect("LIST 1"),
+            Step::line("+OK 1 20"),
+            Step::line("+OK 1 aaa"),
+            Step::line("+OK 1 20"),
+            Step::ExpectAny,
+        ]);
+        s
+    };
+    let mut first = pop3s_up_to_capa();
+    first.extend([
+        Step::send(capa),
+        Step::expect("AUTH PLAIN AHUAdG9wc2VjcmV0"),
+        Step::line("+OK in"),
+    ]);
+    first.extend(pop3_kept_listing(list, uidl, true));
+    first.extend(retr(1, "one"));
+    first.extend(dele_and_quit(&[]));
+    let mut pipelined = pop3s_up_to_capa();
+    pipelined.extend([
+        Step::expect("AUTH PLAIN AHUAdG9wc2VjcmV0"),
+        Step::expect("STAT"),
+        Step::expect("UIDL 1"),
+        Step::expect("LIST 1"),
+        Step::send(capa),
+        Step::line("+ "),
+        Step::ExpectClose,
+    ]);
+    let server = FakeServer::start_many(vec![first, pipelined, challenged(), challenged()]);
+    let env = Env::new();
+    let account = AccountBuilder::fake("fake", "pop3", server.port())
+        .ca_file(&server.cert().cert_pem)
+        .keep(true);
+    ConfigBuilder::single(&env, account).write(&env);
+    for (run, code) in [(1, 0), (2, 1), (3, 1)] {
+        let out = env.run(&["fetch"]);
+        assert_eq!(
+            out.code,
+            code,
+            "run {run}: {} {:?}",
+            out.stderr,
+            server.transcripts()
+        );
+    }
+    assert!(server.settle(Duration::from_secs(5)));
+    server.assert_no_errors();
+    assert_eq!(server.connections(), 4, "run 2 connected twice");
+    let sessions = server.transcripts();
+    assert!(
+        !sessions[1].contains("LIST 1\r\nAHUAdG9wc2VjcmV0"),
+        "the response sent after STAT: {}",
+        sessions[1]
+    );
+}

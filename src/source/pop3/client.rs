@@ -388,14 +388,24 @@ impl<S: Read + Write> Pop3<S> {
     /// `capa_text`), UTF8's when sent, and the login's outcome, read in
     /// that order. A server that answers AUTH PLAIN with an empty
     /// challenge (no initial responses) gets the response then, as in
-    /// `login`: nothing was pipelined after it.
+    /// `login`, when nothing was pipelined after it.
+    ///
+    /// `then`: commands of the TRANSACTION state sent in the same write,
+    /// after AUTH PLAIN (single-line answers only); their answers are the
+    /// caller's to read, after a login that succeeded. After one that
+    /// failed with `-ERR` they are read here and dropped (a server that
+    /// hung up meanwhile shows on the next command). An empty challenge
+    /// then is an error that is not the server's answer to a login: the
+    /// server read the next command as the response.
     #[allow(clippy::type_complexity)]
     pub fn capa_and_plain(
         &mut self,
         utf8: bool,
         user: &str,
         password: &str,
+        then: &[Command],
     ) -> Result<(Capabilities, Option<String>, Option<Status>, Result<()>)> {
+        debug_assert!(then.iter().all(|c| !c.is_multiline()));
         let token = plain_token(user, password);
         transcript::client(&self.label, "CAPA");
         let mut wire = String::from("CAPA\r\n");
@@ -405,6 +415,10 @@ impl<S: Read + Write> Pop3<S> {
         }
         transcript::client(&self.label, "AUTH PLAIN <redacted>");
         wire.push_str(&format!("AUTH PLAIN {token}\r\n"));
+        for c in then {
+            transcript::client(&self.label, c.wire().trim_end());
+            wire.push_str(&c.wire());
+        }
         self.write_raw(wire.as_bytes())?;
         let (caps, text) = self.read_capa()?;
         let utf8_status = if utf8 {
@@ -412,14 +426,29 @@ impl<S: Read + Write> Pop3<S> {
         } else {
             None
         };
-        let login = self.plain_answer(&token);
+        let login = self.plain_answer(&token, !then.is_empty());
+        if matches!(login, Err(Error::Auth(_))) {
+            for _ in then {
+                if self.read_status().is_err() {
+                    break;
+                }
+            }
+        }
         Ok((caps, text, utf8_status, login))
     }
 
-    /// What the server answers `AUTH PLAIN` with its initial response.
-    fn plain_answer(&mut self, token: &str) -> Result<()> {
+    /// What the server answers `AUTH PLAIN` with its initial response;
+    /// `pipelined`: commands were sent after it.
+    fn plain_answer(&mut self, token: &str, pipelined: bool) -> Result<()> {
         let line = self.read_sasl_line()?;
         let status = match line.strip_prefix('+') {
+            Some(_) if !line.starts_with("+OK") && pipelined => {
+                return Err(Error::Protocol(
+                    "the server asked for AUTH PLAIN's response after the initial one \
+                     and read the next command as it"
+                        .into(),
+                ))
+            }
             // No initial-response support: send it after the empty challenge.
             Some(_) if !line.starts_with("+OK") => {
                 self.send_secret("", token)?;
@@ -484,7 +513,7 @@ impl<S: Read + Write> Pop3<S> {
             AuthMech::Plain => {
                 let token = plain_token(user, password);
                 self.send_secret("AUTH PLAIN", &format!("AUTH PLAIN {token}"))?;
-                return self.plain_answer(&token);
+                return self.plain_answer(&token, false);
             }
             AuthMech::Login => {
                 self.send_plain("AUTH LOGIN")?;

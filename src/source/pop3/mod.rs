@@ -59,6 +59,9 @@ pub struct Pop3Source {
     /// asking each one (see `scan`): only when nothing seen is deleted on
     /// the scan's word (`trust_recorded_sizes`).
     recorded_sizes: bool,
+    /// The answers to STAT, `UIDL n` and `LIST n`, asked with the login
+    /// (`connect`'s `expect`), for the scan.
+    ahead: Option<LastAnswers>,
 }
 
 /// A secured connection, before login (or logged in already, with
@@ -73,6 +76,9 @@ struct Opened {
     /// CAPA offers UTF8, which was not sent before that AUTH PLAIN (the
     /// server did not offer it last time): it is sent after the login.
     utf8_owed: bool,
+    /// The answers to STAT, `UIDL n` and `LIST n`, sent after that AUTH
+    /// PLAIN, read once it succeeded.
+    ahead: Option<LastAnswers>,
     protocol_name: &'static str,
 }
 
@@ -80,7 +86,17 @@ struct Opened {
 /// order among those the server offers; one the server turns down with
 /// `-ERR` gives way to the next (see `auth::Attempts`), on the same
 /// connection, or on a new one when the server closed it.
-pub fn connect(account: &Account, password: Option<&str>) -> Result<Pop3Source> {
+///
+/// `expect`: what STAT answers if the mailbox holds just the messages
+/// recorded as delivered, when the run's scan will check that first (see
+/// `Pop3Source::scan`; keep mode, no retention, not a run that lists in
+/// full). When the login is pipelined (`known`), STAT, `UIDL n` and
+/// `LIST n` go in the same write as AUTH PLAIN: a round trip less again.
+pub fn connect(
+    account: &Account,
+    password: Option<&str>,
+    expect: Option<(u64, u64)>,
+) -> Result<Pop3Source> {
     let has_token = account.oauth2.is_some() || account.oauth2_token_command.is_some();
     if password.is_none() && !has_token && account.server.client_cert.is_none() {
         return Err(Error::Auth(format!(
@@ -113,7 +129,7 @@ pub fn connect(account: &Account, password: Option<&str>) -> Result<Pop3Source> 
     };
     let known_key = known::key(&account.server);
     let refused_before = known::is_refused(&known_key);
-    let mut opened = match open(account, password) {
+    let mut opened = match open(account, password, expect) {
         // CAPA and AUTH PLAIN sent together, and the session failed:
         // once more, CAPA alone (`known::refused`).
         Err(e) if !refused_before && known::is_refused(&known_key) => {
@@ -121,7 +137,7 @@ pub fn connect(account: &Account, password: Option<&str>) -> Result<Pop3Source> 
                 "{}: {e}; connecting again without pipelining the login",
                 account.name
             );
-            open(account, None)?
+            open(account, None, None)?
         }
         opened => opened?,
     };
@@ -162,7 +178,7 @@ pub fn connect(account: &Account, password: Option<&str>) -> Result<Pop3Source> 
                 "{}: the server closed the connection; reconnecting",
                 account.name
             );
-            opened = open(account, None)?;
+            opened = open(account, None, None)?;
             outcome = log_in(&mut opened.session, mech);
         }
         match outcome {
@@ -173,6 +189,7 @@ pub fn connect(account: &Account, password: Option<&str>) -> Result<Pop3Source> 
                     capa_text,
                     utf8_owed,
                     protocol_name,
+                    ahead,
                     ..
                 } = opened;
                 if account.server.tls != TlsMode::None {
@@ -194,6 +211,7 @@ pub fn connect(account: &Account, password: Option<&str>) -> Result<Pop3Source> 
                     deleted: Vec::new(),
                     confirmed: Vec::new(),
                     recorded_sizes: false,
+                    ahead,
                 });
             }
             // The server's -ERR, not an error of ours (a SCRAM server
@@ -224,13 +242,19 @@ pub fn connect(account: &Account, password: Option<&str>) -> Result<Pop3Source> 
 /// offered.
 ///
 /// With `password`, CAPA and AUTH PLAIN may go in one round trip (see
-/// `known`): the outcome is then in `early_login`.
-fn open(account: &Account, password: Option<&str>) -> Result<Opened> {
+/// `known`): the outcome is then in `early_login`, and with `expect` (see
+/// `connect`) the answers to STAT and the last message's UIDL and LIST in
+/// `ahead`.
+fn open(account: &Account, password: Option<&str>, expect: Option<(u64, u64)>) -> Result<Opened> {
     // A server that fails resumed handshakes: once more, with a full one.
-    net::tls::open_resuming(&account.name, || open_once(account, password))
+    net::tls::open_resuming(&account.name, || open_once(account, password, expect))
 }
 
-fn open_once(account: &Account, password: Option<&str>) -> Result<Opened> {
+fn open_once(
+    account: &Account,
+    password: Option<&str>,
+    expect: Option<(u64, u64)>,
+) -> Result<Opened> {
     let server = &account.server;
     let opening = net::early::opening(server)?;
     let label = account.name.as_str();
@@ -271,11 +295,19 @@ fn open_once(account: &Account, password: Option<&str>) -> Result<Opened> {
                 && candidates(account, hint, session.greeting())
                     .is_ok_and(|c| c.first() == Some(&AuthMech::Plain))
         });
-    let (caps, capa_text, early_login, utf8_owed) = match pipelined {
+    let (caps, capa_text, early_login, utf8_owed, ahead) = match pipelined {
         Some((hint, password)) => {
             let sent_utf8 = hint.has("UTF8");
+            // The scan's first questions too (see `connect`).
+            let last = expect
+                .filter(|&(count, _)| count > 0)
+                .and_then(|(count, _)| u32::try_from(count).ok());
+            let then = match last {
+                Some(n) => vec![Command::Stat, Command::UidlOf(n), Command::ListOf(n)],
+                None => Vec::new(),
+            };
             let (caps, text, utf8_status, login) =
-                match session.capa_and_plain(sent_utf8, &account.user, password) {
+                match session.capa_and_plain(sent_utf8, &account.user, password, &then) {
                     // Not the server's answer to a login: it may not take
                     // the two together (see `connect`).
                     Ok((.., Err(e))) | Err(e) if !is_login_answer(&e) => {
@@ -288,15 +320,35 @@ fn open_once(account: &Account, password: Option<&str>) -> Result<Opened> {
             if let Some(Status::Err(e)) = utf8_status {
                 refused_utf8(label, &format!("-ERR {e}"));
             }
+            let ahead = match (last, &login) {
+                (Some(n), Ok(())) => {
+                    let answers = read_stat_and_last(&mut session, n).inspect_err(|_| {
+                        // A server (or a proxy before it) that lost what
+                        // was sent after the login: not again.
+                        known::refused(&key);
+                    })?;
+                    if answers.stat.is_none() {
+                        // Answered before the login took effect, or not
+                        // at all: the scan asks again, and later runs
+                        // wait for each answer.
+                        log::debug!("{label}: STAT sent with the login was not answered");
+                        known::refused(&key);
+                        None
+                    } else {
+                        Some(answers)
+                    }
+                }
+                _ => None,
+            };
             let owed = caps.has("UTF8") && !sent_utf8;
-            (caps, text, Some(login), owed)
+            (caps, text, Some(login), owed, ahead)
         }
         None => {
             let (caps, text) = session.capa_text()?;
             if caps.has("UTF8") {
                 utf8(&mut session, label);
             }
-            (caps, text, None, false)
+            (caps, text, None, false, None)
         }
     };
     Ok(Opened {
@@ -305,6 +357,7 @@ fn open_once(account: &Account, password: Option<&str>) -> Result<Opened> {
         capa_text,
         early_login,
         utf8_owed,
+        ahead,
         protocol_name,
     })
 }
@@ -497,6 +550,7 @@ impl Source for Pop3Source {
 
     fn scan(&mut self, seen: &mut dyn SeenIndex, fetch_all: bool) -> Result<Vec<Scan>> {
         let pipelining = self.pipelining();
+        let ahead = self.ahead.take();
         let label = self.label.clone();
         let recorded_sizes = self.recorded_sizes && !fetch_all;
         let session = self.session()?;
@@ -528,8 +582,13 @@ impl Source for Pop3Source {
                 None
             };
             if let Some(expected) = expected {
-                let (stat, last_known) = ask_stat_and_last(session, expected, seen)?;
-                if stat == Some(expected) && last_known {
+                // Asked with the login (`connect`), or now.
+                let answers = match ahead.filter(|a| u64::from(a.n) == expected.0) {
+                    Some(answers) => answers,
+                    None => ask_stat_and_last(session, expected.0)?,
+                };
+                let last_known = answers.last_known(seen)?;
+                if answers.stat == Some(expected) && last_known {
                     log::debug!("{label}: STAT and the last message as recorded: nothing new");
                     return Ok(vec![Scan::default()]);
                 }
@@ -835,24 +894,41 @@ fn unchanged_if(seen: &mut dyn SeenIndex) -> Result<Option<(u64, u64)>> {
         .filter(|&(count, _)| count > 0 && count <= u64::from(u32::MAX)))
 }
 
+/// The answers to STAT, `UIDL n` and `LIST n` (`ask_stat_and_last`).
+#[derive(Debug)]
+struct LastAnswers {
+    /// The message asked about: the count STAT should answer.
+    n: u32,
+    stat: Option<(u64, u64)>,
+    uid: Option<String>,
+    size: Option<u64>,
+}
+
+impl LastAnswers {
+    /// Whether message `n` is one recorded as delivered, with the size it
+    /// has now.
+    fn last_known(&self, seen: &mut dyn SeenIndex) -> Result<bool> {
+        Ok(match (&self.uid, self.size) {
+            (Some(uid), Some(size)) => seen.seen_size_one(POP3_FOLDER, uid)? == Some(size),
+            _ => false,
+        })
+    }
+}
+
 /// STAT, and `UIDL n` and `LIST n` for the last message (`n`, the
-/// `expected` count), pipelined: STAT's answer, and whether message `n`
-/// is one recorded as delivered, with the size it has now.
-fn ask_stat_and_last(
-    session: &mut Pop3<Stream>,
-    (count, _): (u64, u64),
-    seen: &mut dyn SeenIndex,
-) -> Result<(Option<(u64, u64)>, bool)> {
+/// expected count), pipelined.
+fn ask_stat_and_last(session: &mut Pop3<Stream>, count: u64) -> Result<LastAnswers> {
     let n = count as u32;
     session.send(&[Command::Stat, Command::UidlOf(n), Command::ListOf(n)])?;
+    read_stat_and_last(session, n)
+}
+
+/// The answers to STAT, `UIDL n` and `LIST n`, sent before.
+fn read_stat_and_last(session: &mut Pop3<Stream>, n: u32) -> Result<LastAnswers> {
     let stat = read_stat(session)?;
     let uid = read_one(session, n, "UIDL")?.and_then(|id| client::valid_uidl(id.as_bytes()));
     let size = read_one(session, n, "LIST")?.and_then(|size| size.parse::<u64>().ok());
-    let known = match (uid, size) {
-        (Some(uid), Some(size)) => seen.seen_size_one(POP3_FOLDER, &uid)? == Some(size),
-        _ => false,
-    };
-    Ok((stat, known))
+    Ok(LastAnswers { n, stat, uid, size })
 }
 
 /// The answer to `UIDL n` or `LIST n` (`what`): the id or size, when it
