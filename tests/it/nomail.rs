@@ -192,18 +192,10 @@ fn an_early_connection_its_account_cannot_use_gives_its_slot_back() {
 /// What follows the client's CAPA in a transcript: `C: ...` when the
 /// client sent more before the answer, `S: ...` when it waited for it.
 fn after_capa(transcript: &str) -> String {
-    let lines: Vec<&str> = transcript.lines().collect();
-    let at = lines
-        .iter()
-        .rposition(|l| l.ends_with(" C: CAPA"))
-        .unwrap_or_else(|| panic!("no CAPA in {transcript}"));
-    let next = lines.get(at + 1).copied().unwrap_or_default();
-    for side in [" C: ", " S: "] {
-        if let Some((_, text)) = next.split_once(side) {
-            return format!("{}{text}", side.trim_start());
-        }
-    }
-    panic!("no line after CAPA in {transcript}")
+    after_capa_all(transcript)
+        .into_iter()
+        .next()
+        .unwrap_or_else(|| panic!("no line after CAPA in {transcript}"))
 }
 
 /// Against a real Dovecot (which reads pipelined input): from the second

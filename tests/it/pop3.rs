@@ -1010,48 +1010,107 @@ fn a_server_that_hangs_up_on_a_pipelined_login_is_asked_capa_alone_from_then_on(
     assert_eq!(server.connections(), 4, "run 2 connected twice");
 }
 
-/// A keep-mode run against a server whose CAPA it knows, with one message
-/// delivered before: STAT, `UIDL 1` and `LIST 1` go in the write of CAPA
-/// and AUTH PLAIN (this script reads all five lines before it answers a
-/// single one). Here the login is refused (`-ERR`): the three answers of
-/// the unauthenticated session are read and dropped, USER/PASS goes on on
-/// the same connection, and the scan asks its questions itself. The next
-/// run pipelines them with the login again, and takes their answers.
-#[test]
-fn stat_sent_with_a_refused_pipelined_login_is_answered_and_dropped() {
-    let capa = "+OK\r\nUSER\r\nUIDL\r\nPIPELINING\r\nSASL PLAIN\r\n.\r\n";
-    let list = b"+OK\r\n1 20\r\n.\r\n";
-    let uidl = b"+OK\r\n1 aaa\r\n.\r\n";
-    let pipelined = || {
-        vec![
-            Step::expect("AUTH PLAIN AHUAdG9wc2VjcmV0"),
-            Step::expect("STAT"),
-            Step::expect("UIDL 1"),
-            Step::expect("LIST 1"),
-            Step::send(capa),
-        ]
-    };
-    let answers = || {
-        vec![
-            Step::line("+OK 1 20"),
-            Step::line("+OK 1 aaa"),
-            Step::line("+OK 1 20"),
-        ]
-    };
-    // Run 1: CAPA alone; the message is fetched.
-    let mut first = pop3s_up_to_capa();
-    first.extend([
-        Step::send(capa),
+/// CAPA of a scripted server that takes the login pipelined (`known`).
+const CAPA_PIPELINING_PLAIN: &str = "+OK\r\nUSER\r\nUIDL\r\nPIPELINING\r\nSASL PLAIN\r\n.\r\n";
+
+/// A first session: CAPA alone, AUTH PLAIN, and one message (`1 aaa`, 20
+/// octets) fetched in keep mode.
+fn learns_capa_and_fetches_one() -> Vec<Step> {
+    let mut s = pop3s_up_to_capa();
+    s.extend([
+        Step::send(CAPA_PIPELINING_PLAIN),
         Step::expect("AUTH PLAIN AHUAdG9wc2VjcmV0"),
         Step::line("+OK in"),
     ]);
-    first.extend(pop3_kept_listing(list, uidl, true));
-    first.extend(retr(1, "one"));
-    first.extend(dele_and_quit(&[]));
-    // Run 2: all five at once; AUTH PLAIN refused.
-    let mut second = pop3s_up_to_capa();
-    second.extend(pipelined());
-    second.extend([
+    s.extend(pop3_kept_listing(
+        b"+OK\r\n1 20\r\n.\r\n",
+        b"+OK\r\n1 aaa\r\n.\r\n",
+        true,
+    ));
+    s.extend(retr(1, "one"));
+    s.extend(dele_and_quit(&[]));
+    s
+}
+
+/// AUTH PLAIN with STAT, `UIDL 1` and `LIST 1` behind it, all read before
+/// CAPA is answered (a client that waited for an answer would hang).
+fn pipelined_login_with_stat() -> Vec<Step> {
+    vec![
+        Step::expect("AUTH PLAIN AHUAdG9wc2VjcmV0"),
+        Step::expect("STAT"),
+        Step::expect("UIDL 1"),
+        Step::expect("LIST 1"),
+        Step::send(CAPA_PIPELINING_PLAIN),
+    ]
+}
+
+/// The mailbox of `learns_capa_and_fetches_one` unchanged: STAT, `UIDL 1`
+/// and `LIST 1` answered; then QUIT.
+fn stat_and_last_as_recorded() -> Vec<Step> {
+    vec![
+        Step::line("+OK 1 20"),
+        Step::line("+OK 1 aaa"),
+        Step::line("+OK 1 20"),
+        Step::ExpectAny,
+    ]
+}
+
+/// A session that asks STAT, `UIDL 1` and `LIST 1` after a login whose
+/// lines came first (`login`).
+fn asks_in_turn(login: &[Step]) -> Vec<Step> {
+    let mut s = pop3s_up_to_capa();
+    s.extend([
+        Step::send(CAPA_PIPELINING_PLAIN),
+        Step::expect("AUTH PLAIN AHUAdG9wc2VjcmV0"),
+    ]);
+    s.extend(login.iter().cloned());
+    s.extend([
+        Step::expect("STAT"),
+        Step::expect("UIDL 1"),
+        Step::expect("LIST 1"),
+    ]);
+    s.extend(stat_and_last_as_recorded());
+    s
+}
+
+/// Three keep-mode `fetch` runs (one state, account `timeout`) against
+/// `server`: the first fetches the message, the next two find nothing
+/// new; the server's scripts then done without errors, after
+/// `connections` connections.
+fn fetch_then_two_with_nothing_new(server: &FakeServer, timeout: &str, connections: usize) {
+    let env = Env::new();
+    let account = AccountBuilder::fake("fake", "pop3", server.port())
+        .ca_file(&server.cert().cert_pem)
+        .keep(true)
+        .timeout(timeout);
+    ConfigBuilder::single(&env, account).write(&env);
+    for (run, code) in [(1, 0), (2, 1), (3, 1)] {
+        let out = env.run(&["fetch"]);
+        assert_eq!(
+            out.code,
+            code,
+            "run {run}: {} {:?}",
+            out.stderr,
+            server.transcripts()
+        );
+    }
+    assert!(server.settle(Duration::from_secs(5)));
+    server.assert_no_errors();
+    assert_eq!(server.connections(), connections);
+    assert_eq!(env.maildir_messages(env.path("Maildir")).len(), 1);
+}
+
+/// A keep-mode run against a server whose CAPA it knows, with one message
+/// delivered before: STAT, `UIDL 1` and `LIST 1` go in the write of CAPA
+/// and AUTH PLAIN. Here the login is refused (`-ERR`): the three answers
+/// of the unauthenticated session are read and dropped, USER/PASS goes on
+/// on the same connection, and the scan asks its questions itself. The
+/// next run pipelines them with the login again, and takes their answers.
+#[test]
+fn stat_sent_with_a_refused_pipelined_login_is_answered_and_dropped() {
+    let mut refused = pop3s_up_to_capa();
+    refused.extend(pipelined_login_with_stat());
+    refused.extend([
         Step::line("-ERR [AUTH] Authentication failed."),
         Step::line("-ERR Unknown command."),
         Step::line("-ERR Unknown command."),
@@ -1064,30 +1123,15 @@ fn stat_sent_with_a_refused_pipelined_login_is_answered_and_dropped() {
         Step::expect("UIDL 1"),
         Step::expect("LIST 1"),
     ]);
-    second.extend(answers());
-    second.push(Step::ExpectAny);
-    // Run 3: all five at once, and answered.
-    let mut third = pop3s_up_to_capa();
-    third.extend(pipelined());
-    third.push(Step::line("+OK in"));
-    third.extend(answers());
-    third.push(Step::ExpectAny);
-    let server = FakeServer::start_many(vec![first, second, third]);
-    let env = Env::new();
-    let account = AccountBuilder::fake("fake", "pop3", server.port())
-        .ca_file(&server.cert().cert_pem)
-        .keep(true);
-    ConfigBuilder::single(&env, account).write(&env);
-    for (run, code) in [(1, 0), (2, 1), (3, 1)] {
-        let out = env.run(&["fetch"]);
-        assert_eq!(out.code, code, "run {run}: {}", out.stderr);
-    }
-    assert!(server.settle(Duration::from_secs(5)));
-    server.assert_no_errors();
-    assert_eq!(server.connections(), 3);
+    refused.extend(stat_and_last_as_recorded());
+    let mut answered = pop3s_up_to_capa();
+    answered.extend(pipelined_login_with_stat());
+    answered.push(Step::line("+OK in"));
+    answered.extend(stat_and_last_as_recorded());
+    let server = FakeServer::start_many(vec![learns_capa_and_fetches_one(), refused, answered]);
+    fetch_then_two_with_nothing_new(&server, "5s", 3);
     let sessions = server.transcripts();
     assert_eq!(sessions[2].matches("STAT").count(), 1, "{}", sessions[2]);
-    assert_eq!(env.maildir_messages(env.path("Maildir")).len(), 1);
 }
 
 /// A server (or a proxy before it) that takes the login but never
@@ -1096,65 +1140,17 @@ fn stat_sent_with_a_refused_pipelined_login_is_answered_and_dropped() {
 /// server is marked in state.db: the next run waits for each answer.
 #[test]
 fn a_server_that_loses_stat_sent_with_the_login_is_asked_in_turn_from_then_on() {
-    let capa = "+OK\r\nUSER\r\nUIDL\r\nPIPELINING\r\nSASL PLAIN\r\n.\r\n";
-    let list = b"+OK\r\n1 20\r\n.\r\n";
-    let uidl = b"+OK\r\n1 aaa\r\n.\r\n";
-    let in_turn = || {
-        let mut s = pop3s_up_to_capa();
-        s.extend([
-            Step::send(capa),
-            Step::expect("AUTH PLAIN AHUAdG9wc2VjcmV0"),
-            Step::line("+OK in"),
-            Step::expect("STAT"),
-            Step::expect("UIDL 1"),
-            Step::expect("LIST 1"),
-            Step::line("+OK 1 20"),
-            Step::line("+OK 1 aaa"),
-            Step::line("+OK 1 20"),
-            Step::ExpectAny,
-        ]);
-        s
-    };
-    let mut first = pop3s_up_to_capa();
-    first.extend([
-        Step::send(capa),
-        Step::expect("AUTH PLAIN AHUAdG9wc2VjcmV0"),
-        Step::line("+OK in"),
-    ]);
-    first.extend(pop3_kept_listing(list, uidl, true));
-    first.extend(retr(1, "one"));
-    first.extend(dele_and_quit(&[]));
     let mut loses = pop3s_up_to_capa();
-    loses.extend([
-        Step::expect("AUTH PLAIN AHUAdG9wc2VjcmV0"),
-        Step::expect("STAT"),
-        Step::expect("UIDL 1"),
-        Step::expect("LIST 1"),
-        Step::send(capa),
-        Step::line("+OK in"),
-        Step::ExpectClose,
+    loses.extend(pipelined_login_with_stat());
+    loses.extend([Step::line("+OK in"), Step::ExpectClose]);
+    let in_turn = || asks_in_turn(&[Step::line("+OK in")]);
+    let server = FakeServer::start_many(vec![
+        learns_capa_and_fetches_one(),
+        loses,
+        in_turn(),
+        in_turn(),
     ]);
-    let server = FakeServer::start_many(vec![first, loses, in_turn(), in_turn()]);
-    let env = Env::new();
-    let account = AccountBuilder::fake("fake", "pop3", server.port())
-        .ca_file(&server.cert().cert_pem)
-        .keep(true)
-        .timeout("2s");
-    ConfigBuilder::single(&env, account).write(&env);
-    for (run, code) in [(1, 0), (2, 1), (3, 1)] {
-        let out = env.run(&["fetch"]);
-        assert_eq!(
-            out.code,
-            code,
-            "run {run}: {} {:?}",
-            out.stderr,
-            server.transcripts()
-        );
-    }
-    assert!(server.settle(Duration::from_secs(5)));
-    server.assert_no_errors();
-    assert_eq!(server.connections(), 4, "run 2 connected twice");
-    assert_eq!(env.maildir_messages(env.path("Maildir")).len(), 1);
+    fetch_then_two_with_nothing_new(&server, "2s", 4);
 }
 
 /// A server that answers AUTH PLAIN's initial response with an empty
@@ -1164,65 +1160,23 @@ fn a_server_that_loses_stat_sent_with_the_login_is_asked_in_turn_from_then_on() 
 /// the response after the challenge, and later runs wait for each answer.
 #[test]
 fn an_empty_challenge_to_a_pipelined_auth_plain_gets_a_new_connection() {
-    let capa = "+OK\r\nUSER\r\nUIDL\r\nPIPELINING\r\nSASL PLAIN\r\n.\r\n";
-    let list = b"+OK\r\n1 20\r\n.\r\n";
-    let uidl = b"+OK\r\n1 aaa\r\n.\r\n";
+    let mut challenges = pop3s_up_to_capa();
+    challenges.extend(pipelined_login_with_stat());
+    challenges.extend([Step::line("+ "), Step::ExpectClose]);
     let challenged = || {
-        let mut s = pop3s_up_to_capa();
-        s.extend([
-            Step::send(capa),
-            Step::expect("AUTH PLAIN AHUAdG9wc2VjcmV0"),
+        asks_in_turn(&[
             Step::line("+ "),
             Step::expect("AHUAdG9wc2VjcmV0"),
             Step::line("+OK in"),
-            Step::expect("STAT"),
-            Step::expect("UIDL 1"),
-            Step::expect("LIST 1"),
-            Step::line("+OK 1 20"),
-            Step::line("+OK 1 aaa"),
-            Step::line("+OK 1 20"),
-            Step::ExpectAny,
-        ]);
-        s
+        ])
     };
-    let mut first = pop3s_up_to_capa();
-    first.extend([
-        Step::send(capa),
-        Step::expect("AUTH PLAIN AHUAdG9wc2VjcmV0"),
-        Step::line("+OK in"),
+    let server = FakeServer::start_many(vec![
+        learns_capa_and_fetches_one(),
+        challenges,
+        challenged(),
+        challenged(),
     ]);
-    first.extend(pop3_kept_listing(list, uidl, true));
-    first.extend(retr(1, "one"));
-    first.extend(dele_and_quit(&[]));
-    let mut pipelined = pop3s_up_to_capa();
-    pipelined.extend([
-        Step::expect("AUTH PLAIN AHUAdG9wc2VjcmV0"),
-        Step::expect("STAT"),
-        Step::expect("UIDL 1"),
-        Step::expect("LIST 1"),
-        Step::send(capa),
-        Step::line("+ "),
-        Step::ExpectClose,
-    ]);
-    let server = FakeServer::start_many(vec![first, pipelined, challenged(), challenged()]);
-    let env = Env::new();
-    let account = AccountBuilder::fake("fake", "pop3", server.port())
-        .ca_file(&server.cert().cert_pem)
-        .keep(true);
-    ConfigBuilder::single(&env, account).write(&env);
-    for (run, code) in [(1, 0), (2, 1), (3, 1)] {
-        let out = env.run(&["fetch"]);
-        assert_eq!(
-            out.code,
-            code,
-            "run {run}: {} {:?}",
-            out.stderr,
-            server.transcripts()
-        );
-    }
-    assert!(server.settle(Duration::from_secs(5)));
-    server.assert_no_errors();
-    assert_eq!(server.connections(), 4, "run 2 connected twice");
+    fetch_then_two_with_nothing_new(&server, "5s", 4);
     let sessions = server.transcripts();
     assert!(
         !sessions[1].contains("LIST 1\r\nAHUAdG9wc2VjcmV0"),
