@@ -185,7 +185,7 @@ pub(super) fn fetch_locked(
     // With the login, the scan's first questions when it will ask them
     // (`source::pop3::connect`).
     let expect_stat = match &seen_read {
-        Some(SeenRead::Totals(t)) if t.all_sized && t.count > 0 => Some((t.count, t.octets)),
+        Some(SeenRead::Totals(t)) => t.as_stat(),
         _ => None,
     };
     let usage = super::SourceUse {

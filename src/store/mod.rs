@@ -1655,6 +1655,14 @@ pub struct SeenTotals {
     pub all_sized: bool,
 }
 
+impl SeenTotals {
+    /// What STAT answers (count, octets) if the folder holds just these
+    /// messages; `None` when a recorded size is unknown.
+    pub fn as_stat(&self) -> Option<(u64, u64)> {
+        self.all_sized.then_some((self.count, self.octets))
+    }
+}
+
 impl StateSeenIndex<'_> {
     /// The seen ids (and sizes) read for each folder a POP3 scan looked
     /// at, for `State::forget_absent`.
@@ -1705,7 +1713,7 @@ impl SeenIndex for StateSeenIndex<'_> {
                 totals
             }
         };
-        Ok(totals.all_sized.then_some((totals.count, totals.octets)))
+        Ok(totals.as_stat())
     }
 
     fn runs_before(&mut self) -> Result<u64> {

@@ -99,10 +99,12 @@ pub fn learned(key: &str, capa: Option<&str>) {
     known().unwritten.insert(key.to_string(), keep);
 }
 
-/// A session that sent CAPA and AUTH PLAIN together failed other than
-/// by the server's `-ERR` (it hung up, or answered what it should not):
-/// the server is marked (an empty answer stored) and never sent the two
-/// together again; the caller connects once more, CAPA alone.
+/// A session that sent CAPA and AUTH PLAIN together (and STAT after them,
+/// see `Pop3Source::connect`) failed other than by the server's `-ERR`
+/// (it hung up, answered what it should not, or never answered what
+/// followed the login): the server is marked (an empty answer stored)
+/// and never sent anything pipelined with the login again; the caller
+/// connects once more, CAPA alone.
 pub fn refused(key: &str) {
     known()
         .unwritten

@@ -299,13 +299,8 @@ fn open_once(
         Some((hint, password)) => {
             let sent_utf8 = hint.has("UTF8");
             // The scan's first questions too (see `connect`).
-            let last = expect
-                .filter(|&(count, _)| count > 0)
-                .and_then(|(count, _)| u32::try_from(count).ok());
-            let then = match last {
-                Some(n) => vec![Command::Stat, Command::UidlOf(n), Command::ListOf(n)],
-                None => Vec::new(),
-            };
+            let last = expect.and_then(last_number);
+            let then = last.map(stat_and_last).unwrap_or_default();
             let (caps, text, utf8_status, login) =
                 match session.capa_and_plain(sent_utf8, &account.user, password, &then) {
                     // Not the server's answer to a login: it may not take
@@ -891,7 +886,18 @@ fn unchanged_if(seen: &mut dyn SeenIndex) -> Result<Option<(u64, u64)>> {
     }
     Ok(seen
         .recorded_totals(POP3_FOLDER)?
-        .filter(|&(count, _)| count > 0 && count <= u64::from(u32::MAX)))
+        .filter(|&expected| last_number(expected).is_some()))
+}
+
+/// The number of the last message when STAT answers `expected`: none
+/// for an empty mailbox, or a count no message number can reach.
+fn last_number((count, _): (u64, u64)) -> Option<u32> {
+    u32::try_from(count).ok().filter(|&n| n > 0)
+}
+
+/// STAT, and `UIDL n` and `LIST n` for the last message, `n`.
+fn stat_and_last(n: u32) -> Vec<Command> {
+    vec![Command::Stat, Command::UidlOf(n), Command::ListOf(n)]
 }
 
 /// The answers to STAT, `UIDL n` and `LIST n` (`ask_stat_and_last`).
@@ -919,7 +925,7 @@ impl LastAnswers {
 /// expected count), pipelined.
 fn ask_stat_and_last(session: &mut Pop3<Stream>, count: u64) -> Result<LastAnswers> {
     let n = count as u32;
-    session.send(&[Command::Stat, Command::UidlOf(n), Command::ListOf(n)])?;
+    session.send(&stat_and_last(n))?;
     read_stat_and_last(session, n)
 }
 
